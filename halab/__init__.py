@@ -1,0 +1,1 @@
+"""ha-lb-lab below the Pulumi engine: stack config -> model -> rendered files and step bundles."""

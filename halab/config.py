@@ -1,0 +1,433 @@
+"""Stack config (the `halab:` namespace of Pulumi.<stack>.yaml) -> validated `Lab` model.
+
+`parse` is a pure function. It collects every problem before failing, so a user fixes a
+stack file in one pass, and each problem names the key and the bad value. Secrets
+(`halab:vrrpAuthPass`, `halab:sshPrivateKey`) never enter the model: the stack file holds
+them encrypted, and only the driver that needs them (Pulumi) reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from typing import Any
+from urllib.parse import urlparse
+
+from halab.model import (
+    HealthCheck,
+    Lab,
+    Libvirt,
+    Network,
+    Node,
+    Service,
+    Ssh,
+    VmSize,
+    Vrrp,
+)
+
+NS = "halab"
+SECRET_KEYS = ("vrrpAuthPass", "sshPrivateKey")
+
+UBUNTU_2404_IMAGE = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
+
+# Every default in one place. Together they reproduce the seed article's lab (with its
+# 192.169/192.168 typo resolved to 192.168.69.0/24).
+DEFAULTS: dict[str, Any] = {
+    "libvirtUri": "qemu:///system",
+    "domainType": "kvm",
+    "pool": "default",
+    "image": UBUNTU_2404_IMAGE,
+    "network": {"name": "halab", "cidr": "192.168.69.0/24", "mode": "nat", "interface": "eth0"},
+    "vip": "192.168.69.110",
+    "loadBalancers": [
+        {"name": "lb1", "address": "192.168.69.111"},
+        {"name": "lb2", "address": "192.168.69.112"},
+    ],
+    "backends": [
+        {"name": "www1", "address": "192.168.69.106"},
+        {"name": "www2", "address": "192.168.69.107"},
+    ],
+    "services": [
+        {"name": "http", "port": 80},
+        {"name": "https", "port": 443},
+    ],
+    "service": {"balance": "leastconn", "sticky": True, "stickyExpire": "30m"},
+    "healthCheck": {"interval": "2s", "rise": 2, "fall": 3},
+    "vrrp": {"routerId": 100, "advertInterval": 1},
+    "vm": {"vcpu": 1, "memoryMiB": 1024, "diskGiB": 10},
+    "ssh": {"user": "halab"},
+    "testClients": None,  # None: the hypervisor's own address on the lab network
+}
+
+# Derived VRRP priorities: the first load balancer is the preferred master.
+PRIORITY_FIRST, PRIORITY_STEP = 150, 10
+
+BALANCE_ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "first", "source")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+IFACE_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$")
+DURATION_RE = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d)?$")
+TOP_KEYS = frozenset(DEFAULTS) | frozenset(SECRET_KEYS)
+
+
+class ConfigError(ValueError):
+    """Every problem found in a stack config, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid stack config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Secure:
+    """Marks a config value that the stack file holds encrypted (`secure:`)."""
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+def is_secure(value: Any) -> bool:
+    return isinstance(value, Secure) or (isinstance(value, Mapping) and set(value) == {"secure"})
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, key: str, value: Any, why: str) -> None:
+        self.items.append(f"{NS}:{key}: {value!r} {why}")
+
+
+def _keys(p: _Problems, key: str, obj: Any, allowed: set[str]) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        p.add(key, obj, "must be a mapping")
+        return {}
+    for k in obj:
+        if k not in allowed:
+            p.add(f"{key}.{k}", obj[k], f"is not a known key (known: {', '.join(sorted(allowed))})")
+    return obj
+
+
+def _int(p: _Problems, key: str, value: Any, lo: int, hi: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        p.add(key, value, "must be an integer")
+        return None
+    if not lo <= value <= hi:
+        p.add(key, value, f"is out of range {lo}-{hi}")
+        return None
+    return value
+
+
+def _bool(p: _Problems, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        p.add(key, value, "must be true or false")
+        return False
+    return value
+
+
+def _str(p: _Problems, key: str, value: Any, pattern: re.Pattern[str] | None = None, what: str = "") -> str:
+    if not isinstance(value, str) or not value:
+        p.add(key, value, "must be a non-empty string")
+        return ""
+    if pattern is not None and not pattern.match(value):
+        p.add(key, value, f"is not a valid {what}")
+    return value
+
+
+def _addr(p: _Problems, key: str, value: Any) -> IPv4Address | None:
+    try:
+        a = ip_address(str(value)) if isinstance(value, str) else None
+    except ValueError:
+        a = None
+    if not isinstance(a, IPv4Address):
+        p.add(key, value, "is not an IPv4 address")
+        return None
+    return a
+
+
+def _in_subnet(p: _Problems, key: str, a: IPv4Address | None, net: Network | None, taken: dict) -> None:
+    """Checks an address can be a host on the lab network and is not already used."""
+    if a is None or net is None:
+        return
+    if a not in net.cidr:
+        p.add(key, str(a), f"is outside {NS}:network.cidr {net.cidr}")
+    elif a == net.cidr.network_address:
+        p.add(key, str(a), "is the network address of the lab subnet")
+    elif a == net.cidr.broadcast_address:
+        p.add(key, str(a), "is the broadcast address of the lab subnet")
+    elif a == net.gateway:
+        p.add(key, str(a), "is the gateway (the hypervisor's address on the lab network)")
+    if a in taken:
+        p.add(key, str(a), f"is already used by {taken[a]}")
+    else:
+        taken[a] = f"{NS}:{key}"
+
+
+def _merge(defaults: Any, given: Any) -> Any:
+    if isinstance(defaults, dict) and isinstance(given, Mapping):
+        return {**defaults, **given}
+    return given
+
+
+def parse(raw: Mapping[str, Any], *, require_secrets: bool = False) -> Lab:
+    """Validates the `config:` mapping of a stack file and returns the lab model.
+
+    Keys of other namespaces (`libvirt:uri`, `pulumi:...`) are ignored. With
+    `require_secrets`, the secret keys must be present (the Pulumi driver needs them).
+    """
+    p = _Problems()
+    given: dict[str, Any] = {}
+    for full_key, value in raw.items():
+        ns, _, key = str(full_key).partition(":")
+        if ns != NS or not key:
+            continue
+        if key not in TOP_KEYS:
+            p.add(key, value, f"is not a known key (known: {', '.join(sorted(TOP_KEYS))})")
+            continue
+        given[key] = value
+    cfg = {k: _merge(v, given[k]) if k in given else v for k, v in DEFAULTS.items()}
+
+    for key in SECRET_KEYS:
+        if key in given and not is_secure(given[key]):
+            p.add(key, "<plain text>", f"must be stored encrypted: pulumi config set --secret {NS}:{key} ...")
+    if require_secrets and "vrrpAuthPass" not in given:
+        p.add(
+            "vrrpAuthPass",
+            None,
+            f"is required: pulumi config set --secret {NS}:vrrpAuthPass <1-8 characters> (scripts/setup does it)",
+        )
+
+    libvirt = _libvirt(p, cfg)
+    network = _network(p, cfg["network"])
+    taken: dict[IPv4Address, str] = {}
+    vip = _addr(p, "vip", cfg["vip"])
+    _in_subnet(p, "vip", vip, network, taken)
+    names: dict[str, str] = {}
+    lbs = _nodes(p, "loadBalancers", cfg["loadBalancers"], "lb", 2, network, taken, names)
+    backends = _nodes(p, "backends", cfg["backends"], "backend", 1, network, taken, names)
+    lbs = _priorities(p, lbs)
+    services = _services(p, cfg["services"], cfg["service"])
+    health = _health(p, cfg["healthCheck"])
+    vrrp = _vrrp(p, cfg["vrrp"])
+    vm = _vm(p, cfg["vm"])
+    ssh = _ssh(p, cfg["ssh"], given)
+    clients = _test_clients(p, cfg["testClients"], network, taken)
+
+    if p.items:
+        raise ConfigError(p.items)
+    assert network is not None and vip is not None and vrrp is not None and health is not None
+    return Lab(
+        libvirt=libvirt,
+        network=network,
+        vip=vip,
+        load_balancers=lbs,
+        backends=backends,
+        services=services,
+        health_check=health,
+        vrrp=vrrp,
+        vm=vm,
+        ssh=ssh,
+        test_clients=clients if clients is not None else (network.gateway,),
+    )
+
+
+def _libvirt(p: _Problems, cfg: dict[str, Any]) -> Libvirt:
+    uri = _str(p, "libvirtUri", cfg["libvirtUri"])
+    jump = None
+    if uri:
+        u = urlparse(uri)
+        if u.scheme not in ("qemu", "qemu+ssh") or u.path not in ("/system", "/session"):
+            p.add("libvirtUri", uri, "must be qemu:///system, qemu:///session or qemu+ssh://[user@]host/system")
+        elif u.scheme == "qemu+ssh":
+            if not u.hostname:
+                p.add("libvirtUri", uri, "names no host")
+            else:
+                jump = f"{u.username + '@' if u.username else ''}{u.hostname}:{u.port or 22}"
+    dtype = cfg["domainType"]
+    if dtype not in ("kvm", "qemu"):
+        p.add("domainType", dtype, "must be kvm or qemu (qemu: no hardware virtualisation, slow)")
+    image = _str(p, "image", cfg["image"])
+    if image and not (image.startswith(("http://", "https://")) or image.startswith("/")):
+        p.add("image", image, "must be an http(s) URL or an absolute path on the machine running pulumi")
+    pool = _str(p, "pool", cfg["pool"], NAME_RE, "libvirt pool name")
+    return Libvirt(uri=uri, domain_type=dtype, pool=pool, image=image, jump_host=jump)
+
+
+def _network(p: _Problems, obj: Any) -> Network | None:
+    o = _keys(p, "network", obj, {"name", "cidr", "mode", "interface"})
+    if not o:
+        return None
+    name = _str(p, "network.name", o.get("name"), NAME_RE, "network name")
+    mode = o.get("mode")
+    if mode not in ("nat", "route"):
+        p.add("network.mode", mode, "must be nat or route")
+    iface = _str(p, "network.interface", o.get("interface"), IFACE_RE, "interface name")
+    cidr = o.get("cidr")
+    try:
+        net = ip_network(str(cidr), strict=True) if isinstance(cidr, str) else None
+    except ValueError:
+        net = None
+    if not isinstance(net, IPv4Network):
+        p.add("network.cidr", cidr, "is not an IPv4 network in CIDR form (host bits must be zero)")
+        return None
+    if net.prefixlen > 29:
+        p.add("network.cidr", cidr, "is too small: the lab needs at least a /29")
+        return None
+    return Network(name=name, cidr=net, gateway=net.network_address + 1, mode=mode, interface=iface)
+
+
+def _nodes(
+    p: _Problems,
+    key: str,
+    obj: Any,
+    role: str,
+    minimum: int,
+    net: Network | None,
+    taken: dict,
+    names: dict[str, str],
+) -> tuple[Node, ...]:
+    if not isinstance(obj, list):
+        p.add(key, obj, "must be a list")
+        return ()
+    if len(obj) < minimum:
+        p.add(key, obj, f"needs at least {minimum} entr{'ies' if minimum > 1 else 'y'}")
+    allowed = {"name", "address", "priority"} if role == "lb" else {"name", "address"}
+    out = []
+    for i, item in enumerate(obj):
+        k = f"{key}[{i}]"
+        o = _keys(p, k, item, allowed)
+        name = _str(p, f"{k}.name", o.get("name"), NAME_RE, "host name (a-z, 0-9, -; 31 at most)")
+        duplicate = name in names
+        if duplicate:
+            p.add(f"{k}.name", name, f"is already used by {names[name]}")
+        elif name:
+            names[name] = f"{NS}:{k}"
+        addr = _addr(p, f"{k}.address", o.get("address"))
+        _in_subnet(p, f"{k}.address", addr, net, taken)
+        prio = o.get("priority")
+        if prio is not None:
+            prio = _int(p, f"{k}.priority", prio, 1, 254)
+        if addr is not None and name and not duplicate:
+            out.append(Node(name=name, address=addr, role=role, priority=prio))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def _priorities(p: _Problems, lbs: tuple[Node, ...]) -> tuple[Node, ...]:
+    """Fills priorities from order (first = preferred master); equal priorities are an error."""
+    out = []
+    for i, n in enumerate(lbs):
+        prio = n.priority if n.priority is not None else max(1, PRIORITY_FIRST - PRIORITY_STEP * i)
+        out.append(Node(name=n.name, address=n.address, role=n.role, priority=prio))
+    seen: dict[int, str] = {}
+    for n in out:
+        if n.priority in seen:
+            p.add(
+                f"loadBalancers[{n.name}].priority",
+                n.priority,
+                f"equals the priority of {seen[n.priority]} (derived ones are {PRIORITY_FIRST}, "
+                f"{PRIORITY_FIRST - PRIORITY_STEP}, ... in list order): VRRP would elect by address, not by intent",
+            )
+        seen.setdefault(n.priority, n.name)  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def _services(p: _Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
+    d = _keys(p, "service", defaults, {"balance", "sticky", "stickyExpire"})
+    if not isinstance(obj, list) or not obj:
+        p.add("services", obj, "must be a non-empty list")
+        return ()
+    out, names, ports = [], set(), set()
+    for i, item in enumerate(obj):
+        k = f"services[{i}]"
+        o = _keys(p, k, item, {"name", "port", "backendPort", "balance", "sticky", "stickyExpire", "backendTls"})
+        name = _str(p, f"{k}.name", o.get("name"), re.compile(r"^[a-z][a-z0-9_-]{0,30}$"), "service name")
+        if name in names:
+            p.add(f"{k}.name", name, "is already used by another service")
+        names.add(name)
+        port = _int(p, f"{k}.port", o.get("port"), 1, 65535)
+        if port is not None and port in ports:
+            p.add(f"{k}.port", port, "is already used by another service")
+        ports.add(port)
+        bport = _int(p, f"{k}.backendPort", o.get("backendPort", port or 1), 1, 65535)
+        balance = o.get("balance", d.get("balance"))
+        if balance not in BALANCE_ALGORITHMS:
+            p.add(f"{k}.balance", balance, f"must be one of {', '.join(BALANCE_ALGORITHMS)}")
+        sticky = _bool(p, f"{k}.sticky", o.get("sticky", d.get("sticky")))
+        expire = _str(p, f"{k}.stickyExpire", o.get("stickyExpire", d.get("stickyExpire")), DURATION_RE, "duration")
+        tls = _bool(p, f"{k}.backendTls", o.get("backendTls", port == 443))
+        if port is not None and bport is not None:
+            out.append(Service(name, port, bport, str(balance), sticky, expire, tls))
+    return tuple(out)
+
+
+def _health(p: _Problems, obj: Any) -> HealthCheck | None:
+    o = _keys(p, "healthCheck", obj, {"interval", "rise", "fall"})
+    interval = _str(p, "healthCheck.interval", o.get("interval"), DURATION_RE, "duration (e.g. 2s, 500ms)")
+    rise = _int(p, "healthCheck.rise", o.get("rise"), 1, 100)
+    fall = _int(p, "healthCheck.fall", o.get("fall"), 1, 100)
+    return HealthCheck(interval, rise, fall) if rise and fall else None
+
+
+def _vrrp(p: _Problems, obj: Any) -> Vrrp | None:
+    o = _keys(p, "vrrp", obj, {"routerId", "advertInterval"})
+    rid = _int(p, "vrrp.routerId", o.get("routerId"), 1, 255)
+    adv = _int(p, "vrrp.advertInterval", o.get("advertInterval"), 1, 255)
+    return Vrrp(rid, adv) if rid and adv else None
+
+
+def _vm(p: _Problems, obj: Any) -> VmSize:
+    o = _keys(p, "vm", obj, {"vcpu", "memoryMiB", "diskGiB"})
+    return VmSize(
+        vcpu=_int(p, "vm.vcpu", o.get("vcpu"), 1, 64) or 1,
+        memory_mib=_int(p, "vm.memoryMiB", o.get("memoryMiB"), 512, 262144) or 1024,
+        disk_gib=_int(p, "vm.diskGiB", o.get("diskGiB"), 4, 2048) or 10,
+    )
+
+
+def _ssh(p: _Problems, obj: Any, given: Mapping[str, Any]) -> Ssh:
+    o = _keys(p, "ssh", obj, {"user", "publicKey"})
+    user = _str(p, "ssh.user", o.get("user"), re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"), "user name")
+    if user == "root":
+        p.add("ssh.user", user, "must not be root (cloud-init gives the user passwordless sudo)")
+    pub = o.get("publicKey")
+    if pub is not None:
+        if not isinstance(pub, str) or not pub.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
+            p.add("ssh.publicKey", pub, "is not an OpenSSH public key")
+        if "sshPrivateKey" not in given:
+            p.add("ssh.publicKey", pub, f"needs its private key in {NS}:sshPrivateKey (a secret)")
+    elif "sshPrivateKey" in given:
+        p.add("sshPrivateKey", "<secret>", f"needs its public key in {NS}:ssh.publicKey")
+    return Ssh(user=user, public_key=pub)
+
+
+def _test_clients(p: _Problems, obj: Any, net: Network | None, taken: dict) -> tuple[IPv4Address, ...] | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, list):
+        p.add("testClients", obj, "must be a list of addresses on the lab subnet")
+        return None
+    out = []
+    for i, item in enumerate(obj):
+        a = _addr(p, f"testClients[{i}]", item)
+        if a is None or net is None:
+            continue
+        if a not in net.cidr:
+            p.add(f"testClients[{i}]", item, f"is outside {NS}:network.cidr {net.cidr} (only on-subnet clients need a return route)")
+        elif a in taken:
+            p.add(f"testClients[{i}]", item, f"is already used by {taken[a]}")
+        else:
+            out.append(a)
+    return tuple(out)
+
+
+def load_stack_file(path: str) -> dict[str, Any]:
+    """The `config:` mapping of a Pulumi.<stack>.yaml (encrypted values stay `{secure: ...}`)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    if not isinstance(doc, dict):
+        raise ConfigError([f"{path}: is not a YAML mapping"])
+    cfg = doc.get("config") or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError([f"{path}: config: must be a mapping"])
+    return cfg

@@ -1,0 +1,110 @@
+"""The validated lab model: what every driver (Pulumi, the namespace lab, `scripts/render`) consumes.
+
+Frozen dataclasses only; nothing here reads files, talks to libvirt or imports Pulumi.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Literal
+
+Role = Literal["lb", "backend"]
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    cidr: IPv4Network
+    gateway: IPv4Address  # the hypervisor's address on the lab network (libvirt's bridge)
+    mode: Literal["nat", "route"]
+    interface: str  # NIC name inside every node; keepalived and the scripts name it
+
+    @property
+    def prefix(self) -> int:
+        return self.cidr.prefixlen
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    address: IPv4Address
+    role: Role
+    priority: int | None = None  # VRRP priority, load balancers only
+
+    @property
+    def mac(self) -> str:
+        """A stable MAC from the address, so cloud-init can match the NIC before it has a name."""
+        b = self.address.packed
+        return f"52:54:00:{b[1]:02x}:{b[2]:02x}:{b[3]:02x}"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    port: int  # on the VIP
+    backend_port: int
+    balance: str
+    sticky: bool
+    sticky_expire: str
+    backend_tls: bool  # the backend's web server speaks TLS on backend_port
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    interval: str
+    rise: int
+    fall: int
+
+
+@dataclass(frozen=True)
+class Vrrp:
+    router_id: int
+    advert_interval: int
+
+
+@dataclass(frozen=True)
+class VmSize:
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+
+
+@dataclass(frozen=True)
+class Ssh:
+    user: str
+    public_key: str | None  # None: the Pulumi program generates a key pair and keeps it secret
+
+
+@dataclass(frozen=True)
+class Libvirt:
+    uri: str
+    domain_type: Literal["kvm", "qemu"]
+    pool: str
+    image: str  # URL or absolute path of the guest cloud image
+    jump_host: str | None  # "user@host:port" when the URI is remote (qemu+ssh://)
+
+
+@dataclass(frozen=True)
+class Lab:
+    libvirt: Libvirt
+    network: Network
+    vip: IPv4Address
+    load_balancers: tuple[Node, ...]
+    backends: tuple[Node, ...]
+    services: tuple[Service, ...]
+    health_check: HealthCheck
+    vrrp: Vrrp
+    vm: VmSize
+    ssh: Ssh
+    test_clients: tuple[IPv4Address, ...]
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.load_balancers + self.backends
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)

@@ -1,0 +1,131 @@
+"""The provisioning plan: for each node, the ordered steps that configure it.
+
+A step is a script of `scripts/steps/` plus the rendered files it installs. `Step.bundle()`
+packs both into one self-contained bash program, run as root on the node: over SSH by the
+Pulumi driver (`sudo bash -s`), inside a namespace-lab node by the lab. The same bytes either
+way, so both drivers run the same logic.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import posixpath
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from halab import render
+from halab.model import Lab, Node
+
+STEPS_DIR = Path(__file__).parent.parent / "scripts" / "steps"
+
+LB_PACKAGES = ("haproxy", "keepalived", "iptables", "iproute2")
+BACKEND_PACKAGES = ("apache2", "ssl-cert", "iputils-ping", "iproute2")
+
+LB_SYSCTL = "/etc/sysctl.d/90-halab-lb.conf"
+BACKEND_SYSCTL = "/etc/sysctl.d/90-halab-backend.conf"
+
+
+@dataclass(frozen=True)
+class Step:
+    host: str
+    name: str
+    script: str  # a file of scripts/steps/
+    args: tuple[str, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()  # (absolute path on the node, content)
+    secret: bool = False  # a file holds a secret: the driver must keep the bundle secret
+
+    def bundle(self) -> str:
+        lines = [
+            "#!/usr/bin/env bash",
+            f"# ha-lb-lab step {self.name!r} for {self.host}: scripts/steps/{self.script} and the files it installs.",
+            "set -euo pipefail",
+            'HALAB_STAGE=$(mktemp -d "${TMPDIR:-/tmp}/halab-step.XXXXXX")',
+            f"export HALAB_STAGE HALAB_STEP={shlex.quote(self.host + '/' + self.name)}",
+            "trap 'rm -rf \"$HALAB_STAGE\"' EXIT",
+        ]
+        staged = [
+            ("lib.sh", (STEPS_DIR / "lib.sh").read_text()),
+            ("step.sh", (STEPS_DIR / self.script).read_text()),
+        ] + [("root" + path, content) for path, content in self.files]
+        for rel, content in staged:
+            parent = posixpath.dirname(rel)
+            if parent:
+                lines.append(f'mkdir -p "$HALAB_STAGE/{parent}"')
+            b64 = base64.encodebytes(content.encode()).decode().rstrip("\n")
+            lines.append(f"base64 -d >\"$HALAB_STAGE/{rel}\" <<'HALAB_EOF'\n{b64}\nHALAB_EOF")
+        lines.append(" ".join(["bash", '"$HALAB_STAGE/step.sh"', *map(shlex.quote, self.args)]))
+        return "\n".join(lines) + "\n"
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.bundle().encode()).hexdigest()
+
+
+def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, ...]:
+    """The steps for one node, in the order they must run."""
+    h = host.name
+    if host.role == "lb":
+        return (
+            Step(h, "ready", "wait-ready.sh"),
+            Step(h, "packages", "packages.sh", LB_PACKAGES),
+            Step(h, "sysctl", "sysctl.sh", (LB_SYSCTL,), ((LB_SYSCTL, render.lb_sysctl(lab)),)),
+            Step(
+                h,
+                "tproxy",
+                "lb-tproxy.sh",
+                files=(
+                    ("/usr/local/sbin/halab-tproxy", render.node_file("halab-tproxy")),
+                    ("/etc/systemd/system/halab-tproxy.service", render.node_file("halab-tproxy.service")),
+                ),
+            ),
+            Step(
+                h,
+                "haproxy",
+                "lb-haproxy.sh",
+                files=(
+                    ("/etc/haproxy/haproxy.cfg", render.haproxy_cfg(lab, host)),
+                    ("/etc/systemd/system/haproxy.service.d/halab.conf", render.node_file("haproxy-halab.conf")),
+                ),
+            ),
+            Step(
+                h,
+                "keepalived",
+                "lb-keepalived.sh",
+                files=(
+                    ("/etc/keepalived/keepalived.conf", render.keepalived_conf(lab, host, creds)),
+                    ("/etc/keepalived/halab-check-haproxy", render.node_file("halab-check-haproxy")),
+                ),
+                secret=True,
+            ),
+        )
+    return (
+        Step(h, "ready", "wait-ready.sh"),
+        Step(h, "packages", "packages.sh", BACKEND_PACKAGES),
+        Step(h, "sysctl", "sysctl.sh", (BACKEND_SYSCTL,), ((BACKEND_SYSCTL, render.backend_sysctl(lab)),)),
+        Step(
+            h,
+            "web",
+            "backend-web.sh",
+            files=(
+                ("/etc/apache2/ports.conf", render.apache_ports_conf(lab)),
+                ("/etc/apache2/sites-available/halab.conf", render.apache_site(lab, host)),
+                ("/var/www/halab/index.shtml", render.template("index.shtml.tmpl", host=h)),
+            ),
+        ),
+        Step(
+            h,
+            "gateway",
+            "backend-gateway.sh",
+            files=(
+                ("/etc/halab/routes.conf", render.backend_routes_conf(lab)),
+                ("/usr/local/sbin/halab-routes", render.node_file("halab-routes")),
+                ("/etc/systemd/system/halab-routes.service", render.node_file("halab-routes.service")),
+            ),
+        ),
+    )
+
+
+def step_names(lab: Lab, host: Node) -> tuple[str, ...]:
+    """Known without credentials, so a driver can declare its resources before secrets resolve."""
+    return tuple(s.name for s in host_steps(lab, host, render.Credentials.placeholder()))

@@ -1,0 +1,182 @@
+"""Renders every file a node needs, from the model and the templates in `halab/templates/`.
+
+Pure functions: (model, host, credentials) -> {absolute path on the node: content}. The
+Pulumi driver, the namespace lab and `scripts/render` all call these; none renders its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import yaml
+
+from halab.model import Lab, Node, Service
+
+TEMPLATES = Path(__file__).parent / "templates"
+NODE_FILES = Path(__file__).parent.parent / "scripts" / "node"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Values only the driver knows; rendered into files but never part of the model."""
+
+    vrrp_auth_pass: str
+    ssh_public_key: str
+
+    @classmethod
+    def placeholder(cls) -> Credentials:
+        """For review renders: obviously fake, yet still valid for `keepalived -t`."""
+        return cls(vrrp_auth_pass="REDACTED", ssh_public_key="ssh-ed25519 AAAA-generated-by-pulumi-up halab")
+
+
+def template(template_name: str, /, **values: object) -> str:
+    return Template((TEMPLATES / template_name).read_text()).substitute({k: str(v) for k, v in values.items()})
+
+
+def node_file(name: str) -> str:
+    """A static file shipped to nodes as is (scripts, systemd units): see scripts/node/."""
+    return (NODE_FILES / name).read_text()
+
+
+def haproxy_cfg(lab: Lab, host: Node) -> str:
+    blocks = []
+    for svc in lab.services:
+        persistence = ""
+        if svc.sticky:
+            persistence = (
+                "    # Persistence: a client address keeps its server while the entry lives.\n"
+                f"    stick-table type ip size 200k expire {svc.sticky_expire}\n"
+                "    stick on src\n"
+            )
+        # Server names are the backends' names: unique, and they read well in logs and stats.
+        servers = "\n".join(f"    server {b.name} {b.address}:{svc.backend_port} check" for b in lab.backends)
+        blocks.append(
+            template(
+                "haproxy-service.cfg.tmpl",
+                name=svc.name,
+                vip=lab.vip,
+                port=svc.port,
+                balance=svc.balance,
+                persistence=persistence,
+                servers=servers,
+            )
+        )
+    hc = lab.health_check
+    return template(
+        "haproxy.cfg.tmpl",
+        host=host.name,
+        check_interval=hc.interval,
+        check_rise=hc.rise,
+        check_fall=hc.fall,
+        services="".join(blocks),
+    )
+
+
+def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
+    return template(
+        "keepalived.conf.tmpl",
+        host=host.name,
+        ports=" ".join(str(s.port) for s in lab.services),
+        advert_interval=lab.vrrp.advert_interval,
+        router_id=lab.vrrp.router_id,
+        interface=lab.network.interface,
+        priority=host.priority,
+        auth_pass=creds.vrrp_auth_pass,
+        vip=lab.vip,
+    )
+
+
+def lb_sysctl(lab: Lab) -> str:
+    iface = lab.network.interface
+    return (
+        "# ha-lb-lab load balancer: forward for the backends, listen on the VIP while backup.\n"
+        "net.ipv4.ip_forward = 1\n"
+        "net.ipv4.ip_nonlocal_bind = 1\n"
+        "# Backends route through the VIP on their own subnet: an ICMP redirect would teach them\n"
+        "# to bypass the load balancer, and their replies would then leave without TPROXY.\n"
+        "net.ipv4.conf.all.send_redirects = 0\n"
+        "net.ipv4.conf.default.send_redirects = 0\n"
+        f"net.ipv4.conf.{iface}.send_redirects = 0\n"
+    )
+
+
+def backend_sysctl(lab: Lab) -> str:
+    iface = lab.network.interface
+    return (
+        "# ha-lb-lab backend: replies must go through the VIP; ignore redirects that say otherwise.\n"
+        "net.ipv4.conf.all.accept_redirects = 0\n"
+        "net.ipv4.conf.default.accept_redirects = 0\n"
+        f"net.ipv4.conf.{iface}.accept_redirects = 0\n"
+    )
+
+
+def backend_routes_conf(lab: Lab) -> str:
+    clients = " ".join(str(c) for c in lab.test_clients)
+    return (
+        "# Read by /usr/local/sbin/halab-routes.\n"
+        f"VIP={lab.vip}\n"
+        f"IFACE={lab.network.interface}\n"
+        "# On-subnet test clients: without a route via the VIP the reply would go straight to the\n"
+        "# client, from the backend's address, and the client would reset the connection.\n"
+        f'TEST_CLIENTS="{clients}"\n'
+    )
+
+
+def _vhost(svc: Service) -> str:
+    tls = ""
+    if svc.backend_tls:
+        tls = (
+            "    SSLEngine on\n"
+            "    SSLCertificateFile /etc/ssl/certs/ssl-cert-snakeoil.pem\n"
+            "    SSLCertificateKeyFile /etc/ssl/private/ssl-cert-snakeoil.key\n"
+        )
+    return template("apache-vhost.conf.tmpl", name=svc.name, port=svc.backend_port, tls=tls)
+
+
+def apache_ports_conf(lab: Lab) -> str:
+    ports = sorted({s.backend_port for s in lab.services})
+    return "# Rendered by ha-lb-lab: one Listen per balanced service.\n" + "".join(f"Listen {p}\n" for p in ports)
+
+
+def apache_site(lab: Lab, host: Node) -> str:
+    return template("apache-site.conf.tmpl", host=host.name, vhosts="".join(_vhost(s) for s in lab.services))
+
+
+def cloud_init(lab: Lab, host: Node, creds: Credentials) -> dict[str, str]:
+    """user-data, meta-data and network-config: a static address, so nothing waits for a DHCP lease."""
+    user_data = {
+        "hostname": host.name,
+        "manage_etc_hosts": True,
+        "ssh_pwauth": False,
+        "users": [
+            {
+                "name": lab.ssh.user,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "ssh_authorized_keys": [creds.ssh_public_key],
+            }
+        ],
+    }
+    net = lab.network
+    network_config = {
+        "version": 2,
+        "ethernets": {
+            "lab": {
+                "match": {"macaddress": host.mac},
+                "set-name": net.interface,
+                "addresses": [f"{host.address}/{net.prefix}"],
+                # Backends start with the hypervisor as gateway (to install packages); their
+                # gateway step moves it to the VIP once the load balancers serve it.
+                "routes": [{"to": "default", "via": str(net.gateway)}],
+                "nameservers": {"addresses": [str(net.gateway)]},
+            }
+        },
+    }
+    return {
+        "user-data": "#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False),
+        "meta-data": yaml.safe_dump({"instance-id": host.name, "local-hostname": host.name}, sort_keys=False),
+        "network-config": yaml.safe_dump(network_config, sort_keys=False),
+    }

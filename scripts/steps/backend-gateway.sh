@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# A backend's default gateway becomes the VIP (and on-subnet test clients are routed via the
+# VIP), now and at every boot (halab-routes.service). Refuses to switch while the VIP does not
+# answer: a backend without a working gateway is worse than one on the old gateway.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_root
+need_cmd ip ping
+conf=$(staged /etc/halab/routes.conf)
+bash -n "$(staged /usr/local/sbin/halab-routes)" || die "staged halab-routes does not parse"
+vip=$(sed -n 's/^VIP=//p' "$conf")
+[ -n "$vip" ] || die "routes.conf names no VIP"
+wait_until "${HALAB_VIP_WAIT:-60}" ping -c 1 -W 1 -q "$vip" >/dev/null \
+  || die "the VIP $vip does not answer: are the load balancers up? (gateway left unchanged)"
+
+stage_install /etc/halab/routes.conf 0644 || true
+stage_install /usr/local/sbin/halab-routes 0755 || true
+if unit_install /etc/systemd/system/halab-routes.service; then systemctl daemon-reload; fi
+if has_systemd; then systemctl enable --quiet halab-routes.service; fi
+/usr/local/sbin/halab-routes apply
+log "default route via $vip: $(ip -4 route show default)"

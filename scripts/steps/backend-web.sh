@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Apache on a backend: a page that names the backend and the client address it saw, on every
+# balanced service's port. The change is tried on a copy of /etc/apache2 (apache2 -t) before it
+# touches the real one.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_root
+need_cmd apache2ctl apache2 a2enmod
+
+site=$(staged /etc/apache2/sites-available/halab.conf)
+mods=(include)
+grep -q 'SSLEngine on' "$site" && mods+=(ssl socache_shmcb)
+
+# configure ROOT: the staged files and the enabled modules and sites, under ROOT (an apache
+# config dir); prints what it changed.
+configure() {
+  local root=$1 m
+  cmp -s "$(staged /etc/apache2/ports.conf)" "$root/ports.conf" || { cp "$(staged /etc/apache2/ports.conf)" "$root/ports.conf"; echo ports.conf; }
+  cmp -s "$site" "$root/sites-available/halab.conf" || { cp "$site" "$root/sites-available/halab.conf"; echo site; }
+  for m in "${mods[@]}"; do
+    [ -e "$root/mods-enabled/$m.load" ] && continue
+    ln -s "../mods-available/$m.load" "$root/mods-enabled/$m.load"
+    [ -e "$root/mods-available/$m.conf" ] && ln -sf "../mods-available/$m.conf" "$root/mods-enabled/$m.conf"
+    echo "mod $m"
+  done
+  for s in 000-default default-ssl; do
+    [ -e "$root/sites-enabled/$s.conf" ] && { rm -f "$root/sites-enabled/$s.conf"; echo "site $s off"; }
+  done
+  [ -e "$root/sites-enabled/halab.conf" ] || { ln -s ../sites-available/halab.conf "$root/sites-enabled/halab.conf"; echo "site halab on"; }
+}
+
+trial=$(mktemp -d)
+trap 'rm -rf "$trial"' EXIT
+cp -a /etc/apache2/. "$trial/"
+configure "$trial" >/dev/null
+# shellcheck source=/dev/null
+(. /etc/apache2/envvars && apache2 -d "$trial" -t) || die "the new apache configuration is invalid (apache2 -t)"
+
+page=no
+if stage_install /var/www/halab/index.shtml 0644; then page=yes; fi
+changes=$(configure /etc/apache2)
+[ -n "$changes" ] && log "apache: $(tr '\n' ' ' <<<"$changes")"
+reload=no
+[ -n "$changes" ] && reload=yes
+service_converge apache2 no "$reload"
+[ "$page" = yes ] && log "page installed"
+log "apache2 serving ports: $(grep -o '[0-9]*' "$(staged /etc/apache2/ports.conf)" | tr '\n' ' ')"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# haproxy on a load balancer: validate the staged haproxy.cfg, install it, and start haproxy
+# (as user haproxy with the capabilities transparent mode needs) or reload it without dropping
+# connections.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_root
+need_cmd haproxy
+/usr/local/sbin/halab-tproxy check || die "TPROXY rules missing: run the tproxy step first"
+haproxy -c -q -f "$(staged /etc/haproxy/haproxy.cfg)" || die "staged haproxy.cfg is invalid (haproxy -c)"
+
+restart=no reload=no
+if unit_install /etc/systemd/system/haproxy.service.d/halab.conf; then restart=yes; fi
+if stage_install /etc/haproxy/haproxy.cfg 0644; then reload=yes; fi
+service_converge haproxy "$restart" "$reload"
+log "haproxy running ($(head -n 1 "$HAPROXY_PIDFILE"))"

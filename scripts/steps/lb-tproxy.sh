@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# TPROXY rules and policy routing on a load balancer, applied now and at every boot
+# (halab-tproxy.service). The rules themselves live in one place: scripts/node/halab-tproxy.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_root
+need_cmd iptables ip
+bash -n "$(staged /usr/local/sbin/halab-tproxy)" || die "staged halab-tproxy does not parse"
+iptables -m socket --help >/dev/null 2>&1 || die "iptables has no socket match (xt_socket)"
+
+stage_install /usr/local/sbin/halab-tproxy 0755 || true
+if unit_install /etc/systemd/system/halab-tproxy.service; then systemctl daemon-reload; fi
+if has_systemd; then systemctl enable --quiet halab-tproxy.service; fi
+/usr/local/sbin/halab-tproxy apply
+log "TPROXY rules and policy routing in place"

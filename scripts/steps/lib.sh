@@ -1,0 +1,120 @@
+# shellcheck shell=bash
+# Shared by every step script. A step runs as root on a node (a VM over SSH, or a namespace-lab
+# node), from a bundle that staged its files under $HALAB_STAGE/root/<absolute path>.
+#
+# The one place where a VM and a namespace-lab node differ is the service manager: with systemd
+# a step enables and reloads units; without it (the lab) `direct_service` starts and reloads the
+# same daemons from the same files, with the same pidfiles and the same privileges.
+
+HALAB_STEP=${HALAB_STEP:-$(basename "$0" .sh)}
+# Capabilities haproxy keeps after leaving root: same list as scripts/node/haproxy-halab.conf.
+HAPROXY_CAPS=net_admin,net_raw,net_bind_service,sys_chroot
+HAPROXY_PIDFILE=/run/haproxy/haproxy.pid
+KEEPALIVED_PIDFILE=/run/keepalived.pid
+APACHE_PIDFILE=/run/apache2/apache2.pid
+
+log() { printf '[%s] %s\n' "$HALAB_STEP" "$*"; }
+die() {
+  printf '[%s] error: %s\n' "$HALAB_STEP" "$*" >&2
+  exit 1
+}
+
+need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
+need_cmd() {
+  local c
+  for c in "$@"; do command -v "$c" >/dev/null 2>&1 || die "command not found: $c"; done
+}
+
+staged() {
+  local f="${HALAB_STAGE:?HALAB_STAGE is not set: run steps from their bundle}/root/${1#/}"
+  [ -f "$f" ] || die "the bundle lacks /${1#/}"
+  printf '%s\n' "$f"
+}
+
+# stage_install PATH MODE: puts the staged PATH in place atomically; succeeds only if it changed.
+stage_install() {
+  local dst="/${1#/}" mode=$2 src
+  src=$(staged "$1")
+  if [ -f "$dst" ] && cmp -s "$src" "$dst" && [ "$(stat -c %a "$dst")" = "${mode#0}" ]; then
+    return 1
+  fi
+  install -D -m "$mode" "$src" "$dst.halab-new"
+  mv -f "$dst.halab-new" "$dst"
+  log "installed $dst"
+}
+
+has_systemd() { [ -d /run/systemd/system ]; }
+
+pid_alive() {
+  local pid
+  pid=$(head -n 1 "$1" 2>/dev/null) || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# wait_until SECONDS CMD...: polls CMD every 0.2 s, bounded.
+wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
+# direct_service NAME start|reload|running: the daemons without systemd (namespace lab).
+direct_service() {
+  local name=$1 action=$2
+  case "$name:$action" in
+    haproxy:running) pid_alive "$HAPROXY_PIDFILE" ;;
+    haproxy:start)
+      install -d -o haproxy -g haproxy -m 0755 /run/haproxy
+      setpriv --reuid=haproxy --regid=haproxy --init-groups \
+        --inh-caps="+${HAPROXY_CAPS//,/,+}" --ambient-caps="+${HAPROXY_CAPS//,/,+}" \
+        haproxy -W -D -f /etc/haproxy/haproxy.cfg -p "$HAPROXY_PIDFILE" -S /run/haproxy/master.sock
+      ;;
+    haproxy:reload) kill -USR2 "$(head -n 1 "$HAPROXY_PIDFILE")" ;;
+    keepalived:running) pid_alive "$KEEPALIVED_PIDFILE" ;;
+    keepalived:start) keepalived -f /etc/keepalived/keepalived.conf -p "$KEEPALIVED_PIDFILE" ;;
+    keepalived:reload) kill -HUP "$(head -n 1 "$KEEPALIVED_PIDFILE")" ;;
+    apache2:running) pid_alive "$APACHE_PIDFILE" ;;
+    apache2:start) APACHE_PID_FILE=$APACHE_PIDFILE apache2ctl start ;;
+    apache2:reload) APACHE_PID_FILE=$APACHE_PIDFILE apache2ctl graceful ;;
+    *) die "direct_service: unknown $name $action" ;;
+  esac
+}
+
+# service_converge NAME RESTART RELOAD: enabled and running; restarted or reloaded when asked
+# (yes/no). Reload keeps established connections (haproxy master-worker, keepalived HUP).
+service_converge() {
+  local name=$1 restart=$2 reload=$3
+  if has_systemd; then
+    systemctl daemon-reload
+    systemctl enable --quiet "$name"
+    if ! systemctl is-active --quiet "$name"; then
+      log "starting $name"
+      systemctl start "$name"
+    elif [ "$restart" = yes ]; then
+      log "restarting $name"
+      systemctl restart "$name"
+    elif [ "$reload" = yes ]; then
+      log "reloading $name"
+      systemctl reload "$name"
+    fi
+    systemctl is-active --quiet "$name" || die "$name is not running: journalctl -u $name"
+  else
+    if ! direct_service "$name" running; then
+      log "starting $name"
+      direct_service "$name" start
+    elif [ "$restart" = yes ] || [ "$reload" = yes ]; then
+      log "reloading $name"
+      direct_service "$name" reload
+    fi
+    wait_until 10 direct_service "$name" running || die "$name is not running"
+  fi
+}
+
+# unit_install PATH: a systemd unit or drop-in, only where systemd runs; succeeds if it changed.
+unit_install() {
+  has_systemd || return 1
+  stage_install "$1" 0644
+}
