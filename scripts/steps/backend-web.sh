@@ -10,7 +10,15 @@ need_cmd apache2ctl apache2 a2enmod
 
 site=$(staged /etc/apache2/sites-available/halab.conf)
 mods=(include)
-grep -q 'SSLEngine on' "$site" && mods+=(ssl socache_shmcb)
+if grep -q 'SSLEngine on' "$site"; then
+  mods+=(ssl socache_shmcb)
+  # ssl-cert's postinst makes this pair; some images ship the package without it.
+  if [ ! -s /etc/ssl/certs/ssl-cert-snakeoil.pem ]; then
+    need_cmd make-ssl-cert
+    make-ssl-cert generate-default-snakeoil
+    log "generated the snakeoil certificate"
+  fi
+fi
 
 # configure ROOT: the staged files and the enabled modules and sites, under ROOT (an apache
 # config dir); prints what it changed.
@@ -35,7 +43,7 @@ trap 'rm -rf "$trial"' EXIT
 cp -a /etc/apache2/. "$trial/"
 configure "$trial" >/dev/null
 # shellcheck source=/dev/null
-(. /etc/apache2/envvars && apache2 -d "$trial" -t) || die "the new apache configuration is invalid (apache2 -t)"
+(set +u && . /etc/apache2/envvars && mkdir -p "$APACHE_RUN_DIR" && apache2 -d "$trial" -t) || die "the new apache configuration is invalid (apache2 -t)"
 
 page=no
 if stage_install /var/www/halab/index.shtml 0644; then page=yes; fi

@@ -12,7 +12,7 @@ direct_service haproxy running || die "haproxy is not running here: keepalived w
 
 reload=no
 if stage_install /etc/keepalived/halab-check-haproxy 0755; then reload=yes; fi
-keepalived -t -f "$conf" >/dev/null 2>&1 || die "staged keepalived.conf is invalid (keepalived -t)"
+keepalived_test "$conf" || die "staged keepalived.conf is invalid (keepalived -t)"
 if stage_install /etc/keepalived/keepalived.conf 0600; then reload=yes; fi
 service_converge keepalived no "$reload"
 log "keepalived running ($(head -n 1 "$KEEPALIVED_PIDFILE"))"

@@ -11,7 +11,7 @@ HALAB_STEP=${HALAB_STEP:-$(basename "$0" .sh)}
 HAPROXY_CAPS=net_admin,net_raw,net_bind_service,sys_chroot
 HAPROXY_PIDFILE=/run/haproxy/haproxy.pid
 KEEPALIVED_PIDFILE=/run/keepalived.pid
-APACHE_PIDFILE=/run/apache2/apache2.pid
+APACHE_PIDFILE=/run/apache2/apache2.pid # as /etc/apache2/envvars sets it
 
 log() { printf '[%s] %s\n' "$HALAB_STEP" "$*"; }
 die() {
@@ -77,8 +77,8 @@ direct_service() {
     keepalived:start) keepalived -f /etc/keepalived/keepalived.conf -p "$KEEPALIVED_PIDFILE" ;;
     keepalived:reload) kill -HUP "$(head -n 1 "$KEEPALIVED_PIDFILE")" ;;
     apache2:running) pid_alive "$APACHE_PIDFILE" ;;
-    apache2:start) APACHE_PID_FILE=$APACHE_PIDFILE apache2ctl start ;;
-    apache2:reload) APACHE_PID_FILE=$APACHE_PIDFILE apache2ctl graceful ;;
+    apache2:start) apache2ctl start ;;
+    apache2:reload) apache2ctl graceful ;;
     *) die "direct_service: unknown $name $action" ;;
   esac
 }
@@ -117,4 +117,17 @@ service_converge() {
 unit_install() {
   has_systemd || return 1
   stage_install "$1" 0644
+}
+
+# keepalived_test CONF: `keepalived -t` on CONF. keepalived 2.2.x in config-test mode kills
+# itself (SIGTERM, exit 143) after checking a track script as a non-root script_user, so the
+# test reads a copy in which only the script_user line says root; everything else it checks is
+# the file as deployed (a missing or unsafe script still fails: exit 5).
+keepalived_test() {
+  local copy rc=0
+  copy=$(mktemp)
+  sed -E 's/^([[:space:]]*script_user)[[:space:]].*/\1 root/' "$1" >"$copy"
+  keepalived -t -f "$copy" || rc=$?
+  rm -f "$copy"
+  return "$rc"
 }
