@@ -168,11 +168,12 @@ def _merge(defaults: Any, given: Any) -> Any:
     return given
 
 
-def parse(raw: Mapping[str, Any], *, require_secrets: bool = False) -> Lab:
+def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -> Lab:
     """Validates the `config:` mapping of a stack file and returns the lab model.
 
-    Keys of other namespaces (`libvirt:uri`, `pulumi:...`) are ignored. With
-    `require_secrets`, the secret keys must be present (the Pulumi driver needs them).
+    Keys of other namespaces (`libvirt:uri`, `pulumi:...`) are ignored. A driver that needs
+    the secrets (Pulumi) passes their decrypted values as `secrets`: they are then required
+    and checked too, and their problems are reported without their values.
     """
     p = _Problems()
     given: dict[str, Any] = {}
@@ -189,12 +190,8 @@ def parse(raw: Mapping[str, Any], *, require_secrets: bool = False) -> Lab:
     for key in SECRET_KEYS:
         if key in given and not is_secure(given[key]):
             p.add(key, "<plain text>", f"must be stored encrypted: pulumi config set --secret {NS}:{key} ...")
-    if require_secrets and "vrrpAuthPass" not in given:
-        p.add(
-            "vrrpAuthPass",
-            None,
-            f"is required: pulumi config set --secret {NS}:vrrpAuthPass <1-8 characters> (scripts/setup does it)",
-        )
+    if secrets is not None:
+        _check_secrets(p, secrets)
 
     libvirt = _libvirt(p, cfg)
     network = _network(p, cfg["network"])
@@ -228,6 +225,19 @@ def parse(raw: Mapping[str, Any], *, require_secrets: bool = False) -> Lab:
         ssh=ssh,
         test_clients=clients if clients is not None else (network.gateway,),
     )
+
+
+def _check_secrets(p: _Problems, secrets: Mapping[str, str]) -> None:
+    auth = secrets.get("vrrpAuthPass")
+    if auth is None:
+        p.add(
+            "vrrpAuthPass",
+            None,
+            f"is required: pulumi config set --secret {NS}:vrrpAuthPass <1-8 characters> (scripts/setup does it)",
+        )
+    elif not 1 <= len(auth) <= 8 or not auth.isprintable() or " " in auth:
+        # keepalived's PASS authentication keeps only the first 8 characters.
+        p.add("vrrpAuthPass", "<secret>", f"must be 1-8 printable characters without spaces (it has {len(auth)})")
 
 
 def _libvirt(p: _Problems, cfg: dict[str, Any]) -> Libvirt:
@@ -411,7 +421,8 @@ def _test_clients(p: _Problems, obj: Any, net: Network | None, taken: dict) -> t
         if a is None or net is None:
             continue
         if a not in net.cidr:
-            p.add(f"testClients[{i}]", item, f"is outside {NS}:network.cidr {net.cidr} (only on-subnet clients need a return route)")
+            why = f"is outside {NS}:network.cidr {net.cidr} (only on-subnet clients need a return route)"
+            p.add(f"testClients[{i}]", item, why)
         elif a in taken:
             p.add(f"testClients[{i}]", item, f"is already used by {taken[a]}")
         else:

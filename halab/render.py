@@ -23,12 +23,14 @@ class Credentials:
     """Values only the driver knows; rendered into files but never part of the model."""
 
     vrrp_auth_pass: str
-    ssh_public_key: str
 
     @classmethod
     def placeholder(cls) -> Credentials:
         """For review renders: obviously fake, yet still valid for `keepalived -t`."""
-        return cls(vrrp_auth_pass="REDACTED", ssh_public_key="ssh-ed25519 AAAA-generated-by-pulumi-up halab")
+        return cls(vrrp_auth_pass="REDACTED")
+
+
+PLACEHOLDER_SSH_KEY = "ssh-ed25519 AAAA-the-key-pulumi-up-generates halab"
 
 
 def template(template_name: str, /, **values: object) -> str:
@@ -144,7 +146,7 @@ def apache_site(lab: Lab, host: Node) -> str:
     return template("apache-site.conf.tmpl", host=host.name, vhosts="".join(_vhost(s) for s in lab.services))
 
 
-def cloud_init(lab: Lab, host: Node, creds: Credentials) -> dict[str, str]:
+def cloud_init(lab: Lab, host: Node, ssh_public_key: str) -> dict[str, str]:
     """user-data, meta-data and network-config: a static address, so nothing waits for a DHCP lease."""
     user_data = {
         "hostname": host.name,
@@ -156,7 +158,7 @@ def cloud_init(lab: Lab, host: Node, creds: Credentials) -> dict[str, str]:
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "shell": "/bin/bash",
                 "lock_passwd": True,
-                "ssh_authorized_keys": [creds.ssh_public_key],
+                "ssh_authorized_keys": [ssh_public_key.strip()],
             }
         ],
     }

@@ -27,6 +27,6 @@ def write_tree(lab: Lab, out: Path, creds: render.Credentials) -> list[Path]:
             for path, content in step.files:
                 put(root / path.lstrip("/"), content)
         put(root / "STEPS", "\n".join(listing) + "\n")
-        for name, content in render.cloud_init(lab, host, creds).items():
+        for name, content in render.cloud_init(lab, host, lab.ssh.public_key or render.PLACEHOLDER_SSH_KEY).items():
             put(root / "cloud-init" / name, content)
     return written

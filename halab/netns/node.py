@@ -114,7 +114,7 @@ class NsNode:
         argv = ["bash", "-c", cmd] if isinstance(cmd, str) else cmd
         base = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
         p = subprocess.run(
-            self.argv(argv), input=input, capture_output=True, text=True, timeout=timeout,
+            self.argv(argv), check=False, input=input, capture_output=True, text=True, timeout=timeout,
             env={**base, **(env or {})},
         )  # fmt: skip
         if check and p.returncode != 0:

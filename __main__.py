@@ -1,0 +1,36 @@
+"""ha-lb-lab: highly available load balancers (keepalived + HAProxy TPROXY) on libvirt.
+
+Reads the stack config once, validates it (every problem listed, nothing created on error),
+and wires the Lab component. Everything else lives in components/ and halab/.
+"""
+
+import os
+
+import pulumi
+
+from components import stack_config
+from components.lab import Lab, LabArgs
+from halab.config import ConfigError
+
+try:
+    cfg = stack_config.load()
+except ConfigError as e:
+    # Nothing has been created yet: fail with the list of problems, without a traceback.
+    raise pulumi.RunError(str(e)) from None
+
+lab = Lab(
+    "halab",
+    LabArgs(
+        lab=cfg.lab,
+        vrrp_auth_pass=cfg.vrrp_auth_pass,
+        ssh_private_key=cfg.ssh_private_key,
+        ssh_agent_socket=os.environ.get("SSH_AUTH_SOCK"),
+    ),
+)
+
+pulumi.export("vip", lab.vip)
+pulumi.export("load_balancers", lab.lb_addresses)
+pulumi.export("backends", lab.backend_addresses)
+pulumi.export("urls", lab.urls)
+pulumi.export("ssh", lab.ssh_hints)
+pulumi.export("ssh_private_key", lab.ssh_private_key)

@@ -1,0 +1,83 @@
+"""One guest: a root volume on the shared base image, a cloud-init disk, and the domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_libvirt as libvirt
+
+from halab import render
+from halab.model import Lab, Node
+
+GIB = 1024**3
+
+
+@dataclass
+class VmArgs:
+    lab: Lab
+    """The validated lab model (sizes, pool, network, domain type)."""
+    node: Node
+    """The node this VM is."""
+    base_volume_id: pulumi.Input[str]
+    """The cloud image volume every VM's root volume is a copy-on-write layer of."""
+    network_id: pulumi.Input[str]
+    """The lab network to attach to."""
+    ssh_public_key: pulumi.Input[str]
+    """Authorised for the lab's SSH user by cloud-init."""
+
+
+class Vm(pulumi.ComponentResource):
+    domain_name: str
+
+    def __init__(self, name: str, args: VmArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("halab:index:Vm", name, None, opts)
+        lab, node = args.lab, args.node
+        self.domain_name = f"{lab.network.name}-{node.name}"
+        child = pulumi.ResourceOptions(parent=self)
+
+        root = libvirt.Volume(
+            f"{name}-root",
+            name=f"{self.domain_name}-root.qcow2",
+            pool=lab.libvirt.pool,
+            base_volume_id=args.base_volume_id,
+            format="qcow2",
+            size=lab.vm.disk_gib * GIB,
+            opts=child,
+        )
+        ci = pulumi.Output.from_input(args.ssh_public_key).apply(lambda key: render.cloud_init(lab, node, key))
+        cloudinit = libvirt.CloudInitDisk(
+            f"{name}-cloudinit",
+            name=f"{self.domain_name}-cloudinit.iso",
+            pool=lab.libvirt.pool,
+            user_data=ci["user-data"],
+            meta_data=ci["meta-data"],
+            network_config=ci["network-config"],
+            opts=child,
+        )
+        kvm = lab.libvirt.domain_type == "kvm"
+        self.domain = libvirt.Domain(
+            f"{name}-domain",
+            name=self.domain_name,
+            type=lab.libvirt.domain_type,
+            vcpu=lab.vm.vcpu,
+            memory=lab.vm.memory_mib,
+            autostart=True,
+            cpu=libvirt.DomainCpuArgs(mode="host-passthrough") if kvm else None,
+            cloudinit=cloudinit.id,
+            disks=[libvirt.DomainDiskArgs(volume_id=root.id)],
+            network_interfaces=[
+                libvirt.DomainNetworkInterfaceArgs(
+                    network_id=args.network_id,
+                    mac=node.mac,
+                    addresses=[str(node.address)],
+                    hostname=node.name,
+                    # Unreliable in terraform-provider-libvirt 0.8.x, and pointless with static
+                    # addresses: the first remote command waits for SSH instead.
+                    wait_for_lease=False,
+                )
+            ],
+            consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
+            opts=child,
+        )
+        self.register_outputs({"domain_name": self.domain_name, "address": str(node.address)})
