@@ -1,0 +1,358 @@
+"""The Pulumi program under Pulumi's mocks: the resource graph it declares, with no engine.
+
+A recording mock monitor keeps every registration (type, name, parent, dependencies, which
+inputs are secret); the mocks echo inputs back as outputs, as the engine would.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pytest
+from conftest import ROOT, STACKS
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import rpc
+from pulumi.runtime.config import set_all_config
+
+from halab import config, plan
+from halab.config import ConfigError
+
+SECRET_SIG = rpc._special_sig_key
+SECRET_VALUE = rpc._special_secret_sig
+AUTH_PASS = "pa55wd"
+
+
+@dataclass
+class Reg:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    deps: list[str]
+    inputs: dict[str, Any]
+    secret_inputs: set[str]
+    provider: str
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIG) == SECRET_VALUE
+
+
+def _has_secret(value: Any) -> bool:
+    if _is_secret(value):
+        return True
+    if isinstance(value, dict):
+        return any(_has_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_secret(v) for v in value)
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """Inputs with the secret wrappers removed."""
+    if _is_secret(value):
+        return _plain(value["value"])
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        state = dict(args.inputs)
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            state["public_key_openssh"] = "ssh-ed25519 AAAAmockpublic halab"
+            state["private_key_openssh"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n"
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+class Recorder(pmocks.MockMonitor):
+    def __init__(self, m):
+        super().__init__(m)
+        self.regs: list[Reg] = []
+
+    def RegisterResource(self, request):
+        resp = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+            self.regs.append(
+                Reg(
+                    urn=resp.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent,
+                    deps=list(request.dependencies),
+                    inputs=_plain(inputs),
+                    secret_inputs={k for k, v in inputs.items() if _has_secret(v)},
+                    provider=request.provider,
+                )
+            )
+        return resp
+
+
+@dataclass
+class Program:
+    regs: list[Reg]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, typ: str) -> list[Reg]:
+        return [r for r in self.regs if r.type == typ]
+
+    def by_name(self, name: str) -> Reg:
+        (r,) = [r for r in self.regs if r.name == name]
+        return r
+
+
+def stack_config(stack: str, **secrets: str) -> tuple[dict[str, str], list[str]]:
+    """The stack file's `halab:` keys as the engine hands them to a program (JSON for objects)."""
+    raw = config.load_stack_file(str(STACKS[stack]))
+    cfg = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    cfg.update({f"halab:{k}": v for k, v in secrets.items()})
+    return cfg, [f"halab:{k}" for k in secrets]
+
+
+def run_program(cfg: dict[str, str], secret_keys: list[str], recorder: Recorder | None = None) -> Program:
+    recorder = recorder or Recorder(Mocks())
+    pulumi.runtime.set_mocks(Mocks(), project="ha-lb-lab", stack="test", preview=False, monitor=recorder)
+    set_all_config(cfg, secret_keys)
+    exported: dict[str, Any] = {}
+    real_export = pulumi.export
+
+    def capture(name: str, value: Any) -> None:
+        exported[name] = value
+
+    @pulumi.runtime.test
+    def program():
+        pulumi.export = capture
+        try:
+            runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        finally:
+            pulumi.export = real_export
+        return pulumi.Output.all(**{k: pulumi.Output.from_input(v) for k, v in exported.items()}).apply(exported.update)
+
+    program()
+    return Program(recorder.regs, exported)
+
+
+@pytest.fixture(scope="module")
+def dev() -> Program:
+    return run_program(*stack_config("dev", vrrpAuthPass=AUTH_PASS))
+
+
+@pytest.fixture(scope="module")
+def large() -> Program:
+    return run_program(*stack_config("large", vrrpAuthPass=AUTH_PASS))
+
+
+COMPONENTS = ("halab:index:Lab", "halab:index:LabNetwork", "halab:index:LoadBalancer", "halab:index:Backend")
+
+
+@pytest.mark.parametrize(("stack", "lbs", "backends"), [("dev", 2, 2), ("large", 3, 5)])
+def test_resource_counts_follow_the_topology(stack, lbs, backends, request):
+    prog: Program = request.getfixturevalue(stack)
+    counts = Counter(r.type for r in prog.regs)
+    nodes = lbs + backends
+    lb_steps = len(plan.step_names(*_lb(stack)))
+    be_steps = len(plan.step_names(*_be(stack)))
+    assert counts["halab:index:Lab"] == 1
+    assert counts["halab:index:LabNetwork"] == 1
+    assert counts["halab:index:LoadBalancer"] == lbs
+    assert counts["halab:index:Backend"] == backends
+    assert counts["halab:index:Vm"] == nodes
+    assert counts["pulumi:providers:libvirt"] == 1
+    assert counts["libvirt:index/network:Network"] == 1
+    # one shared base image + one root volume per VM
+    assert counts["libvirt:index/volume:Volume"] == 1 + nodes
+    assert counts["libvirt:index/cloudInitDisk:CloudInitDisk"] == nodes
+    assert counts["libvirt:index/domain:Domain"] == nodes
+    assert counts["tls:index/privateKey:PrivateKey"] == 1
+    assert counts["command:remote:Command"] == lbs * lb_steps + backends * be_steps
+
+
+def _model(stack):
+    return config.parse(config.load_stack_file(str(STACKS[stack])))
+
+
+def _lb(stack):
+    m = _model(stack)
+    return m, m.load_balancers[0]
+
+
+def _be(stack):
+    m = _model(stack)
+    return m, m.backends[0]
+
+
+def test_every_resource_has_a_parent_and_components_own_their_children(large):
+    by_urn = {r.urn: r for r in large.regs}
+    lab = large.of_type("halab:index:Lab")[0]
+    for r in large.regs:
+        if r is lab:
+            assert r.parent == "" or r.parent.endswith("ha-lb-lab-test"), r.urn
+            continue
+        assert r.parent in by_urn, f"{r.urn}: parent {r.parent!r} is not a lab resource"
+    for r in large.of_type("libvirt:index/domain:Domain"):
+        assert by_urn[r.parent].type == "halab:index:Vm", r.urn
+    for r in large.of_type("command:remote:Command"):
+        assert by_urn[r.parent].type in ("halab:index:LoadBalancer", "halab:index:Backend"), r.urn
+    for r in large.of_type("halab:index:Vm"):
+        assert by_urn[r.parent].type in ("halab:index:LoadBalancer", "halab:index:Backend"), r.urn
+
+
+def test_libvirt_resources_use_the_configured_provider(large):
+    (provider,) = large.of_type("pulumi:providers:libvirt")
+    assert provider.inputs["uri"] == "qemu+ssh://ops@hv1.example.net/system", provider.urn
+    for r in large.regs:
+        if r.type.startswith("libvirt:"):
+            assert r.provider.startswith(provider.urn), f"{r.urn}: provider {r.provider}"
+
+
+def test_each_remote_command_connects_to_its_own_node(large):
+    model = _model("large")
+    for node in model.nodes:
+        cmds = [r for r in large.of_type("command:remote:Command") if r.name.startswith(f"halab-{node.name}-")]
+        assert [c.name.removeprefix(f"halab-{node.name}-") for c in cmds] == list(plan.step_names(model, node))
+        for c in cmds:
+            conn = c.inputs["connection"]
+            assert conn["host"] == str(node.address), c.urn
+            assert conn["user"] == "halab", c.urn
+            # remote libvirt: SSH through the hypervisor, authenticated by the user's agent
+            assert conn["proxy"]["host"] == "hv1.example.net", c.urn
+            assert conn["proxy"]["user"] == "ops", c.urn
+            assert c.inputs["create"] == "sudo bash -s", c.urn
+
+
+def test_steps_run_in_order_and_start_after_the_vm(dev):
+    model = _model("dev")
+    for node in model.nodes:
+        names = plan.step_names(model, node)
+        first = dev.by_name(f"halab-{node.name}-{names[0]}")
+        # depending on the Vm component means depending on every resource in it, the domain included
+        domain = dev.by_name(f"halab-{node.name}-vm-domain")
+        assert domain.urn in first.deps, first.urn
+        for before, after in zip(names, names[1:], strict=False):
+            later = dev.by_name(f"halab-{node.name}-{after}")
+            assert dev.by_name(f"halab-{node.name}-{before}").urn in later.deps, later.urn
+
+
+def test_backends_switch_gateway_only_after_every_load_balancer_is_configured(large):
+    model = _model("large")
+    last_lb_step = plan.step_names(model, model.load_balancers[0])[-1]
+    lb_done = {large.by_name(f"halab-{lb.name}-{last_lb_step}").urn for lb in model.load_balancers}
+    for be in model.backends:
+        gw = large.by_name(f"halab-{be.name}-gateway")
+        assert lb_done <= set(gw.deps), f"{gw.urn} does not wait for {lb_done - set(gw.deps)}"
+        # and nothing else on the backend waits for the load balancers
+        web = large.by_name(f"halab-{be.name}-web")
+        assert not lb_done & set(web.deps), web.urn
+
+
+def test_secrets_stay_secret(dev):
+    for c in dev.of_type("command:remote:Command"):
+        if c.name.endswith("-keepalived"):
+            assert "stdin" in c.secret_inputs, f"{c.urn}: the keepalived bundle holds the VRRP password"
+            assert "triggers" in c.secret_inputs, f"{c.urn}: a hash of the password is still the password"
+        else:
+            assert AUTH_PASS not in c.inputs["stdin"], c.urn
+            assert "stdin" not in c.secret_inputs, f"{c.urn}: needlessly secret, hides diffs from review"
+    # the password does reach keepalived.conf, and nothing else
+    keepalived = [c for c in dev.of_type("command:remote:Command") if c.name.endswith("-keepalived")]
+    assert keepalived and all(f"auth_pass {AUTH_PASS}" in _unbundle(c.inputs["stdin"]) for c in keepalived)
+    assert isinstance(dev.outputs["ssh_private_key"], str)
+
+
+def test_generated_ssh_key_is_authorised_and_its_private_half_is_secret(dev):
+    for ci in dev.of_type("libvirt:index/cloudInitDisk:CloudInitDisk"):
+        assert "ssh-ed25519 AAAAmockpublic halab" in ci.inputs["userData"], ci.urn
+    for c in dev.of_type("command:remote:Command"):
+        # the whole connection is secret once it holds the private key
+        assert "connection" in c.secret_inputs, f"{c.urn}: the SSH private key would be stored in plain text"
+
+
+def test_domains_get_static_addresses_and_no_lease_wait(dev):
+    model = _model("dev")
+    for node in model.nodes:
+        d = dev.by_name(f"halab-{node.name}-vm-domain")
+        (nic,) = d.inputs["networkInterfaces"]
+        assert nic["addresses"] == [str(node.address)], d.urn
+        assert nic["mac"] == node.mac, d.urn
+        assert nic["waitForLease"] is False, d.urn
+        assert d.inputs["type"] == "kvm" and d.inputs["name"] == f"halab-{node.name}", d.urn
+    (net,) = dev.of_type("libvirt:index/network:Network")
+    assert net.inputs["addresses"] == ["192.168.69.0/24"] and net.inputs["mode"] == "nat", net.urn
+    assert net.inputs["dhcp"]["enabled"] is False, net.urn
+
+
+def test_stack_outputs(dev):
+    assert dev.outputs["vip"] == "192.168.69.110"
+    assert dev.outputs["load_balancers"] == {"lb1": "192.168.69.111", "lb2": "192.168.69.112"}
+    assert dev.outputs["backends"] == {"www1": "192.168.69.106", "www2": "192.168.69.107"}
+    assert dev.outputs["urls"] == {"http": "http://192.168.69.110/", "https": "https://192.168.69.110/"}
+    assert set(dev.outputs["ssh"]) == {"lb1", "lb2", "www1", "www2"}
+    assert "halab@192.168.69.111" in dev.outputs["ssh"]["lb1"]
+
+
+def test_large_outputs_name_the_extra_service_and_the_jump_host(large):
+    assert large.outputs["urls"]["smtp"] == "tcp://10.42.8.10:2525"
+    assert "-J ops@hv1.example.net" in large.outputs["ssh"]["app1"]
+
+
+def test_changing_one_backend_changes_only_the_bundles_that_carry_it():
+    """Triggers are content hashes: adding a backend re-runs each LB's haproxy step only."""
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS)
+    before = {r.name: r.inputs["triggers"] for r in run_program(cfg, secret).of_type("command:remote:Command")}
+    backends = json.loads(cfg["halab:backends"]) + [{"name": "www3", "address": "192.168.69.108"}]
+    after_prog = run_program({**cfg, "halab:backends": json.dumps(backends)}, secret)
+    after = {r.name: r.inputs["triggers"] for r in after_prog.of_type("command:remote:Command")}
+    changed = sorted(n for n in before if before[n] != after[n])
+    assert changed == ["halab-lb1-haproxy", "halab-lb2-haproxy"]
+    new_steps = ("gateway", "packages", "ready", "sysctl", "web")
+    assert sorted(set(after) - set(before)) == [f"halab-www3-{s}" for s in new_steps]
+
+
+def test_bad_config_fails_before_any_resource_is_created():
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS)
+    cfg["halab:vip"] = "10.9.9.9"
+    cfg["halab:loadBalancers"] = json.dumps([{"name": "lb1", "address": "192.168.69.111"}])
+    recorder = Recorder(Mocks())
+    with pytest.raises(Exception) as err:
+        run_program(cfg, secret, recorder)
+    assert "halab:vip: '10.9.9.9' is outside halab:network.cidr 192.168.69.0/24" in str(err.value)
+    assert "halab:loadBalancers: " in str(err.value) and "needs at least 2 entries" in str(err.value)
+    assert recorder.regs == [], "resources were registered before the config was validated"
+
+
+def test_missing_or_plain_text_vrrp_password_is_refused():
+    cfg, _ = stack_config("dev")
+    with pytest.raises(Exception, match="halab:vrrpAuthPass: None is required"):
+        run_program(cfg, [])
+    with pytest.raises(Exception, match="must be stored encrypted"):
+        run_program({**cfg, "halab:vrrpAuthPass": "plain"}, [])
+    with pytest.raises(Exception, match=r"1-8 printable characters without spaces \(it has 12\)") as err:
+        run_program(*stack_config("dev", vrrpAuthPass="twelve-chars"))
+    assert "twelve-chars" not in str(err.value)
+
+
+def _unbundle(bundle: str) -> str:
+    """The files of a step bundle, decoded (what the node receives)."""
+    import base64
+    import re
+
+    return "\n".join(
+        base64.b64decode(m).decode() for m in re.findall(r"<<'HALAB_EOF'\n(.*?)\nHALAB_EOF", bundle, flags=re.S)
+    )
+
+
+def test_config_error_type_is_what_main_reports():
+    with pytest.raises(ConfigError):
+        config.parse({"halab:vip": "nope"})
