@@ -55,6 +55,16 @@ def _setup_script(scratch: str) -> str:
     return "\n".join(lines)
 
 
+def veth(a: NsNode, a_name: str, b: NsNode, b_name: str) -> None:
+    """A cable between two nodes; neither end ever exists in the host's namespace."""
+    subprocess.run(
+        ["ip", "-n", a.netns, "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", b.netns],
+        check=True,
+    )
+    for node, name in ((a, a_name), (b, b_name)):
+        node.run(["ip", "link", "set", name, "up"])
+
+
 class NsNode:
     """A running node. `run` executes a command inside all three of its namespaces."""
 
@@ -123,6 +133,10 @@ class NsNode:
                 f"--- stdout\n{p.stdout[-4000:]}\n--- stderr\n{p.stderr[-4000:]}"
             )
         return p
+
+    def run_bundle(self, bundle: str, *, check: bool = True, env: dict[str, str] | None = None):
+        """Runs a step bundle (halab.plan.Step.bundle) as root, as `sudo bash -s` does on a VM."""
+        return self.run(["bash", "-s"], input=bundle, check=check, env=env)
 
     def destroy(self) -> None:
         self._cleanup(self.netns, self.pid, self.scratch)

@@ -11,7 +11,7 @@ for p in "$@"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  log "already installed: $*"
+  log "all present: $*"
   exit 0
 fi
 

@@ -1,0 +1,219 @@
+"""Stack config parsing: the defaults reproduce the seed, and every bad input is named."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+import pytest
+from conftest import STACKS
+
+from halab import config
+from halab.config import ConfigError, Secure, parse
+
+LBS = [{"name": "lb1", "address": "192.168.69.111"}, {"name": "lb2", "address": "192.168.69.112"}]
+
+
+def problems(raw: dict, **kw) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        parse(raw, **kw)
+    return err.value.problems
+
+
+def test_empty_config_is_the_seed_lab():
+    lab = parse({})
+    assert str(lab.vip) == "192.168.69.110"
+    assert [(n.name, str(n.address), n.priority) for n in lab.load_balancers] == [
+        ("lb1", "192.168.69.111", 150),
+        ("lb2", "192.168.69.112", 140),
+    ]
+    assert [(n.name, str(n.address)) for n in lab.backends] == [("www1", "192.168.69.106"), ("www2", "192.168.69.107")]
+    assert [(s.name, s.port, s.balance, s.sticky, s.backend_tls) for s in lab.services] == [
+        ("http", 80, "leastconn", True, False),
+        ("https", 443, "leastconn", True, True),
+    ]
+    assert (lab.vrrp.router_id, lab.vrrp.advert_interval) == (100, 1)
+    assert lab.test_clients == (ip_address("192.168.69.1"),)  # the hypervisor on the lab network
+    assert lab.libvirt.uri == "qemu:///system" and lab.libvirt.domain_type == "kvm"
+    assert lab.libvirt.image.startswith("https://cloud-images.ubuntu.com/noble/")
+    assert lab.libvirt.jump_host is None
+
+
+def test_dev_stack_file_is_the_defaults():
+    assert parse(config.load_stack_file(str(STACKS["dev"]))) == parse({})
+
+
+def test_large_stack_file():
+    lab = parse(config.load_stack_file(str(STACKS["large"])))
+    assert [n.priority for n in lab.load_balancers] == [200, 190, 130]  # given, given, derived (3rd)
+    assert lab.libvirt.jump_host == "ops@hv1.example.net:22"
+    smtp = lab.services[2]
+    assert (smtp.port, smtp.backend_port, smtp.sticky, smtp.balance) == (2525, 8025, False, "leastconn")
+    assert len(lab.backends) == 5 and lab.network.interface == "ens3"
+
+
+def test_model_is_frozen():
+    lab = parse({})
+    with pytest.raises(AttributeError):
+        lab.vip = ip_address("1.2.3.4")  # type: ignore[misc]
+
+
+def test_other_namespaces_are_ignored():
+    assert parse({"libvirt:uri": "x", "pulumi:template": "y"}) == parse({})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"halab:vip": "10.0.0.5"}, "halab:vip: '10.0.0.5' is outside halab:network.cidr 192.168.69.0/24"),
+        ({"halab:vip": "192.168.69.0"}, "halab:vip: '192.168.69.0' is the network address of the lab subnet"),
+        ({"halab:vip": "192.168.69.1"}, "halab:vip: '192.168.69.1' is the gateway"),
+        ({"halab:vip": "192.168.69.255"}, "halab:vip: '192.168.69.255' is the broadcast address"),
+        (
+            {"halab:vip": "192.168.69.111"},
+            "halab:loadBalancers[0].address: '192.168.69.111' is already used by halab:vip",
+        ),
+        ({"halab:vip": "not-an-ip"}, "halab:vip: 'not-an-ip' is not an IPv4 address"),
+        (
+            {"halab:network": {"cidr": "192.168.69.1/24"}},
+            "halab:network.cidr: '192.168.69.1/24' is not an IPv4 network",
+        ),
+        ({"halab:network": {"mode": "bridge"}}, "halab:network.mode: 'bridge' must be nat or route"),
+        ({"halab:network": {"colour": "blue"}}, "halab:network.colour: 'blue' is not a known key"),
+        (
+            {"halab:loadBalancers": LBS[:1]},
+            "halab:loadBalancers: [{'name': 'lb1', 'address': '192.168.69.111'}] needs at least 2 entries",
+        ),
+        ({"halab:backends": []}, "halab:backends: [] needs at least 1 entry"),
+        (
+            {"halab:loadBalancers": [LBS[0], {"name": "lb1", "address": "192.168.69.113"}]},
+            "halab:loadBalancers[1].name: 'lb1' is already used by halab:loadBalancers[0]",
+        ),
+        (
+            {"halab:backends": [{"name": "lb1", "address": "192.168.69.120"}]},
+            "halab:backends[0].name: 'lb1' is already used by halab:loadBalancers[0]",
+        ),
+        (
+            {"halab:backends": [{"name": "www1", "address": "192.168.69.112"}]},
+            "halab:backends[0].address: '192.168.69.112' is already used by halab:loadBalancers[1].address",
+        ),
+        (
+            {"halab:backends": [{"name": "www1", "address": "192.168.69.1"}]},
+            "halab:backends[0].address: '192.168.69.1' is the gateway",
+        ),
+        (
+            {"halab:backends": [{"name": "www1", "address": "192.168.69.0"}]},
+            "halab:backends[0].address: '192.168.69.0' is the network address",
+        ),
+        (
+            {"halab:backends": [{"name": "Www_1", "address": "192.168.69.120"}]},
+            "halab:backends[0].name: 'Www_1' is not a valid host name",
+        ),
+        (
+            {"halab:loadBalancers": [{**LBS[0], "priority": 100}, {**LBS[1], "priority": 100}]},
+            "halab:loadBalancers[lb2].priority: 100 equals the priority of lb1",
+        ),
+        (
+            {"halab:loadBalancers": [{**LBS[0], "priority": 255}, LBS[1]]},
+            "halab:loadBalancers[0].priority: 255 is out of range 1-254",
+        ),
+        ({"halab:vrrp": {"routerId": 0}}, "halab:vrrp.routerId: 0 is out of range 1-255"),
+        ({"halab:vrrp": {"routerId": 256}}, "halab:vrrp.routerId: 256 is out of range 1-255"),
+        ({"halab:vrrp": {"routerId": "100"}}, "halab:vrrp.routerId: '100' must be an integer"),
+        (
+            {"halab:vrrp": {"lvsSyncDaemonInterface": "eth0"}},
+            "halab:vrrp.lvsSyncDaemonInterface: 'eth0' is not a known key",
+        ),
+        ({"halab:services": [{"name": "http", "port": 0}]}, "halab:services[0].port: 0 is out of range 1-65535"),
+        (
+            {"halab:services": [{"name": "http", "port": 70000}]},
+            "halab:services[0].port: 70000 is out of range 1-65535",
+        ),
+        (
+            {"halab:services": [{"name": "http", "port": 80, "backendPort": 0}]},
+            "halab:services[0].backendPort: 0 is out of range",
+        ),
+        (
+            {"halab:services": [{"name": "a", "port": 80}, {"name": "b", "port": 80}]},
+            "halab:services[1].port: 80 is already used by another service",
+        ),
+        (
+            {"halab:services": [{"name": "a", "port": 80, "balance": "random-ish"}]},
+            "halab:services[0].balance: 'random-ish' must be one of",
+        ),
+        (
+            {"halab:services": [{"name": "a", "port": 80, "sticky": "yes"}]},
+            "halab:services[0].sticky: 'yes' must be true or false",
+        ),
+        ({"halab:services": []}, "halab:services: [] must be a non-empty list"),
+        ({"halab:testClients": ["10.1.1.1"]}, "halab:testClients[0]: '10.1.1.1' is outside halab:network.cidr"),
+        (
+            {"halab:testClients": ["192.168.69.106"]},
+            "halab:testClients[0]: '192.168.69.106' is already used by halab:backends[0].address",
+        ),
+        ({"halab:domainType": "xen"}, "halab:domainType: 'xen' must be kvm or qemu"),
+        ({"halab:libvirtUri": "lxc:///"}, "halab:libvirtUri: 'lxc:///' must be qemu:///system"),
+        ({"halab:image": "noble.img"}, "halab:image: 'noble.img' must be an http(s) URL or an absolute path"),
+        ({"halab:ssh": {"user": "root"}}, "halab:ssh.user: 'root' must not be root"),
+        ({"halab:ssh": {"publicKey": "hello"}}, "halab:ssh.publicKey: 'hello' is not an OpenSSH public key"),
+        ({"halab:vm": {"memoryMiB": 128}}, "halab:vm.memoryMiB: 128 is out of range 512-262144"),
+        ({"halab:healthCheck": {"interval": "soon"}}, "halab:healthCheck.interval: 'soon' is not a valid duration"),
+        ({"halab:colour": "blue"}, "halab:colour: 'blue' is not a known key"),
+        ({"halab:vrrpAuthPass": "plain"}, "halab:vrrpAuthPass: '<plain text>' must be stored encrypted"),
+    ],
+)
+def test_bad_input_names_the_key_and_the_value(raw, expected):
+    found = problems(raw)
+    assert any(expected in p for p in found), f"{expected!r} not in {found}"
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems(
+        {
+            "halab:vip": "10.0.0.5",
+            "halab:vrrp": {"routerId": 0},
+            "halab:services": [{"name": "http", "port": 99999}],
+            "halab:loadBalancers": LBS[:1],
+            "halab:unknown": 1,
+        }
+    )
+    assert len(found) == 5, found
+    assert str(ConfigError(found)).startswith("invalid stack config:\n  - ")
+
+
+def test_secrets_are_checked_only_when_the_driver_supplies_them():
+    assert parse({"halab:vrrpAuthPass": Secure()})  # the stack file holds it encrypted: fine
+    assert parse({"halab:vrrpAuthPass": {"secure": "v1:abc"}})  # as read from the YAML
+    assert problems({}, secrets={}) == [
+        "halab:vrrpAuthPass: None is required: pulumi config set --secret halab:vrrpAuthPass <1-8 characters> "
+        "(scripts/setup does it)"
+    ]
+    (p,) = problems({"halab:vrrpAuthPass": Secure()}, secrets={"vrrpAuthPass": "far-too-long"})
+    assert "far-too-long" not in p and "(it has 12)" in p
+    assert parse({"halab:vrrpAuthPass": Secure()}, secrets={"vrrpAuthPass": "s3cret"})
+
+
+def test_ssh_key_pair_comes_whole():
+    assert "needs its private key" in problems({"halab:ssh": {"publicKey": "ssh-ed25519 AAAA x"}})[0]
+    assert "needs its public key" in problems({"halab:sshPrivateKey": Secure()})[0]
+    lab = parse({"halab:ssh": {"publicKey": "ssh-ed25519 AAAA x"}, "halab:sshPrivateKey": Secure()})
+    assert lab.ssh.public_key == "ssh-ed25519 AAAA x"
+
+
+def test_remote_uri_gives_a_jump_host():
+    assert parse({"halab:libvirtUri": "qemu+ssh://hv/system"}).libvirt.jump_host == "hv:22"
+    assert parse({"halab:libvirtUri": "qemu+ssh://me@hv:2222/system"}).libvirt.jump_host == "me@hv:2222"
+
+
+def test_priorities_derive_from_order_and_never_collide_silently():
+    lbs = [{"name": f"lb{i}", "address": f"192.168.69.{120 + i}"} for i in range(4)]
+    lab = parse({"halab:loadBalancers": lbs})
+    assert [n.priority for n in lab.load_balancers] == [150, 140, 130, 120]
+    assert (
+        "equals the priority of lb0" in problems({"halab:loadBalancers": [{**lbs[0]}, {**lbs[1], "priority": 150}]})[0]
+    )
+
+
+def test_macs_are_unique_per_address():
+    lab = parse(config.load_stack_file(str(STACKS["large"])))
+    macs = [n.mac for n in lab.nodes]
+    assert len(set(macs)) == len(macs) and all(m.startswith("52:54:00:") for m in macs)

@@ -1,0 +1,190 @@
+"""Rendered configs: the seed's intent without its mistakes, and accepted by the real daemons."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, STACKS, need_root_and
+
+from halab import config, plan, render
+from halab.model import Lab
+from halab.netns.node import NsNode, veth
+
+CREDS = render.Credentials("s3cret")
+
+
+def lab_of(stack: str) -> Lab:
+    return config.parse(config.load_stack_file(str(STACKS[stack])))
+
+
+def sections(cfg: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current = ""
+    for line in cfg.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            current = line.strip()
+            out[current] = []
+        elif line.strip() and not line.strip().startswith("#"):
+            out.setdefault(current, []).append(line.strip())
+    return out
+
+
+@pytest.mark.parametrize("stack", ["dev", "large"])
+def test_haproxy_cfg_fixes_the_seed(stack):
+    lab = lab_of(stack)
+    for lb in lab.load_balancers:
+        cfg = render.haproxy_cfg(lab, lb)
+        secs = sections(cfg)
+        assert not any(line.startswith(("user ", "group ")) for line in secs["global"]), "haproxy must not run as root"
+        for svc in lab.services:
+            front = secs[f"frontend ft_{svc.name}"]
+            assert f"bind {lab.vip}:{svc.port} transparent" in front
+            back = secs[f"backend bk_{svc.name}"]
+            servers = [line for line in back if line.startswith("server ")]
+            names = [s.split()[1] for s in servers]
+            assert len(names) == len(set(names)) == len(lab.backends), f"{lb.name} bk_{svc.name}: {names}"
+            assert all(re.search(r"\scheck(\s|$)", s) for s in servers), servers
+            assert sorted(s.split()[2] for s in servers) == sorted(
+                f"{b.address}:{svc.backend_port}" for b in lab.backends
+            )
+            assert "source 0.0.0.0 usesrc clientip" in back
+            assert f"balance {svc.balance}" in back
+            # persistence that matches: a table *and* a rule that stores and looks up the source
+            assert ("stick on src" in back) == svc.sticky
+            assert any(line.startswith("stick-table type ip") for line in back) == svc.sticky
+            assert not any(line.startswith("stick store-request") for line in back)
+
+
+@pytest.mark.parametrize("stack", ["dev", "large"])
+def test_keepalived_conf_fixes_the_seed(stack):
+    lab = lab_of(stack)
+    confs = [render.keepalived_conf(lab, lb, CREDS) for lb in lab.load_balancers]
+    prios = [int(re.search(r"^\s*priority (\d+)$", c, re.M).group(1)) for c in confs]
+    assert len(set(prios)) == len(prios), prios
+    for lb, conf in zip(lab.load_balancers, confs, strict=True):
+        body = "\n".join(line for line in conf.splitlines() if not line.lstrip().startswith("#"))
+        assert "lvs_sync_daemon_interface" not in body and "killall" not in body
+        assert "enable_script_security" in conf
+        assert re.search(
+            r'script "/etc/keepalived/halab-check-haproxy ' + " ".join(str(s.port) for s in lab.services) + '"', conf
+        )
+        assert re.search(r"track_script \{\s*chk_haproxy\s*\}", conf)
+        assert f"virtual_router_id {lab.vrrp.router_id}" in conf and f"interface {lab.network.interface}" in conf
+        assert f"{lab.vip}/32 dev {lab.network.interface}" in conf
+        assert "auth_pass s3cret" in conf and f"router_id {lb.name}" in conf
+
+
+@pytest.mark.parametrize("stack", ["dev", "large"])
+def test_haproxy_accepts_every_rendered_config(stack, tmp_path):
+    need_root_and("haproxy")
+    lab = lab_of(stack)
+    for lb in lab.load_balancers:
+        f = tmp_path / f"{lb.name}.cfg"
+        f.write_text(render.haproxy_cfg(lab, lb))
+        p = subprocess.run(["haproxy", "-c", "-f", str(f)], capture_output=True, text=True, check=False)
+        assert p.returncode == 0, f"{lb.name}: {p.stdout}{p.stderr}"
+
+
+def keepalived_test(node: NsNode, conf: str):
+    """The step scripts' own check (scripts/steps/lib.sh keepalived_test), inside the node."""
+    lib = (ROOT / "scripts/steps/lib.sh").read_text()
+    script = lib + '\nf=$(mktemp); cat >"$f"; keepalived_test "$f"'
+    return node.run(["bash", "-c", script], input=conf, check=False)
+
+
+@pytest.fixture
+def lb_node():
+    need_root_and("keepalived", "ip", "unshare", "nsenter")
+    created: list[NsNode] = []
+
+    def make(iface: str) -> NsNode:
+        a = NsNode.create(f"halab-kt{len(created)}")
+        created.append(a)
+        b = NsNode.create(f"halab-kp{len(created)}")
+        created.append(b)
+        veth(a, iface, b, "peer0")
+        check = render.node_file("halab-check-haproxy")
+        a.run("install -D -m 0755 /dev/stdin /etc/keepalived/halab-check-haproxy", input=check)
+        return a
+
+    yield make
+    for n in created:
+        n.destroy()
+
+
+@pytest.mark.parametrize("stack", ["dev", "large"])
+def test_keepalived_accepts_every_rendered_config(stack, lb_node):
+    lab = lab_of(stack)
+    node = lb_node(lab.network.interface)
+    for lb in lab.load_balancers:
+        p = keepalived_test(node, render.keepalived_conf(lab, lb, CREDS))
+        assert p.returncode == 0, f"{lb.name}: {p.stdout}{p.stderr}"
+
+
+def test_keepalived_check_can_fail(lb_node):
+    """The same check rejects a wrong interface, an out-of-range router id and a missing script."""
+    lab = lab_of("dev")
+    node = lb_node("eth0")
+    good = render.keepalived_conf(lab, lab.load_balancers[0], CREDS)
+    assert keepalived_test(node, good).returncode == 0
+    assert keepalived_test(node, good.replace("interface eth0", "interface eth9")).returncode != 0
+    assert keepalived_test(node, good.replace("virtual_router_id 100", "virtual_router_id 300")).returncode != 0
+    node.run("rm /etc/keepalived/halab-check-haproxy")
+    assert keepalived_test(node, good).returncode != 0
+
+
+def test_cloud_init_gives_a_static_address_and_the_key():
+    import yaml
+
+    lab = lab_of("large")
+    node = lab.backends[0]
+    ci = render.cloud_init(lab, node, "ssh-ed25519 AAAAkey me")
+    user = yaml.safe_load(ci["user-data"])
+    assert ci["user-data"].startswith("#cloud-config\n")
+    assert user["users"][0]["ssh_authorized_keys"] == ["ssh-ed25519 AAAAkey me"]
+    net = yaml.safe_load(ci["network-config"])["ethernets"]["lab"]
+    assert net["match"]["macaddress"] == node.mac and net["set-name"] == "ens3"
+    assert net["addresses"] == ["10.42.8.21/24"]
+
+
+def test_non_secret_bundles_do_not_depend_on_credentials():
+    """The Pulumi driver sends these as plain inputs: they must not carry a secret by accident."""
+    lab = lab_of("dev")
+    for node in lab.nodes:
+        a = plan.host_steps(lab, node, render.Credentials("aaaaaaaa"))
+        b = plan.host_steps(lab, node, render.Credentials("bbbbbbbb"))
+        for sa, sb in zip(a, b, strict=True):
+            assert (sa.bundle() == sb.bundle()) != sa.secret, f"{node.name}/{sa.name}"
+
+
+def test_render_cli_writes_every_host(tmp_path):
+    out = tmp_path / "out"
+    p = subprocess.run(
+        [str(ROOT / "scripts/render"), "--config", str(STACKS["large"]), "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    lab = lab_of("large")
+    assert sorted(d.name for d in out.iterdir()) == sorted(n.name for n in lab.nodes)
+    for lb in lab.load_balancers:
+        assert (out / lb.name / "etc/haproxy/haproxy.cfg").read_text() == render.haproxy_cfg(lab, lb)
+        assert "auth_pass REDACTED" in (out / lb.name / "etc/keepalived/keepalived.conf").read_text()
+        assert (out / lb.name / "STEPS").read_text().splitlines()[0] == "1. ready scripts/steps/wait-ready.sh"
+    for be in lab.backends:
+        assert f"backend={be.name} " in (out / be.name / "var/www/halab/index.shtml").read_text()
+        assert (out / be.name / "cloud-init/network-config").exists()
+
+
+def test_render_cli_reports_bad_config(tmp_path):
+    bad = tmp_path / "Pulumi.bad.yaml"
+    bad.write_text("config:\n  halab:vip: 10.0.0.1\n  halab:vrrp:\n    routerId: 0\n")
+    p = subprocess.run(
+        [str(ROOT / "scripts/render"), "--config", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert p.returncode == 2
+    assert "halab:vip: '10.0.0.1' is outside" in p.stderr and "halab:vrrp.routerId: 0" in p.stderr
+    assert not Path(tmp_path / "o").exists()

@@ -1,0 +1,141 @@
+"""The step scripts: shellcheck-clean, idempotent, and validating before they change anything.
+
+Each runs from its bundle inside throw-away namespace nodes (halab/netns/node.py), exactly as
+the Pulumi path pipes it to `sudo bash -s` on a VM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+
+import pytest
+from conftest import ROOT, need_root_and
+
+from halab import config, plan, render
+from halab.netns.node import NsNode, veth
+
+CREDS = render.Credentials("s3cret")
+LAB = config.parse({})
+
+# Everything a step may change, as text: rules, routes, sysctls, files, daemons.
+SNAPSHOT = r"""
+echo '## iptables'; iptables-save -t mangle | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]//'
+echo '## rules'; ip -4 rule
+echo '## routes'; ip -4 route show table all | grep -v ' proto kernel' | sort
+echo '## sysctl'; sysctl net.ipv4.ip_forward net.ipv4.ip_nonlocal_bind net.ipv4.conf.all.send_redirects \
+  net.ipv4.conf.all.accept_redirects net.ipv4.conf.eth0.send_redirects net.ipv4.conf.eth0.accept_redirects
+echo '## files'
+for d in /etc/haproxy /etc/keepalived /etc/sysctl.d /usr/local/sbin /etc/halab /etc/apache2 /var/www/halab; do
+  [ -d "$d" ] && find "$d" \( -type f -o -type l \) -printf '%p %m %l\n' | sort
+done
+find /etc/haproxy /etc/keepalived /etc/halab /var/www/halab /usr/local/sbin -type f \
+  -exec sha256sum {} + 2>/dev/null | sort
+echo '## daemons'
+for f in /run/haproxy/haproxy.pid /run/keepalived.pid /run/apache2/apache2.pid; do
+  [ -f "$f" ] && echo "$f $(cat "$f")"
+done
+true
+"""
+
+
+def _shell_scripts() -> list:
+    def is_shell(p) -> bool:
+        first = p.read_text(errors="ignore").split("\n", 1)[0]
+        return first.startswith("#!") and first.endswith(("bash", "sh")) or first == "# shellcheck shell=bash"
+
+    found = sorted(p for p in (ROOT / "scripts").rglob("*") if p.is_file() and is_shell(p))
+    assert len(found) >= 12, found  # steps, node scripts, lib.sh: a glob that finds none must not pass
+    return found
+
+
+@pytest.mark.parametrize("script", _shell_scripts(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shellcheck(script):
+    p = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert p.returncode == 0, p.stdout
+
+
+@pytest.fixture
+def nodes():
+    need_root_and("haproxy", "keepalived", "apache2ctl", "iptables", "ping", "unshare", "nsenter", "setpriv")
+    made: list[NsNode] = []
+
+    def make(name: str) -> NsNode:
+        n = NsNode.create(f"halab-st-{name}", hostname=name)
+        made.append(n)
+        return n
+
+    yield make
+    for n in made:
+        n.destroy()
+
+
+def run_twice(node: NsNode, steps) -> tuple[str, str, list[str]]:
+    outputs = []
+    for st in steps:
+        outputs.append(node.run_bundle(st.bundle()).stdout)
+    first = node.run(SNAPSHOT).stdout
+    second_out = [node.run_bundle(st.bundle()).stdout for st in steps]
+    return first, node.run(SNAPSHOT).stdout, second_out
+
+
+def test_load_balancer_steps_are_idempotent(nodes):
+    lb, peer = nodes("lb1"), nodes("peer")
+    veth(lb, "eth0", peer, "eth0")
+    lb.run("ip addr add 192.168.69.111/24 dev eth0")
+    steps = plan.host_steps(LAB, LAB.load_balancers[0], CREDS)
+    first, second, second_out = run_twice(lb, steps)
+    assert first == second
+    assert first.count("-j DIVERT") == 1 and first.count("fwmark 0x1 lookup 100") == 1
+    assert "/run/haproxy/haproxy.pid" in first and "/run/keepalived.pid" in first
+    for st, out in zip(steps, second_out, strict=True):
+        assert not any(w in out for w in ("installed /", "starting", "reloading", "restarting")), f"{st.name}: {out}"
+    # haproxy runs unprivileged, with exactly the capabilities transparent mode needs
+    status = lb.run("cat /proc/$(cat /run/haproxy/haproxy.pid)/status").stdout
+    assert "Uid:\t" + lb.run("id -u haproxy").stdout.strip() in status
+    assert "CapEff:\t0000000000043400" in status  # net_bind_service, net_admin, net_raw, sys_chroot
+
+
+def test_backend_steps_are_idempotent(nodes):
+    be, gw = nodes("www1"), nodes("vip")
+    veth(be, "eth0", gw, "eth0")
+    be.run("ip addr add 192.168.69.106/24 dev eth0 && ip route add default via 192.168.69.1")
+    gw.run("ip addr add 192.168.69.110/24 dev eth0")
+    steps = plan.host_steps(LAB, LAB.backends[0], CREDS)
+    first, second, second_out = run_twice(be, steps)
+    assert first == second
+    assert "default via 192.168.69.110 dev eth0 proto 250" in first
+    assert "192.168.69.1 via 192.168.69.110 dev eth0 proto 250" in first
+    assert "via 192.168.69.1 " not in first  # the cloud-init gateway is gone
+    for st, out in zip(steps, second_out, strict=True):
+        assert not any(w in out for w in ("installed /", "starting", "reloading", "apache:")), f"{st.name}: {out}"
+    page = gw.run("curl -s --max-time 5 http://192.168.69.106/").stdout
+    assert page.strip() == "backend=www1 client=192.168.69.110 port=80"
+
+
+def test_invalid_haproxy_config_changes_nothing(nodes):
+    lb, peer = nodes("lb1"), nodes("peer")
+    veth(lb, "eth0", peer, "eth0")
+    steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
+    for name in ("sysctl", "tproxy", "haproxy"):
+        lb.run_bundle(steps[name].bundle())
+    before = lb.run(SNAPSHOT).stdout
+    cfg_path, cfg = steps["haproxy"].files[0]
+    broken = dataclasses.replace(
+        steps["haproxy"], files=((cfg_path, cfg.replace("balance leastconn", "balance nonsense")),)
+    )
+    p = lb.run_bundle(broken.bundle(), check=False)
+    assert p.returncode != 0 and "haproxy.cfg is invalid" in p.stderr
+    assert lb.run(SNAPSHOT).stdout == before
+
+
+def test_gateway_step_refuses_a_vip_that_does_not_answer(nodes):
+    be, other = nodes("www1"), nodes("other")
+    veth(be, "eth0", other, "eth0")
+    be.run("ip addr add 192.168.69.106/24 dev eth0 && ip route add default via 192.168.69.1")
+    gateway = plan.host_steps(LAB, LAB.backends[0], CREDS)[-1]
+    before = be.run(SNAPSHOT).stdout
+    p = be.run_bundle(gateway.bundle(), check=False, env={"HALAB_VIP_WAIT": "2"})
+    assert p.returncode != 0 and "does not answer" in p.stderr
+    assert be.run(SNAPSHOT).stdout == before
+    assert "default via 192.168.69.1 " in before
