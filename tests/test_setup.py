@@ -1,0 +1,59 @@
+"""scripts/setup names exactly what a host lacks, and changes nothing when something is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import ROOT
+
+BASIC = ("bash", "python3", "sed", "head", "grep", "id", "cat", "dirname", "printf")
+
+
+def link_basic_tools(bin_dir) -> None:
+    for tool in BASIC:
+        os.symlink(sys.executable if tool == "python3" else os.path.realpath(shutil.which(tool)), bin_dir / tool)
+
+
+def test_setup_check_names_every_missing_tool(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    link_basic_tools(bin_dir)
+    before = sorted(p.name for p in ROOT.iterdir())
+    p = subprocess.run(
+        [str(ROOT / "scripts/setup"), "--check"],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "nothing was changed" in p.stderr
+    for needed in ("the Pulumi CLI", "libvirt and its client", "mkisofs", "an SSH client"):
+        assert needed in p.stderr, f"{needed!r} not reported:\n{p.stderr}"
+    assert sorted(p.name for p in ROOT.iterdir()) == before
+
+
+def test_setup_check_passes_when_everything_is_there(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    link_basic_tools(bin_dir)
+    # stand-ins that answer like the real tools
+    for tool, script in {
+        "pulumi": "exit 0",
+        "virsh": 'case "$3" in version) exit 0;; pool-dumpxml) echo "<path>/var/lib/libvirt/images</path>";; esac',
+        "mkisofs": "exit 0",
+        "ssh": "exit 0",
+    }.items():
+        f = bin_dir / tool
+        f.write_text(f"#!/bin/bash\n{script}\n")
+        f.chmod(0o755)
+    p = subprocess.run(
+        [str(ROOT / "scripts/setup"), "--check"],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    kvm_missing = not os.path.exists("/dev/kvm")
+    assert p.returncode == (1 if kvm_missing else 0), p.stdout + p.stderr
+    if kvm_missing:
+        assert "/dev/kvm" in p.stderr and "halab:domainType: qemu" in p.stderr
+    else:
+        assert "has everything the lab needs" in p.stdout
