@@ -15,6 +15,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +39,12 @@ class NodeError(RuntimeError):
     pass
 
 
+def _python() -> str:
+    """An interpreter path that stays visible once /tmp and /run are the node's own."""
+    exe = os.path.realpath(sys.executable)
+    return "/usr/bin/python3" if exe.startswith(FRESH) else exe
+
+
 def _setup_script(scratch: str) -> str:
     lines = ["set -eu", f"mount -t tmpfs -o mode=0700 halab-node {shlex.quote(scratch)}"]
     for d in OVERLAID:
@@ -51,7 +58,7 @@ def _setup_script(scratch: str) -> str:
     lines.append("chmod 1777 /tmp")
     lines.append("mkdir -m 1777 /run/lock  # as a booted system has it (systemd-tmpfiles)")
     lines.append("ip link set lo up")
-    lines.append(f"exec python3 -c {shlex.quote(PID1)}")
+    lines.append(f"exec {shlex.quote(_python())} -c {shlex.quote(PID1)}")
     return "\n".join(lines)
 
 
@@ -84,7 +91,7 @@ class NsNode:
                 ["ip", "netns", "exec", netns, "unshare", "--mount", "--pid", "--uts", "--fork", "--mount-proc",
                  "--propagation", "private", "bash", "-c", _setup_script(str(scratch))],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                start_new_session=True,
+                start_new_session=True, cwd="/",
             )  # fmt: skip
             node = cls(netns, cls._wait_pid1(holder, timeout), scratch)
             node._holder = holder
