@@ -4,8 +4,10 @@ Each node has its own network, PID and mount namespace. `/etc`, `/usr/local` and
 copy-on-write overlays of the host's (the packages are there, every write stays in the node);
 `/run` and `/tmp` are fresh. So the step scripts run unchanged and see only this node: its
 pidfiles, its processes (`pidof` and `/proc` see no other node), its sockets and its routes.
-Nothing is written to the host's own filesystem or network namespace but the empty mount
-point directory, removed on `destroy`.
+Nothing is written to the host's own filesystem or network namespace but the node's empty
+mount point under /run/halab/nodes/, removed on `destroy`. A node is found again by its
+namespace name alone (`NsNode.attach`, `destroy_netns`), so a later process can tear down what
+an earlier, failed one made.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 OVERLAID = ("/etc", "/usr/local", "/var")
 FRESH = ("/run", "/tmp")
+SCRATCH_ROOT = Path("/run/halab/nodes")
 
 # PID 1 of the node: reaps orphans (daemons that double-fork end up here) and exits on SIGTERM.
 PID1 = (
@@ -42,7 +44,7 @@ class NodeError(RuntimeError):
 def _python() -> str:
     """An interpreter path that stays visible once /tmp and /run are the node's own."""
     exe = os.path.realpath(sys.executable)
-    return "/usr/bin/python3" if exe.startswith(FRESH) else exe
+    return "/usr/bin/python3" if exe.startswith(tuple(d + "/" for d in FRESH)) else exe
 
 
 def _setup_script(scratch: str) -> str:
@@ -85,8 +87,9 @@ class NsNode:
         if Path(f"/run/netns/{netns}").exists():
             raise NodeError(f"network namespace {netns} already exists")
         subprocess.run(["ip", "netns", "add", netns], check=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f"halab-{netns}-"))
+        scratch = SCRATCH_ROOT / netns
         try:
+            scratch.mkdir(parents=True, exist_ok=True)
             holder = subprocess.Popen(
                 ["ip", "netns", "exec", netns, "unshare", "--mount", "--pid", "--uts", "--fork", "--mount-proc",
                  "--propagation", "private", "bash", "-c", _setup_script(str(scratch))],
@@ -94,13 +97,18 @@ class NsNode:
                 start_new_session=True, cwd="/",
             )  # fmt: skip
             node = cls(netns, cls._wait_pid1(holder, timeout), scratch)
-            node._holder = holder
             if hostname:
                 node.run(["hostname", hostname])
             return node
         except BaseException:
             cls._cleanup(netns, None, scratch)
             raise
+
+    @classmethod
+    def attach(cls, netns: str) -> NsNode | None:
+        """The running node of that namespace, or None (absent, or its PID 1 is gone)."""
+        pid = _pid1_of(netns)
+        return cls(netns, pid, SCRATCH_ROOT / netns) if pid else None
 
     @staticmethod
     def _wait_pid1(holder: subprocess.Popen, timeout: float) -> int:
@@ -150,16 +158,58 @@ class NsNode:
 
     @staticmethod
     def _cleanup(netns: str, pid: int | None, scratch: Path) -> None:
-        """Kills every process of the node (PID 1 dying kills its PID namespace) and removes
-        the namespace and the mount point. Safe to call twice."""
-        if pid is not None:
+        destroy_netns(netns)
+
+
+def _pid1_of(netns: str) -> int | None:
+    """The host PID of the node's PID 1: in the namespace, and PID 1 of its own PID namespace."""
+    if not Path(f"/run/netns/{netns}").exists():
+        return None
+    p = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False)
+    for pid in p.stdout.split():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("NSpid:") and line.split()[-1] == "1" and len(line.split()) > 2:
+                    return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def _running(pid: int) -> bool:
+    """Exists and is not a zombie (a killed child of ours stays a zombie until reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def destroy_netns(netns: str) -> bool:
+    """Kills every process in the namespace (its PID 1 first: that ends its PID namespace),
+    deletes the namespace and the node's mount point. Safe to call twice; True if it found any."""
+    found = Path(f"/run/netns/{netns}").exists()
+    for _ in range(3):
+        p = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False)
+        pids = [int(x) for x in p.stdout.split()]
+        if not pids:
+            break
+        pid1 = _pid1_of(netns)
+        for pid in ([pid1] if pid1 else []) + pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + 5
-            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-        if Path(f"/run/netns/{netns}").exists():
-            subprocess.run(["ip", "netns", "del", netns], check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
+        deadline = time.monotonic() + 5
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if found:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+    scratch = SCRATCH_ROOT / netns
+    found = found or scratch.exists()
+    shutil.rmtree(scratch, ignore_errors=True)
+    for d in (SCRATCH_ROOT, SCRATCH_ROOT.parent):
+        try:
+            d.rmdir()  # only when empty: another lab may still have nodes
+        except OSError:
+            pass
+    return found
