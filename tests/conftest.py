@@ -11,6 +11,7 @@ sys.path.insert(0, str(ROOT))
 STACKS = {
     "dev": ROOT / "Pulumi.dev.yaml",
     "large": ROOT / "tests" / "stacks" / "Pulumi.large.yaml",
+    "lab3": ROOT / "tests" / "stacks" / "Pulumi.lab3.yaml",
 }
 
 

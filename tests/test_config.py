@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import ip_address
 
 import pytest
@@ -38,8 +39,10 @@ def test_empty_config_is_the_seed_lab():
     assert lab.libvirt.jump_host is None
 
 
-def test_dev_stack_file_is_the_defaults():
-    assert parse(config.load_stack_file(str(STACKS["dev"]))) == parse({})
+def test_dev_stack_file_is_the_defaults_plus_the_seeds_test_machine():
+    dev = parse(config.load_stack_file(str(STACKS["dev"])))
+    assert dev.test_clients == (ip_address("192.168.69.1"), ip_address("192.168.69.104"))
+    assert dataclasses.replace(dev, test_clients=parse({}).test_clients) == parse({})
 
 
 def test_large_stack_file():

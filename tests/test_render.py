@@ -164,8 +164,10 @@ def test_render_cli_writes_every_host(tmp_path):
     out = tmp_path / "out"
     p = subprocess.run(
         [str(ROOT / "scripts/render"), "--config", str(STACKS["large"]), "--out", str(out)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr
     lab = lab_of("large")
     assert sorted(d.name for d in out.iterdir()) == sorted(n.name for n in lab.nodes)
@@ -183,8 +185,10 @@ def test_render_cli_reports_bad_config(tmp_path):
     bad.write_text("config:\n  halab:vip: 10.0.0.1\n  halab:vrrp:\n    routerId: 0\n")
     p = subprocess.run(
         [str(ROOT / "scripts/render"), "--config", str(bad), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 2
     assert "halab:vip: '10.0.0.1' is outside" in p.stderr and "halab:vrrp.routerId: 0" in p.stderr
     assert not Path(tmp_path / "o").exists()

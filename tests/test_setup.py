@@ -24,8 +24,11 @@ def test_setup_check_names_every_missing_tool(tmp_path):
     before = sorted(p.name for p in ROOT.iterdir())
     p = subprocess.run(
         [str(ROOT / "scripts/setup"), "--check"],
-        env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 1, p.stdout + p.stderr
     assert "nothing was changed" in p.stderr
     for needed in ("the Pulumi CLI", "libvirt and its client", "mkisofs", "an SSH client"):
@@ -49,8 +52,11 @@ def test_setup_check_passes_when_everything_is_there(tmp_path):
         f.chmod(0o755)
     p = subprocess.run(
         [str(ROOT / "scripts/setup"), "--check"],
-        env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     kvm_missing = not os.path.exists("/dev/kvm")
     assert p.returncode == (1 if kvm_missing else 0), p.stdout + p.stderr
     if kvm_missing:

@@ -91,11 +91,29 @@ class NsNode:
         try:
             scratch.mkdir(parents=True, exist_ok=True)
             holder = subprocess.Popen(
-                ["ip", "netns", "exec", netns, "unshare", "--mount", "--pid", "--uts", "--fork", "--mount-proc",
-                 "--propagation", "private", "bash", "-c", _setup_script(str(scratch))],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                start_new_session=True, cwd="/",
-            )  # fmt: skip
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    netns,
+                    "unshare",
+                    "--mount",
+                    "--pid",
+                    "--uts",
+                    "--fork",
+                    "--mount-proc",
+                    "--propagation",
+                    "private",
+                    "bash",
+                    "-c",
+                    _setup_script(str(scratch)),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                cwd="/",
+            )
             node = cls(netns, cls._wait_pid1(holder, timeout), scratch)
             if hostname:
                 node.run(["hostname", hostname])
@@ -132,16 +150,26 @@ class NsNode:
         return ["nsenter", f"--target={self.pid}", "--mount", "--pid", "--net", "--uts", "--wd=/", "--", *cmd]
 
     def run(
-        self, cmd: list[str] | str, *, input: str | None = None, check: bool = True, timeout: float = 120.0,
+        self,
+        cmd: list[str] | str,
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120.0,
         env: dict[str, str] | None = None,
-    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    ) -> subprocess.CompletedProcess[str]:
         """Runs a command (a string goes to `bash -c`); a failure raises with its output."""
         argv = ["bash", "-c", cmd] if isinstance(cmd, str) else cmd
         base = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
         p = subprocess.run(
-            self.argv(argv), check=False, input=input, capture_output=True, text=True, timeout=timeout,
+            self.argv(argv),
+            check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             env={**base, **(env or {})},
-        )  # fmt: skip
+        )
         if check and p.returncode != 0:
             raise NodeError(
                 f"[{self.netns}] {' '.join(argv)[:200]} exited {p.returncode}\n"

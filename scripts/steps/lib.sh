@@ -113,6 +113,26 @@ service_converge() {
   fi
 }
 
+# service_stop NAME: stopped (a clean stop: keepalived gives the VIP up, apache finishes requests).
+service_stop() {
+  local name=$1 pidfile
+  if has_systemd; then
+    systemctl stop "$name"
+    return
+  fi
+  case "$name" in
+    haproxy) pidfile=$HAPROXY_PIDFILE ;;
+    keepalived) pidfile=$KEEPALIVED_PIDFILE ;;
+    apache2) pidfile=$APACHE_PIDFILE ;;
+    *) die "service_stop: unknown $name" ;;
+  esac
+  if pid_alive "$pidfile"; then
+    kill -TERM "$(head -n 1 "$pidfile")"
+    wait_until 10 bash -c "! kill -0 $(head -n 1 "$pidfile") 2>/dev/null" || die "$name did not stop"
+  fi
+  rm -f "$pidfile"
+}
+
 # unit_install PATH: a systemd unit or drop-in, only where systemd runs; succeeds if it changed.
 unit_install() {
   has_systemd || return 1

@@ -1,0 +1,230 @@
+"""The namespace lab: the lab's architecture on this host, from the same model, rendered files
+and step bundles as the VMs get.
+
+`up` builds the namespaces and wiring (what libvirt and cloud-init do for VMs), then runs each
+node's steps exactly as the Pulumi path does over SSH. `down` removes everything by name, so it
+also cleans up after a failed or interrupted `up`. No address, route or link is ever added to
+the host's own network namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from halab import plan, render
+from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, veth
+from halab.netns.topology import Topology
+
+STATE_ROOT = Path("/run/halab/labs")
+# What the host must have: the daemons and tools the step scripts and the verifier run.
+COMMANDS = (
+    "ip",
+    "unshare",
+    "nsenter",
+    "setpriv",
+    "iptables",
+    "sysctl",
+    "haproxy",
+    "keepalived",
+    "apache2ctl",
+    "curl",
+    "ping",
+    "ss",
+    "pkill",
+    "python3",
+)
+# Packages whose absence makes a step script try apt (which has no network in a node).
+PACKAGES = tuple(sorted(set(plan.LB_PACKAGES + plan.BACKEND_PACKAGES)))
+
+Log = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def preflight() -> list[str]:
+    """Everything this host lacks for the lab, each named; empty when it can run."""
+    missing: list[str] = []
+    if os.geteuid() != 0:
+        missing.append("root (network namespaces, mounts): run it with sudo")
+    missing += [f"command {c}" for c in COMMANDS if shutil.which(c) is None]
+    for pkg in PACKAGES:
+        p = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True, check=False)
+        if "install ok installed" not in p.stdout:
+            missing.append(f"package {pkg} (apt-get install {pkg})")
+    if missing:
+        return missing
+    return _kernel_features()
+
+
+def _kernel_features() -> list[str]:
+    """Tries each kernel feature in a throw-away namespace (removed at once)."""
+    probe = f"halab-probe-{os.getpid()}"
+    tries = {
+        "veth pairs": "ip link add p0 type veth peer name p1",
+        "bridges": "ip link add b0 type bridge",
+        "TPROXY socket match (xt_socket)": "iptables -w -t mangle -A PREROUTING -p tcp -m socket --transparent "
+        "-j ACCEPT",
+        "policy routing (fwmark rules)": "ip rule add fwmark 1 lookup 100",
+        "local routes in a table": "ip route add local 0.0.0.0/0 dev lo table 100",
+        "overlay and tmpfs mounts": "unshare -m sh -c 'mount -t tmpfs t /mnt && mkdir /mnt/u /mnt/w && "
+        "mount -t overlay o -o lowerdir=/etc,upperdir=/mnt/u,workdir=/mnt/w /mnt/u'",
+    }
+    missing = []
+    subprocess.run(["ip", "netns", "add", probe], check=True)
+    try:
+        for feature, cmd in tries.items():
+            p = subprocess.run(
+                ["ip", "netns", "exec", probe, "sh", "-c", cmd], capture_output=True, text=True, check=False
+            )
+            if p.returncode != 0:
+                missing.append(f"kernel feature: {feature} ({p.stderr.strip()[:120]})")
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], check=False)
+    return missing
+
+
+def state_dir(topo: Topology) -> Path:
+    return STATE_ROOT / topo.prefix
+
+
+def credentials(topo: Topology) -> render.Credentials:
+    """The lab's VRRP password: made at the first `up`, kept for the next ones, gone at `down`."""
+    f = state_dir(topo) / "vrrp-auth-pass"
+    if not f.exists():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(4))
+    return render.Credentials(f.read_text().strip())
+
+
+def nodes(topo: Topology) -> dict[str, NsNode]:
+    """The running nodes of the lab, by logical name; raises if the lab is not (fully) up."""
+    out = {}
+    for h in topo.hosts:
+        n = NsNode.attach(h.netns)
+        if n is None:
+            raise LabError(f"lab {topo.prefix} is not up ({h.netns} is missing): run `up` first")
+        out[h.name] = n
+    return out
+
+
+def is_up(topo: Topology) -> bool:
+    return all(NsNode.attach(h.netns) is not None for h in topo.hosts)
+
+
+def up(topo: Topology, log: Log = print) -> None:
+    """Builds the lab (or converges a running one) and configures every node by its steps."""
+    missing = preflight()
+    if missing:
+        raise LabError("this host cannot run the lab (nothing was changed):\n" + "\n".join(f"  - {m}" for m in missing))
+    if is_up(topo):
+        log(f"lab {topo.prefix}: already up, converging")
+        running = nodes(topo)
+    else:
+        down(topo, log=lambda _: None)  # leftovers of a failed `up`
+        log(f"lab {topo.prefix}: creating {len(topo.hosts)} namespaces")
+        try:
+            running = _create(topo)
+        except BaseException:
+            down(topo, log=lambda _: None)
+            raise
+    configure(topo, running, log)
+
+
+def _create(topo: Topology) -> dict[str, NsNode]:
+    lab = topo.lab
+    running = {h.name: NsNode.create(h.netns, hostname=h.name.lstrip("_")) for h in topo.hosts}
+    sw = running["_switch"]
+    sw.run("ip link add br0 type bridge && ip link set br0 up")
+    prefix = lab.network.prefix
+    gw = lab.network.gateway
+    for i, h in enumerate(topo.subnet_members):
+        port = f"p{i}"
+        veth(running[h.name], lab.network.interface, sw, port)
+        sw.run(["ip", "link", "set", port, "master", "br0"])
+        node = running[h.name]
+        node.run(["ip", "addr", "add", f"{h.address}/{prefix}", "dev", lab.network.interface])
+        if h.role != "router":
+            # what cloud-init's network-config gives a VM: its address, the hypervisor as gateway
+            node.run(["ip", "route", "add", "default", "via", str(gw), "dev", lab.network.interface])
+    router, client = running["_router"], running["_client"]
+    veth(router, "out0", client, "eth0")
+    cidr = topo.client_cidr.prefixlen
+    router.run(["ip", "addr", "add", f"{topo.client_gateway}/{cidr}", "dev", "out0"])
+    router.run("sysctl -qw net.ipv4.ip_forward=1")
+    for a in topo.client_addresses:
+        client.run(["ip", "addr", "add", f"{a}/{cidr}", "dev", "eth0"])
+    client.run(["ip", "route", "add", "default", "via", str(topo.client_gateway)])
+    return running
+
+
+def configure(topo: Topology, running: dict[str, NsNode], log: Log = print) -> None:
+    """Every node's steps, in the order the Pulumi path runs them: load balancers first, then
+    the backends (whose gateway step needs the VIP up)."""
+    creds = credentials(topo)
+    for role in ("lb", "backend"):
+        for h in topo.by_role(role):
+            assert h.node is not None
+            for step in plan.host_steps(topo.lab, h.node, creds):
+                p = running[h.name].run_bundle(step.bundle(), check=False)
+                if p.returncode != 0:
+                    raise LabError(f"{h.name}: step {step.name} failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+                changes = [line for line in p.stdout.splitlines() if "error" not in line]
+                log(f"  {h.name:10} {step.name:10} {changes[-1] if changes else 'ok'}")
+
+
+def down(topo: Topology, log: Log = print) -> list[str]:
+    """Removes every namespace, process, mount point and state file of the lab; returns what
+    is still left afterwards (nothing, unless something resisted)."""
+    removed = [h.netns for h in topo.hosts if destroy_netns(h.netns)]
+    shutil.rmtree(state_dir(topo), ignore_errors=True)
+    for d in (STATE_ROOT, STATE_ROOT.parent):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    log(f"lab {topo.prefix}: removed {len(removed)} namespaces" if removed else f"lab {topo.prefix}: nothing to remove")
+    left = leftovers(topo)
+    for item in left:
+        log(f"  left behind: {item}")
+    return left
+
+
+def leftovers(topo: Topology) -> list[str]:
+    """Anything of this lab still on the host: namespaces, their processes, mount points, state."""
+    out = []
+    netns = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    for h in topo.hosts:
+        if h.netns in netns:
+            out.append(f"namespace {h.netns}")
+        if (SCRATCH_ROOT / h.netns).exists():
+            out.append(f"mount point {SCRATCH_ROOT / h.netns}")
+        if any(h.netns in line for line in Path("/proc/self/mountinfo").read_text().splitlines()):
+            out.append(f"mount of {h.netns}")
+    if state_dir(topo).exists():
+        out.append(f"state {state_dir(topo)}")
+    return out
+
+
+def site(topo: Topology):
+    """What the verifier needs to know of this lab, and how it reaches its hosts."""
+    from halab.netns.node import _python
+    from halab.verify.transport import NetnsTransport, Site
+
+    lan = topo.lan_client
+    s = Site(
+        lab=topo.lab,
+        client="_client",
+        client_sources=tuple(str(a) for a in topo.client_addresses),
+        lan_client=lan.name,
+        lan_source=str(lan.address),
+    )
+    return NetnsTransport(nodes(topo), _python()), s

@@ -1,0 +1,367 @@
+"""What `verify` proves, one row per claim with the figure that backs it.
+
+Every probe and every fault is a command on one lab host, through a `Transport`: requests come
+from the client hosts (sampler.py), faults hit only the node under test (scripts/steps/drill.sh,
+shipped as a bundle like any step), and each drill restores what it broke before it returns.
+Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from halab import plan
+from halab.model import Lab, Service
+from halab.verify.transport import Site, Transport
+
+SAMPLER = (Path(__file__).parent / "sampler.py").read_text()
+DRILL_INTERVAL = 0.02  # a request every 20 ms: figures are not the sampler's resolution
+RECOVERED_AFTER = 10  # consecutive successes that end an outage
+
+
+@dataclass
+class Row:
+    check: str
+    ok: bool
+    figure: str
+
+
+def drill(t: Transport, host: str, *args: str, check: bool = True):
+    """A drill action (scripts/steps/drill.sh) on one host, from a bundle like any step."""
+    return t.run(host, ["bash", "-s"], input=plan.Step(host, "drill", "drill.sh", args).bundle(), check=check)
+
+
+def url(lab: Lab, svc: Service) -> str:
+    return f"{'https' if svc.backend_tls else 'http'}://{lab.vip}:{svc.port}/"
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+@dataclass
+class Sample:
+    start: float
+    end: float
+    ok: bool
+    backend: str | None
+    seen: str | None
+    source: str
+
+
+@dataclass
+class Sampler:
+    """sampler.py running on a client host, its samples collected as they come."""
+
+    t: Transport
+    host: str
+    args: list[str]
+    samples: list[Sample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.proc = self.t.spawn(self.host, [self.t.python, "-", *self.args])
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(SAMPLER)
+        self.proc.stdin.close()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.samples.append(Sample(*json.loads(line)))
+
+    def since(self, t0: float) -> list[Sample]:
+        return [s for s in list(self.samples) if s.start >= t0]
+
+    def recovered_since(self, t0: float, n: int = RECOVERED_AFTER) -> bool:
+        recent = self.since(t0)[-n:]
+        return len(recent) == n and all(s.ok for s in recent)
+
+    def finish(self, timeout: float = 130.0) -> list[Sample]:
+        """Waits for a bounded run to end by itself (--count/--duration)."""
+        self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=5)
+        return list(self.samples)
+
+    def stop(self) -> list[Sample]:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.reader.join(timeout=5)
+        return list(self.samples)
+
+
+def sample(t: Transport, host: str, target: str, sources: list[str], *extra: str) -> Sampler:
+    args = ["--url", target]
+    for s in sources:
+        args += ["--source", s]
+    return Sampler(t, host, args + list(extra))
+
+
+def holders(t: Transport, lab: Lab) -> list[str]:
+    return [
+        lb.name
+        for lb in lab.load_balancers
+        if drill(t, lb.name, "has-address", str(lab.vip), check=False).returncode == 0
+    ]
+
+
+def _adverts(t: Transport, host: str) -> tuple[int, int]:
+    text = drill(t, host, "vrrp-stats").stdout
+    m = re.search(r"Advertisements:\s*Received:\s*(\d+)\s*Sent:\s*(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def check_vip(t: Transport, site: Site) -> list[Row]:
+    lab = site.lab
+    held = holders(t, lab)
+    rows = [
+        Row("exactly one load balancer holds the VIP", len(held) == 1, f"{', '.join(held) or 'none'} holds {lab.vip}")
+    ]
+    before = {lb.name: _adverts(t, lb.name) for lb in lab.load_balancers}
+    time.sleep(3 * lab.vrrp.advert_interval + 0.5)
+    after = {lb.name: _adverts(t, lb.name) for lb in lab.load_balancers}
+    sent = {n: after[n][1] - before[n][1] for n in before}
+    received = {n: after[n][0] - before[n][0] for n in before}
+    master = held[0] if len(held) == 1 else None
+    backups = [n for n in before if n != master]
+    ok = master is not None and sent[master] >= 2 and all(received[b] >= 2 for b in backups)
+    figure = f"{master} sent {sent.get(master, 0)}" if master else "no master"
+    figure += (
+        "".join(f", {b} received {received[b]}" for b in backups) + f" in {3 * lab.vrrp.advert_interval + 0.5:.1f} s"
+    )
+    rows.append(Row("VRRP adverts flow from the master to every backup", ok, figure))
+    return rows
+
+
+def check_services(t: Transport, site: Site) -> list[Row]:
+    """One request per service from each client; the backend must report the client's address."""
+    rows = []
+    for label, host, source in (
+        ("outside client", site.client, site.client_sources[0]),
+        ("on-subnet client", site.lan_client, site.lan_source),
+    ):
+        for svc in site.lab.services:
+            (s,) = sample(t, host, url(site.lab, svc), [source], "--count", "1", "--timeout", "3").finish()
+            ok = s.ok and s.seen == source
+            fig = f"{s.backend} saw {s.seen}" if s.ok else "request failed"
+            rows.append(Row(f"{svc.name} (:{svc.port}) from the {label} {source}: backend sees it", ok, fig))
+    return rows
+
+
+def check_balancing(t: Transport, site: Site) -> list[Row]:
+    lab = site.lab
+    backends = {b.name for b in lab.backends}
+    rows = []
+    for svc in lab.services:
+        sources = list(site.client_sources)
+        held = sample(t, site.client, url(lab, svc), sources, "--hold", "--timeout", "3").finish()
+        got = Counter(s.backend for s in held if s.ok)
+        spread_ok = set(got) == backends and sum(got.values()) == len(sources)
+        fig = f"{len(sources)} client addresses: " + ", ".join(f"{b} {got.get(b, 0)}" for b in sorted(backends))
+        rows.append(Row(f"{svc.name}: concurrent clients spread over every backend ({svc.balance})", spread_ok, fig))
+        if svc.sticky:
+            first = {s.source: s.backend for s in held}
+            again = sample(
+                t, site.client, url(lab, svc), sources * 3, "--count", str(3 * len(sources)), "--interval", "0"
+            ).finish()
+            kept = sum(all(s.backend == first[src] for s in again if s.source == src) for src in sources)
+            rows.append(
+                Row(
+                    f"{svc.name}: each client address sticks to its backend",
+                    kept == len(sources),
+                    f"{kept}/{len(sources)} addresses kept their backend over 3 more requests each",
+                )
+            )
+    return rows
+
+
+@dataclass
+class Outage:
+    seconds: float  # from t0 to the first success after the last failure (0: no failure)
+    failed: int
+    recovered: bool
+
+
+def outage(samples: list[Sample], t0: float, t_end: float) -> Outage:
+    window = [s for s in samples if t0 <= s.start <= t_end]
+    failed = [s for s in window if not s.ok]
+    if not failed:
+        return Outage(0.0, 0, bool(window))
+    after = [s for s in window if s.ok and s.start > failed[-1].start]
+    return Outage((after[0].end - t0) if after else float("inf"), len(failed), bool(after))
+
+
+Fault = Callable[[str], None]
+
+
+def failover_drill(t: Transport, site: Site, name: str, fault: Fault, restore: Fault, bound: float = 20.0) -> list[Row]:
+    """Fault on the master, measured from a client; then the master restored, measured again."""
+    lab = site.lab
+    svc = lab.services[0]
+    held = holders(t, lab)
+    if len(held) != 1:
+        return [Row(f"failover, {name}", False, f"no single master to fault ({held})")]
+    master = held[0]
+    s = sample(
+        t,
+        site.client,
+        url(lab, svc),
+        [site.client_sources[0]],
+        "--interval",
+        str(DRILL_INTERVAL),
+        "--timeout",
+        "0.3",
+        "--duration",
+        str(3 * bound + 10),
+    )
+    try:
+        if not wait_until(lambda: s.recovered_since(0.0), 10):
+            return [Row(f"failover, {name}", False, "no steady traffic through the VIP before the fault")]
+        t0 = time.monotonic()
+        fault(master)
+        moved = wait_until(lambda: bool(set(holders(t, lab)) - {master}) and s.recovered_since(t0), bound, 0.2)
+        t1 = time.monotonic()
+        out = outage(s.samples, t0, t1)
+        now = holders(t, lab)
+        where = ", ".join(now) or "none"
+        if master in now:  # e.g. keepalived killed: nobody removed the address from the dead master
+            where += f" (still configured on {master} too)"
+        rows = [
+            Row(
+                f"failover, {name} on {master}",
+                moved and out.recovered,
+                f"{out.seconds:.2f} s to the first success, {out.failed} failed; VIP on {where}",
+            )
+        ]
+        restore(master)
+        back = wait_until(lambda: holders(t, lab) == [master] and s.recovered_since(t1), bound, 0.2)
+        back_out = outage(s.samples, t1, time.monotonic())
+        rows.append(
+            Row(
+                f"restore, {name}: {master} takes the VIP back (preemption)",
+                back and back_out.recovered,
+                f"{back_out.seconds:.2f} s to the first success, {back_out.failed} failed; "
+                f"VIP on {', '.join(holders(t, lab)) or 'none'}",
+            )
+        )
+        return rows
+    finally:
+        s.stop()
+
+
+def check_failovers(t: Transport, site: Site) -> list[Row]:
+    lab = site.lab
+    iface, gw = lab.network.interface, str(lab.network.gateway)
+    drills = [
+        ("haproxy killed", lambda h: drill(t, h, "kill", "haproxy"), lambda h: drill(t, h, "start", "haproxy")),
+        (
+            "keepalived killed",
+            lambda h: drill(t, h, "kill", "keepalived"),
+            lambda h: drill(t, h, "start", "keepalived"),
+        ),
+        ("link cut", lambda h: drill(t, h, "link-down", iface), lambda h: drill(t, h, "link-up", iface, gw)),
+    ]
+    rows: list[Row] = []
+    for name, fault, restore in drills:
+        rows += failover_drill(t, site, name, fault, restore)
+    return rows
+
+
+def check_backend_health(t: Transport, site: Site) -> list[Row]:
+    """A backend stopped leaves the rotation once health checks see it, with no failed request
+    after that; started again, it comes back."""
+    lab = site.lab
+    svc, victim = lab.services[0], lab.backends[0]
+    lbs = [lb.name for lb in lab.load_balancers]
+
+    def status(lb: str) -> str:
+        return drill(t, lb, "server-status", f"bk_{svc.name}", victim.name, check=False).stdout.strip()
+
+    interval = _seconds(lab.health_check.interval)
+    bound = (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
+    s = sample(
+        t,
+        site.client,
+        url(lab, svc),
+        list(site.client_sources),
+        "--interval",
+        "0.05",
+        "--timeout",
+        "1",
+        "--duration",
+        str(2 * bound + 15),
+    )
+    try:
+        wait_until(lambda: s.recovered_since(0.0), 10)
+        t0 = time.monotonic()
+        drill(t, victim.name, "stop", "apache2")
+        down = wait_until(lambda: all(status(lb).startswith("DOWN") for lb in lbs), bound, 0.2)
+        t_detect = time.monotonic()
+        time.sleep(3)
+        t_end = time.monotonic()
+        before = sum(1 for x in s.since(t0) if not x.ok and x.start < t_detect)
+        after = [x for x in s.since(t_detect) if x.start < t_end]
+        failed_after = sum(1 for x in after if not x.ok)
+        rows = [
+            Row(
+                f"{victim.name} stopped: out of rotation on every load balancer, no failure after detection",
+                down and failed_after == 0 and bool(after),
+                f"detected in {t_detect - t0:.1f} s; {failed_after} failed of {len(after)} after, {before} before",
+            )
+        ]
+        t1 = time.monotonic()
+        drill(t, victim.name, "start", "apache2")
+        up = wait_until(lambda: all(status(lb).startswith("UP") for lb in lbs), bound, 0.2)
+        rows.append(
+            Row(
+                f"{victim.name} started: back in rotation",
+                up,
+                f"UP on every load balancer after {time.monotonic() - t1:.1f} s",
+            )
+        )
+        return rows
+    finally:
+        s.stop()
+
+
+def _seconds(duration: str) -> float:
+    m = re.fullmatch(r"(\d+)(ms|s|m|h|d)?", duration)
+    assert m, duration
+    scale = {"ms": 0.001, "s": 1, None: 0.001, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return int(m.group(1)) * scale
+
+
+CHECKS = (check_vip, check_services, check_balancing, check_backend_health, check_failovers)
+
+
+def verify(t: Transport, site: Site, log: Callable[[Row], None] = lambda r: None) -> list[Row]:
+    rows: list[Row] = []
+    for check in CHECKS:
+        for row in check(t, site):
+            log(row)
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    w = max(len(r.check) for r in rows)
+    lines = [f"{'check':<{w}}  result  figure", f"{'-' * w}  ------  ------"]
+    lines += [f"{r.check:<{w}}  {'PASS' if r.ok else 'FAIL':<6}  {r.figure}" for r in rows]
+    return "\n".join(lines)

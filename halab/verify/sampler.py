@@ -1,0 +1,92 @@
+"""Request sampler, run *on a client host* (standard library only): sends requests through the
+VIP, spaced by --interval, for at most --duration seconds or --count requests, and prints one
+JSON line per request: [start, end, ok, backend, client_seen, source]. Times are
+CLOCK_MONOTONIC, which every namespace of the host shares, so the verifier can line them up with
+the moment it injected a fault.
+
+    python3 sampler.py --url http://192.0.2.10/ --source 198.51.100.10 [--source ...]
+"""
+
+import argparse
+import http.client
+import json
+import re
+import ssl
+import sys
+import time
+from urllib.parse import urlsplit
+
+PAGE = re.compile(r"backend=(\S+) client=(\S+)")
+
+
+def connect(url, source, timeout):
+    u = urlsplit(url)
+    if u.scheme == "https":
+        ctx = ssl._create_unverified_context()  # the backends' snakeoil certificates
+        conn = http.client.HTTPSConnection(
+            u.hostname, u.port or 443, timeout=timeout, context=ctx, source_address=(source, 0)
+        )
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout, source_address=(source, 0))
+    return conn, u.path or "/"
+
+
+def ask(conn, path, keep_alive):
+    try:
+        conn.request("GET", path, headers={"Connection": "keep-alive" if keep_alive else "close"})
+        body = conn.getresponse().read().decode(errors="replace")
+        m = PAGE.search(body)
+        return (True, m.group(1), m.group(2)) if m else (False, None, None)
+    except OSError:
+        return (False, None, None)
+
+
+def once(url, source, timeout):
+    conn, path = connect(url, source, timeout)
+    try:
+        return ask(conn, path, keep_alive=False)
+    finally:
+        conn.close()
+
+
+def held(url, sources, timeout):
+    """One request per source, each connection kept open until all are done: the balancer sees
+    them as concurrent load (what leastconn balances), not as one idle server after another."""
+    open_conns = []
+    try:
+        for source in sources:
+            start = time.monotonic()
+            conn, path = connect(url, source, timeout)
+            open_conns.append(conn)
+            ok, backend, seen = ask(conn, path, keep_alive=True)
+            print(json.dumps([start, time.monotonic(), ok, backend, seen, source]), flush=True)
+    finally:
+        for conn in open_conns:
+            conn.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--source", action="append", required=True)
+    ap.add_argument("--interval", type=float, default=0.02)
+    ap.add_argument("--timeout", type=float, default=0.5)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--count", type=int, default=0)
+    ap.add_argument("--hold", action="store_true", help="one request per source, connections held open")
+    args = ap.parse_args()
+    if args.hold:
+        return held(args.url, args.source, args.timeout)
+    deadline = time.monotonic() + min(args.duration, 120.0)  # bounded, whatever the caller asks
+    n = 0
+    while time.monotonic() < deadline and (args.count == 0 or n < args.count):
+        source = args.source[n % len(args.source)]
+        start = time.monotonic()
+        ok, backend, seen = once(args.url, source, args.timeout)
+        print(json.dumps([start, time.monotonic(), ok, backend, seen, source]), flush=True)
+        n += 1
+        time.sleep(max(0.0, args.interval - (time.monotonic() - start)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
