@@ -53,7 +53,7 @@ def test_verify_passes(labs, name):
     rows = checks.verify(transport, site)
     table = checks.table(rows)
     print(f"\n{name}:\n{table}")
-    assert all(r.ok for r in rows), table
+    assert all(r.ok for r in rows), f"{table}\n\n{lab.logs(topos[name])}"
     # every row the issue asks for is there
     text = table.lower()
     for claim in (

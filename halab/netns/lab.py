@@ -116,8 +116,15 @@ def nodes(topo: Topology) -> dict[str, NsNode]:
     return out
 
 
+def _remembered(topo: Topology) -> set[str]:
+    f = state_dir(topo) / "namespaces"
+    return set(f.read_text().split()) if f.exists() else set()
+
+
 def is_up(topo: Topology) -> bool:
-    return all(NsNode.attach(h.netns) is not None for h in topo.hosts)
+    """Every node of this topology runs, and no other node of an earlier one is left."""
+    current = {h.netns for h in topo.hosts}
+    return _remembered(topo) == current and all(NsNode.attach(n) is not None for n in current)
 
 
 def up(topo: Topology, log: Log = print) -> None:
@@ -129,14 +136,23 @@ def up(topo: Topology, log: Log = print) -> None:
         log(f"lab {topo.prefix}: already up, converging")
         running = nodes(topo)
     else:
-        down(topo, log=lambda _: None)  # leftovers of a failed `up`
+        down(topo, log=lambda _: None)  # leftovers of a failed `up`, or of another topology
         log(f"lab {topo.prefix}: creating {len(topo.hosts)} namespaces")
         try:
+            _remember(topo)
             running = _create(topo)
         except BaseException:
             down(topo, log=lambda _: None)
             raise
     configure(topo, running, log)
+
+
+def _remember(topo: Topology) -> None:
+    """Records the namespaces before making them: a later `down` removes them even if the
+    config has changed since (a backend removed from it still had a namespace)."""
+    f = state_dir(topo) / "namespaces"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("\n".join(sorted(_remembered(topo) | {h.netns for h in topo.hosts})) + "\n")
 
 
 def _create(topo: Topology) -> dict[str, NsNode]:
@@ -184,7 +200,8 @@ def configure(topo: Topology, running: dict[str, NsNode], log: Log = print) -> N
 def down(topo: Topology, log: Log = print) -> list[str]:
     """Removes every namespace, process, mount point and state file of the lab; returns what
     is still left afterwards (nothing, unless something resisted)."""
-    removed = [h.netns for h in topo.hosts if destroy_netns(h.netns)]
+    names = {h.netns for h in topo.hosts} | _remembered(topo)
+    removed = [n for n in sorted(names) if destroy_netns(n)]
     shutil.rmtree(state_dir(topo), ignore_errors=True)
     for d in (STATE_ROOT, STATE_ROOT.parent):
         try:
@@ -196,6 +213,19 @@ def down(topo: Topology, log: Log = print) -> list[str]:
     for item in left:
         log(f"  left behind: {item}")
     return left
+
+
+def logs(topo: Topology, lines: int = 40) -> str:
+    """The daemons' recent logs on every node, for a failure report."""
+    out = []
+    for h in topo.hosts:
+        node = NsNode.attach(h.netns)
+        if node is None or h.role not in ("lb", "backend"):
+            continue
+        files = "/run/keepalived.log" if h.role == "lb" else "/var/log/apache2/error.log"
+        p = node.run(f"tail -n {lines} {files} 2>&1", check=False)
+        out.append(f"--- {h.name}: {files}\n{p.stdout}")
+    return "\n".join(out)
 
 
 def leftovers(topo: Topology) -> list[str]:

@@ -74,7 +74,11 @@ direct_service() {
       ;;
     haproxy:reload) kill -USR2 "$(head -n 1 "$HAPROXY_PIDFILE")" ;;
     keepalived:running) pid_alive "$KEEPALIVED_PIDFILE" ;;
-    keepalived:start) keepalived -f /etc/keepalived/keepalived.conf -p "$KEEPALIVED_PIDFILE" ;;
+    keepalived:start)
+      # In the foreground of its own session, logging to a file: no syslog in a lab node.
+      setsid keepalived --dont-fork --log-console --log-detail --no-syslog \
+        -f /etc/keepalived/keepalived.conf -p "$KEEPALIVED_PIDFILE" </dev/null >>/run/keepalived.log 2>&1 &
+      ;;
     keepalived:reload) kill -HUP "$(head -n 1 "$KEEPALIVED_PIDFILE")" ;;
     apache2:running) pid_alive "$APACHE_PIDFILE" ;;
     apache2:start) apache2ctl start ;;
