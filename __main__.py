@@ -33,4 +33,6 @@ pulumi.export("load_balancers", lab.lb_addresses)
 pulumi.export("backends", lab.backend_addresses)
 pulumi.export("urls", lab.urls)
 pulumi.export("ssh", lab.ssh_hints)
-pulumi.export("ssh_private_key", lab.ssh_private_key)
+if lab.generated_ssh_key is not None:
+    # pulumi stack output --show-secrets ssh_private_key > halab-key && chmod 600 halab-key
+    pulumi.export("ssh_private_key", lab.generated_ssh_key)

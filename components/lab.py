@@ -38,12 +38,14 @@ class Lab(pulumi.ComponentResource):
         provider = libvirt.Provider(f"{name}-libvirt", uri=lab.libvirt.uri, opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, providers={"libvirt": provider})
 
+        self.generated_ssh_key: pulumi.Output[str] | None = None
         if lab.ssh.public_key is not None and args.ssh_private_key is not None:
             public_key: pulumi.Input[str] = lab.ssh.public_key
             private_key: pulumi.Output[str] = args.ssh_private_key
         else:
             key = tls.PrivateKey(f"{name}-ssh-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self))
             public_key, private_key = key.public_key_openssh, pulumi.Output.secret(key.private_key_openssh)
+            self.generated_ssh_key = private_key
 
         self.network = LabNetwork(f"{name}-network", LabNetworkArgs(lab.network), opts=child)
         base = libvirt.Volume(
@@ -75,12 +77,8 @@ class Lab(pulumi.ComponentResource):
         jump = f" -J {lab.libvirt.jump_host.rsplit(':', 1)[0]}" if lab.libvirt.jump_host else ""
         self.vip = vip
         self.urls = {s.name: service_url(vip, s.port) for s in lab.services}
-        self.ssh_hints = {
-            n.name: f"ssh -i halab-key{jump} {lab.ssh.user}@{n.address}  "
-            "(pulumi stack output --show-secrets ssh_private_key > halab-key; chmod 600 halab-key)"
-            for n in lab.nodes
-        }
-        self.ssh_private_key = private_key
+        key_file = "halab-key" if self.generated_ssh_key is not None else "<your key>"
+        self.ssh_hints = {n.name: f"ssh -i {key_file}{jump} {lab.ssh.user}@{n.address}" for n in lab.nodes}
         self.lb_addresses = {n.name: str(n.address) for n in lab.load_balancers}
         self.backend_addresses = {n.name: str(n.address) for n in lab.backends}
         self.register_outputs(

@@ -67,15 +67,11 @@ class Vm(pulumi.ComponentResource):
             cloudinit=cloudinit.id,
             disks=[libvirt.DomainDiskArgs(volume_id=root.id)],
             network_interfaces=[
-                libvirt.DomainNetworkInterfaceArgs(
-                    network_id=args.network_id,
-                    mac=node.mac,
-                    addresses=[str(node.address)],
-                    hostname=node.name,
-                    # Unreliable in terraform-provider-libvirt 0.8.x, and pointless with static
-                    # addresses: the first remote command waits for SSH instead.
-                    wait_for_lease=False,
-                )
+                # The address is static, from cloud-init (matched by this MAC). No `addresses`
+                # here: the provider would add them as DHCP host entries, and the network has
+                # no DHCP. No lease wait either (unreliable in terraform-provider-libvirt
+                # 0.8.x): the first remote command waits for SSH instead.
+                libvirt.DomainNetworkInterfaceArgs(network_id=args.network_id, mac=node.mac, wait_for_lease=False)
             ],
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
             opts=child,

@@ -284,8 +284,10 @@ def test_domains_get_static_addresses_and_no_lease_wait(dev):
     for node in model.nodes:
         d = dev.by_name(f"halab-{node.name}-vm-domain")
         (nic,) = d.inputs["networkInterfaces"]
-        assert nic["addresses"] == [str(node.address)], d.urn
+        assert "addresses" not in nic, f"{d.urn}: would become a DHCP host entry on a network without DHCP"
         assert nic["mac"] == node.mac, d.urn
+        ci = dev.by_name(f"halab-{node.name}-vm-cloudinit")
+        assert f"- {node.address}/24" in ci.inputs["networkConfig"] and node.mac in ci.inputs["networkConfig"], ci.urn
         assert nic["waitForLease"] is False, d.urn
         assert d.inputs["type"] == "kvm" and d.inputs["name"] == f"halab-{node.name}", d.urn
     (net,) = dev.of_type("libvirt:index/network:Network")
@@ -356,3 +358,16 @@ def _unbundle(bundle: str) -> str:
 def test_config_error_type_is_what_main_reports():
     with pytest.raises(ConfigError):
         config.parse({"halab:vip": "nope"})
+
+
+def test_own_ssh_key_pair_is_used_and_not_exported():
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, sshPrivateKey="-----BEGIN OWN KEY-----")
+    cfg["halab:ssh"] = json.dumps({"user": "ops", "publicKey": "ssh-ed25519 AAAAown ops@laptop"})
+    prog = run_program(cfg, secret)
+    assert prog.of_type("tls:index/privateKey:PrivateKey") == []
+    assert "ssh_private_key" not in prog.outputs
+    for ci in prog.of_type("libvirt:index/cloudInitDisk:CloudInitDisk"):
+        assert "ssh-ed25519 AAAAown ops@laptop" in ci.inputs["userData"] and "name: ops" in ci.inputs["userData"]
+    for c in prog.of_type("command:remote:Command"):
+        assert c.inputs["connection"]["privateKey"] == "-----BEGIN OWN KEY-----", c.urn
+        assert c.inputs["connection"]["user"] == "ops" and "connection" in c.secret_inputs, c.urn

@@ -17,18 +17,23 @@ def link_basic_tools(bin_dir) -> None:
         os.symlink(sys.executable if tool == "python3" else os.path.realpath(shutil.which(tool)), bin_dir / tool)
 
 
+def setup_check(bin_dir, home) -> subprocess.CompletedProcess[str]:
+    """scripts/setup --check with nothing on PATH but bin_dir."""
+    return subprocess.run(
+        [str(ROOT / "scripts/setup"), "--check"],
+        env={"PATH": str(bin_dir), "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def test_setup_check_names_every_missing_tool(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     link_basic_tools(bin_dir)
     before = sorted(p.name for p in ROOT.iterdir())
-    p = subprocess.run(
-        [str(ROOT / "scripts/setup"), "--check"],
-        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    p = setup_check(bin_dir, tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "nothing was changed" in p.stderr
     for needed in ("the Pulumi CLI", "libvirt and its client", "mkisofs", "an SSH client"):
@@ -50,13 +55,7 @@ def test_setup_check_passes_when_everything_is_there(tmp_path):
         f = bin_dir / tool
         f.write_text(f"#!/bin/bash\n{script}\n")
         f.chmod(0o755)
-    p = subprocess.run(
-        [str(ROOT / "scripts/setup"), "--check"],
-        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    p = setup_check(bin_dir, tmp_path)
     kvm_missing = not os.path.exists("/dev/kvm")
     assert p.returncode == (1 if kvm_missing else 0), p.stdout + p.stderr
     if kvm_missing:
