@@ -16,7 +16,7 @@ from halab.model import Lab
 @dataclass(frozen=True)
 class StackConfig:
     lab: Lab
-    vrrp_auth_pass: pulumi.Output[str]  # secret
+    vrrp_auth_pass: pulumi.Output[str]  # secret; empty with VRRPv3 (no authentication)
     ssh_private_key: pulumi.Output[str] | None  # secret; None: the program generates a key pair
 
 
@@ -55,6 +55,6 @@ def load() -> StackConfig:
     key = secrets.get("sshPrivateKey")
     return StackConfig(
         lab=lab,
-        vrrp_auth_pass=pulumi.Output.secret(secrets["vrrpAuthPass"]),
+        vrrp_auth_pass=pulumi.Output.secret(secrets.get("vrrpAuthPass", "")),
         ssh_private_key=pulumi.Output.secret(key) if key is not None else None,
     )

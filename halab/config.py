@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     ],
     "service": {"balance": "leastconn", "sticky": True, "stickyExpire": "30m"},
     "healthCheck": {"interval": "2s", "rise": 2, "fall": 3},
-    "vrrp": {"routerId": 100, "advertInterval": 1},
+    "vrrp": {"routerId": 100, "advertInterval": 1, "version": 2, "mode": "unicast", "preempt": True},
     "vm": {"vcpu": 1, "memoryMiB": 1024, "diskGiB": 10},
     "ssh": {"user": "halab"},
     "testClients": None,  # None: the hypervisor's own address on the lab network
@@ -191,7 +191,8 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
         if key in given and not is_secure(given[key]):
             p.add(key, "<plain text>", f"must be stored encrypted: pulumi config set --secret {NS}:{key} ...")
     if secrets is not None:
-        _check_secrets(p, secrets)
+        vrrp_cfg = cfg["vrrp"] if isinstance(cfg["vrrp"], Mapping) else {}
+        _check_secrets(p, secrets, needs_auth=vrrp_cfg.get("version") != 3)
 
     libvirt = _libvirt(p, cfg)
     network = _network(p, cfg["network"])
@@ -227,8 +228,10 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
     )
 
 
-def _check_secrets(p: _Problems, secrets: Mapping[str, str]) -> None:
+def _check_secrets(p: _Problems, secrets: Mapping[str, str], needs_auth: bool) -> None:
     auth = secrets.get("vrrpAuthPass")
+    if auth is None and not needs_auth:
+        return  # VRRPv3 has no authentication
     if auth is None:
         p.add(
             "vrrpAuthPass",
@@ -378,10 +381,31 @@ def _health(p: _Problems, obj: Any) -> HealthCheck | None:
 
 
 def _vrrp(p: _Problems, obj: Any) -> Vrrp | None:
-    o = _keys(p, "vrrp", obj, {"routerId", "advertInterval"})
+    o = _keys(p, "vrrp", obj, {"routerId", "advertInterval", "version", "mode", "preempt"})
     rid = _int(p, "vrrp.routerId", o.get("routerId"), 1, 255)
-    adv = _int(p, "vrrp.advertInterval", o.get("advertInterval"), 1, 255)
-    return Vrrp(rid, adv) if rid and adv else None
+    version = o.get("version")
+    if version not in (2, 3):
+        p.add("vrrp.version", version, "must be 2 (with PASS authentication) or 3 (sub-second adverts)")
+    mode = o.get("mode")
+    if mode not in ("unicast", "multicast"):
+        p.add("vrrp.mode", mode, "must be unicast (adverts to the peers only) or multicast")
+    preempt = _bool(p, "vrrp.preempt", o.get("preempt"))
+    adv = o.get("advertInterval")
+    ok_adv = None
+    if isinstance(adv, bool) or not isinstance(adv, int | float):
+        p.add("vrrp.advertInterval", adv, "must be a number of seconds")
+    elif version == 3:
+        if not 0.01 <= adv <= 40.95 or abs(adv * 100 - round(adv * 100)) > 1e-9:
+            p.add("vrrp.advertInterval", adv, "must be 0.01-40.95 seconds in hundredths with VRRPv3")
+        else:
+            ok_adv = float(adv)
+    elif not float(adv).is_integer() or not 1 <= adv <= 255:
+        p.add("vrrp.advertInterval", adv, "must be whole seconds 1-255 with VRRPv2 (vrrp.version: 3 for sub-second)")
+    else:
+        ok_adv = float(adv)
+    if rid and ok_adv and version in (2, 3) and mode in ("unicast", "multicast"):
+        return Vrrp(rid, ok_adv, version, mode == "unicast", preempt)
+    return None
 
 
 def _vm(p: _Problems, obj: Any) -> VmSize:

@@ -5,6 +5,7 @@ Frozen dataclasses only; nothing here reads files, talks to libvirt or imports P
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
@@ -60,7 +61,19 @@ class HealthCheck:
 @dataclass(frozen=True)
 class Vrrp:
     router_id: int
-    advert_interval: int
+    advert_interval: float  # seconds: whole with VRRPv2, hundredths with VRRPv3
+    version: int  # 2 (with PASS authentication) or 3 (sub-second adverts, no authentication)
+    unicast: bool  # adverts to the peer load balancers only (multicast is often blocked)
+    preempt: bool  # a recovered higher-priority node takes the VIP back
+
+    @property
+    def check_interval(self) -> int:
+        """keepalived runs track scripts at whole seconds only."""
+        return max(1, math.ceil(self.advert_interval))
+
+    @property
+    def advert_text(self) -> str:
+        return f"{self.advert_interval:g}"
 
 
 @dataclass(frozen=True)

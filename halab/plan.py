@@ -95,6 +95,10 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
                 files=(
                     ("/etc/keepalived/keepalived.conf", render.keepalived_conf(lab, host, creds)),
                     ("/etc/keepalived/halab-check-haproxy", render.node_file("halab-check-haproxy")),
+                    ("/etc/keepalived/halab-notify", render.node_file("halab-notify")),
+                    ("/etc/halab/vrrp.conf", render.vrrp_conf(lab, host)),
+                    ("/usr/local/sbin/halab-keepalived-hooks", render.node_file("halab-keepalived-hooks")),
+                    ("/etc/systemd/system/keepalived.service.d/halab.conf", render.node_file("keepalived-halab.conf")),
                 ),
                 secret=True,
             ),

@@ -76,17 +76,55 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
     )
 
 
+def vrrp_peers(lab: Lab, host: Node) -> list[Node]:
+    return [lb for lb in lab.load_balancers if lb.name != host.name]
+
+
 def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
+    vrrp = lab.vrrp
+    preempt = (
+        ""
+        if vrrp.preempt
+        else "    # A recovered node stays backup: the VIP moves only when its holder fails.\n    nopreempt\n"
+    )
+    peers = ""
+    if vrrp.unicast:
+        peers = (
+            "    # Unicast adverts, accepted only from the peer load balancers (multicast is often blocked).\n"
+            f"    unicast_src_ip {host.address}\n"
+            "    unicast_peer {\n"
+            + "".join(f"        {lb.address}\n" for lb in vrrp_peers(lab, host))
+            + "    }\n    check_unicast_src\n"
+        )
+    auth = ""
+    if vrrp.version == 2:
+        auth = f"    authentication {{\n        auth_type PASS\n        auth_pass {creds.vrrp_auth_pass}\n    }}\n"
     return template(
         "keepalived.conf.tmpl",
         host=host.name,
+        version=vrrp.version,
         ports=" ".join(str(s.port) for s in lab.services),
-        advert_interval=lab.vrrp.advert_interval,
-        router_id=lab.vrrp.router_id,
+        check_interval=vrrp.check_interval,
+        advert_interval=vrrp.advert_text,
+        router_id=vrrp.router_id,
         interface=lab.network.interface,
         priority=host.priority,
-        auth_pass=creds.vrrp_auth_pass,
+        preempt=preempt,
+        peers=peers,
+        authentication=auth,
         vip=lab.vip,
+    )
+
+
+def vrrp_conf(lab: Lab, host: Node) -> str:
+    """Read by halab-keepalived-hooks (VRRP filter before keepalived starts, VIP release after)."""
+    peers = " ".join(str(lb.address) for lb in vrrp_peers(lab, host))
+    return (
+        "# Read by /usr/local/sbin/halab-keepalived-hooks.\n"
+        f"VIP={lab.vip}\n"
+        f"IFACE={lab.network.interface}\n"
+        "# VRRP (IP protocol 112) is accepted from these addresses only.\n"
+        f'PEERS="{peers}"\n'
     )
 
 

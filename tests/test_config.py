@@ -195,6 +195,15 @@ def test_secrets_are_checked_only_when_the_driver_supplies_them():
     assert parse({"halab:vrrpAuthPass": Secure()}, secrets={"vrrpAuthPass": "s3cret"})
 
 
+def test_vrrp_defaults_and_options():
+    v = parse({}).vrrp
+    assert (v.version, v.advert_interval, v.unicast, v.preempt, v.check_interval) == (2, 1.0, True, True, 1)
+    v = parse({"halab:vrrp": {"version": 3, "advertInterval": 0.25, "mode": "multicast", "preempt": False}}).vrrp
+    assert (v.version, v.advert_text, v.unicast, v.preempt, v.check_interval) == (3, "0.25", False, False, 1)
+    # VRRPv3 has no authentication: its password is not required
+    assert parse({"halab:vrrp": {"version": 3, "advertInterval": 0.2}}, secrets={})
+
+
 def test_ssh_key_pair_comes_whole():
     assert "needs its private key" in problems({"halab:ssh": {"publicKey": "ssh-ed25519 AAAA x"}})[0]
     assert "needs its public key" in problems({"halab:sshPrivateKey": Secure()})[0]

@@ -65,8 +65,14 @@ def test_verify_passes(labs, name):
         "link cut",
         "out of rotation",
         "back in rotation",
+        "vrrp from a non-peer",
+        "state change is logged",
     ):
         assert claim in text, claim
+    # no split brain at any sampled instant of any drill
+    assert text.count("most holders at once: 1") == 6, table
+    preempt = topos[name].lab.vrrp.preempt
+    assert text.count("takes the vip back (preemption)" if preempt else "stays backup (nopreempt)") == 3
     for svc in topos[name].lab.services:
         assert f"{svc.name} (:{svc.port}) from the outside client" in table
         assert f"{svc.name} (:{svc.port}) from the on-subnet client" in table

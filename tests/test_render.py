@@ -58,7 +58,7 @@ def test_haproxy_cfg_fixes_the_seed(stack):
             assert not any(line.startswith("stick store-request") for line in back)
 
 
-@pytest.mark.parametrize("stack", ["dev", "large"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3"])
 def test_keepalived_conf_fixes_the_seed(stack):
     lab = lab_of(stack)
     confs = [render.keepalived_conf(lab, lb, CREDS) for lb in lab.load_balancers]
@@ -74,7 +74,16 @@ def test_keepalived_conf_fixes_the_seed(stack):
         assert re.search(r"track_script \{\s*chk_haproxy\s*\}", conf)
         assert f"virtual_router_id {lab.vrrp.router_id}" in conf and f"interface {lab.network.interface}" in conf
         assert f"{lab.vip}/32 dev {lab.network.interface}" in conf
-        assert "auth_pass s3cret" in conf and f"router_id {lb.name}" in conf
+        assert f"router_id {lb.name}" in conf and f"vrrp_version {lab.vrrp.version}" in conf
+        assert ("auth_pass s3cret" in conf) == (lab.vrrp.version == 2)  # VRRPv3 has no authentication
+        peers = sorted(re.findall(r"^\s+(\d+\.\d+\.\d+\.\d+)$", conf.split("unicast_peer", 1)[-1].split("}")[0], re.M))
+        if lab.vrrp.unicast:
+            assert f"unicast_src_ip {lb.address}" in conf and "check_unicast_src" in conf
+            assert peers == sorted(str(o.address) for o in lab.load_balancers if o != lb)
+        else:
+            assert "unicast_peer" not in conf
+        assert ("nopreempt" in body) != lab.vrrp.preempt
+        assert 'notify "/etc/keepalived/halab-notify" root' in conf
 
 
 @pytest.mark.parametrize("stack", ["dev", "large"])
@@ -115,7 +124,7 @@ def lb_node():
         n.destroy()
 
 
-@pytest.mark.parametrize("stack", ["dev", "large"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3"])
 def test_keepalived_accepts_every_rendered_config(stack, lb_node):
     lab = lab_of(stack)
     node = lb_node(lab.network.interface)

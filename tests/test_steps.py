@@ -20,7 +20,7 @@ LAB = config.parse({})
 
 # Everything a step may change, as text: rules, routes, sysctls, files, daemons.
 SNAPSHOT = r"""
-echo '## iptables'; iptables-save -t mangle | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]//'
+echo '## iptables'; iptables-save | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]//'
 echo '## rules'; ip -4 rule
 echo '## routes'; ip -4 route show table all | grep -v ' proto kernel' | sort
 echo '## sysctl'; sysctl net.ipv4.ip_forward net.ipv4.ip_nonlocal_bind net.ipv4.conf.all.send_redirects \

@@ -115,11 +115,40 @@ def sample(t: Transport, host: str, target: str, sources: list[str], *extra: str
 
 
 def holders(t: Transport, lab: Lab) -> list[str]:
-    return [
-        lb.name
-        for lb in lab.load_balancers
-        if drill(t, lb.name, "has-address", str(lab.vip), check=False).returncode == 0
-    ]
+    """The load balancers that have the VIP on an interface, asked all at once."""
+    found: dict[str, bool] = {}
+
+    def ask(name: str) -> None:
+        out = t.run(name, ["ip", "-4", "-o", "addr", "show"], check=False).stdout
+        found[name] = f" inet {lab.vip}/" in out
+
+    threads = [threading.Thread(target=ask, args=(lb.name,)) for lb in lab.load_balancers]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=10)
+    return [lb.name for lb in lab.load_balancers if found.get(lb.name)]
+
+
+class HolderWatch:
+    """Samples the VIP's holders in the background: split brain is two at one sampled instant."""
+
+    def __init__(self, t: Transport, lab: Lab, every: float = 0.05):
+        self.samples: list[tuple[float, list[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(t, lab, every), daemon=True)
+        self._thread.start()
+
+    def _run(self, t: Transport, lab: Lab, every: float) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), holders(t, lab)))
+            self._stop.wait(every)
+
+    def stop(self) -> int:
+        """The most holders seen at once."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return max((len(h) for _, h in self.samples), default=0)
 
 
 def _adverts(t: Transport, host: str) -> tuple[int, int]:
@@ -212,7 +241,8 @@ Fault = Callable[[str], None]
 
 
 def failover_drill(t: Transport, site: Site, name: str, fault: Fault, restore: Fault, bound: float = 20.0) -> list[Row]:
-    """Fault on the master, measured from a client; then the master restored, measured again."""
+    """Fault on the master, measured from a client; then the master restored, measured again.
+    The VIP's holders are sampled all along: two at once is split brain, and fails the row."""
     lab = site.lab
     svc = lab.services[0]
     held = holders(t, lab)
@@ -220,50 +250,51 @@ def failover_drill(t: Transport, site: Site, name: str, fault: Fault, restore: F
         return [Row(f"failover, {name}", False, f"no single master to fault ({held})")]
     master = held[0]
     s = sample(
-        t,
-        site.client,
-        url(lab, svc),
-        [site.client_sources[0]],
-        "--interval",
-        str(DRILL_INTERVAL),
-        "--timeout",
-        "0.3",
-        "--duration",
-        str(3 * bound + 10),
-    )
+        t, site.client, url(lab, svc), [site.client_sources[0]],
+        "--interval", str(DRILL_INTERVAL), "--timeout", "0.3", "--duration", str(3 * bound + 10),
+    )  # fmt: skip
+    watch = HolderWatch(t, lab)
     try:
         if not wait_until(lambda: s.recovered_since(0.0), 10):
             return [Row(f"failover, {name}", False, "no steady traffic through the VIP before the fault")]
         t0 = time.monotonic()
         fault(master)
-        moved = wait_until(lambda: bool(set(holders(t, lab)) - {master}) and s.recovered_since(t0), bound, 0.2)
+        moved = wait_until(lambda: _single_other(holders(t, lab), master) and s.recovered_since(t0), bound, 0.2)
         t1 = time.monotonic()
         out = outage(s.samples, t0, t1)
-        now = holders(t, lab)
-        where = ", ".join(now) or "none"
-        if master in now:  # e.g. keepalived killed: nobody removed the address from the dead master
-            where += f" (still configured on {master} too)"
+        new = holders(t, lab)
+        split = max((len(h) for ts, h in list(watch.samples) if t0 <= ts <= t1), default=0)
         rows = [
             Row(
                 f"failover, {name} on {master}",
-                moved and out.recovered,
-                f"{out.seconds:.2f} s to the first success, {out.failed} failed; VIP on {where}",
+                moved and out.recovered and split <= 1,
+                f"{out.seconds:.2f} s to the first success, {out.failed} failed; VIP on {', '.join(new) or 'none'}; "
+                f"most holders at once: {split}",
             )
         ]
         restore(master)
-        back = wait_until(lambda: holders(t, lab) == [master] and s.recovered_since(t1), bound, 0.2)
+        # preemption: the master takes the VIP back; nopreempt: it stays where it went
+        expected = [master] if lab.vrrp.preempt else new
+        back = wait_until(lambda: holders(t, lab) == expected and s.recovered_since(t1), bound, 0.2)
         back_out = outage(s.samples, t1, time.monotonic())
+        split = watch.stop()
+        rule = "takes the VIP back (preemption)" if lab.vrrp.preempt else "stays backup (nopreempt)"
         rows.append(
             Row(
-                f"restore, {name}: {master} takes the VIP back (preemption)",
-                back and back_out.recovered,
+                f"restore, {name}: {master} {rule}",
+                back and back_out.recovered and split <= 1,
                 f"{back_out.seconds:.2f} s to the first success, {back_out.failed} failed; "
-                f"VIP on {', '.join(holders(t, lab)) or 'none'}",
+                f"VIP on {', '.join(holders(t, lab)) or 'none'}; most holders at once: {split}",
             )
         )
         return rows
     finally:
+        watch.stop()
         s.stop()
+
+
+def _single_other(held: list[str], master: str) -> bool:
+    return len(held) == 1 and held[0] != master
 
 
 def check_failovers(t: Transport, site: Site) -> list[Row]:
@@ -348,7 +379,78 @@ def _seconds(duration: str) -> float:
     return int(m.group(1)) * scale
 
 
-CHECKS = (check_vip, check_services, check_balancing, check_backend_health, check_failovers)
+def _vrrp_counters(t: Transport, host: str) -> tuple[int, int]:
+    """(VRRP packets dropped by the HALAB-VRRP filter, bad adverts keepalived saw)."""
+    rules = t.run(host, ["iptables", "-w", "-L", "HALAB-VRRP", "-v", "-x", "-n"], check=False).stdout
+    dropped = sum(int(line.split()[0]) for line in rules.splitlines() if " DROP " in f" {line} ")
+    stats = drill(t, host, "vrrp-stats").stdout
+    bad = sum(int(n) for n in re.findall(r"(?:Address List|Failure|Type Mismatch|Invalid Type): (\d+)", stats))
+    return dropped, bad
+
+
+def check_vrrp_filter(t: Transport, site: Site) -> list[Row]:
+    """A rogue on the lab subnet (the on-subnet client) sends VRRP adverts for the VIP's router id
+    at priority 254: the load balancers drop them before keepalived sees them."""
+    lab = site.lab
+    name = "VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays"
+    if t.run(site.lan_client, ["sh", "-c", "command -v keepalived"], check=False).returncode != 0:
+        return [Row(name, True, f"skipped: no keepalived on {site.lan_client} to play the rogue")]
+    used = {lab.vip, lab.network.gateway, *(n.address for n in lab.nodes), *lab.test_clients}
+    decoy = next(a for a in reversed(list(lab.network.cidr.hosts())) if a not in used)
+    iface, v = lab.network.interface, lab.vrrp
+    peers = "".join(f"        {lb.address}\n" for lb in lab.load_balancers)
+    rogue = (
+        f"global_defs {{\n    router_id rogue\n    vrrp_version {v.version}\n}}\n"
+        f"vrrp_instance ROGUE {{\n    state MASTER\n    interface {iface}\n    virtual_router_id {v.router_id}\n"
+        f"    priority 254\n    advert_int {v.advert_text}\n"
+        + (f"    unicast_src_ip {site.lan_source}\n    unicast_peer {{\n{peers}    }}\n" if v.unicast else "")
+        + ("    authentication {\n        auth_type PASS\n        auth_pass rogue\n    }\n" if v.version == 2 else "")
+        # another address than the VIP: the rogue must not take the lab's traffic while it runs
+        + f"    virtual_ipaddress {{\n        {decoy}/32 dev {iface}\n    }}\n}}\n"
+    )
+    master = holders(t, lab)
+    before = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
+    seconds = max(3.0, 5 * v.advert_interval)
+    t.run(
+        site.lan_client,
+        ["bash", "-c", f'f=$(mktemp); cat >"$f"; timeout {seconds} keepalived --dont-fork --no-syslog '
+         '-f "$f" -p /run/halab-rogue.pid -r /run/halab-rogue-vrrp.pid; rm -f "$f"'],
+        input=rogue, check=False, timeout=seconds + 10,
+    )  # fmt: skip
+    after = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
+    dropped = {n: after[n][0] - before[n][0] for n in before}
+    seen = {n: after[n][1] - before[n][1] for n in before}
+    ok = all(d > 0 for d in dropped.values()) and not any(seen.values()) and holders(t, lab) == master
+    fig = ", ".join(f"{n}: {dropped[n]} dropped, {seen[n]} reached keepalived" for n in before)
+    return [Row(name, ok, f"{fig}; VIP still on {', '.join(holders(t, lab)) or 'none'}")]
+
+
+TRANSITION = re.compile(
+    r"^\d{4}-\d\d-\d\dT[\d:,.]+[+-]\d\d:\d\d (\S+) INSTANCE (\S+) (MASTER|BACKUP|FAULT|STOP) priority=\d+$"
+)
+
+
+def check_transition_log(t: Transport, site: Site) -> list[Row]:
+    """Every load balancer logged its VRRP state changes (the drills made some), timestamped."""
+    counts, ok = {}, True
+    for lb in site.lab.load_balancers:
+        lines = t.run(lb.name, ["cat", "/var/log/halab-vrrp.log"], check=False).stdout.splitlines()
+        good = [m for m in map(TRANSITION.match, lines) if m and m.group(1) == lb.name]
+        counts[lb.name] = (len(good), good[-1].group(3) if good else "-")
+        ok = ok and bool(good) and len(good) == len(lines)
+    fig = ", ".join(f"{n}: {c} changes (now {last})" for n, (c, last) in counts.items())
+    return [Row("every VRRP state change is logged, timestamped, on each load balancer", ok, fig)]
+
+
+CHECKS = (
+    check_vip,
+    check_services,
+    check_balancing,
+    check_vrrp_filter,
+    check_backend_health,
+    check_failovers,
+    check_transition_log,
+)
 
 
 def verify(t: Transport, site: Site, log: Callable[[Row], None] = lambda r: None) -> list[Row]:

@@ -5,7 +5,6 @@
 #   drill.sh stop|start NAME       a clean stop, or start (as the steps start it)
 #   drill.sh link-down IFACE       cut the node's link
 #   drill.sh link-up IFACE [GW]    restore it, and the default route via GW if it went with it
-#   drill.sh has-address ADDR      exit 0 if ADDR is on one of this node's interfaces
 #   drill.sh vrrp-stats            keepalived's counters (its stats file)
 #   drill.sh server-status BK SRV  haproxy's view of server SRV in backend BK (UP, DOWN, ...)
 set -euo pipefail
@@ -28,7 +27,6 @@ case "$action" in
       wait_until 5 ip -4 route replace default via "$3" dev "$2"
     fi
     ;;
-  has-address) ip -4 -o addr show | grep -q " inet ${2:?address}/" ;;
   vrrp-stats)
     pid_alive "$KEEPALIVED_PIDFILE" || die "keepalived is not running"
     rm -f /tmp/keepalived.stats

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# keepalived on a load balancer: install its haproxy check, validate the staged keepalived.conf
-# (keepalived -t), install it (0600: it holds the VRRP secret) and start or reload keepalived.
+# keepalived on a load balancer: install its hooks (haproxy check, state-change log, VRRP filter
+# and VIP release), validate the staged keepalived.conf (keepalived -t), install it (0600: it
+# holds the VRRP secret) and start or reload keepalived.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 need_root
 need_cmd keepalived ss
 conf=$(staged /etc/keepalived/keepalived.conf)
-bash -n "$(staged /etc/keepalived/halab-check-haproxy)" || die "staged halab-check-haproxy does not parse"
+for script in /etc/keepalived/halab-check-haproxy /etc/keepalived/halab-notify /usr/local/sbin/halab-keepalived-hooks; do
+  bash -n "$(staged "$script")" || die "staged $script does not parse"
+done
 direct_service haproxy running || die "haproxy is not running here: keepalived would only hold the VIP in FAULT"
 
-reload=no
+reload=no restart=no
 if stage_install /etc/keepalived/halab-check-haproxy 0755; then reload=yes; fi
+if stage_install /etc/keepalived/halab-notify 0755; then reload=yes; fi
 keepalived_test "$conf" || die "staged keepalived.conf is invalid (keepalived -t)"
+stage_install /usr/local/sbin/halab-keepalived-hooks 0755 || true
+if stage_install /etc/halab/vrrp.conf 0644; then
+  /usr/local/sbin/halab-keepalived-hooks pre # peers changed: the filter now, not at the next start
+fi
+if unit_install /etc/systemd/system/keepalived.service.d/halab.conf; then restart=yes; fi
 if stage_install /etc/keepalived/keepalived.conf 0600; then reload=yes; fi
-service_converge keepalived no "$reload"
+service_converge keepalived "$restart" "$reload"
 log "keepalived running ($(head -n 1 "$KEEPALIVED_PIDFILE"))"

@@ -75,9 +75,13 @@ direct_service() {
     haproxy:reload) kill -USR2 "$(head -n 1 "$HAPROXY_PIDFILE")" ;;
     keepalived:running) pid_alive "$KEEPALIVED_PIDFILE" ;;
     keepalived:start)
-      # In the foreground of its own session, logging to a file: no syslog in a lab node.
-      setsid keepalived --dont-fork --log-console --log-detail --no-syslog \
-        -f /etc/keepalived/keepalived.conf -p "$KEEPALIVED_PIDFILE" </dev/null >>/run/keepalived.log 2>&1 &
+      # What the systemd drop-in does (scripts/node/keepalived-halab.conf): hooks before and
+      # after; keepalived in the foreground of its own session, logging to a file (no syslog).
+      # shellcheck disable=SC2016
+      setsid bash -c '/usr/local/sbin/halab-keepalived-hooks pre &&
+        keepalived --dont-fork --log-console --log-detail --no-syslog -f /etc/keepalived/keepalived.conf -p "$1"
+        /usr/local/sbin/halab-keepalived-hooks post' halab-keepalived "$KEEPALIVED_PIDFILE" \
+        </dev/null >>/run/keepalived.log 2>&1 &
       ;;
     keepalived:reload) kill -HUP "$(head -n 1 "$KEEPALIVED_PIDFILE")" ;;
     apache2:running) pid_alive "$APACHE_PIDFILE" ;;
