@@ -22,7 +22,7 @@ lab = Lab(
     "halab",
     LabArgs(
         lab=cfg.lab,
-        vrrp_auth_pass=cfg.vrrp_auth_pass,
+        credentials=cfg.credentials,
         ssh_private_key=cfg.ssh_private_key,
         ssh_agent_socket=os.environ.get("SSH_AUTH_SOCK"),
     ),
@@ -32,6 +32,8 @@ pulumi.export("vip", lab.vip)
 pulumi.export("load_balancers", lab.lb_addresses)
 pulumi.export("backends", lab.backend_addresses)
 pulumi.export("urls", lab.urls)
+# user: halab:haproxy.statsUser (admin); password: pulumi config get halab:statsPassword
+pulumi.export("stats", lab.stats_urls)
 pulumi.export("ssh", lab.ssh_hints)
 if lab.generated_ssh_key is not None:
     # pulumi stack output --show-secrets ssh_private_key > halab-key && chmod 600 halab-key

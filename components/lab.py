@@ -13,14 +13,15 @@ from components.load_balancer import LoadBalancer
 from components.network import LabNetwork, LabNetworkArgs
 from components.node import NodeArgs
 from halab.model import Lab as LabModel
+from halab.render import Credentials
 
 
 @dataclass
 class LabArgs:
     lab: LabModel
     """The validated lab model (components/stack_config.py)."""
-    vrrp_auth_pass: pulumi.Output[str]
-    """Secret: keepalived's VRRP password."""
+    credentials: pulumi.Output[Credentials]
+    """Secret: the VRRP and stats passwords."""
     ssh_private_key: pulumi.Output[str] | None = None
     """Secret, with `lab.ssh.public_key`; None: an ED25519 pair is generated and kept in the state."""
     ssh_agent_socket: str | None = None
@@ -65,7 +66,7 @@ class Lab(pulumi.ComponentResource):
                 network_id=self.network.network_id,
                 ssh_public_key=public_key,
                 ssh_private_key=private_key,
-                vrrp_auth_pass=args.vrrp_auth_pass,
+                credentials=args.credentials,
                 ssh_agent_socket=args.ssh_agent_socket,
             )
 
@@ -80,6 +81,11 @@ class Lab(pulumi.ComponentResource):
         key_file = "halab-key" if self.generated_ssh_key is not None else "<your key>"
         self.ssh_hints = {n.name: f"ssh -i {key_file}{jump} {lab.ssh.user}@{n.address}" for n in lab.nodes}
         self.lb_addresses = {n.name: str(n.address) for n in lab.load_balancers}
+        self.stats_urls = (
+            {n.name: f"http://{n.address}:{lab.haproxy.stats_port}/" for n in lab.load_balancers}
+            if lab.haproxy.stats_port
+            else {}
+        )
         self.backend_addresses = {n.name: str(n.address) for n in lab.backends}
         self.register_outputs(
             {
@@ -87,6 +93,7 @@ class Lab(pulumi.ComponentResource):
                 "load_balancers": self.lb_addresses,
                 "backends": self.backend_addresses,
                 "urls": self.urls,
+                "stats": self.stats_urls,
                 "ssh": self.ssh_hints,
             }
         )

@@ -9,6 +9,7 @@ import pulumi
 from components import remote_steps
 from components.vm import Vm, VmArgs
 from halab.model import Lab, Node
+from halab.render import Credentials
 
 
 @dataclass
@@ -25,8 +26,8 @@ class NodeArgs:
     """Authorised on the node for the lab's SSH user."""
     ssh_private_key: pulumi.Input[str]
     """Secret: how the remote commands log in."""
-    vrrp_auth_pass: pulumi.Output[str]
-    """Secret: keepalived's VRRP password (load balancers only)."""
+    credentials: pulumi.Output[Credentials]
+    """Secret: the VRRP and stats passwords (load balancers only)."""
     ssh_agent_socket: str | None = None
     """The user's SSH agent, for the jump through a remote libvirt host."""
 
@@ -52,7 +53,7 @@ class ProvisionedNode(pulumi.ComponentResource):
         )
         conn = remote_steps.connection(args.lab, args.node, args.ssh_private_key, args.ssh_agent_socket)
         self.commands = remote_steps.create_steps(
-            self, name, args.lab, args.node, conn, args.vrrp_auth_pass, [self.vm], extra_after
+            self, name, args.lab, args.node, conn, args.credentials, [self.vm], extra_after
         )
         self.address = str(args.node.address)
         self.register_outputs({"address": self.address, "domain_name": self.vm.domain_name})

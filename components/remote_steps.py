@@ -51,7 +51,7 @@ def create_steps(
     lab: Lab,
     node: Node,
     conn: remote.ConnectionArgs,
-    vrrp_auth_pass: pulumi.Output[str],
+    credentials: pulumi.Output[render.Credentials],
     first_after: Sequence[pulumi.Resource],
     extra_after: dict[str, Sequence[pulumi.Resource]] | None = None,
 ) -> dict[str, remote.Command]:
@@ -61,7 +61,7 @@ def create_steps(
     previous: list[pulumi.Resource] = list(first_after)
     for i, step in enumerate(public):
         if step.secret:
-            real = vrrp_auth_pass.apply(lambda pw, i=i: plan.host_steps(lab, node, render.Credentials(pw))[i])
+            real = credentials.apply(lambda c, i=i: plan.host_steps(lab, node, c)[i])
             bundle: pulumi.Input[str] = pulumi.Output.secret(real.apply(lambda s: s.bundle()))
             digest: pulumi.Input[str] = pulumi.Output.secret(real.apply(lambda s: s.digest()))
         else:

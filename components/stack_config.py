@@ -11,12 +11,13 @@ from pulumi.runtime import config as runtime_config
 
 from halab import config
 from halab.model import Lab
+from halab.render import Credentials
 
 
 @dataclass(frozen=True)
 class StackConfig:
     lab: Lab
-    vrrp_auth_pass: pulumi.Output[str]  # secret; empty with VRRPv3 (no authentication)
+    credentials: pulumi.Output[Credentials]  # secret: the VRRP and stats passwords
     ssh_private_key: pulumi.Output[str] | None  # secret; None: the program generates a key pair
 
 
@@ -55,6 +56,8 @@ def load() -> StackConfig:
     key = secrets.get("sshPrivateKey")
     return StackConfig(
         lab=lab,
-        vrrp_auth_pass=pulumi.Output.secret(secrets.get("vrrpAuthPass", "")),
+        credentials=pulumi.Output.secret(
+            Credentials(vrrp_auth_pass=secrets.get("vrrpAuthPass", ""), stats_password=secrets.get("statsPassword", ""))
+        ),
         ssh_private_key=pulumi.Output.secret(key) if key is not None else None,
     )

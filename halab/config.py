@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from halab.model import (
+    HaproxyOptions,
     HealthCheck,
     Lab,
     Libvirt,
@@ -27,7 +28,7 @@ from halab.model import (
 )
 
 NS = "halab"
-SECRET_KEYS = ("vrrpAuthPass", "sshPrivateKey")
+SECRET_KEYS = ("vrrpAuthPass", "sshPrivateKey", "statsPassword")
 
 UBUNTU_2404_IMAGE = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
 
@@ -54,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     ],
     "service": {"balance": "leastconn", "sticky": True, "stickyExpire": "30m"},
     "healthCheck": {"interval": "2s", "rise": 2, "fall": 3},
+    "haproxy": {"peersPort": 10000, "statsPort": 8404, "statsUser": "admin"},
     "vrrp": {"routerId": 100, "advertInterval": 1, "version": 2, "mode": "unicast", "preempt": True},
     "vm": {"vcpu": 1, "memoryMiB": 1024, "diskGiB": 10},
     "ssh": {"user": "halab"},
@@ -192,7 +194,10 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
             p.add(key, "<plain text>", f"must be stored encrypted: pulumi config set --secret {NS}:{key} ...")
     if secrets is not None:
         vrrp_cfg = cfg["vrrp"] if isinstance(cfg["vrrp"], Mapping) else {}
-        _check_secrets(p, secrets, needs_auth=vrrp_cfg.get("version") != 3)
+        haproxy_cfg = cfg["haproxy"] if isinstance(cfg["haproxy"], Mapping) else {}
+        _check_secrets(
+            p, secrets, needs_auth=vrrp_cfg.get("version") != 3, needs_stats=haproxy_cfg.get("statsPort") != 0
+        )
 
     libvirt = _libvirt(p, cfg)
     network = _network(p, cfg["network"])
@@ -205,6 +210,7 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
     lbs = _priorities(p, lbs)
     services = _services(p, cfg["services"], cfg["service"])
     health = _health(p, cfg["healthCheck"])
+    haproxy = _haproxy(p, cfg["haproxy"], services)
     vrrp = _vrrp(p, cfg["vrrp"])
     vm = _vm(p, cfg["vm"])
     ssh = _ssh(p, cfg["ssh"], given)
@@ -221,6 +227,7 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
         backends=backends,
         services=services,
         health_check=health,
+        haproxy=haproxy,
         vrrp=vrrp,
         vm=vm,
         ssh=ssh,
@@ -228,7 +235,19 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
     )
 
 
-def _check_secrets(p: _Problems, secrets: Mapping[str, str], needs_auth: bool) -> None:
+def _check_secrets(p: _Problems, secrets: Mapping[str, str], needs_auth: bool, needs_stats: bool) -> None:
+    stats = secrets.get("statsPassword")
+    if needs_stats and stats is None:
+        p.add(
+            "statsPassword",
+            None,
+            f"is required for the stats page: pulumi config set --secret {NS}:statsPassword ... "
+            f"(scripts/setup does it), or {NS}:haproxy.statsPort: 0",
+        )
+    elif stats is not None and (len(stats) < 12 or not stats.isprintable() or '"' in stats):
+        p.add(
+            "statsPassword", "<secret>", f"must be 12 or more printable characters without quotes (it has {len(stats)})"
+        )
     auth = secrets.get("vrrpAuthPass")
     if auth is None and not needs_auth:
         return  # VRRPv3 has no authentication
@@ -370,6 +389,20 @@ def _services(p: _Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
         if port is not None and bport is not None:
             out.append(Service(name, port, bport, str(balance), sticky, expire, tls))
     return tuple(out)
+
+
+def _haproxy(p: _Problems, obj: Any, services: tuple[Service, ...]) -> HaproxyOptions:
+    o = _keys(p, "haproxy", obj, {"peersPort", "statsPort", "statsUser"})
+    peers = _int(p, "haproxy.peersPort", o.get("peersPort"), 1, 65535) or 10000
+    stats = _int(p, "haproxy.statsPort", o.get("statsPort"), 0, 65535)
+    user = _str(p, "haproxy.statsUser", o.get("statsUser"), re.compile(r"^[a-z][a-z0-9_-]{0,31}$"), "user name")
+    used = {s.port: f"{NS}:services[{s.name}].port" for s in services}
+    for key, port in (("haproxy.peersPort", peers), ("haproxy.statsPort", stats)):
+        if port in used:
+            p.add(key, port, f"is already used by {used[port]}")
+        elif port:
+            used[port] = f"{NS}:{key}"
+    return HaproxyOptions(peers, stats or 0, user)
 
 
 def _health(p: _Problems, obj: Any) -> HealthCheck | None:

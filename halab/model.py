@@ -59,6 +59,13 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class HaproxyOptions:
+    peers_port: int  # stick tables replicated between the load balancers over TCP
+    stats_port: int  # 0: no stats page
+    stats_user: str
+
+
+@dataclass(frozen=True)
 class Vrrp:
     router_id: int
     advert_interval: float  # seconds: whole with VRRPv2, hundredths with VRRPv3
@@ -107,6 +114,7 @@ class Lab:
     backends: tuple[Node, ...]
     services: tuple[Service, ...]
     health_check: HealthCheck
+    haproxy: HaproxyOptions
     vrrp: Vrrp
     vm: VmSize
     ssh: Ssh

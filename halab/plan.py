@@ -81,6 +81,13 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
             ),
             Step(
                 h,
+                "secrets",
+                "lb-secrets.sh",
+                files=(("/etc/haproxy/halab-secrets.env", render.haproxy_secrets_env(creds)),),
+                secret=True,
+            ),
+            Step(
+                h,
                 "haproxy",
                 "lb-haproxy.sh",
                 files=(

@@ -23,11 +23,12 @@ class Credentials:
     """Values only the driver knows; rendered into files but never part of the model."""
 
     vrrp_auth_pass: str
+    stats_password: str = ""
 
     @classmethod
     def placeholder(cls) -> Credentials:
         """For review renders: obviously fake, yet still valid for `keepalived -t`."""
-        return cls(vrrp_auth_pass="REDACTED")
+        return cls(vrrp_auth_pass="REDACTED", stats_password="REDACTED-REDACTED")
 
 
 PLACEHOLDER_SSH_KEY = "ssh-ed25519 AAAA-the-key-pulumi-up-generates halab"
@@ -49,7 +50,7 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
         if svc.sticky:
             persistence = (
                 "    # Persistence: a client address keeps its server while the entry lives.\n"
-                f"    stick-table type ip size 200k expire {svc.sticky_expire}\n"
+                f"    stick-table type ip size 200k expire {svc.sticky_expire} peers halab\n"
                 "    stick on src\n"
             )
         # Server names are the backends' names: unique, and they read well in logs and stats.
@@ -66,9 +67,17 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
             )
         )
     hc = lab.health_check
+    peers = "\n".join(f"    peer {lb.name} {lb.address}:{lab.haproxy.peers_port}" for lb in lab.load_balancers)
+    stats = ""
+    if lab.haproxy.stats_port:
+        stats = template(
+            "haproxy-stats.cfg.tmpl", address=host.address, port=lab.haproxy.stats_port, user=lab.haproxy.stats_user
+        )
     return template(
         "haproxy.cfg.tmpl",
         host=host.name,
+        peers=peers,
+        stats=stats,
         check_interval=hc.interval,
         check_rise=hc.rise,
         check_fall=hc.fall,
@@ -78,6 +87,12 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
 
 def vrrp_peers(lab: Lab, host: Node) -> list[Node]:
     return [lb for lb in lab.load_balancers if lb.name != host.name]
+
+
+def haproxy_secrets_env(creds: Credentials) -> str:
+    """Secrets haproxy.cfg reads from its environment (systemd EnvironmentFile), so that the
+    config itself holds none and stays reviewable."""
+    return f"HALAB_STATS_PASSWORD={creds.stats_password}\n"
 
 
 def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:

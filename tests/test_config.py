@@ -161,6 +161,14 @@ def test_other_namespaces_are_ignored():
         ({"halab:vm": {"memoryMiB": 128}}, "halab:vm.memoryMiB: 128 is out of range 512-262144"),
         ({"halab:healthCheck": {"interval": "soon"}}, "halab:healthCheck.interval: 'soon' is not a valid duration"),
         ({"halab:colour": "blue"}, "halab:colour: 'blue' is not a known key"),
+        (
+            {"halab:haproxy": {"statsPort": 80}},
+            "halab:haproxy.statsPort: 80 is already used by halab:services[http].port",
+        ),
+        (
+            {"halab:haproxy": {"peersPort": 443}},
+            "halab:haproxy.peersPort: 443 is already used by halab:services[https]",
+        ),
         ({"halab:vrrpAuthPass": "plain"}, "halab:vrrpAuthPass: '<plain text>' must be stored encrypted"),
     ],
 )
@@ -187,12 +195,19 @@ def test_secrets_are_checked_only_when_the_driver_supplies_them():
     assert parse({"halab:vrrpAuthPass": Secure()})  # the stack file holds it encrypted: fine
     assert parse({"halab:vrrpAuthPass": {"secure": "v1:abc"}})  # as read from the YAML
     assert problems({}, secrets={}) == [
+        "halab:statsPassword: None is required for the stats page: pulumi config set --secret "
+        "halab:statsPassword ... (scripts/setup does it), or halab:haproxy.statsPort: 0",
         "halab:vrrpAuthPass: None is required: pulumi config set --secret halab:vrrpAuthPass <1-8 characters> "
-        "(scripts/setup does it)"
+        "(scripts/setup does it)",
     ]
-    (p,) = problems({"halab:vrrpAuthPass": Secure()}, secrets={"vrrpAuthPass": "far-too-long"})
+    stats = {"statsPassword": "long-enough-secret"}
+    (p,) = problems({"halab:vrrpAuthPass": Secure()}, secrets={"vrrpAuthPass": "far-too-long", **stats})
     assert "far-too-long" not in p and "(it has 12)" in p
-    assert parse({"halab:vrrpAuthPass": Secure()}, secrets={"vrrpAuthPass": "s3cret"})
+    (p,) = problems({}, secrets={"vrrpAuthPass": "s3cret", "statsPassword": "short"})
+    assert p.startswith("halab:statsPassword: '<secret>' must be 12 or more") and "short" not in p
+    assert parse({"halab:vrrpAuthPass": Secure()}, secrets={"vrrpAuthPass": "s3cret", **stats})
+    # no stats page, no stats password needed
+    assert parse({"halab:haproxy": {"statsPort": 0}}, secrets={"vrrpAuthPass": "s3cret"})
 
 
 def test_vrrp_defaults_and_options():
@@ -201,7 +216,7 @@ def test_vrrp_defaults_and_options():
     v = parse({"halab:vrrp": {"version": 3, "advertInterval": 0.25, "mode": "multicast", "preempt": False}}).vrrp
     assert (v.version, v.advert_text, v.unicast, v.preempt, v.check_interval) == (3, "0.25", False, False, 1)
     # VRRPv3 has no authentication: its password is not required
-    assert parse({"halab:vrrp": {"version": 3, "advertInterval": 0.2}}, secrets={})
+    assert parse({"halab:vrrp": {"version": 3, "advertInterval": 0.2}}, secrets={"statsPassword": "long-enough-secret"})
 
 
 def test_ssh_key_pair_comes_whole():

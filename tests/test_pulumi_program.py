@@ -25,6 +25,7 @@ from halab.config import ConfigError
 SECRET_SIG = rpc._special_sig_key
 SECRET_VALUE = rpc._special_secret_sig
 AUTH_PASS = "pa55wd"
+STATS_PASS = "stats-pa55word-long"
 
 
 @dataclass
@@ -146,12 +147,12 @@ def run_program(cfg: dict[str, str], secret_keys: list[str], recorder: Recorder 
 
 @pytest.fixture(scope="module")
 def dev() -> Program:
-    return run_program(*stack_config("dev", vrrpAuthPass=AUTH_PASS))
+    return run_program(*stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS))
 
 
 @pytest.fixture(scope="module")
 def large() -> Program:
-    return run_program(*stack_config("large", vrrpAuthPass=AUTH_PASS))
+    return run_program(*stack_config("large", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS))
 
 
 COMPONENTS = ("halab:index:Lab", "halab:index:LabNetwork", "halab:index:LoadBalancer", "halab:index:Backend")
@@ -258,17 +259,22 @@ def test_backends_switch_gateway_only_after_every_load_balancer_is_configured(la
 
 
 def test_secrets_stay_secret(dev):
+    carriers = {"keepalived": f"auth_pass {AUTH_PASS}", "secrets": f"HALAB_STATS_PASSWORD={STATS_PASS}"}
     for c in dev.of_type("command:remote:Command"):
-        if c.name.endswith("-keepalived"):
-            assert "stdin" in c.secret_inputs, f"{c.urn}: the keepalived bundle holds the VRRP password"
-            assert "triggers" in c.secret_inputs, f"{c.urn}: a hash of the password is still the password"
+        step = c.name.rsplit("-", 1)[1]
+        if step in carriers:
+            assert "stdin" in c.secret_inputs, f"{c.urn}: the bundle holds a password"
+            assert "triggers" in c.secret_inputs, f"{c.urn}: a hash of a password is still the password"
+            # the password does reach its file
+            assert carriers[step] in _unbundle(c.inputs["stdin"]), c.urn
         else:
-            assert AUTH_PASS not in c.inputs["stdin"], c.urn
+            assert AUTH_PASS not in c.inputs["stdin"] and STATS_PASS not in c.inputs["stdin"], c.urn
             assert "stdin" not in c.secret_inputs, f"{c.urn}: needlessly secret, hides diffs from review"
-    # the password does reach keepalived.conf, and nothing else
-    keepalived = [c for c in dev.of_type("command:remote:Command") if c.name.endswith("-keepalived")]
-    assert keepalived and all(f"auth_pass {AUTH_PASS}" in _unbundle(c.inputs["stdin"]) for c in keepalived)
     assert isinstance(dev.outputs["ssh_private_key"], str)
+
+
+def test_stats_urls_are_outputs(dev):
+    assert dev.outputs["stats"] == {"lb1": "http://192.168.69.111:8404/", "lb2": "http://192.168.69.112:8404/"}
 
 
 def test_generated_ssh_key_is_authorised_and_its_private_half_is_secret(dev):
@@ -311,7 +317,7 @@ def test_large_outputs_name_the_extra_service_and_the_jump_host(large):
 
 def test_changing_one_backend_changes_only_the_bundles_that_carry_it():
     """Triggers are content hashes: adding a backend re-runs each LB's haproxy step only."""
-    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS)
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
     before = {r.name: r.inputs["triggers"] for r in run_program(cfg, secret).of_type("command:remote:Command")}
     backends = json.loads(cfg["halab:backends"]) + [{"name": "www3", "address": "192.168.69.108"}]
     after_prog = run_program({**cfg, "halab:backends": json.dumps(backends)}, secret)
@@ -323,7 +329,7 @@ def test_changing_one_backend_changes_only_the_bundles_that_carry_it():
 
 
 def test_bad_config_fails_before_any_resource_is_created():
-    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS)
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
     cfg["halab:vip"] = "10.9.9.9"
     cfg["halab:loadBalancers"] = json.dumps([{"name": "lb1", "address": "192.168.69.111"}])
     recorder = Recorder(Mocks())
@@ -336,12 +342,13 @@ def test_bad_config_fails_before_any_resource_is_created():
 
 def test_missing_or_plain_text_vrrp_password_is_refused():
     cfg, _ = stack_config("dev")
-    with pytest.raises(Exception, match="halab:vrrpAuthPass: None is required"):
+    with pytest.raises(Exception, match="halab:vrrpAuthPass: None is required") as err:
         run_program(cfg, [])
+    assert "halab:statsPassword: None is required for the stats page" in str(err.value)
     with pytest.raises(Exception, match="must be stored encrypted"):
         run_program({**cfg, "halab:vrrpAuthPass": "plain"}, [])
     with pytest.raises(Exception, match=r"1-8 printable characters without spaces \(it has 12\)") as err:
-        run_program(*stack_config("dev", vrrpAuthPass="twelve-chars"))
+        run_program(*stack_config("dev", vrrpAuthPass="twelve-chars", statsPassword=STATS_PASS))
     assert "twelve-chars" not in str(err.value)
 
 
@@ -361,7 +368,9 @@ def test_config_error_type_is_what_main_reports():
 
 
 def test_own_ssh_key_pair_is_used_and_not_exported():
-    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, sshPrivateKey="-----BEGIN OWN KEY-----")
+    cfg, secret = stack_config(
+        "dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS, sshPrivateKey="-----BEGIN OWN KEY-----"
+    )
     cfg["halab:ssh"] = json.dumps({"user": "ops", "publicKey": "ssh-ed25519 AAAAown ops@laptop"})
     prog = run_program(cfg, secret)
     assert prog.of_type("tls:index/privateKey:PrivateKey") == []

@@ -13,7 +13,7 @@ from halab import config, plan, render
 from halab.model import Lab
 from halab.netns.node import NsNode, veth
 
-CREDS = render.Credentials("s3cret")
+CREDS = render.Credentials("s3cret", "stats-secret-123")
 
 
 def lab_of(stack: str) -> Lab:
@@ -163,8 +163,8 @@ def test_non_secret_bundles_do_not_depend_on_credentials():
     """The Pulumi driver sends these as plain inputs: they must not carry a secret by accident."""
     lab = lab_of("dev")
     for node in lab.nodes:
-        a = plan.host_steps(lab, node, render.Credentials("aaaaaaaa"))
-        b = plan.host_steps(lab, node, render.Credentials("bbbbbbbb"))
+        a = plan.host_steps(lab, node, render.Credentials("aaaaaaaa", "aaaaaaaaaaaaaaaa"))
+        b = plan.host_steps(lab, node, render.Credentials("bbbbbbbb", "bbbbbbbbbbbbbbbb"))
         for sa, sb in zip(a, b, strict=True):
             assert (sa.bundle() == sb.bundle()) != sa.secret, f"{node.name}/{sa.name}"
 

@@ -15,7 +15,7 @@ from conftest import ROOT, need_root_and
 from halab import config, plan, render
 from halab.netns.node import NsNode, veth
 
-CREDS = render.Credentials("s3cret")
+CREDS = render.Credentials("s3cret", "stats-secret-123")
 LAB = config.parse({})
 
 # Everything a step may change, as text: rules, routes, sysctls, files, daemons.
@@ -117,7 +117,7 @@ def test_invalid_haproxy_config_changes_nothing(nodes):
     lb, peer = nodes("lb1"), nodes("peer")
     veth(lb, "eth0", peer, "eth0")
     steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
-    for name in ("sysctl", "tproxy", "haproxy"):
+    for name in ("sysctl", "tproxy", "secrets", "haproxy"):
         lb.run_bundle(steps[name].bundle())
     before = lb.run(SNAPSHOT).stdout
     cfg_path, cfg = steps["haproxy"].files[0]

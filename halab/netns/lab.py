@@ -9,6 +9,7 @@ the host's own network namespace.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -95,14 +96,14 @@ def state_dir(topo: Topology) -> Path:
 
 
 def credentials(topo: Topology) -> render.Credentials:
-    """The lab's VRRP password: made at the first `up`, kept for the next ones, gone at `down`."""
-    f = state_dir(topo) / "vrrp-auth-pass"
+    """The lab's passwords: made at the first `up`, kept for the next ones, gone at `down`."""
+    f = state_dir(topo) / "credentials.json"
     if not f.exists():
         f.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(4))
-    return render.Credentials(f.read_text().strip())
+            json.dump({"vrrp_auth_pass": secrets.token_hex(4), "stats_password": secrets.token_urlsafe(18)}, out)
+    return render.Credentials(**json.loads(f.read_text()))
 
 
 def nodes(topo: Topology) -> dict[str, NsNode]:
@@ -256,5 +257,6 @@ def site(topo: Topology):
         client_sources=tuple(str(a) for a in topo.client_addresses),
         lan_client=lan.name,
         lan_source=str(lan.address),
+        stats_password=credentials(topo).stats_password,
     )
     return NetnsTransport(nodes(topo), _python()), s

@@ -8,6 +8,9 @@ Every wait is bounded.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import json
 import re
 import threading
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from halab import plan
+from halab import plan, render
 from halab.model import Lab, Service
 from halab.verify.transport import Site, Transport
 
@@ -199,6 +202,9 @@ def check_balancing(t: Transport, site: Site) -> list[Row]:
     backends = {b.name for b in lab.backends}
     rows = []
     for svc in lab.services:
+        if svc.sticky:  # start from empty tables: a previous run's entries would decide instead
+            for lb in lab.load_balancers:
+                drill(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
         sources = list(site.client_sources)
         held = sample(t, site.client, url(lab, svc), sources, "--hold", "--timeout", "3").finish()
         got = Counter(s.backend for s in held if s.ok)
@@ -250,9 +256,17 @@ def failover_drill(t: Transport, site: Site, name: str, fault: Fault, restore: F
         return [Row(f"failover, {name}", False, f"no single master to fault ({held})")]
     master = held[0]
     s = sample(
-        t, site.client, url(lab, svc), [site.client_sources[0]],
-        "--interval", str(DRILL_INTERVAL), "--timeout", "0.3", "--duration", str(3 * bound + 10),
-    )  # fmt: skip
+        t,
+        site.client,
+        url(lab, svc),
+        [site.client_sources[0]],
+        "--interval",
+        str(DRILL_INTERVAL),
+        "--timeout",
+        "0.3",
+        "--duration",
+        str(3 * bound + 10),
+    )
     watch = HolderWatch(t, lab)
     try:
         if not wait_until(lambda: s.recovered_since(0.0), 10):
@@ -323,7 +337,11 @@ def check_backend_health(t: Transport, site: Site) -> list[Row]:
     lbs = [lb.name for lb in lab.load_balancers]
 
     def status(lb: str) -> str:
-        return drill(t, lb, "server-status", f"bk_{svc.name}", victim.name, check=False).stdout.strip()
+        stat = drill(t, lb, "haproxy-api", "show", "stat", check=False).stdout
+        for row in csv.reader(io.StringIO(stat.lstrip("# "))):
+            if row[:2] == [f"bk_{svc.name}", victim.name]:
+                return row[17]
+        return "absent"
 
     interval = _seconds(lab.health_check.interval)
     bound = (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
@@ -413,10 +431,16 @@ def check_vrrp_filter(t: Transport, site: Site) -> list[Row]:
     seconds = max(3.0, 5 * v.advert_interval)
     t.run(
         site.lan_client,
-        ["bash", "-c", f'f=$(mktemp); cat >"$f"; timeout {seconds} keepalived --dont-fork --no-syslog '
-         '-f "$f" -p /run/halab-rogue.pid -r /run/halab-rogue-vrrp.pid; rm -f "$f"'],
-        input=rogue, check=False, timeout=seconds + 10,
-    )  # fmt: skip
+        [
+            "bash",
+            "-c",
+            f'f=$(mktemp); cat >"$f"; timeout {seconds} keepalived --dont-fork --no-syslog '
+            '-f "$f" -p /run/halab-rogue.pid -r /run/halab-rogue-vrrp.pid; rm -f "$f"',
+        ],
+        input=rogue,
+        check=False,
+        timeout=seconds + 10,
+    )
     after = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
     dropped = {n: after[n][0] - before[n][0] for n in before}
     seen = {n: after[n][1] - before[n][1] for n in before}
@@ -442,12 +466,127 @@ def check_transition_log(t: Transport, site: Site) -> list[Row]:
     return [Row("every VRRP state change is logged, timestamped, on each load balancer", ok, fig)]
 
 
+def _each_source_once(t: Transport, site: Site, svc: Service) -> dict[str, str | None]:
+    sources = list(site.client_sources)
+    got = sample(t, site.client, url(site.lab, svc), sources, "--count", str(len(sources)), "--interval", "0").finish()
+    return {s.source: s.backend if s.ok else None for s in got}
+
+
+def check_persistence_across_failover(t: Transport, site: Site) -> list[Row]:
+    """Stick tables are replicated (HAProxy peers): after a planned stop of the master's
+    keepalived moves the VIP, every client address still reaches the backend it had."""
+    lab = site.lab
+    name = "persistence survives failover: each client keeps its backend on the new master"
+    sticky = [s for s in lab.services if s.sticky]
+    held = holders(t, lab)
+    if not sticky or len(held) != 1:
+        return [Row(name, not sticky, "no sticky service" if not sticky else f"no single master ({held})")]
+    svc, master = sticky[0], held[0]
+    before = _each_source_once(t, site, svc)
+    drill(t, master, "stop", "keepalived")
+    try:
+        moved = wait_until(lambda: _single_other(holders(t, lab), master), 20, 0.2)
+        wait_until(lambda: all(_each_source_once(t, site, svc).values()), 10, 0.5)
+        after = _each_source_once(t, site, svc)
+        new = holders(t, lab)
+    finally:
+        drill(t, master, "start", "keepalived")
+        # settled as the next check expects: the master back (preemption), or the VIP where it went
+        wait_until(lambda: len(holders(t, lab)) == 1 and (not lab.vrrp.preempt or holders(t, lab) == [master]), 20, 0.2)
+    kept = sum(1 for src, b in before.items() if b and after.get(src) == b)
+    return [
+        Row(
+            name,
+            moved and kept == len(before),
+            f"{kept}/{len(before)} client addresses kept their backend; "
+            f"VIP moved {master} -> {', '.join(new) or 'none'} (keepalived stopped cleanly)",
+        )
+    ]
+
+
+def check_stats_pages(t: Transport, site: Site) -> list[Row]:
+    lab = site.lab
+    port = lab.haproxy.stats_port
+    if not port:
+        return [Row("stats pages", True, "disabled (halab:haproxy.statsPort: 0)")]
+    results = []
+    for lb in lab.load_balancers:
+        u = f"http://{lb.address}:{port}/;csv"
+        anon = t.run(
+            site.lan_client, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", u], check=False
+        )
+        auth = t.run(
+            site.lan_client,
+            ["curl", "-s", "-m", "5", "-K", "-", u],
+            input=f'user = "{lab.haproxy.stats_user}:{site.stats_password}"\n',
+            check=False,
+        )
+        ok = anon.stdout == "401" and f"bk_{lab.services[0].name}," in auth.stdout
+        results.append((lb.name, ok, anon.stdout, "stats" if f"bk_{lab.services[0].name}," in auth.stdout else "none"))
+    fig = ", ".join(f"{n}: {code} without the password, {got} with it" for n, _, code, got in results)
+    return [Row("stats page on every load balancer, behind its password", all(r[1] for r in results), fig)]
+
+
+def check_hitless_reload(t: Transport, site: Site) -> list[Row]:
+    """Under steady load, each load balancer's haproxy step runs with a backend removed, then
+    with it back: two master-worker reloads per node, and not one request may fail."""
+    lab = site.lab
+    if len(lab.backends) < 2:
+        return [Row("hitless reloads", True, "skipped: one backend only")]
+    fewer = dataclasses.replace(lab, backends=lab.backends[:-1])
+    creds = render.Credentials.placeholder()  # the haproxy step holds no secret
+    steps = {
+        which: {
+            lb.name: next(s for s in plan.host_steps(model, lb, creds) if s.name == "haproxy")
+            for lb in model.load_balancers
+        }
+        for which, model in (("fewer", fewer), ("all", lab))
+    }
+    s = sample(
+        t,
+        site.client,
+        url(lab, lab.services[0]),
+        list(site.client_sources),
+        "--interval",
+        "0.01",
+        "--timeout",
+        "2",
+        "--duration",
+        "60",
+    )
+    try:
+        wait_until(lambda: s.recovered_since(0.0), 10)
+        t0 = time.monotonic()
+        reloads = 0
+        for which in ("fewer", "all"):
+            for lb in lab.load_balancers:
+                out = t.run(lb.name, ["bash", "-s"], input=steps[which][lb.name].bundle()).stdout
+                reloads += "reloading haproxy" in out
+            time.sleep(1.5)
+        t1 = time.monotonic()
+    finally:
+        samples = s.stop()
+    window = [x for x in samples if t0 <= x.start <= t1]
+    failed = sum(1 for x in window if not x.ok)
+    removed = lab.backends[-1].name
+    return [
+        Row(
+            f"haproxy reloads under load ({removed} removed, then back): no request fails",
+            failed == 0 and reloads == 2 * len(lab.load_balancers) and bool(window),
+            f"{reloads} reloads, {failed} failed of {len(window)} requests",
+        )
+    ]
+
+
 CHECKS = (
     check_vip,
     check_services,
     check_balancing,
     check_vrrp_filter,
+    check_stats_pages,
+    check_hitless_reload,
     check_backend_health,
+    check_persistence_across_failover,
     check_failovers,
     check_transition_log,
 )

@@ -29,6 +29,7 @@ class Site:
     client_sources: tuple[str, ...]  # its addresses: the first for drills, all for spreading
     lan_client: str  # host on the lab subnet itself (a test client with a return route)
     lan_source: str
+    stats_password: str = ""  # to read the HAProxy stats pages
 
 
 class NetnsTransport:

@@ -6,7 +6,7 @@
 #   drill.sh link-down IFACE       cut the node's link
 #   drill.sh link-up IFACE [GW]    restore it, and the default route via GW if it went with it
 #   drill.sh vrrp-stats            keepalived's counters (its stats file)
-#   drill.sh server-status BK SRV  haproxy's view of server SRV in backend BK (UP, DOWN, ...)
+#   drill.sh haproxy-api CMD...    a command to this node's haproxy runtime API (show stat, ...)
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -35,21 +35,15 @@ case "$action" in
     sleep 0.2
     cat /tmp/keepalived.stats
     ;;
-  server-status)
-    python3 - "${2:?backend}" "${3:?server}" <<'PY'
-import csv, io, socket, sys
+  haproxy-api)
+    # One command to this node's haproxy runtime API (the admin socket), its answer on stdout.
+    python3 - "${@:2}" <<'PY'
+import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect("/run/haproxy/admin.sock")
-s.sendall(b"show stat\n")
-data = b""
+s.sendall((" ".join(sys.argv[1:]) + "\n").encode())
 while chunk := s.recv(65536):
-    data += chunk
-for row in csv.reader(io.StringIO(data.decode().lstrip("# "))):
-    if row[:2] == sys.argv[1:3]:
-        print(row[17])
-        break
-else:
-    sys.exit(f"no server {sys.argv[2]} in backend {sys.argv[1]}")
+    sys.stdout.write(chunk.decode(errors="replace"))
 PY
     ;;
   *) die "unknown drill action: $action" ;;

@@ -8,7 +8,11 @@ set -euo pipefail
 need_root
 need_cmd haproxy
 /usr/local/sbin/halab-tproxy check || die "TPROXY rules missing: run the tproxy step first"
-haproxy -c -q -f "$(staged /etc/haproxy/haproxy.cfg)" || die "staged haproxy.cfg is invalid (haproxy -c)"
+cfg=$(staged /etc/haproxy/haproxy.cfg)
+if grep -q 'HALAB_STATS_PASSWORD' "$cfg"; then
+  [ -s /etc/haproxy/halab-secrets.env ] || die "haproxy.cfg needs /etc/haproxy/halab-secrets.env: run the secrets step first"
+fi
+(load_haproxy_env && haproxy -c -q -f "$cfg") || die "staged haproxy.cfg is invalid (haproxy -c)"
 
 restart=no reload=no
 if unit_install /etc/systemd/system/haproxy.service.d/halab.conf; then restart=yes; fi

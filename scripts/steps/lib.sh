@@ -61,6 +61,16 @@ wait_until() {
   done
 }
 
+# The environment haproxy.cfg expands (systemd: EnvironmentFile in the drop-in).
+load_haproxy_env() {
+  if [ -f /etc/haproxy/halab-secrets.env ]; then
+    set -a
+    # shellcheck source=/dev/null
+    . /etc/haproxy/halab-secrets.env
+    set +a
+  fi
+}
+
 # direct_service NAME start|reload|running: the daemons without systemd (namespace lab).
 direct_service() {
   local name=$1 action=$2
@@ -68,11 +78,16 @@ direct_service() {
     haproxy:running) pid_alive "$HAPROXY_PIDFILE" ;;
     haproxy:start)
       install -d -o haproxy -g haproxy -m 0755 /run/haproxy
+      load_haproxy_env
       setpriv --reuid=haproxy --regid=haproxy --init-groups \
         --inh-caps="+${HAPROXY_CAPS//,/,+}" --ambient-caps="+${HAPROXY_CAPS//,/,+}" \
         haproxy -W -D -f /etc/haproxy/haproxy.cfg -p "$HAPROXY_PIDFILE" -S /run/haproxy/master.sock
       ;;
     haproxy:reload) kill -USR2 "$(head -n 1 "$HAPROXY_PIDFILE")" ;;
+    haproxy:restart)
+      service_stop haproxy
+      direct_service haproxy start
+      ;;
     keepalived:running) pid_alive "$KEEPALIVED_PIDFILE" ;;
     keepalived:start)
       # What the systemd drop-in does (scripts/node/keepalived-halab.conf): hooks before and
@@ -113,6 +128,9 @@ service_converge() {
     if ! direct_service "$name" running; then
       log "starting $name"
       direct_service "$name" start
+    elif [ "$restart" = yes ] && [ "$name" = haproxy ]; then
+      log "restarting $name"
+      direct_service "$name" restart
     elif [ "$restart" = yes ] || [ "$reload" = yes ]; then
       log "reloading $name"
       direct_service "$name" reload
