@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
 PRIORITY_FIRST, PRIORITY_STEP = 150, 10
 
 BALANCE_ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "first", "source")
+TRANSPARENCY = ("tproxy", "proxy-protocol", "forwarded-for")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 IFACE_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$")
 DURATION_RE = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d)?$")
@@ -370,7 +371,22 @@ def _services(p: _Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
     out, names, ports = [], set(), set()
     for i, item in enumerate(obj):
         k = f"services[{i}]"
-        o = _keys(p, k, item, {"name", "port", "backendPort", "balance", "sticky", "stickyExpire", "backendTls"})
+        o = _keys(
+            p,
+            k,
+            item,
+            {
+                "name",
+                "port",
+                "backendPort",
+                "balance",
+                "sticky",
+                "stickyExpire",
+                "backendTls",
+                "protocol",
+                "transparency",
+            },
+        )
         name = _str(p, f"{k}.name", o.get("name"), re.compile(r"^[a-z][a-z0-9_-]{0,30}$"), "service name")
         if name in names:
             p.add(f"{k}.name", name, "is already used by another service")
@@ -385,9 +401,27 @@ def _services(p: _Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
             p.add(f"{k}.balance", balance, f"must be one of {', '.join(BALANCE_ALGORITHMS)}")
         sticky = _bool(p, f"{k}.sticky", o.get("sticky", d.get("sticky")))
         expire = _str(p, f"{k}.stickyExpire", o.get("stickyExpire", d.get("stickyExpire")), DURATION_RE, "duration")
-        tls = _bool(p, f"{k}.backendTls", o.get("backendTls", port == 443))
+        protocol = o.get("protocol", "http")
+        if protocol not in ("http", "tcp"):
+            p.add(f"{k}.protocol", protocol, "must be http (Apache on the backends) or tcp (a TCP banner)")
+        tls = _bool(p, f"{k}.backendTls", o.get("backendTls", port == 443 and protocol == "http"))
+        if tls and protocol == "tcp":
+            p.add(f"{k}.backendTls", tls, "needs protocol: http (the TCP banner speaks no TLS)")
+        transparency = o.get("transparency", "tproxy")
+        if transparency not in TRANSPARENCY:
+            p.add(f"{k}.transparency", transparency, f"must be one of {', '.join(TRANSPARENCY)}")
+        elif transparency == "forwarded-for" and (protocol != "http" or tls):
+            p.add(f"{k}.transparency", transparency, "needs protocol: http without backendTls (HAProxy adds a header)")
         if port is not None and bport is not None:
-            out.append(Service(name, port, bport, str(balance), sticky, expire, tls))
+            svc = Service(name, port, bport, str(balance), sticky, expire, tls, protocol, transparency)
+            for other in out:  # one listener per backend port: services that share it must agree
+                if other.backend_port == bport and (other.protocol, other.backend_tls, other.transparency) != (
+                    protocol,
+                    tls,
+                    transparency,
+                ):
+                    p.add(f"{k}.backendPort", bport, f"is shared with service {other.name}, served differently")
+            out.append(svc)
     return tuple(out)
 
 

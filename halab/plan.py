@@ -21,7 +21,7 @@ from halab.model import Lab, Node
 STEPS_DIR = Path(__file__).parent.parent / "scripts" / "steps"
 
 LB_PACKAGES = ("haproxy", "keepalived", "iptables", "iproute2")
-BACKEND_PACKAGES = ("apache2", "ssl-cert", "iputils-ping", "iproute2")
+BACKEND_PACKAGES = ("apache2", "ssl-cert", "iputils-ping", "iproute2", "python3")
 
 LB_SYSCTL = "/etc/sysctl.d/90-halab-lb.conf"
 BACKEND_SYSCTL = "/etc/sysctl.d/90-halab-backend.conf"
@@ -110,20 +110,39 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
                 secret=True,
             ),
         )
-    return (
+    steps = [
         Step(h, "ready", "wait-ready.sh"),
         Step(h, "packages", "packages.sh", BACKEND_PACKAGES),
         Step(h, "sysctl", "sysctl.sh", (BACKEND_SYSCTL,), ((BACKEND_SYSCTL, render.backend_sysctl(lab)),)),
-        Step(
-            h,
-            "web",
-            "backend-web.sh",
-            files=(
-                ("/etc/apache2/ports.conf", render.apache_ports_conf(lab)),
-                ("/etc/apache2/sites-available/halab.conf", render.apache_site(lab, host)),
-                ("/var/www/halab/index.shtml", render.template("index.shtml.tmpl", host=h)),
-            ),
-        ),
+    ]
+    if render.http_services(lab):
+        steps.append(
+            Step(
+                h,
+                "web",
+                "backend-web.sh",
+                files=(
+                    ("/etc/apache2/ports.conf", render.apache_ports_conf(lab)),
+                    ("/etc/apache2/sites-available/halab.conf", render.apache_site(lab, host)),
+                    ("/var/www/halab/index.shtml", render.template("index.shtml.tmpl", host=h)),
+                ),
+            )
+        )
+    if render.tcp_services(lab):
+        steps.append(
+            Step(
+                h,
+                "tcp",
+                "backend-tcp.sh",
+                files=(
+                    ("/usr/local/sbin/halab-banner", render.node_file("halab-banner")),
+                    ("/etc/halab/banner.conf", render.banner_conf(lab, host)),
+                    ("/etc/systemd/system/halab-banner.service", render.node_file("halab-banner.service")),
+                ),
+            )
+        )
+    return (
+        *steps,
         Step(
             h,
             "gateway",

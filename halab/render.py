@@ -43,6 +43,14 @@ def node_file(name: str) -> str:
     return (NODE_FILES / name).read_text()
 
 
+TRANSPARENCY_LINES = {
+    "tproxy": "    # Connect to the backend from the client's own address (TPROXY): it sees the real client.\n"
+    "    source 0.0.0.0 usesrc clientip\n",
+    "proxy-protocol": "    # The client's address travels in a PROXY protocol (v1) header, health checks included.\n",
+    "forwarded-for": "    # HTTP mode: HAProxy adds the client's address in X-Forwarded-For.\n    option forwardfor\n",
+}
+
+
 def haproxy_cfg(lab: Lab, host: Node) -> str:
     blocks = []
     for svc in lab.services:
@@ -53,16 +61,21 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
                 f"    stick-table type ip size 200k expire {svc.sticky_expire} peers halab\n"
                 "    stick on src\n"
             )
+        http = svc.transparency == "forwarded-for"
+        proxy = " send-proxy check-send-proxy" if svc.transparency == "proxy-protocol" else ""
         # Server names are the backends' names: unique, and they read well in logs and stats.
-        servers = "\n".join(f"    server {b.name} {b.address}:{svc.backend_port} check" for b in lab.backends)
+        servers = "\n".join(f"    server {b.name} {b.address}:{svc.backend_port} check{proxy}" for b in lab.backends)
         blocks.append(
             template(
                 "haproxy-service.cfg.tmpl",
                 name=svc.name,
                 vip=lab.vip,
                 port=svc.port,
+                mode="http" if http else "tcp",
+                frontend_options="    option httplog\n" if http else "",
                 balance=svc.balance,
                 persistence=persistence,
+                transparency=TRANSPARENCY_LINES[svc.transparency],
                 servers=servers,
             )
         )
@@ -179,24 +192,57 @@ def backend_routes_conf(lab: Lab) -> str:
     )
 
 
-def _vhost(svc: Service) -> str:
-    tls = ""
+def _vhost(lab: Lab, svc: Service) -> str:
+    extra = ""
     if svc.backend_tls:
-        tls = (
+        extra = (
             "    SSLEngine on\n"
             "    SSLCertificateFile /etc/ssl/certs/ssl-cert-snakeoil.pem\n"
             "    SSLCertificateKeyFile /etc/ssl/private/ssl-cert-snakeoil.key\n"
         )
-    return template("apache-vhost.conf.tmpl", name=svc.name, port=svc.backend_port, tls=tls)
+    if svc.transparency == "proxy-protocol":
+        extra += (
+            "    # The client's address from the PROXY protocol header (mod_remoteip).\n    RemoteIPProxyProtocol On\n"
+        )
+    elif svc.transparency == "forwarded-for":
+        lbs = " ".join(str(lb.address) for lb in lab.load_balancers)
+        extra += (
+            "    # The client's address from X-Forwarded-For, believed from the load balancers only (internal\n"
+            "    # proxies: a client address in a private range is accepted too).\n"
+            f"    RemoteIPHeader X-Forwarded-For\n    RemoteIPInternalProxy {lbs}\n"
+        )
+    return template("apache-vhost.conf.tmpl", name=svc.name, port=svc.backend_port, tls=extra)
+
+
+def _unique_ports(services: list[Service]) -> list[Service]:
+    """One entry per backend port (services sharing one are served alike: config checks it)."""
+    return list({s.backend_port: s for s in services}.values())
+
+
+def http_services(lab: Lab) -> list[Service]:
+    return _unique_ports([s for s in lab.services if s.protocol == "http"])
+
+
+def tcp_services(lab: Lab) -> list[Service]:
+    return _unique_ports([s for s in lab.services if s.protocol == "tcp"])
 
 
 def apache_ports_conf(lab: Lab) -> str:
-    ports = sorted({s.backend_port for s in lab.services})
-    return "# Rendered by ha-lb-lab: one Listen per balanced service.\n" + "".join(f"Listen {p}\n" for p in ports)
+    ports = sorted(s.backend_port for s in http_services(lab))
+    return "# Rendered by ha-lb-lab: one Listen per balanced HTTP service.\n" + "".join(f"Listen {p}\n" for p in ports)
 
 
 def apache_site(lab: Lab, host: Node) -> str:
-    return template("apache-site.conf.tmpl", host=host.name, vhosts="".join(_vhost(s) for s in lab.services))
+    return template("apache-site.conf.tmpl", host=host.name, vhosts="".join(_vhost(lab, s) for s in http_services(lab)))
+
+
+def banner_conf(lab: Lab, host: Node) -> str:
+    """Read by /usr/local/sbin/halab-banner: the TCP services' ports on this backend."""
+    lines = [f"# halab-banner on {host.name}: PORT and whether a PROXY protocol header comes first."]
+    lines += [
+        f"{s.backend_port} {'proxy' if s.transparency == 'proxy-protocol' else 'plain'}" for s in tcp_services(lab)
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def cloud_init(lab: Lab, host: Node, ssh_public_key: str) -> dict[str, str]:

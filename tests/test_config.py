@@ -148,6 +148,35 @@ def test_other_namespaces_are_ignored():
             "halab:services[0].sticky: 'yes' must be true or false",
         ),
         ({"halab:services": []}, "halab:services: [] must be a non-empty list"),
+        (
+            {"halab:services": [{"name": "a", "port": 25, "protocol": "smtp"}]},
+            "halab:services[0].protocol: 'smtp' must be http",
+        ),
+        (
+            {"halab:services": [{"name": "a", "port": 25, "protocol": "tcp", "backendTls": True}]},
+            "halab:services[0].backendTls: True needs protocol: http",
+        ),
+        (
+            {"halab:services": [{"name": "a", "port": 25, "protocol": "tcp", "transparency": "forwarded-for"}]},
+            "halab:services[0].transparency: 'forwarded-for' needs protocol: http without backendTls",
+        ),
+        (
+            {"halab:services": [{"name": "a", "port": 443, "transparency": "forwarded-for"}]},
+            "halab:services[0].transparency: 'forwarded-for' needs protocol: http without backendTls",
+        ),
+        (
+            {"halab:services": [{"name": "a", "port": 80, "transparency": "magic"}]},
+            "halab:services[0].transparency: 'magic' must be one of",
+        ),
+        (
+            {
+                "halab:services": [
+                    {"name": "a", "port": 80},
+                    {"name": "b", "port": 81, "backendPort": 80, "protocol": "tcp"},
+                ]
+            },
+            "halab:services[1].backendPort: 80 is shared with service a, served differently",
+        ),
         ({"halab:testClients": ["10.1.1.1"]}, "halab:testClients[0]: '10.1.1.1' is outside halab:network.cidr"),
         (
             {"halab:testClients": ["192.168.69.106"]},

@@ -32,7 +32,7 @@ def sections(cfg: str) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("stack", ["dev", "large"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3"])
 def test_haproxy_cfg_fixes_the_seed(stack):
     lab = lab_of(stack)
     for lb in lab.load_balancers:
@@ -50,8 +50,14 @@ def test_haproxy_cfg_fixes_the_seed(stack):
             assert sorted(s.split()[2] for s in servers) == sorted(
                 f"{b.address}:{svc.backend_port}" for b in lab.backends
             )
-            assert "source 0.0.0.0 usesrc clientip" in back
             assert f"balance {svc.balance}" in back
+            # how the backend learns the client's address
+            assert ("source 0.0.0.0 usesrc clientip" in back) == (svc.transparency == "tproxy")
+            assert all(
+                s.endswith("send-proxy check-send-proxy") == (svc.transparency == "proxy-protocol") for s in servers
+            )
+            assert ("option forwardfor" in back) == (svc.transparency == "forwarded-for")
+            assert f"mode {'http' if svc.transparency == 'forwarded-for' else 'tcp'}" in front
             # persistence that matches: a table *and* a rule that stores and looks up the source
             assert ("stick on src" in back) == svc.sticky
             assert any(line.startswith("stick-table type ip") for line in back) == svc.sticky
@@ -86,7 +92,7 @@ def test_keepalived_conf_fixes_the_seed(stack):
         assert 'notify "/etc/keepalived/halab-notify" root' in conf
 
 
-@pytest.mark.parametrize("stack", ["dev", "large"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3"])
 def test_haproxy_accepts_every_rendered_config(stack, tmp_path):
     need_root_and("haproxy")
     lab = lab_of(stack)
@@ -143,6 +149,27 @@ def test_keepalived_check_can_fail(lb_node):
     assert keepalived_test(node, good.replace("virtual_router_id 100", "virtual_router_id 300")).returncode != 0
     node.run("rm /etc/keepalived/halab-check-haproxy")
     assert keepalived_test(node, good).returncode != 0
+
+
+def test_backends_serve_each_service_as_configured():
+    lab = lab_of("lab3")
+    be = lab.backends[0]
+    site = render.apache_site(lab, be)
+    assert render.apache_ports_conf(lab).split("\n")[1:-1] == [
+        "Listen 80",
+        "Listen 443",
+        "Listen 8080",
+        "Listen 8081",
+        "Listen 8587",
+    ]
+    assert "RemoteIPProxyProtocol On" in site.split("<VirtualHost *:8081>")[1].split("</VirtualHost>")[0]
+    xff = site.split("<VirtualHost *:8080>")[1].split("</VirtualHost>")[0]
+    assert "RemoteIPHeader X-Forwarded-For" in xff and "RemoteIPInternalProxy 10.77.0.11 10.77.0.12 10.77.0.13" in xff
+    assert render.banner_conf(lab, be).splitlines()[1:] == ["25 plain", "143 proxy"]
+    names = [s.name for s in plan.host_steps(lab, be, CREDS)]
+    assert names == ["ready", "packages", "sysctl", "web", "tcp", "gateway"]
+    # a lab with HTTP services only has no banner step
+    assert "tcp" not in [s.name for s in plan.host_steps(lab_of("dev"), lab_of("dev").backends[0], CREDS)]
 
 
 def test_cloud_init_gives_a_static_address_and_the_key():

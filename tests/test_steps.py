@@ -32,7 +32,7 @@ done
 find /etc/haproxy /etc/keepalived /etc/halab /var/www/halab /usr/local/sbin -type f \
   -exec sha256sum {} + 2>/dev/null | sort
 echo '## daemons'
-for f in /run/haproxy/haproxy.pid /run/keepalived.pid /run/apache2/apache2.pid; do
+for f in /run/haproxy/haproxy.pid /run/keepalived.pid /run/apache2/apache2.pid /run/halab-banner.pid; do
   [ -f "$f" ] && echo "$f $(cat "$f")"
 done
 true
@@ -139,3 +139,29 @@ def test_gateway_step_refuses_a_vip_that_does_not_answer(nodes):
     assert p.returncode != 0 and "does not answer" in p.stderr
     assert be.run(SNAPSHOT).stdout == before
     assert "default via 192.168.69.1 " in before
+
+
+def test_backend_with_tcp_services_is_idempotent(nodes):
+    """The TCP banner (SMTP- and IMAP-like services) and the PROXY protocol / X-Forwarded-For
+    virtual hosts: installed once, unchanged by a second run, answering with the client's address."""
+    from conftest import STACKS
+
+    lab = config.parse(config.load_stack_file(str(STACKS["lab3"])))
+    be, gw = nodes("app1"), nodes("vip")
+    veth(be, "eth0", gw, "eth0")
+    be.run("ip addr add 10.77.0.21/24 dev eth0 && ip route add default via 10.77.0.1")
+    gw.run("ip addr add 10.77.0.10/24 dev eth0")
+    steps = plan.host_steps(lab, lab.backends[0], CREDS)
+    first, second, second_out = run_twice(be, steps)
+    assert first == second
+    assert "/run/halab-banner.pid" in first
+    for st, out in zip(steps, second_out, strict=True):
+        assert not any(w in out for w in ("installed /", "starting", "reloading", "restarting")), f"{st.name}: {out}"
+    banner = gw.run("exec 3<>/dev/tcp/10.77.0.21/25; head -n 1 <&3").stdout
+    assert banner.startswith("220 backend=app1 client=10.77.0.10 port=25"), banner
+    proxied = gw.run(
+        "exec 3<>/dev/tcp/10.77.0.21/143; printf 'PROXY TCP4 203.0.113.7 10.77.0.10 5555 143\\r\\n' >&3; head -n 1 <&3"
+    ).stdout
+    assert proxied.startswith("220 backend=app1 client=203.0.113.7 port=143"), proxied
+    # the banner runs unprivileged
+    assert be.run("ps -o user= -p $(cat /run/halab-banner.pid)").stdout.strip() == "nobody"

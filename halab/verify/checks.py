@@ -42,7 +42,8 @@ def drill(t: Transport, host: str, *args: str, check: bool = True):
 
 
 def url(lab: Lab, svc: Service) -> str:
-    return f"{'https' if svc.backend_tls else 'http'}://{lab.vip}:{svc.port}/"
+    scheme = "tcp" if svc.protocol == "tcp" else "https" if svc.backend_tls else "http"
+    return f"{scheme}://{lab.vip}:{svc.port}/"
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:

@@ -11,6 +11,7 @@ import argparse
 import http.client
 import json
 import re
+import socket
 import ssl
 import sys
 import time
@@ -19,8 +20,29 @@ from urllib.parse import urlsplit
 PAGE = re.compile(r"backend=(\S+) client=(\S+)")
 
 
+class TcpBanner:
+    """A tcp:// target: the server speaks first, one line naming the backend and the client."""
+
+    def __init__(self, host, port, timeout, source):
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0))
+
+    def request(self, *_args, **_kwargs):
+        pass
+
+    def getresponse(self):
+        return self
+
+    def read(self):
+        return self.sock.makefile("rb").readline(1024)
+
+    def close(self):
+        self.sock.close()
+
+
 def connect(url, source, timeout):
     u = urlsplit(url)
+    if u.scheme == "tcp":
+        return TcpBanner(u.hostname, u.port, timeout, source), "/"
     if u.scheme == "https":
         ctx = ssl._create_unverified_context()  # the backends' snakeoil certificates
         conn = http.client.HTTPSConnection(
@@ -42,7 +64,10 @@ def ask(conn, path, keep_alive):
 
 
 def once(url, source, timeout):
-    conn, path = connect(url, source, timeout)
+    try:
+        conn, path = connect(url, source, timeout)
+    except OSError:
+        return (False, None, None)
     try:
         return ask(conn, path, keep_alive=False)
     finally:
@@ -56,9 +81,12 @@ def held(url, sources, timeout):
     try:
         for source in sources:
             start = time.monotonic()
-            conn, path = connect(url, source, timeout)
-            open_conns.append(conn)
-            ok, backend, seen = ask(conn, path, keep_alive=True)
+            try:
+                conn, path = connect(url, source, timeout)
+                open_conns.append(conn)
+                ok, backend, seen = ask(conn, path, keep_alive=True)
+            except OSError:
+                ok, backend, seen = False, None, None
             print(json.dumps([start, time.monotonic(), ok, backend, seen, source]), flush=True)
     finally:
         for conn in open_conns:

@@ -10,6 +10,7 @@ need_cmd apache2ctl apache2 a2enmod
 
 site=$(staged /etc/apache2/sites-available/halab.conf)
 mods=(include)
+grep -q 'RemoteIP' "$site" && mods+=(remoteip)
 if grep -q 'SSLEngine on' "$site"; then
   mods+=(ssl socache_shmcb)
   # ssl-cert's postinst makes this pair; some images ship the package without it.

@@ -12,6 +12,7 @@ HAPROXY_CAPS=net_admin,net_raw,net_bind_service,sys_chroot
 HAPROXY_PIDFILE=/run/haproxy/haproxy.pid
 KEEPALIVED_PIDFILE=/run/keepalived.pid
 APACHE_PIDFILE=/run/apache2/apache2.pid # as /etc/apache2/envvars sets it
+BANNER_PIDFILE=/run/halab-banner.pid
 
 log() { printf '[%s] %s\n' "$HALAB_STEP" "$*"; }
 die() {
@@ -99,6 +100,18 @@ direct_service() {
         </dev/null >>/run/keepalived.log 2>&1 &
       ;;
     keepalived:reload) kill -HUP "$(head -n 1 "$KEEPALIVED_PIDFILE")" ;;
+    halab-banner:running) pid_alive "$BANNER_PIDFILE" ;;
+    halab-banner:start)
+      # As its unit runs it: unprivileged, allowed to bind ports below 1024.
+      setsid setpriv --reuid=nobody --regid=nogroup --clear-groups \
+        --inh-caps=+net_bind_service --ambient-caps=+net_bind_service \
+        python3 /usr/local/sbin/halab-banner /etc/halab/banner.conf </dev/null >>/run/halab-banner.log 2>&1 &
+      echo $! >"$BANNER_PIDFILE"
+      ;;
+    halab-banner:restart | halab-banner:reload)
+      service_stop halab-banner
+      direct_service halab-banner start
+      ;;
     apache2:running) pid_alive "$APACHE_PIDFILE" ;;
     apache2:start) apache2ctl start ;;
     apache2:reload) apache2ctl graceful ;;
@@ -128,7 +141,7 @@ service_converge() {
     if ! direct_service "$name" running; then
       log "starting $name"
       direct_service "$name" start
-    elif [ "$restart" = yes ] && [ "$name" = haproxy ]; then
+    elif [ "$restart" = yes ] && [ "$name" != keepalived ] && [ "$name" != apache2 ]; then
       log "restarting $name"
       direct_service "$name" restart
     elif [ "$restart" = yes ] || [ "$reload" = yes ]; then
@@ -150,6 +163,7 @@ service_stop() {
     haproxy) pidfile=$HAPROXY_PIDFILE ;;
     keepalived) pidfile=$KEEPALIVED_PIDFILE ;;
     apache2) pidfile=$APACHE_PIDFILE ;;
+    halab-banner) pidfile=$BANNER_PIDFILE ;;
     *) die "service_stop: unknown $name" ;;
   esac
   if pid_alive "$pidfile"; then

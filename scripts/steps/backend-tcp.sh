@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The TCP banner on a backend, for the balanced services that are not HTTP: it tells each client
+# which backend answered and which client address it saw. Validated (the script compiles, the
+# ports are free or already its own) before it is installed and (re)started.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_root
+need_cmd python3 ss
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged /usr/local/sbin/halab-banner)" \
+  || die "staged halab-banner does not parse"
+while read -r port _; do
+  [[ "$port" =~ ^[0-9]+$ ]] || continue
+  if ! direct_service halab-banner running && [ -n "$(ss -H -l -t -n "sport = :$port")" ]; then
+    die "port $port is already taken on this backend: $(ss -H -l -t -n -p "sport = :$port" | head -n 1)"
+  fi
+done <"$(staged /etc/halab/banner.conf)"
+
+restart=no
+if stage_install /usr/local/sbin/halab-banner 0755; then restart=yes; fi
+if stage_install /etc/halab/banner.conf 0644; then restart=yes; fi
+if unit_install /etc/systemd/system/halab-banner.service; then restart=yes; fi
+service_converge halab-banner "$restart" no
+log "halab-banner serving ports: $(grep -oE '^[0-9]+' /etc/halab/banner.conf | tr '\n' ' ')"
