@@ -36,8 +36,14 @@ class Lab(pulumi.ComponentResource):
     def __init__(self, name: str, args: LabArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("halab:index:Lab", name, None, opts)
         lab = args.lab
-        provider = libvirt.Provider(f"{name}-libvirt", uri=lab.libvirt.uri, opts=pulumi.ResourceOptions(parent=self))
-        child = pulumi.ResourceOptions(parent=self, providers={"libvirt": provider})
+        # One provider per hypervisor; each node is created through its own host's.
+        providers = {
+            hv.name: libvirt.Provider(f"{name}-libvirt-{hv.name}", uri=hv.uri, opts=pulumi.ResourceOptions(parent=self))
+            for hv in lab.libvirt.hypervisors
+        }
+
+        def on(hv: str) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, providers={"libvirt": providers[hv]})
 
         self.generated_ssh_key: pulumi.Output[str] | None = None
         if lab.ssh.public_key is not None and args.ssh_private_key is not None:
@@ -48,38 +54,52 @@ class Lab(pulumi.ComponentResource):
             public_key, private_key = key.public_key_openssh, pulumi.Output.secret(key.private_key_openssh)
             self.generated_ssh_key = private_key
 
-        self.network = LabNetwork(f"{name}-network", LabNetworkArgs(lab.network), opts=child)
-        base = libvirt.Volume(
-            f"{name}-base-image",
-            name=f"{lab.network.name}-base.qcow2",
-            pool=lab.libvirt.pool,
-            source=lab.libvirt.image,
-            format="qcow2",
-            opts=child,
-        )
+        # A libvirt network lives on one host; spread over several, the nodes join an existing
+        # bridge on each (network.mode: bridge) and there is no network resource.
+        self.network = None
+        if lab.network.mode != "bridge":
+            (only,) = lab.libvirt.hypervisors
+            self.network = LabNetwork(f"{name}-network", LabNetworkArgs(lab.network), opts=on(only.name))
+        bases = {
+            hv.name: libvirt.Volume(
+                f"{name}-base-image-{hv.name}",
+                name=f"{lab.network.name}-base.qcow2",
+                pool=lab.libvirt.pool,
+                source=lab.libvirt.image,
+                format="qcow2",
+                opts=on(hv.name),
+            )
+            for hv in lab.libvirt.hypervisors
+        }
 
         def node_args(node) -> NodeArgs:
             return NodeArgs(
                 lab=lab,
                 node=node,
-                base_volume_id=base.id,
-                network_id=self.network.network_id,
+                base_volume_id=bases[node.hypervisor].id,
+                network_id=self.network.network_id if self.network else None,
                 ssh_public_key=public_key,
                 ssh_private_key=private_key,
                 credentials=args.credentials,
                 ssh_agent_socket=args.ssh_agent_socket,
             )
 
-        self.load_balancers = [LoadBalancer(f"{name}-{n.name}", node_args(n), opts=child) for n in lab.load_balancers]
+        self.load_balancers = [
+            LoadBalancer(f"{name}-{n.name}", node_args(n), opts=on(n.hypervisor)) for n in lab.load_balancers
+        ]
         ready = [lb.done for lb in self.load_balancers]
-        self.backends = [Backend(f"{name}-{n.name}", node_args(n), ready, opts=child) for n in lab.backends]
+        self.backends = [Backend(f"{name}-{n.name}", node_args(n), ready, opts=on(n.hypervisor)) for n in lab.backends]
 
         vip = str(lab.vip)
-        jump = f" -J {lab.libvirt.jump_host.rsplit(':', 1)[0]}" if lab.libvirt.jump_host else ""
+
+        def jump(n) -> str:
+            hop = lab.libvirt.hypervisor(n.hypervisor).jump_host
+            return f" -J {hop.rsplit(':', 1)[0]}" if hop else ""
+
         self.vip = vip
         self.urls = {s.name: service_url(vip, s.port) for s in lab.services}
         key_file = "halab-key" if self.generated_ssh_key is not None else "<your key>"
-        self.ssh_hints = {n.name: f"ssh -i {key_file}{jump} {lab.ssh.user}@{n.address}" for n in lab.nodes}
+        self.ssh_hints = {n.name: f"ssh -i {key_file}{jump(n)} {lab.ssh.user}@{n.address}" for n in lab.nodes}
         self.lb_addresses = {n.name: str(n.address) for n in lab.load_balancers}
         self.stats_urls = (
             {n.name: f"http://{n.address}:{lab.haproxy.stats_port}/" for n in lab.load_balancers}

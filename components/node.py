@@ -20,8 +20,8 @@ class NodeArgs:
     """Which node of the model this is."""
     base_volume_id: pulumi.Input[str]
     """The shared cloud image volume."""
-    network_id: pulumi.Input[str]
-    """The lab network."""
+    network_id: pulumi.Input[str] | None
+    """The lab network; None in bridge mode."""
     ssh_public_key: pulumi.Input[str]
     """Authorised on the node for the lab's SSH user."""
     ssh_private_key: pulumi.Input[str]

@@ -21,10 +21,11 @@ SSH_DIAL_TIMEOUT_S = 10
 
 
 def connection(lab: Lab, node: Node, private_key: pulumi.Input[str], agent_socket: str | None) -> remote.ConnectionArgs:
-    """SSH to the node; through the libvirt host as a jump when the URI is qemu+ssh://."""
+    """SSH to the node; through its libvirt host as a jump when that host's URI is qemu+ssh://."""
     proxy = None
-    if lab.libvirt.jump_host:
-        user_host, _, port = lab.libvirt.jump_host.rpartition(":")
+    jump_host = lab.libvirt.hypervisor(node.hypervisor).jump_host
+    if jump_host:
+        user_host, _, port = jump_host.rpartition(":")
         user, _, host = user_host.rpartition("@")
         proxy = remote.ProxyConnectionArgs(
             host=host,

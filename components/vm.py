@@ -21,8 +21,8 @@ class VmArgs:
     """The node this VM is."""
     base_volume_id: pulumi.Input[str]
     """The cloud image volume every VM's root volume is a copy-on-write layer of."""
-    network_id: pulumi.Input[str]
-    """The lab network to attach to."""
+    network_id: pulumi.Input[str] | None
+    """The lab network to attach to; None in bridge mode (the lab model names the bridge)."""
     ssh_public_key: pulumi.Input[str]
     """Authorised for the lab's SSH user by cloud-init."""
 
@@ -71,7 +71,12 @@ class Vm(pulumi.ComponentResource):
                 # here: the provider would add them as DHCP host entries, and the network has
                 # no DHCP. No lease wait either (unreliable in terraform-provider-libvirt
                 # 0.8.x): the first remote command waits for SSH instead.
-                libvirt.DomainNetworkInterfaceArgs(network_id=args.network_id, mac=node.mac, wait_for_lease=False)
+                libvirt.DomainNetworkInterfaceArgs(
+                    network_id=args.network_id,
+                    bridge=lab.network.bridge if args.network_id is None else None,
+                    mac=node.mac,
+                    wait_for_lease=False,
+                )
             ],
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
             opts=child,

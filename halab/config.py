@@ -8,6 +8,7 @@ them encrypted, and only the driver that needs them (Pulumi) reads them.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
@@ -17,6 +18,7 @@ from urllib.parse import urlparse
 from halab.model import (
     HaproxyOptions,
     HealthCheck,
+    Hypervisor,
     Lab,
     Libvirt,
     Network,
@@ -36,6 +38,7 @@ UBUNTU_2404_IMAGE = "https://cloud-images.ubuntu.com/noble/current/noble-server-
 # 192.169/192.168 typo resolved to 192.168.69.0/24).
 DEFAULTS: dict[str, Any] = {
     "libvirtUri": "qemu:///system",
+    "libvirtHosts": None,  # {name: URI} to spread nodes over several hypervisors
     "domainType": "kvm",
     "pool": "default",
     "image": UBUNTU_2404_IMAGE,
@@ -200,7 +203,7 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
             p, secrets, needs_auth=vrrp_cfg.get("version") != 3, needs_stats=haproxy_cfg.get("statsPort") != 0
         )
 
-    libvirt = _libvirt(p, cfg)
+    libvirt = _libvirt(p, cfg, given)
     network = _network(p, cfg["network"])
     taken: dict[IPv4Address, str] = {}
     vip = _addr(p, "vip", cfg["vip"])
@@ -217,6 +220,7 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
     ssh = _ssh(p, cfg["ssh"], given)
     clients = _test_clients(p, cfg["testClients"], network, taken)
 
+    _placement(p, libvirt, network, lbs, backends)
     if p.items:
         raise ConfigError(p.items)
     assert network is not None and vip is not None and vrrp is not None and health is not None
@@ -232,8 +236,45 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
         vrrp=vrrp,
         vm=vm,
         ssh=ssh,
-        test_clients=clients if clients is not None else (network.gateway,),
+        # default: the hypervisor, on its own libvirt network; a bridged LAN's router is no client
+        test_clients=clients if clients is not None else (() if network.mode == "bridge" else (network.gateway,)),
     )
+
+
+def _placement(p: _Problems, libvirt: Libvirt, net: Network | None, lbs: tuple[Node, ...], backends: tuple[Node, ...]):
+    """Every node on a known hypervisor; spread over several: a bridged network and load
+    balancers on distinct hosts (two on one hypervisor is not HA)."""
+    names = [h.name for h in libvirt.hypervisors]
+    if not names:
+        return
+    for key, nodes in (("loadBalancers", lbs), ("backends", backends)):
+        for n in nodes:
+            if n.hypervisor == "default" and names != ["default"]:
+                p.add(
+                    f"{key}[{n.name}].hypervisor",
+                    None,
+                    f"is required with {NS}:libvirtHosts (one of {', '.join(names)})",
+                )
+            elif n.hypervisor not in names:
+                p.add(
+                    f"{key}[{n.name}].hypervisor",
+                    n.hypervisor,
+                    f"is not a hypervisor of {NS}:libvirtHosts ({', '.join(names)})",
+                )
+    used = {n.hypervisor for n in lbs + backends}
+    if len(used) > 1 and net is not None and net.mode != "bridge":
+        p.add(
+            "network.mode", net.mode, "must be bridge when nodes span hypervisors (a libvirt NAT network is per host)"
+        )
+    if len(names) > 1:
+        lb_hosts = [n.hypervisor for n in lbs]
+        if len(set(lb_hosts)) < min(len(lbs), len(names)):
+            shared = sorted({h for h in lb_hosts if lb_hosts.count(h) > 1})
+            p.add(
+                "loadBalancers",
+                [f"{n.name}@{n.hypervisor}" for n in lbs],
+                f"share hypervisor(s) {', '.join(shared)} while another has none: one host down would take both",
+            )
 
 
 def _check_secrets(p: _Problems, secrets: Mapping[str, str], needs_auth: bool, needs_stats: bool) -> None:
@@ -263,18 +304,41 @@ def _check_secrets(p: _Problems, secrets: Mapping[str, str], needs_auth: bool, n
         p.add("vrrpAuthPass", "<secret>", f"must be 1-8 printable characters without spaces (it has {len(auth)})")
 
 
-def _libvirt(p: _Problems, cfg: dict[str, Any]) -> Libvirt:
-    uri = _str(p, "libvirtUri", cfg["libvirtUri"])
+def _hypervisor(p: _Problems, key: str, name: str, uri: Any) -> Hypervisor:
+    uri = _str(p, key, uri)
     jump = None
     if uri:
         u = urlparse(uri)
         if u.scheme not in ("qemu", "qemu+ssh") or u.path not in ("/system", "/session"):
-            p.add("libvirtUri", uri, "must be qemu:///system, qemu:///session or qemu+ssh://[user@]host/system")
+            p.add(key, uri, "must be qemu:///system, qemu:///session or qemu+ssh://[user@]host/system")
         elif u.scheme == "qemu+ssh":
             if not u.hostname:
-                p.add("libvirtUri", uri, "names no host")
+                p.add(key, uri, "names no host")
             else:
                 jump = f"{u.username + '@' if u.username else ''}{u.hostname}:{u.port or 22}"
+    return Hypervisor(name=name, uri=uri, jump_host=jump)
+
+
+def _libvirt(p: _Problems, cfg: dict[str, Any], given: Mapping[str, Any]) -> Libvirt:
+    hosts = cfg["libvirtHosts"]
+    if hosts is None:
+        hypervisors = (_hypervisor(p, "libvirtUri", "default", cfg["libvirtUri"]),)
+    elif not isinstance(hosts, Mapping) or not hosts:
+        p.add("libvirtHosts", hosts, "must map hypervisor names to libvirt URIs")
+        hypervisors = ()
+    else:
+        if "libvirtUri" in given:
+            p.add("libvirtUri", given["libvirtUri"], f"conflicts with {NS}:libvirtHosts: name the URIs there only")
+        found = []
+        for name, uri in hosts.items():
+            if NAME_RE.match(str(name)):
+                found.append(_hypervisor(p, f"libvirtHosts.{name}", str(name), uri))
+            else:
+                p.add(f"libvirtHosts.{name}", uri, "has an invalid hypervisor name")
+        hypervisors = tuple(found)
+        uris = [h.uri for h in hypervisors]
+        if len(set(uris)) != len(uris):
+            p.add("libvirtHosts", hosts, "names one URI twice")
     dtype = cfg["domainType"]
     if dtype not in ("kvm", "qemu"):
         p.add("domainType", dtype, "must be kvm or qemu (qemu: no hardware virtualisation, slow)")
@@ -282,17 +346,24 @@ def _libvirt(p: _Problems, cfg: dict[str, Any]) -> Libvirt:
     if image and not (image.startswith(("http://", "https://")) or image.startswith("/")):
         p.add("image", image, "must be an http(s) URL or an absolute path on the machine running pulumi")
     pool = _str(p, "pool", cfg["pool"], NAME_RE, "libvirt pool name")
-    return Libvirt(uri=uri, domain_type=dtype, pool=pool, image=image, jump_host=jump)
+    return Libvirt(hypervisors=hypervisors, domain_type=dtype, pool=pool, image=image)
 
 
 def _network(p: _Problems, obj: Any) -> Network | None:
-    o = _keys(p, "network", obj, {"name", "cidr", "mode", "interface"})
+    o = _keys(p, "network", obj, {"name", "cidr", "mode", "interface", "bridge", "gateway"})
     if not o:
         return None
     name = _str(p, "network.name", o.get("name"), NAME_RE, "network name")
     mode = o.get("mode")
-    if mode not in ("nat", "route"):
-        p.add("network.mode", mode, "must be nat or route")
+    if mode not in ("nat", "route", "bridge"):
+        p.add("network.mode", mode, "must be nat, route (a libvirt network) or bridge (an existing host bridge)")
+    bridge = o.get("bridge")
+    if mode == "bridge":
+        bridge = _str(p, "network.bridge", bridge, IFACE_RE, "bridge name")
+        if "gateway" not in o:
+            p.add("network.gateway", None, "is required in bridge mode: the router of the bridged LAN")
+    elif bridge is not None:
+        p.add("network.bridge", bridge, "needs network.mode: bridge")
     iface = _str(p, "network.interface", o.get("interface"), IFACE_RE, "interface name")
     cidr = o.get("cidr")
     try:
@@ -305,7 +376,16 @@ def _network(p: _Problems, obj: Any) -> Network | None:
     if net.prefixlen > 29:
         p.add("network.cidr", cidr, "is too small: the lab needs at least a /29")
         return None
-    return Network(name=name, cidr=net, gateway=net.network_address + 1, mode=mode, interface=iface)
+    gateway = net.network_address + 1
+    if "gateway" in o:
+        gw = _addr(p, "network.gateway", o["gateway"])
+        if gw is not None and (gw not in net or gw in (net.network_address, net.broadcast_address)):
+            p.add("network.gateway", str(gw), f"is not a host address of {net}")
+        elif gw is not None:
+            gateway = gw
+        if mode != "bridge":
+            p.add("network.gateway", o["gateway"], "is the hypervisor's first address in nat and route modes: drop it")
+    return Network(name=name, cidr=net, gateway=gateway, mode=mode, interface=iface, bridge=bridge)
 
 
 def _nodes(
@@ -323,7 +403,7 @@ def _nodes(
         return ()
     if len(obj) < minimum:
         p.add(key, obj, f"needs at least {minimum} entr{'ies' if minimum > 1 else 'y'}")
-    allowed = {"name", "address", "priority"} if role == "lb" else {"name", "address"}
+    allowed = {"name", "address", "priority", "hypervisor"} if role == "lb" else {"name", "address", "hypervisor"}
     out = []
     for i, item in enumerate(obj):
         k = f"{key}[{i}]"
@@ -339,8 +419,9 @@ def _nodes(
         prio = o.get("priority")
         if prio is not None:
             prio = _int(p, f"{k}.priority", prio, 1, 254)
+        hv = o.get("hypervisor", "default")
         if addr is not None and name and not duplicate:
-            out.append(Node(name=name, address=addr, role=role, priority=prio))  # type: ignore[arg-type]
+            out.append(Node(name=name, address=addr, role=role, priority=prio, hypervisor=str(hv)))  # type: ignore[arg-type]
     return tuple(out)
 
 
@@ -349,7 +430,7 @@ def _priorities(p: _Problems, lbs: tuple[Node, ...]) -> tuple[Node, ...]:
     out = []
     for i, n in enumerate(lbs):
         prio = n.priority if n.priority is not None else max(1, PRIORITY_FIRST - PRIORITY_STEP * i)
-        out.append(Node(name=n.name, address=n.address, role=n.role, priority=prio))
+        out.append(dataclasses.replace(n, priority=prio))
     seen: dict[int, str] = {}
     for n in out:
         if n.priority in seen:

@@ -17,9 +17,10 @@ Role = Literal["lb", "backend"]
 class Network:
     name: str
     cidr: IPv4Network
-    gateway: IPv4Address  # the hypervisor's address on the lab network (libvirt's bridge)
-    mode: Literal["nat", "route"]
+    gateway: IPv4Address  # the hypervisor's address on a libvirt network; the LAN's router when bridged
+    mode: Literal["nat", "route", "bridge"]
     interface: str  # NIC name inside every node; keepalived and the scripts name it
+    bridge: str | None = None  # bridge mode: an existing bridge on every hypervisor, one L2 segment
 
     @property
     def prefix(self) -> int:
@@ -32,6 +33,7 @@ class Node:
     address: IPv4Address
     role: Role
     priority: int | None = None  # VRRP priority, load balancers only
+    hypervisor: str = "default"  # the libvirt host it runs on (Libvirt.hypervisors)
 
     @property
     def mac(self) -> str:
@@ -101,12 +103,21 @@ class Ssh:
 
 
 @dataclass(frozen=True)
-class Libvirt:
+class Hypervisor:
+    name: str
     uri: str
-    domain_type: Literal["kvm", "qemu"]
-    pool: str
-    image: str  # URL or absolute path of the guest cloud image
     jump_host: str | None  # "user@host:port" when the URI is remote (qemu+ssh://)
+
+
+@dataclass(frozen=True)
+class Libvirt:
+    hypervisors: tuple[Hypervisor, ...]
+    domain_type: Literal["kvm", "qemu"]
+    pool: str  # on every hypervisor
+    image: str  # URL or absolute path of the guest cloud image
+
+    def hypervisor(self, name: str) -> Hypervisor:
+        return next(h for h in self.hypervisors if h.name == name)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from conftest import STACKS
 
 from halab import config
 from halab.config import ConfigError, Secure, parse
+from halab.model import Hypervisor
 
 LBS = [{"name": "lb1", "address": "192.168.69.111"}, {"name": "lb2", "address": "192.168.69.112"}]
 
@@ -34,9 +35,9 @@ def test_empty_config_is_the_seed_lab():
     ]
     assert (lab.vrrp.router_id, lab.vrrp.advert_interval) == (100, 1)
     assert lab.test_clients == (ip_address("192.168.69.1"),)  # the hypervisor on the lab network
-    assert lab.libvirt.uri == "qemu:///system" and lab.libvirt.domain_type == "kvm"
+    assert lab.libvirt.hypervisors == (Hypervisor("default", "qemu:///system", None),)
+    assert lab.libvirt.domain_type == "kvm" and all(n.hypervisor == "default" for n in lab.nodes)
     assert lab.libvirt.image.startswith("https://cloud-images.ubuntu.com/noble/")
-    assert lab.libvirt.jump_host is None
 
 
 def test_dev_stack_file_is_the_defaults_plus_the_seeds_test_machine():
@@ -48,7 +49,7 @@ def test_dev_stack_file_is_the_defaults_plus_the_seeds_test_machine():
 def test_large_stack_file():
     lab = parse(config.load_stack_file(str(STACKS["large"])))
     assert [n.priority for n in lab.load_balancers] == [200, 190, 130]  # given, given, derived (3rd)
-    assert lab.libvirt.jump_host == "ops@hv1.example.net:22"
+    assert lab.libvirt.hypervisor("default").jump_host == "ops@hv1.example.net:22"
     smtp = lab.services[2]
     assert (smtp.port, smtp.backend_port, smtp.sticky, smtp.balance) == (2525, 8025, False, "leastconn")
     assert len(lab.backends) == 5 and lab.network.interface == "ens3"
@@ -80,7 +81,12 @@ def test_other_namespaces_are_ignored():
             {"halab:network": {"cidr": "192.168.69.1/24"}},
             "halab:network.cidr: '192.168.69.1/24' is not an IPv4 network",
         ),
-        ({"halab:network": {"mode": "bridge"}}, "halab:network.mode: 'bridge' must be nat or route"),
+        ({"halab:network": {"mode": "bridged"}}, "halab:network.mode: 'bridged' must be nat, route"),
+        (
+            {"halab:network": {"gateway": "192.168.69.254"}},
+            "halab:network.gateway: '192.168.69.254' is the hypervisor's first",
+        ),
+        ({"halab:network": {"bridge": "br0"}}, "halab:network.bridge: 'br0' needs network.mode: bridge"),
         ({"halab:network": {"colour": "blue"}}, "halab:network.colour: 'blue' is not a known key"),
         (
             {"halab:loadBalancers": LBS[:1]},
@@ -256,8 +262,68 @@ def test_ssh_key_pair_comes_whole():
 
 
 def test_remote_uri_gives_a_jump_host():
-    assert parse({"halab:libvirtUri": "qemu+ssh://hv/system"}).libvirt.jump_host == "hv:22"
-    assert parse({"halab:libvirtUri": "qemu+ssh://me@hv:2222/system"}).libvirt.jump_host == "me@hv:2222"
+    assert parse({"halab:libvirtUri": "qemu+ssh://hv/system"}).libvirt.hypervisors[0].jump_host == "hv:22"
+    assert parse({"halab:libvirtUri": "qemu+ssh://me@hv:2222/system"}).libvirt.hypervisors[0].jump_host == "me@hv:2222"
+
+
+TWO_HOSTS = {
+    "halab:libvirtHosts": {"hv1": "qemu+ssh://ops@hv1/system", "hv2": "qemu+ssh://ops@hv2/system"},
+    "halab:network": {"mode": "bridge", "bridge": "br-lab", "gateway": "192.168.69.254"},
+    "halab:loadBalancers": [{**LBS[0], "hypervisor": "hv1"}, {**LBS[1], "hypervisor": "hv2"}],
+    "halab:backends": [
+        {"name": "www1", "address": "192.168.69.106", "hypervisor": "hv1"},
+        {"name": "www2", "address": "192.168.69.107", "hypervisor": "hv2"},
+    ],
+}
+
+
+def test_nodes_spread_over_two_hypervisors():
+    lab = parse(TWO_HOSTS)
+    assert [h.name for h in lab.libvirt.hypervisors] == ["hv1", "hv2"]
+    assert [(n.name, n.hypervisor) for n in lab.nodes] == [
+        ("lb1", "hv1"),
+        ("lb2", "hv2"),
+        ("www1", "hv1"),
+        ("www2", "hv2"),
+    ]
+    assert (lab.network.mode, lab.network.bridge, str(lab.network.gateway)) == ("bridge", "br-lab", "192.168.69.254")
+    assert lab.test_clients == ()  # the bridged LAN's router is not a test client
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"halab:loadBalancers": [{**LBS[0], "hypervisor": "hv1"}, {**LBS[1], "hypervisor": "hv1"}]},
+            "halab:loadBalancers: ['lb1@hv1', 'lb2@hv1'] share hypervisor(s) hv1 while another has none",
+        ),
+        ({"halab:network": {"mode": "nat"}}, "halab:network.mode: 'nat' must be bridge when nodes span hypervisors"),
+        (
+            {"halab:network": {"mode": "bridge", "gateway": "192.168.69.254"}},
+            "halab:network.bridge: None must be a non-empty string",
+        ),
+        (
+            {"halab:network": {"mode": "bridge", "bridge": "br-lab"}},
+            "halab:network.gateway: None is required in bridge mode",
+        ),
+        (
+            {"halab:backends": [{"name": "www1", "address": "192.168.69.106", "hypervisor": "hv9"}]},
+            "halab:backends[www1].hypervisor: 'hv9' is not a hypervisor of halab:libvirtHosts (hv1, hv2)",
+        ),
+        (
+            {"halab:backends": [{"name": "www1", "address": "192.168.69.106"}]},
+            "halab:backends[www1].hypervisor: None is required with halab:libvirtHosts",
+        ),
+        (
+            {"halab:libvirtUri": "qemu:///system"},
+            "halab:libvirtUri: 'qemu:///system' conflicts with halab:libvirtHosts",
+        ),
+        ({"halab:libvirtHosts": {"hv1": "xen:///"}}, "halab:libvirtHosts.hv1: 'xen:///' must be qemu:///system"),
+    ],
+)
+def test_bad_placement_is_named(change, expected):
+    found = problems({**TWO_HOSTS, **change})
+    assert any(expected in p for p in found), f"{expected!r} not in {found}"
 
 
 def test_priorities_derive_from_order_and_never_collide_silently():

@@ -380,3 +380,34 @@ def test_own_ssh_key_pair_is_used_and_not_exported():
     for c in prog.of_type("command:remote:Command"):
         assert c.inputs["connection"]["privateKey"] == "-----BEGIN OWN KEY-----", c.urn
         assert c.inputs["connection"]["user"] == "ops" and "connection" in c.secret_inputs, c.urn
+
+
+def test_two_hypervisors_one_provider_and_base_image_each():
+    """HA across hypervisors: each node is created through its own host's provider, on a bridge
+    (no libvirt network), and SSH reaches it through its own host."""
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    del cfg["halab:libvirtUri"]
+    placement = {"lb1": "hv1", "lb2": "hv2", "www1": "hv1", "www2": "hv2"}
+    cfg["halab:libvirtHosts"] = json.dumps({"hv1": "qemu+ssh://ops@hv1/system", "hv2": "qemu+ssh://ops@hv2/system"})
+    cfg["halab:network"] = json.dumps(
+        {"name": "halab", "cidr": "192.168.69.0/24", "mode": "bridge", "bridge": "br-lab", "gateway": "192.168.69.254"}
+    )
+    for key in ("halab:loadBalancers", "halab:backends"):
+        cfg[key] = json.dumps([{**n, "hypervisor": placement[n["name"]]} for n in json.loads(cfg[key])])
+    prog = run_program(cfg, secret)
+    providers = {r.name: r for r in prog.of_type("pulumi:providers:libvirt")}
+    assert {n: p.inputs["uri"] for n, p in providers.items()} == {
+        "halab-libvirt-hv1": "qemu+ssh://ops@hv1/system",
+        "halab-libvirt-hv2": "qemu+ssh://ops@hv2/system",
+    }
+    assert prog.of_type("libvirt:index/network:Network") == []
+    bases = {r.name: r for r in prog.of_type("libvirt:index/volume:Volume") if "base-image" in r.name}
+    assert sorted(bases) == ["halab-base-image-hv1", "halab-base-image-hv2"]
+    for node, hv in placement.items():
+        for r in prog.regs:
+            if r.type.startswith("libvirt:") and r.name.startswith(f"halab-{node}-"):
+                assert r.provider.startswith(providers[f"halab-libvirt-{hv}"].urn), f"{r.urn} is not on {hv}"
+        (nic,) = prog.by_name(f"halab-{node}-vm-domain").inputs["networkInterfaces"]
+        assert nic["bridge"] == "br-lab" and "networkId" not in nic
+        assert prog.by_name(f"halab-{node}-ready").inputs["connection"]["proxy"]["host"] == hv
+        assert f"-J ops@{hv} " in prog.outputs["ssh"][node]
