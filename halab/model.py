@@ -85,6 +85,11 @@ class Vrrp:
         return max(1, math.ceil(self.advert_interval))
 
     @property
+    def watch_period(self) -> float:
+        """How often the haproxy watcher checks: within one advert interval, not busier than 50/s."""
+        return max(0.02, min(0.1, self.advert_interval / 2))
+
+    @property
     def advert_text(self) -> str:
         return f"{self.advert_interval:g}"
 

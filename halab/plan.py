@@ -106,6 +106,12 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
                     ("/etc/halab/vrrp.conf", render.vrrp_conf(lab, host)),
                     ("/usr/local/sbin/halab-keepalived-hooks", render.node_file("halab-keepalived-hooks")),
                     ("/etc/systemd/system/keepalived.service.d/halab.conf", render.node_file("keepalived-halab.conf")),
+                    ("/usr/local/sbin/halab-haproxy-watch", render.node_file("halab-haproxy-watch")),
+                    ("/etc/halab/haproxy-watch.conf", render.haproxy_watch_conf(lab)),
+                    (
+                        "/etc/systemd/system/halab-haproxy-watch.service",
+                        render.node_file("halab-haproxy-watch.service"),
+                    ),
                 ),
                 secret=True,
             ),

@@ -133,6 +133,7 @@ def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
         version=vrrp.version,
         ports=" ".join(str(s.port) for s in lab.services),
         check_interval=vrrp.check_interval,
+        watch_period=f"{vrrp.watch_period:g}",
         advert_interval=vrrp.advert_text,
         router_id=vrrp.router_id,
         interface=lab.network.interface,
@@ -141,6 +142,15 @@ def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
         peers=peers,
         authentication=auth,
         vip=lab.vip,
+    )
+
+
+def haproxy_watch_conf(lab: Lab) -> str:
+    ports = " ".join(str(s.port) for s in lab.services)
+    return (
+        "# Read by halab-haproxy-watch (its unit, or the lab): how often, and the frontend ports.\n"
+        f"PERIOD={lab.vrrp.watch_period:g}\n"
+        f'PORTS="{ports}"\n'
     )
 
 

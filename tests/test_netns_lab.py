@@ -41,7 +41,7 @@ def labs():
     try:
         for name, t in topos.items():
             lab.up(t, log=logs[name].append)
-        yield topos, before
+        yield topos, before, logs
     finally:
         for t in topos.values():
             lab.down(t, log=lambda _: None)
@@ -49,7 +49,7 @@ def labs():
 
 @pytest.mark.parametrize("name", LABS)
 def test_verify_passes(labs, name):
-    topos, _ = labs
+    topos, *_ = labs
     transport, site = lab.site(topos[name])
     rows = checks.verify(transport, site)
     table = checks.table(rows)
@@ -83,7 +83,7 @@ def test_verify_passes(labs, name):
 
 
 def test_the_two_labs_are_separate(labs):
-    topos, _ = labs
+    topos, *_ = labs
     dev, lab3 = (lab.nodes(topos[n]) for n in LABS)
     assert "10.77.0.10/32" not in dev["lb1"].run("ip -4 -o addr").stdout
     # a node sees only its own processes: one haproxy master and its worker, not every lab's
@@ -94,8 +94,23 @@ def test_the_two_labs_are_separate(labs):
     assert "192.168.69." not in host and "10.77.0." not in host and "198.51.100." not in host
 
 
+def test_no_secret_in_any_output(labs):
+    """Step output, the up log and the verify table never show the VRRP or stats password."""
+    topos, _, logs = labs
+    for name, t in topos.items():
+        creds = lab.credentials(t)
+        transport, site = lab.site(t)
+        text = "\n".join(logs[name]) + checks.table(checks.check_stats_pages(transport, site))
+        for secret in (creds.vrrp_auth_pass, creds.stats_password):
+            assert secret not in text
+        assert oct(os.stat(lab.state_dir(t) / "credentials.json").st_mode & 0o777) == "0o600"
+        lb = lab.nodes(t)[t.lab.load_balancers[0].name]
+        modes = lb.run("stat -c '%a %U' /etc/keepalived/keepalived.conf /etc/haproxy/halab-secrets.env").stdout
+        assert modes.split("\n")[:2] == ["600 root", "600 root"], modes
+
+
 def test_up_again_changes_nothing(labs):
-    topos, _ = labs
+    topos, *_ = labs
     log: list[str] = []
     lab.up(topos["dev"], log=log.append)
     assert log[0] == "lab halab: already up, converging"
@@ -137,7 +152,7 @@ def test_preflight_names_what_is_missing_and_changes_nothing(tmp_path):
 
 
 def test_down_leaves_nothing_behind(labs):
-    topos, before = labs
+    topos, before, _ = labs
     for t in topos.values():
         assert lab.down(t, log=lambda _: None) == []
         assert lab.down(t, log=lambda _: None) == []  # twice is harmless

@@ -32,7 +32,8 @@ done
 find /etc/haproxy /etc/keepalived /etc/halab /var/www/halab /usr/local/sbin -type f \
   -exec sha256sum {} + 2>/dev/null | sort
 echo '## daemons'
-for f in /run/haproxy/haproxy.pid /run/keepalived.pid /run/apache2/apache2.pid /run/halab-banner.pid; do
+for f in /run/haproxy/haproxy.pid /run/keepalived.pid /run/apache2/apache2.pid /run/halab-banner.pid \
+  /run/halab-haproxy-watch.pid; do
   [ -f "$f" ] && echo "$f $(cat "$f")"
 done
 true

@@ -8,7 +8,8 @@ set -euo pipefail
 need_root
 need_cmd keepalived ss
 conf=$(staged /etc/keepalived/keepalived.conf)
-for script in /etc/keepalived/halab-check-haproxy /etc/keepalived/halab-notify /usr/local/sbin/halab-keepalived-hooks; do
+for script in /etc/keepalived/halab-check-haproxy /etc/keepalived/halab-notify /usr/local/sbin/halab-keepalived-hooks \
+  /usr/local/sbin/halab-haproxy-watch; do
   bash -n "$(staged "$script")" || die "staged $script does not parse"
 done
 direct_service haproxy running || die "haproxy is not running here: keepalived would only hold the VIP in FAULT"
@@ -16,6 +17,13 @@ direct_service haproxy running || die "haproxy is not running here: keepalived w
 reload=no restart=no
 if stage_install /etc/keepalived/halab-check-haproxy 0755; then reload=yes; fi
 if stage_install /etc/keepalived/halab-notify 0755; then reload=yes; fi
+# The watcher first: keepalived tracks the file it writes.
+watch=no
+if stage_install /usr/local/sbin/halab-haproxy-watch 0755; then watch=yes; fi
+if stage_install /etc/halab/haproxy-watch.conf 0644; then watch=yes; fi
+if unit_install /etc/systemd/system/halab-haproxy-watch.service; then watch=yes; fi
+service_converge halab-haproxy-watch "$watch" no
+wait_until 5 test -s /run/halab-watch/haproxy || die "halab-haproxy-watch wrote no health file"
 keepalived_test "$conf" || die "staged keepalived.conf is invalid (keepalived -t)"
 stage_install /usr/local/sbin/halab-keepalived-hooks 0755 || true
 if stage_install /etc/halab/vrrp.conf 0644; then

@@ -13,6 +13,7 @@ HAPROXY_PIDFILE=/run/haproxy/haproxy.pid
 KEEPALIVED_PIDFILE=/run/keepalived.pid
 APACHE_PIDFILE=/run/apache2/apache2.pid # as /etc/apache2/envvars sets it
 BANNER_PIDFILE=/run/halab-banner.pid
+WATCH_PIDFILE=/run/halab-haproxy-watch.pid
 
 log() { printf '[%s] %s\n' "$HALAB_STEP" "$*"; }
 die() {
@@ -72,6 +73,17 @@ load_haproxy_env() {
   fi
 }
 
+# start_unprivileged PIDFILE LOG CAPS CMD...: CMD in the background as nobody, in its own
+# session, keeping only CAPS (comma-separated, or "" for none), as a unit with User=nobody does.
+start_unprivileged() {
+  local pidfile=$1 logfile=$2 caps=$3
+  shift 3
+  local capargs=(--inh-caps=-all)
+  [ -n "$caps" ] && capargs=(--inh-caps="+${caps//,/,+}" --ambient-caps="+${caps//,/,+}")
+  setsid setpriv --reuid=nobody --regid=nogroup --clear-groups "${capargs[@]}" "$@" </dev/null >>"$logfile" 2>&1 &
+  echo $! >"$pidfile"
+}
+
 # direct_service NAME start|reload|running: the daemons without systemd (namespace lab).
 direct_service() {
   local name=$1 action=$2
@@ -103,14 +115,21 @@ direct_service() {
     halab-banner:running) pid_alive "$BANNER_PIDFILE" ;;
     halab-banner:start)
       # As its unit runs it: unprivileged, allowed to bind ports below 1024.
-      setsid setpriv --reuid=nobody --regid=nogroup --clear-groups \
-        --inh-caps=+net_bind_service --ambient-caps=+net_bind_service \
-        python3 /usr/local/sbin/halab-banner /etc/halab/banner.conf </dev/null >>/run/halab-banner.log 2>&1 &
-      echo $! >"$BANNER_PIDFILE"
+      start_unprivileged "$BANNER_PIDFILE" /run/halab-banner.log net_bind_service \
+        python3 /usr/local/sbin/halab-banner /etc/halab/banner.conf
       ;;
-    halab-banner:restart | halab-banner:reload)
-      service_stop halab-banner
-      direct_service halab-banner start
+    halab-haproxy-watch:running) pid_alive "$WATCH_PIDFILE" ;;
+    halab-haproxy-watch:start)
+      install -d -o nobody -g nogroup -m 0755 /run/halab-watch
+      # shellcheck source=/dev/null
+      . /etc/halab/haproxy-watch.conf
+      # shellcheck disable=SC2086 # PORTS is a list
+      start_unprivileged "$WATCH_PIDFILE" /run/halab-haproxy-watch.log "" \
+        /usr/local/sbin/halab-haproxy-watch /run/halab-watch/haproxy "$PERIOD" $PORTS
+      ;;
+    halab-banner:restart | halab-banner:reload | halab-haproxy-watch:restart | halab-haproxy-watch:reload)
+      service_stop "$name"
+      direct_service "$name" start
       ;;
     apache2:running) pid_alive "$APACHE_PIDFILE" ;;
     apache2:start) apache2ctl start ;;
@@ -164,6 +183,7 @@ service_stop() {
     keepalived) pidfile=$KEEPALIVED_PIDFILE ;;
     apache2) pidfile=$APACHE_PIDFILE ;;
     halab-banner) pidfile=$BANNER_PIDFILE ;;
+    halab-haproxy-watch) pidfile=$WATCH_PIDFILE ;;
     *) die "service_stop: unknown $name" ;;
   esac
   if pid_alive "$pidfile"; then
