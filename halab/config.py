@@ -59,7 +59,14 @@ DEFAULTS: dict[str, Any] = {
     "service": {"balance": "leastconn", "sticky": True, "stickyExpire": "30m"},
     "healthCheck": {"interval": "2s", "rise": 2, "fall": 3},
     "haproxy": {"peersPort": 10000, "statsPort": 8404, "statsUser": "admin"},
-    "vrrp": {"routerId": 100, "advertInterval": 1, "version": 2, "mode": "unicast", "preempt": True},
+    "vrrp": {
+        "routerId": 100,
+        "advertInterval": 1,
+        "version": 2,
+        "mode": "unicast",
+        "preempt": True,
+        "haproxyCheck": "watch",
+    },
     "vm": {"vcpu": 1, "memoryMiB": 1024, "diskGiB": 10},
     "ssh": {"user": "halab"},
     "testClients": None,  # None: the hypervisor's own address on the lab network
@@ -529,7 +536,7 @@ def _health(p: _Problems, obj: Any) -> HealthCheck | None:
 
 
 def _vrrp(p: _Problems, obj: Any) -> Vrrp | None:
-    o = _keys(p, "vrrp", obj, {"routerId", "advertInterval", "version", "mode", "preempt"})
+    o = _keys(p, "vrrp", obj, {"routerId", "advertInterval", "version", "mode", "preempt", "haproxyCheck"})
     rid = _int(p, "vrrp.routerId", o.get("routerId"), 1, 255)
     version = o.get("version")
     if version not in (2, 3):
@@ -538,6 +545,9 @@ def _vrrp(p: _Problems, obj: Any) -> Vrrp | None:
     if mode not in ("unicast", "multicast"):
         p.add("vrrp.mode", mode, "must be unicast (adverts to the peers only) or multicast")
     preempt = _bool(p, "vrrp.preempt", o.get("preempt"))
+    check = o.get("haproxyCheck")
+    if check not in ("watch", "process-name"):
+        p.add("vrrp.haproxyCheck", check, "must be watch, or process-name (the seed's check, for comparison)")
     adv = o.get("advertInterval")
     ok_adv = None
     if isinstance(adv, bool) or not isinstance(adv, int | float):
@@ -552,7 +562,7 @@ def _vrrp(p: _Problems, obj: Any) -> Vrrp | None:
     else:
         ok_adv = float(adv)
     if rid and ok_adv and version in (2, 3) and mode in ("unicast", "multicast"):
-        return Vrrp(rid, ok_adv, version, mode == "unicast", preempt)
+        return Vrrp(rid, ok_adv, version, mode == "unicast", preempt, check)
     return None
 
 

@@ -78,6 +78,9 @@ class Vrrp:
     version: int  # 2 (with PASS authentication) or 3 (sub-second adverts, no authentication)
     unicast: bool  # adverts to the peer load balancers only (multicast is often blocked)
     preempt: bool  # a recovered higher-priority node takes the VIP back
+    # watch: this node's haproxy (pidfile, listening frontends), fast path + 1 s script;
+    # process-name: the seed's check (any process called haproxy, every second), for comparison
+    haproxy_check: Literal["watch", "process-name"] = "watch"
 
     @property
     def check_interval(self) -> int:

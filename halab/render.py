@@ -127,13 +127,19 @@ def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
     auth = ""
     if vrrp.version == 2:
         auth = f"    authentication {{\n        auth_type PASS\n        auth_pass {creds.vrrp_auth_pass}\n    }}\n"
+    watch = vrrp.haproxy_check == "watch"
+    health_check = template(
+        f"keepalived-check-{vrrp.haproxy_check}.tmpl",
+        ports=" ".join(str(s.port) for s in lab.services),
+        check_interval=vrrp.check_interval,
+        watch_period=f"{vrrp.watch_period:g}",
+    )
     return template(
         "keepalived.conf.tmpl",
         host=host.name,
         version=vrrp.version,
-        ports=" ".join(str(s.port) for s in lab.services),
-        check_interval=vrrp.check_interval,
-        watch_period=f"{vrrp.watch_period:g}",
+        health_check=health_check,
+        track_file="    track_file {\n        haproxy_watch weight 0\n    }\n" if watch else "",
         advert_interval=vrrp.advert_text,
         router_id=vrrp.router_id,
         interface=lab.network.interface,

@@ -1,117 +1,20 @@
-"""The Pulumi program under Pulumi's mocks: the resource graph it declares, with no engine.
-
-A recording mock monitor keeps every registration (type, name, parent, dependencies, which
-inputs are secret); the mocks echo inputs back as outputs, as the engine would.
-"""
+"""The Pulumi program under Pulumi's mocks (components/mocks.py): the resource graph it
+declares, with no engine."""
 
 from __future__ import annotations
 
 import json
-import runpy
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 
-import pulumi
 import pytest
-from conftest import ROOT, STACKS
-from pulumi.runtime import mocks as pmocks
-from pulumi.runtime import rpc
-from pulumi.runtime.config import set_all_config
+from conftest import STACKS
 
+from components.mocks import Mocks, Program, Recorder, run_program
 from halab import config, plan
 from halab.config import ConfigError
 
-SECRET_SIG = rpc._special_sig_key
-SECRET_VALUE = rpc._special_secret_sig
 AUTH_PASS = "pa55wd"
 STATS_PASS = "stats-pa55word-long"
-
-
-@dataclass
-class Reg:
-    urn: str
-    type: str
-    name: str
-    parent: str
-    deps: list[str]
-    inputs: dict[str, Any]
-    secret_inputs: set[str]
-    provider: str
-
-
-def _is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(SECRET_SIG) == SECRET_VALUE
-
-
-def _has_secret(value: Any) -> bool:
-    if _is_secret(value):
-        return True
-    if isinstance(value, dict):
-        return any(_has_secret(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_secret(v) for v in value)
-    return False
-
-
-def _plain(value: Any) -> Any:
-    """Inputs with the secret wrappers removed."""
-    if _is_secret(value):
-        return _plain(value["value"])
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-class Mocks(pulumi.runtime.Mocks):
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        state = dict(args.inputs)
-        if args.typ == "tls:index/privateKey:PrivateKey":
-            state["public_key_openssh"] = "ssh-ed25519 AAAAmockpublic halab"
-            state["private_key_openssh"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n"
-        return f"{args.name}-id", state
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        return {}
-
-
-class Recorder(pmocks.MockMonitor):
-    def __init__(self, m):
-        super().__init__(m)
-        self.regs: list[Reg] = []
-
-    def RegisterResource(self, request):
-        resp = super().RegisterResource(request)
-        if request.type != "pulumi:pulumi:Stack":
-            inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
-            self.regs.append(
-                Reg(
-                    urn=resp.urn,
-                    type=request.type,
-                    name=request.name,
-                    parent=request.parent,
-                    deps=list(request.dependencies),
-                    inputs=_plain(inputs),
-                    secret_inputs={k for k, v in inputs.items() if _has_secret(v)},
-                    provider=request.provider,
-                )
-            )
-        return resp
-
-
-@dataclass
-class Program:
-    regs: list[Reg]
-    outputs: dict[str, Any] = field(default_factory=dict)
-
-    def of_type(self, typ: str) -> list[Reg]:
-        return [r for r in self.regs if r.type == typ]
-
-    def by_name(self, name: str) -> Reg:
-        (r,) = [r for r in self.regs if r.name == name]
-        return r
 
 
 def stack_config(stack: str, **secrets: str) -> tuple[dict[str, str], list[str]]:
@@ -120,29 +23,6 @@ def stack_config(stack: str, **secrets: str) -> tuple[dict[str, str], list[str]]
     cfg = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
     cfg.update({f"halab:{k}": v for k, v in secrets.items()})
     return cfg, [f"halab:{k}" for k in secrets]
-
-
-def run_program(cfg: dict[str, str], secret_keys: list[str], recorder: Recorder | None = None) -> Program:
-    recorder = recorder or Recorder(Mocks())
-    pulumi.runtime.set_mocks(Mocks(), project="ha-lb-lab", stack="test", preview=False, monitor=recorder)
-    set_all_config(cfg, secret_keys)
-    exported: dict[str, Any] = {}
-    real_export = pulumi.export
-
-    def capture(name: str, value: Any) -> None:
-        exported[name] = value
-
-    @pulumi.runtime.test
-    def program():
-        pulumi.export = capture
-        try:
-            runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
-        finally:
-            pulumi.export = real_export
-        return pulumi.Output.all(**{k: pulumi.Output.from_input(v) for k, v in exported.items()}).apply(exported.update)
-
-    program()
-    return Program(recorder.regs, exported)
 
 
 @pytest.fixture(scope="module")

@@ -247,65 +247,103 @@ def outage(samples: list[Sample], t0: float, t_end: float) -> Outage:
 Fault = Callable[[str], None]
 
 
-def failover_drill(t: Transport, site: Site, name: str, fault: Fault, restore: Fault, bound: float = 20.0) -> list[Row]:
-    """Fault on the master, measured from a client; then the master restored, measured again.
-    The VIP's holders are sampled all along: two at once is split brain, and fails the row."""
+@dataclass
+class Drill:
+    """One fault on the master and its restore, as measured from a client."""
+
+    master: str
+    ok: bool  # the VIP moved to one other node and requests recovered, within the bound
+    out: Outage
+    after_fault: list[str]  # the VIP's holders once recovered
+    split: int  # most holders at once while faulted
+    back: bool  # restored: the VIP where preemption says, requests recovered
+    back_out: Outage
+    after_restore: list[str]
+    split_restore: int
+    samples: list[Sample]
+    t_fault: float
+
+
+def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: float = 20.0) -> Drill | str:
+    """Fault on the master, then the master restored; a string says why it could not start.
+    The VIP's holders are sampled all along: two at once is split brain."""
     lab = site.lab
-    svc = lab.services[0]
     held = holders(t, lab)
     if len(held) != 1:
-        return [Row(f"failover, {name}", False, f"no single master to fault ({held})")]
+        return f"no single master to fault ({held})"
     master = held[0]
-    s = sample(
-        t,
-        site.client,
-        url(lab, svc),
-        [site.client_sources[0]],
-        "--interval",
-        str(DRILL_INTERVAL),
-        "--timeout",
-        "0.3",
-        "--duration",
-        str(3 * bound + 10),
-    )
+    args = ["--interval", str(DRILL_INTERVAL), "--timeout", "0.3", "--duration", str(3 * bound + 10)]
+    s = sample(t, site.client, url(lab, lab.services[0]), [site.client_sources[0]], *args)
     watch = HolderWatch(t, lab)
     try:
         if not wait_until(lambda: s.recovered_since(0.0), 10):
-            return [Row(f"failover, {name}", False, "no steady traffic through the VIP before the fault")]
+            return "no steady traffic through the VIP before the fault"
         t0 = time.monotonic()
         fault(master)
         moved = wait_until(lambda: _single_other(holders(t, lab), master) and s.recovered_since(t0), bound, 0.2)
         t1 = time.monotonic()
-        out = outage(s.samples, t0, t1)
-        new = holders(t, lab)
+        out, new = outage(s.samples, t0, t1), holders(t, lab)
         split = max((len(h) for ts, h in list(watch.samples) if t0 <= ts <= t1), default=0)
-        rows = [
-            Row(
-                f"failover, {name} on {master}",
-                moved and out.recovered and split <= 1,
-                f"{out.seconds:.2f} s to the first success, {out.failed} failed; VIP on {', '.join(new) or 'none'}; "
-                f"most holders at once: {split}",
-            )
-        ]
         restore(master)
         # preemption: the master takes the VIP back; nopreempt: it stays where it went
         expected = [master] if lab.vrrp.preempt else new
         back = wait_until(lambda: holders(t, lab) == expected and s.recovered_since(t1), bound, 0.2)
         back_out = outage(s.samples, t1, time.monotonic())
-        split = watch.stop()
-        rule = "takes the VIP back (preemption)" if lab.vrrp.preempt else "stays backup (nopreempt)"
-        rows.append(
-            Row(
-                f"restore, {name}: {master} {rule}",
-                back and back_out.recovered and split <= 1,
-                f"{back_out.seconds:.2f} s to the first success, {back_out.failed} failed; "
-                f"VIP on {', '.join(holders(t, lab)) or 'none'}; most holders at once: {split}",
-            )
+        split_restore = max((len(h) for ts, h in list(watch.samples) if ts >= t1), default=0)
+        return Drill(
+            master,
+            moved and out.recovered,
+            out,
+            new,
+            split,
+            back and back_out.recovered,
+            back_out,
+            holders(t, lab),
+            split_restore,
+            list(s.samples),
+            t0,
         )
-        return rows
     finally:
         watch.stop()
         s.stop()
+
+
+def failover_drill(t: Transport, site: Site, name: str, fault: Fault, restore: Fault) -> list[Row]:
+    d = run_drill(t, site, fault, restore)
+    if isinstance(d, str):
+        return [Row(f"failover, {name}", False, d)]
+    rule = "takes the VIP back (preemption)" if site.lab.vrrp.preempt else "stays backup (nopreempt)"
+    return [
+        Row(
+            f"failover, {name} on {d.master}",
+            d.ok and d.split <= 1,
+            f"{d.out.seconds:.2f} s to the first success, {d.out.failed} failed; "
+            f"VIP on {', '.join(d.after_fault) or 'none'}; most holders at once: {d.split}",
+        ),
+        Row(
+            f"restore, {name}: {d.master} {rule}",
+            d.back and d.split_restore <= 1,
+            f"{d.back_out.seconds:.2f} s to the first success, {d.back_out.failed} failed; "
+            f"VIP on {', '.join(d.after_restore) or 'none'}; most holders at once: {d.split_restore}",
+        ),
+    ]
+
+
+def faults(t: Transport, lab: Lab) -> dict[str, tuple[Fault, Fault]]:
+    """The drills' faults on a node, each with what restores it."""
+    iface, gw = lab.network.interface, str(lab.network.gateway)
+    return {
+        "haproxy killed": (lambda h: drill(t, h, "kill", "haproxy"), lambda h: drill(t, h, "start", "haproxy")),
+        "keepalived killed": (
+            lambda h: drill(t, h, "kill", "keepalived"),
+            lambda h: drill(t, h, "start", "keepalived"),
+        ),
+        "link cut": (lambda h: drill(t, h, "link-down", iface), lambda h: drill(t, h, "link-up", iface, gw)),
+        "clean stop (maintenance)": (
+            lambda h: drill(t, h, "stop", "keepalived"),
+            lambda h: drill(t, h, "start", "keepalived"),
+        ),
+    }
 
 
 def _single_other(held: list[str], master: str) -> bool:
@@ -313,19 +351,10 @@ def _single_other(held: list[str], master: str) -> bool:
 
 
 def check_failovers(t: Transport, site: Site) -> list[Row]:
-    lab = site.lab
-    iface, gw = lab.network.interface, str(lab.network.gateway)
-    drills = [
-        ("haproxy killed", lambda h: drill(t, h, "kill", "haproxy"), lambda h: drill(t, h, "start", "haproxy")),
-        (
-            "keepalived killed",
-            lambda h: drill(t, h, "kill", "keepalived"),
-            lambda h: drill(t, h, "start", "keepalived"),
-        ),
-        ("link cut", lambda h: drill(t, h, "link-down", iface), lambda h: drill(t, h, "link-up", iface, gw)),
-    ]
     rows: list[Row] = []
-    for name, fault, restore in drills:
+    for name, (fault, restore) in faults(t, site.lab).items():
+        if name.startswith("clean stop"):
+            continue  # the persistence check does a clean stop already
         rows += failover_drill(t, site, name, fault, restore)
     return rows
 
