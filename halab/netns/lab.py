@@ -14,12 +14,14 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from halab import plan, render
-from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, veth
+from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, python_path, veth
 from halab.netns.topology import Topology
+from halab.verify.transport import NetnsTransport, Site
 
 STATE_ROOT = Path("/run/halab/labs")
 # What the host must have: the daemons and tools the step scripts and the verifier run.
@@ -66,7 +68,7 @@ def preflight() -> list[str]:
 
 def _kernel_features() -> list[str]:
     """Tries each kernel feature in a throw-away namespace (removed at once)."""
-    probe = f"halab-probe-{os.getpid()}"
+    probe = f"halab-probe-{os.getpid()}-{threading.get_ident() % 100000}"
     tries = {
         "veth pairs": "ip link add p0 type veth peer name p1",
         "bridges": "ip link add b0 type bridge",
@@ -245,11 +247,8 @@ def leftovers(topo: Topology) -> list[str]:
     return out
 
 
-def site(topo: Topology):
+def site(topo: Topology) -> tuple[NetnsTransport, Site]:
     """What the verifier needs to know of this lab, and how it reaches its hosts."""
-    from halab.netns.node import _python
-    from halab.verify.transport import NetnsTransport, Site
-
     lan = topo.lan_client
     s = Site(
         lab=topo.lab,
@@ -259,4 +258,4 @@ def site(topo: Topology):
         lan_source=str(lan.address),
         stats_password=credentials(topo).stats_password,
     )
-    return NetnsTransport(nodes(topo), _python()), s
+    return NetnsTransport(nodes(topo), python_path()), s

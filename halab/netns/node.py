@@ -41,7 +41,7 @@ class NodeError(RuntimeError):
     pass
 
 
-def _python() -> str:
+def python_path() -> str:
     """An interpreter path that stays visible once /tmp and /run are the node's own."""
     exe = os.path.realpath(sys.executable)
     return "/usr/bin/python3" if exe.startswith(tuple(d + "/" for d in FRESH)) else exe
@@ -60,7 +60,7 @@ def _setup_script(scratch: str) -> str:
     lines.append("chmod 1777 /tmp")
     lines.append("mkdir -m 1777 /run/lock  # as a booted system has it (systemd-tmpfiles)")
     lines.append("ip link set lo up")
-    lines.append(f"exec {shlex.quote(_python())} -c {shlex.quote(PID1)}")
+    lines.append(f"exec {shlex.quote(python_path())} -c {shlex.quote(PID1)}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,150 @@
+"""The measurements, each on a running namespace lab (or, for program cost, on nothing)."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+
+from halab import config, review
+from halab.render import Credentials
+from halab.verify import checks
+from halab.verify.transport import Site, Transport
+
+
+@dataclass
+class Spread:
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        return cls(statistics.median(values), min(values), max(values), len(values)) if values else cls(0, 0, 0, 0)
+
+    def text(self, unit: str = "s", digits: int = 2) -> str:
+        u = f" {unit}" if unit else ""
+        return f"{self.median:.{digits}f}{u} ({self.low:.{digits}f}–{self.high:.{digits}f}, n={self.n})"
+
+
+@dataclass
+class FaultResult:
+    seconds: Spread
+    failed: Spread
+    restore_seconds: Spread
+    restore_failed: Spread
+    max_holders: int
+    errors: list[str]
+    example: checks.Drill | None  # one trial's samples, for the chart
+
+
+def failovers(t: Transport, site: Site, trials: int, log) -> dict[str, FaultResult]:
+    out = {}
+    for name, (fault, restore) in checks.faults(t, site.lab).items():
+        drills, errors = [], []
+        for i in range(trials):
+            d = checks.run_drill(t, site, fault, restore)
+            if isinstance(d, str) or not d.ok:
+                errors.append(d if isinstance(d, str) else f"trial {i + 1}: no recovery within the bound")
+                if isinstance(d, str):
+                    continue
+            drills.append(d)
+            log(f"    {name} #{i + 1}: {d.out.seconds:.2f} s, {d.out.failed} failed")
+        out[name] = FaultResult(
+            seconds=Spread.of([d.out.seconds for d in drills]),
+            failed=Spread.of([float(d.out.failed) for d in drills]),
+            restore_seconds=Spread.of([d.back_out.seconds for d in drills]),
+            restore_failed=Spread.of([float(d.back_out.failed) for d in drills]),
+            max_holders=max([max(d.split, d.split_restore) for d in drills], default=0),
+            errors=errors,
+            example=drills[len(drills) // 2] if drills else None,
+        )
+    return out
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def wrk(t: Transport, site: Site, target: str, close: bool, seconds: int) -> WrkResult:
+    cmd = ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "--timeout", "2s"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    return parse_wrk(t.run(site.client, [*cmd, target], timeout=seconds + 30).stdout)
+
+
+def parse_wrk(out: str) -> WrkResult:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    errors += int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    return WrkResult(rps, _ms(lat["50"]), _ms(lat["99"]), errors)
+
+
+def data_plane(t: Transport, site: Site, seconds: int) -> dict[str, dict[str, WrkResult]]:
+    """Short HTTP requests through the VIP and straight to a backend, new connection per
+    request and keep-alive, measured one after the other in the same run."""
+    lab = site.lab
+    targets = {
+        "through the VIP": f"http://{lab.vip}/",
+        f"straight to {lab.backends[0].name}": f"http://{lab.backends[0].address}/",
+    }
+    return {
+        name: {
+            mode: wrk(t, site, url, mode == "new connection per request", seconds)
+            for mode in ("new connection per request", "keep-alive")
+        }
+        for name, url in targets.items()
+    }
+
+
+def reloads(t: Transport, site: Site) -> dict[str, checks.ReloadPhase]:
+    return checks.reload_under_load(t, site)
+
+
+def program_cost(base: dict, sizes: tuple[int, ...] = (2, 10, 50, 100)) -> dict[int, dict[str, float]]:
+    """Wall time of the Pulumi program under mocks, and of rendering every host's files, for the
+    dev stack grown to N backends."""
+    from components.mocks import run_program  # imports pulumi: only when measured
+
+    out = {}
+    for n in sizes:
+        cfg = dict(base)
+        cfg["halab:network"] = {**(base.get("halab:network") or {}), "cidr": "10.99.0.0/16"}
+        cfg["halab:vip"] = "10.99.0.10"
+        cfg["halab:loadBalancers"] = [
+            {"name": "lb1", "address": "10.99.0.11"},
+            {"name": "lb2", "address": "10.99.0.12"},
+        ]
+        cfg["halab:backends"] = [
+            {"name": f"www{i}", "address": str(ip_address("10.99.1.0") + i)} for i in range(1, n + 1)
+        ]
+        cfg["halab:testClients"] = None
+        engine = {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items() if v is not None}
+        secrets = {"halab:vrrpAuthPass": "bench123", "halab:statsPassword": "bench-password-123"}
+        t0 = time.perf_counter()
+        prog = run_program({**engine, **secrets}, list(secrets))
+        t_program = time.perf_counter() - t0
+        lab = config.parse({k: v for k, v in cfg.items() if v is not None})
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            review.write_tree(lab, Path(d), Credentials.placeholder())
+            t_render = time.perf_counter() - t0
+        out[n] = {"program_s": t_program, "render_s": t_render, "resources": float(len(prog.regs))}
+    return out

@@ -1,0 +1,160 @@
+"""docs/benchmarks.md and its charts, from one run's measurements."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from halab.bench.measure import FaultResult, WrkResult
+from halab.bench.profiles import DESCRIPTIONS
+from halab.verify.checks import ReloadPhase
+
+
+def failover_chart(results: dict[str, dict[str, FaultResult]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    profiles = list(results)
+    faults = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    width = 0.8 / len(profiles)
+    for i, prof in enumerate(profiles):
+        med = [results[prof][f].seconds.median for f in faults]
+        lo = [results[prof][f].seconds.median - results[prof][f].seconds.low for f in faults]
+        hi = [results[prof][f].seconds.high - results[prof][f].seconds.median for f in faults]
+        xs = [j + (i - (len(profiles) - 1) / 2) * width for j in range(len(faults))]
+        ax.bar(xs, med, width, yerr=[lo, hi], capsize=3, label=prof)
+    ax.set_xticks(range(len(faults)), faults)
+    ax.set_ylabel("seconds to the first successful request")
+    ax.set_title("Failover time per fault (median, min–max over trials)")
+    ax.legend(title="profile")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def timeline_chart(results: dict[str, dict[str, FaultResult]], fault: str, path: Path) -> None:
+    """Requests through the VIP per 100 ms around one trial's fault, per profile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
+    for prof, faults in results.items():
+        d = faults[fault].example
+        if d is None:
+            continue
+        bins: dict[int, int] = {}
+        for s in d.samples:
+            b = int((s.start - d.t_fault) * 10)
+            if -10 <= b <= 60:
+                bins[b] = bins.get(b, 0) + (1 if s.ok else 0)
+        xs = sorted(range(-10, 61))
+        ax.plot([x / 10 for x in xs], [bins.get(x, 0) * 10 for x in xs], label=prof, drawstyle="steps-post")
+    ax.axvline(0, color="grey", linestyle="--")
+    ax.set_xlabel(f"seconds since the fault ({fault})")
+    ax.set_ylabel("successful requests / s")
+    ax.set_title("Requests through the VIP across a failover (one trial per profile)")
+    ax.legend(title="profile")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def markdown(
+    failover: dict[str, dict[str, FaultResult]],
+    dataplane: dict[str, dict[str, WrkResult]] | None,
+    reloads: dict[str, ReloadPhase] | None,
+    cost: dict[int, dict[str, float]] | None,
+    trials: int,
+    seconds: float,
+    charts: list[str],
+) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `scripts/bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{platform.machine()}, Linux {platform.release()}, in {seconds:.0f} s. Every figure comes from this one "
+        "run, in the namespace lab (one host: all nodes share its CPUs, so treat absolute numbers as "
+        "relative ones).",
+        "",
+        "## Profiles",
+        "",
+        "| profile | settings |",
+        "| --- | --- |",
+        *[f"| `{p}` | {DESCRIPTIONS[p]} |" for p in failover],
+        "",
+        "## Failover",
+        "",
+        f"A request every 20 ms (0.3 s timeout) from the outside client through the VIP; {trials} trials "
+        "per fault and profile, the three profiles' labs side by side (their timers, not the CPU, set these "
+        "figures). *Seconds*: from the fault to the first successful request after the "
+        "last failed one (0 when none failed). Restore: the faulted node brought back; with preemption it "
+        "takes the VIP back. Median (min–max, n).",
+        "",
+        "| fault | profile | seconds | failed requests | restore: seconds | restore: failed | most holders at once |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    faults = list(next(iter(failover.values())))
+    for fault in faults:
+        for prof, res in failover.items():
+            r = res[fault]
+            lines.append(
+                f"| {fault} | `{prof}` | {r.seconds.text()} | {r.failed.text('', 0)} | {r.restore_seconds.text()} | "
+                f"{r.restore_failed.text('', 0)} | {r.max_holders} |"
+            )
+    errors = [f"- `{p}`, {f}: {e}" for p, res in failover.items() for f, r in res.items() for e in r.errors]
+    if errors:
+        lines += ["", "Trials that did not recover within the 20 s bound (not in the figures above):", "", *errors]
+    lines += ["", *[f"![{c}]({c})" for c in charts], ""]
+    if dataplane:
+        vip, direct = list(dataplane)
+        lines += [
+            "## Data plane",
+            "",
+            "wrk (1 thread, 8 connections) from the outside client, short HTTP requests, the `default` "
+            "profile; the two paths measured one after the other in this run. *Straight to a backend* is not "
+            "free of the load balancer either: the backend's gateway is the VIP, so its replies are forwarded "
+            "by the master's kernel (not proxied). wrk's latency excludes connection set-up.",
+            "",
+            "| path | connections | requests/s | p50 ms | p99 ms | errors |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for path, modes in dataplane.items():
+            for mode, w in modes.items():
+                lines.append(f"| {path} | {mode} | {w.rps:,.0f} | {w.p50_ms:.2f} | {w.p99_ms:.2f} | {w.errors} |")
+        lines += ["", "| connections | VIP / direct requests/s | VIP / direct p50 |", "| --- | --- | --- |"]
+        for mode in dataplane[vip]:
+            a, b = dataplane[vip][mode], dataplane[direct][mode]
+            lines.append(f"| {mode} | {a.rps / b.rps:.2f} | {a.p50_ms / b.p50_ms:.2f} |")
+        lines.append("")
+    if reloads:
+        lines += [
+            "## Reloads",
+            "",
+            "Under steady load (a request every 10 ms from 13 client addresses, `default` profile), every load "
+            "balancer's haproxy step re-run with a backend removed, then added back: a master-worker reload each.",
+            "",
+            "| change | reloads | failed requests | requests |",
+            "| --- | --- | --- | --- |",
+            *[f"| {k} | {v.reloads} | {v.failed} | {v.requests} |" for k, v in reloads.items()],
+            "",
+        ]
+    if cost:
+        lines += [
+            "## Program cost",
+            "",
+            "Wall time of evaluating the Pulumi program under mocks (no engine, no provider), and of rendering "
+            "every host's files (`scripts/render`), for 2 load balancers and N backends.",
+            "",
+            "| backends | resources | program s | render s |",
+            "| --- | --- | --- | --- |",
+            *[f"| {n} | {c['resources']:.0f} | {c['program_s']:.2f} | {c['render_s']:.3f} |" for n, c in cost.items()],
+            "",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""The benchmark's parts that need no lab: profiles, statistics, wrk parsing, the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import STACKS
+
+from halab import config, render
+from halab.bench import measure, profiles, report
+from halab.verify.checks import Drill, Outage, ReloadPhase, Sample
+
+WRK = """Running 3s test @ http://192.168.69.110/
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.10ms  800.00us  12.00ms   90.00%
+  Latency Distribution
+     50%  705.00us
+     75%    1.20ms
+     90%    2.00ms
+     99%   10.74ms
+  28545 requests in 3.00s, 4.10MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:   9515.00
+Transfer/sec:      1.37MB
+"""
+
+
+def test_profiles_are_valid_labs_of_their_own():
+    base = config.load_stack_file(str(STACKS["dev"]))
+    labs = {p: config.parse(profiles.stack_config(base, p)) for p in profiles.PROFILES}
+    assert {lab.network.name for lab in labs.values()} == {"bench-seed", "bench-default", "bench-fast"}
+    seed, default, fast = labs["seed"].vrrp, labs["default"].vrrp, labs["fast"].vrrp
+    assert (seed.unicast, seed.haproxy_check, seed.advert_interval) == (False, "process-name", 1.0)
+    assert (default.unicast, default.haproxy_check) == (True, "watch")
+    assert (fast.version, fast.advert_interval, labs["fast"].health_check.interval) == (3, 0.2, "500ms")
+    conf = render.keepalived_conf(labs["seed"], labs["seed"].load_balancers[0], render.Credentials("x", "y" * 12))
+    assert 'script "/usr/bin/pgrep -x haproxy"' in conf and "track_file" not in conf.split("vrrp_instance")[1]
+    assert set(profiles.DESCRIPTIONS) == set(profiles.PROFILES)
+
+
+def test_spread_and_wrk_parsing():
+    s = measure.Spread.of([3.0, 1.0, 2.0, 10.0])
+    assert (s.median, s.low, s.high, s.n) == (2.5, 1.0, 10.0, 4)
+    assert s.text() == "2.50 s (1.00–10.00, n=4)" and measure.Spread.of([4.0]).text("", 0) == "4 (4–4, n=1)"
+    w = measure.parse_wrk(WRK)
+    assert (w.rps, w.p50_ms, w.p99_ms, w.errors) == (9515.0, 0.705, 10.74, 3)
+
+
+def fault_result(seconds: list[float]) -> measure.FaultResult:
+    samples = [Sample(100 + i * 0.02, 100.01 + i * 0.02, not 10 <= i < 20, "www1", "c", "c") for i in range(100)]
+    drill = Drill("lb1", True, Outage(0.2, 10, True), ["lb2"], 1, True, Outage(0, 0, True), ["lb1"], 1, samples, 100.1)
+    sp = measure.Spread.of(seconds)
+    zero = measure.Spread.of([0.0])
+    return measure.FaultResult(sp, sp, zero, zero, 1, [], drill)
+
+
+def test_report_tables_ratios_and_charts(tmp_path):
+    pytest.importorskip("matplotlib")
+    failover = {
+        p: {"link cut": fault_result([1.0, 3.0]), "haproxy killed": fault_result([0.5])} for p in ("seed", "fast")
+    }
+    w = measure.WrkResult
+    dataplane = {
+        "through the VIP": {"new connection per request": w(3000, 2.0, 9.0, 0), "keep-alive": w(9000, 0.7, 6.0, 0)},
+        "straight to www1": {"new connection per request": w(1000, 0.5, 2.0, 0), "keep-alive": w(12000, 0.35, 4.0, 0)},
+    }
+    reloads = {"backend removed": ReloadPhase(2, 0, 170)}
+    cost = {2: {"program_s": 0.25, "render_s": 0.01, "resources": 50.0}}
+    report.failover_chart(failover, tmp_path / "f.png")
+    report.timeline_chart(failover, "link cut", tmp_path / "t.png")
+    for png in ("f.png", "t.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = report.markdown(failover, dataplane, reloads, cost, 2, 61.0, ["f.png"])
+    assert "| link cut | `seed` | 2.00 s (1.00–3.00, n=2) |" in md
+    assert "| new connection per request | 3.00 | 4.00 |" in md  # VIP/direct rps and p50, one run
+    assert "| keep-alive | 0.75 | 2.00 |" in md
+    assert "| backend removed | 2 | 0 | 170 |" in md and "| 2 | 50 | 0.25 | 0.010 |" in md
+    assert "![f.png](f.png)" in md and Path(tmp_path / "f.png").exists()
