@@ -50,10 +50,12 @@ def test_spread_and_wrk_parsing():
 
 def fault_result(seconds: list[float]) -> measure.FaultResult:
     samples = [Sample(100 + i * 0.02, 100.01 + i * 0.02, not 10 <= i < 20, "www1", "c", "c") for i in range(100)]
-    drill = Drill("lb1", True, Outage(0.2, 10, True), ["lb2"], 1, True, Outage(0, 0, True), ["lb1"], 1, samples, 100.1)
+    drill = Drill(
+        "lb1", True, Outage(0.2, 10, True), ["lb2"], (1, 1), True, Outage(0, 0, True), ["lb1"], (2, 1), samples, 100.1
+    )
     sp = measure.Spread.of(seconds)
     zero = measure.Spread.of([0.0])
-    return measure.FaultResult(sp, sp, zero, zero, 1, [], drill)
+    return measure.FaultResult(sp, sp, zero, zero, 1, 2, [], drill)
 
 
 def test_report_tables_ratios_and_charts(tmp_path):
@@ -73,8 +75,18 @@ def test_report_tables_ratios_and_charts(tmp_path):
     for png in ("f.png", "t.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = report.markdown(failover, dataplane, reloads, cost, 2, 61.0, ["f.png"])
-    assert "| link cut | `seed` | 2.00 s (1.00–3.00, n=2) |" in md
+    assert "| link cut | `seed` | 2.00 s (1.00–3.00, n=2) |" in md and "| 1 (2) |" in md
     assert "| new connection per request | 3.00 | 4.00 |" in md  # VIP/direct rps and p50, one run
     assert "| keep-alive | 0.75 | 2.00 |" in md
     assert "| backend removed | 2 | 0 | 170 |" in md and "| 2 | 50 | 0.25 | 0.010 |" in md
     assert "![f.png](f.png)" in md and Path(tmp_path / "f.png").exists()
+
+
+def test_split_brain_is_two_holders_sustained_not_one_transition_sample():
+    from halab.verify.checks import HolderWatch
+
+    w = HolderWatch.__new__(HolderWatch)  # samples only, no thread
+    w.samples = [(0.0, ["lb1"]), (0.05, ["lb1", "lb2"]), (0.1, ["lb2"]), (0.15, ["lb2"])]
+    assert w.most(0.0) == (2, 1)  # a transition caught in one sample
+    w.samples += [(0.2, ["lb1", "lb2"]), (0.25, ["lb1", "lb2"]), (0.3, ["lb2"])]
+    assert w.most(0.0) == (2, 2) and w.most(0.0, 0.15) == (2, 1)  # sustained: split brain

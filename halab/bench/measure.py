@@ -39,7 +39,8 @@ class FaultResult:
     failed: Spread
     restore_seconds: Spread
     restore_failed: Spread
-    max_holders: int
+    max_holders: int  # sustained (two consecutive samples, 50 ms apart)
+    max_holders_one_sample: int
     errors: list[str]
     example: checks.Drill | None  # one trial's samples, for the chart
 
@@ -61,7 +62,8 @@ def failovers(t: Transport, site: Site, trials: int, log) -> dict[str, FaultResu
             failed=Spread.of([float(d.out.failed) for d in drills]),
             restore_seconds=Spread.of([d.back_out.seconds for d in drills]),
             restore_failed=Spread.of([float(d.back_out.failed) for d in drills]),
-            max_holders=max([max(d.split, d.split_restore) for d in drills], default=0),
+            max_holders=max([max(d.split[1], d.split_restore[1]) for d in drills], default=0),
+            max_holders_one_sample=max([max(d.split[0], d.split_restore[0]) for d in drills], default=0),
             errors=errors,
             example=drills[len(drills) // 2] if drills else None,
         )
