@@ -51,15 +51,15 @@ def timeline_chart(results: dict[str, dict[str, FaultResult]], fault: str, path:
             continue
         bins: dict[int, int] = {}
         for s in d.samples:
-            b = int((s.start - d.t_fault) * 10)
-            if -10 <= b <= 60:
-                bins[b] = bins.get(b, 0) + (1 if s.ok else 0)
-        xs = sorted(range(-10, 61))
+            b = int((s.start - d.t_fault) * 10 // 1)
+            bins[b] = bins.get(b, 0) + (1 if s.ok else 0)
+        # only while the sampler ran (it starts just before the fault and stops once restored)
+        xs = list(range(max(-10, min(bins) + 1), min(60, max(bins))))
         ax.plot([x / 10 for x in xs], [bins.get(x, 0) * 10 for x in xs], label=prof, drawstyle="steps-post")
     ax.axvline(0, color="grey", linestyle="--")
     ax.set_xlabel(f"seconds since the fault ({fault})")
     ax.set_ylabel("successful requests / s")
-    ax.set_title("Requests through the VIP across a failover (one trial per profile)")
+    ax.set_title("Successful requests through the VIP across a failover (one trial per profile, 100 ms bins)")
     ax.legend(title="profile")
     fig.tight_layout()
     fig.savefig(path)
