@@ -10,7 +10,7 @@ import dataclasses
 import subprocess
 
 import pytest
-from conftest import ROOT, need_root_and
+from conftest import ROOT, STACKS, need_root_and
 
 from halab import config, plan, render
 from halab.netns.node import NsNode, veth
@@ -97,11 +97,19 @@ def test_load_balancer_steps_are_idempotent(nodes):
     assert "CapEff:\t0000000000043400" in status  # net_bind_service, net_admin, net_raw, sys_chroot
 
 
-def test_backend_steps_are_idempotent(nodes):
-    be, gw = nodes("www1"), nodes("vip")
+def wired_backend(nodes, lab, backend) -> tuple[NsNode, NsNode]:
+    """A backend node as cloud-init leaves it (its address, the hypervisor as gateway), cabled
+    to a node that holds the VIP."""
+    be, gw = nodes(backend.name), nodes("vip")
     veth(be, "eth0", gw, "eth0")
-    be.run("ip addr add 192.168.69.106/24 dev eth0 && ip route add default via 192.168.69.1")
-    gw.run("ip addr add 192.168.69.110/24 dev eth0")
+    net = lab.network
+    be.run(f"ip addr add {backend.address}/{net.prefix} dev eth0 && ip route add default via {net.gateway}")
+    gw.run(f"ip addr add {lab.vip}/{net.prefix} dev eth0")
+    return be, gw
+
+
+def test_backend_steps_are_idempotent(nodes):
+    be, gw = wired_backend(nodes, LAB, LAB.backends[0])
     steps = plan.host_steps(LAB, LAB.backends[0], CREDS)
     first, second, second_out = run_twice(be, steps)
     assert first == second
@@ -145,13 +153,8 @@ def test_gateway_step_refuses_a_vip_that_does_not_answer(nodes):
 def test_backend_with_tcp_services_is_idempotent(nodes):
     """The TCP banner (SMTP- and IMAP-like services) and the PROXY protocol / X-Forwarded-For
     virtual hosts: installed once, unchanged by a second run, answering with the client's address."""
-    from conftest import STACKS
-
     lab = config.parse(config.load_stack_file(str(STACKS["lab3"])))
-    be, gw = nodes("app1"), nodes("vip")
-    veth(be, "eth0", gw, "eth0")
-    be.run("ip addr add 10.77.0.21/24 dev eth0 && ip route add default via 10.77.0.1")
-    gw.run("ip addr add 10.77.0.10/24 dev eth0")
+    be, gw = wired_backend(nodes, lab, lab.backends[0])
     steps = plan.host_steps(lab, lab.backends[0], CREDS)
     first, second, second_out = run_twice(be, steps)
     assert first == second
