@@ -12,7 +12,9 @@ from components.backend import Backend
 from components.load_balancer import LoadBalancer
 from components.network import LabNetwork, LabNetworkArgs
 from components.node import NodeArgs
+from components.vm import VmArgs
 from halab.model import Lab as LabModel
+from halab.model import Node
 from halab.render import Credentials
 
 
@@ -72,13 +74,16 @@ class Lab(pulumi.ComponentResource):
             for hv in lab.libvirt.hypervisors
         }
 
-        def node_args(node) -> NodeArgs:
-            return NodeArgs(
+        def node_args(node: Node) -> NodeArgs:
+            vm = VmArgs(
                 lab=lab,
                 node=node,
                 base_volume_id=bases[node.hypervisor].id,
                 network_id=self.network.network_id if self.network else None,
                 ssh_public_key=public_key,
+            )
+            return NodeArgs(
+                vm=vm,
                 ssh_private_key=private_key,
                 credentials=args.credentials,
                 ssh_agent_socket=args.ssh_agent_socket,

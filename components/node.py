@@ -5,29 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_command.remote as remote
 
 from components import remote_steps
 from components.vm import Vm, VmArgs
-from halab.model import Lab, Node
 from halab.render import Credentials
 
 
 @dataclass
 class NodeArgs:
-    lab: Lab
-    """The validated lab model."""
-    node: Node
-    """Which node of the model this is."""
-    base_volume_id: pulumi.Input[str]
-    """The shared cloud image volume."""
-    network_id: pulumi.Input[str] | None
-    """The lab network; None in bridge mode."""
-    ssh_public_key: pulumi.Input[str]
-    """Authorised on the node for the lab's SSH user."""
+    vm: VmArgs
+    """The VM: lab model, node, base image, network, authorised key."""
     ssh_private_key: pulumi.Input[str]
     """Secret: how the remote commands log in."""
     credentials: pulumi.Output[Credentials]
-    """Secret: the VRRP and stats passwords (load balancers only)."""
+    """Secret: the VRRP and stats passwords (the load balancers' steps use them)."""
     ssh_agent_socket: str | None = None
     """The user's SSH agent, for the jump through a remote libvirt host."""
 
@@ -35,7 +27,7 @@ class NodeArgs:
 class ProvisionedNode(pulumi.ComponentResource):
     """A VM and the remote commands that make it a load balancer or a backend."""
 
-    commands: dict
+    commands: dict[str, remote.Command]
 
     def __init__(
         self,
@@ -46,16 +38,11 @@ class ProvisionedNode(pulumi.ComponentResource):
         extra_after: dict[str, list[pulumi.Resource]] | None = None,
     ):
         super().__init__(type_token, name, None, opts)
-        self.vm = Vm(
-            f"{name}-vm",
-            VmArgs(args.lab, args.node, args.base_volume_id, args.network_id, args.ssh_public_key),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        conn = remote_steps.connection(args.lab, args.node, args.ssh_private_key, args.ssh_agent_socket)
-        self.commands = remote_steps.create_steps(
-            self, name, args.lab, args.node, conn, args.credentials, [self.vm], extra_after
-        )
-        self.address = str(args.node.address)
+        lab, node = args.vm.lab, args.vm.node
+        self.vm = Vm(f"{name}-vm", args.vm, opts=pulumi.ResourceOptions(parent=self))
+        conn = remote_steps.connection(lab, node, args.ssh_private_key, args.ssh_agent_socket)
+        self.commands = remote_steps.create_steps(self, name, lab, node, conn, args.credentials, [self.vm], extra_after)
+        self.address = str(node.address)
         self.register_outputs({"address": self.address, "domain_name": self.vm.domain_name})
 
     @property
