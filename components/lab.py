@@ -30,10 +30,6 @@ class LabArgs:
     """The user's SSH agent, used to jump through a remote libvirt host."""
 
 
-def service_url(vip: str, port: int) -> str:
-    return {80: f"http://{vip}/", 443: f"https://{vip}/"}.get(port, f"tcp://{vip}:{port}")
-
-
 class Lab(pulumi.ComponentResource):
     def __init__(self, name: str, args: LabArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("halab:index:Lab", name, None, opts)
@@ -102,7 +98,7 @@ class Lab(pulumi.ComponentResource):
             return f" -J {hop.rsplit(':', 1)[0]}" if hop else ""
 
         self.vip = vip
-        self.urls = {s.name: service_url(vip, s.port) for s in lab.services}
+        self.urls = {s.name: lab.url(s) for s in lab.services}
         key_file = "halab-key" if self.generated_ssh_key is not None else "<your key>"
         self.ssh_hints = {n.name: f"ssh -i {key_file}{jump(n)} {lab.ssh.user}@{n.address}" for n in lab.nodes}
         self.lb_addresses = {n.name: str(n.address) for n in lab.load_balancers}

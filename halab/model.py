@@ -147,6 +147,12 @@ class Lab:
     def nodes(self) -> tuple[Node, ...]:
         return self.load_balancers + self.backends
 
+    def url(self, svc: Service) -> str:
+        """Where a client reaches a service through the VIP (a stack output; what verify asks)."""
+        scheme = "tcp" if svc.protocol == "tcp" else "https" if svc.backend_tls else "http"
+        default = {"http": 80, "https": 443}.get(scheme)
+        return f"{scheme}://{self.vip}/" if svc.port == default else f"{scheme}://{self.vip}:{svc.port}/"
+
     def node(self, name: str) -> Node:
         for n in self.nodes:
             if n.name == name:

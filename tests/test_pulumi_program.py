@@ -191,7 +191,12 @@ def test_stack_outputs(dev):
 
 
 def test_large_outputs_name_the_extra_service_and_the_jump_host(large):
-    assert large.outputs["urls"]["smtp"] == "tcp://10.42.8.10:2525"
+    assert large.outputs["urls"] == {
+        "http": "http://10.42.8.10/",
+        "https": "https://10.42.8.10/",
+        "smtp": "tcp://10.42.8.10:2525/",
+        "admin": "https://10.42.8.10:8443/",
+    }
     assert "-J ops@hv1.example.net" in large.outputs["ssh"]["app1"]
 
 

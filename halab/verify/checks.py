@@ -41,11 +41,6 @@ def drill(t: Transport, host: str, *args: str, check: bool = True):
     return t.run(host, ["bash", "-s"], input=plan.Step(host, "drill", "drill.sh", args).bundle(), check=check)
 
 
-def url(lab: Lab, svc: Service) -> str:
-    scheme = "tcp" if svc.protocol == "tcp" else "https" if svc.backend_tls else "http"
-    return f"{scheme}://{lab.vip}:{svc.port}/"
-
-
 def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -199,7 +194,7 @@ def check_services(t: Transport, site: Site) -> list[Row]:
         ("on-subnet client", site.lan_client, site.lan_source),
     ):
         for svc in site.lab.services:
-            (s,) = sample(t, host, url(site.lab, svc), [source], "--count", "1", "--timeout", "3").finish()
+            (s,) = sample(t, host, site.lab.url(svc), [source], "--count", "1", "--timeout", "3").finish()
             ok = s.ok and s.seen == source
             fig = f"{s.backend} saw {s.seen}" if s.ok else "request failed"
             rows.append(Row(f"{svc.name} (:{svc.port}) from the {label} {source}: backend sees it", ok, fig))
@@ -215,7 +210,7 @@ def check_balancing(t: Transport, site: Site) -> list[Row]:
             for lb in lab.load_balancers:
                 drill(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
         sources = list(site.client_sources)
-        held = sample(t, site.client, url(lab, svc), sources, "--hold", "--timeout", "3").finish()
+        held = sample(t, site.client, lab.url(svc), sources, "--hold", "--timeout", "3").finish()
         got = Counter(s.backend for s in held if s.ok)
         spread_ok = set(got) == backends and sum(got.values()) == len(sources)
         fig = f"{len(sources)} client addresses: " + ", ".join(f"{b} {got.get(b, 0)}" for b in sorted(backends))
@@ -223,7 +218,7 @@ def check_balancing(t: Transport, site: Site) -> list[Row]:
         if svc.sticky:
             first = {s.source: s.backend for s in held}
             again = sample(
-                t, site.client, url(lab, svc), sources * 3, "--count", str(3 * len(sources)), "--interval", "0"
+                t, site.client, lab.url(svc), sources * 3, "--count", str(3 * len(sources)), "--interval", "0"
             ).finish()
             kept = sum(all(s.backend == first[src] for s in again if s.source == src) for src in sources)
             rows.append(
@@ -281,7 +276,7 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
         return f"no single master to fault ({held})"
     master = held[0]
     args = ["--interval", str(DRILL_INTERVAL), "--timeout", "0.3", "--duration", str(3 * bound + 10)]
-    s = sample(t, site.client, url(lab, lab.services[0]), [site.client_sources[0]], *args)
+    s = sample(t, site.client, lab.url(lab.services[0]), [site.client_sources[0]], *args)
     watch = HolderWatch(t, lab)
     try:
         if not wait_until(lambda: s.recovered_since(0.0), 10):
@@ -399,7 +394,7 @@ def check_backend_health(t: Transport, site: Site) -> list[Row]:
     s = sample(
         t,
         site.client,
-        url(lab, svc),
+        lab.url(svc),
         list(site.client_sources),
         "--interval",
         "0.05",
@@ -521,7 +516,7 @@ def check_transition_log(t: Transport, site: Site) -> list[Row]:
 
 def _each_source_once(t: Transport, site: Site, svc: Service) -> dict[str, str | None]:
     sources = list(site.client_sources)
-    got = sample(t, site.client, url(site.lab, svc), sources, "--count", str(len(sources)), "--interval", "0").finish()
+    got = sample(t, site.client, site.lab.url(svc), sources, "--count", str(len(sources)), "--interval", "0").finish()
     return {s.source: s.backend if s.ok else None for s in got}
 
 
@@ -599,7 +594,7 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
         return next(s for s in plan.host_steps(model, lb, creds) if s.name == "haproxy")
 
     args = ["--interval", "0.01", "--timeout", "2", "--duration", "60"]
-    s = sample(t, site.client, url(lab, lab.services[0]), list(site.client_sources), *args)
+    s = sample(t, site.client, lab.url(lab.services[0]), list(site.client_sources), *args)
     phases: dict[str, ReloadPhase] = {}
     try:
         wait_until(lambda: s.recovered_since(0.0), 10)
