@@ -59,9 +59,15 @@ class Service:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    interval: str
+    interval: str  # HAProxy's syntax: a number and a unit (ms, s, m, h, d); no unit means ms
     rise: int
     fall: int
+
+    @property
+    def interval_seconds(self) -> float:
+        number = self.interval.rstrip("smhd")
+        unit = self.interval[len(number) :] or "ms"
+        return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,11 @@ def test_secrets_are_checked_only_when_the_driver_supplies_them():
     assert parse({"halab:haproxy": {"statsPort": 0}}, secrets={"vrrpAuthPass": "s3cret"})
 
 
+def test_health_check_interval_in_seconds():
+    for text, seconds in (("2s", 2), ("500ms", 0.5), ("750", 0.75), ("1m", 60)):
+        assert parse({"halab:healthCheck": {"interval": text}}).health_check.interval_seconds == seconds
+
+
 def test_vrrp_defaults_and_options():
     v = parse({}).vrrp
     assert (v.version, v.advert_interval, v.unicast, v.preempt, v.check_interval) == (2, 1.0, True, True, 1)

@@ -389,7 +389,7 @@ def check_backend_health(t: Transport, site: Site) -> list[Row]:
                 return row[17]
         return "absent"
 
-    interval = _seconds(lab.health_check.interval)
+    interval = lab.health_check.interval_seconds
     bound = (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
     s = sample(
         t,
@@ -436,13 +436,6 @@ def check_backend_health(t: Transport, site: Site) -> list[Row]:
         return rows
     finally:
         s.stop()
-
-
-def _seconds(duration: str) -> float:
-    m = re.fullmatch(r"(\d+)(ms|s|m|h|d)?", duration)
-    assert m, duration
-    scale = {"ms": 0.001, "s": 1, None: 0.001, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    return int(m.group(1)) * scale
 
 
 def _vrrp_counters(t: Transport, host: str) -> tuple[int, int]:
