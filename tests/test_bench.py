@@ -90,3 +90,11 @@ def test_split_brain_is_two_holders_sustained_not_one_transition_sample():
     assert w.most(0.0) == (2, 1)  # a transition caught in one sample
     w.samples += [(0.2, ["lb1", "lb2"]), (0.25, ["lb1", "lb2"]), (0.3, ["lb2"])]
     assert w.most(0.0) == (2, 2) and w.most(0.0, 0.15) == (2, 1)  # sustained: split brain
+
+
+def test_a_check_with_nothing_to_prove_is_skipped_not_passed():
+    from halab.verify.checks import Row, skip, table
+
+    rows = [Row("a", True, "fine"), Row("b", False, "broken"), skip("c", "nothing to check")]
+    assert [r.result for r in rows] == ["PASS", "FAIL", "SKIP"]
+    assert table(rows).splitlines()[-1].split() == ["c", "SKIP", "nothing", "to", "check"]

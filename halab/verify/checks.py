@@ -34,6 +34,15 @@ class Row:
     check: str
     ok: bool
     figure: str
+    skipped: bool = False  # nothing to prove with this config: neither a pass nor a failure
+
+    @property
+    def result(self) -> str:
+        return "SKIP" if self.skipped else "PASS" if self.ok else "FAIL"
+
+
+def skip(check: str, why: str) -> Row:
+    return Row(check, True, why, skipped=True)
 
 
 def drill(t: Transport, host: str, *args: str, check: bool = True):
@@ -453,7 +462,7 @@ def check_vrrp_filter(t: Transport, site: Site) -> list[Row]:
     lab = site.lab
     name = "VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays"
     if t.run(site.lan_client, ["sh", "-c", "command -v keepalived"], check=False).returncode != 0:
-        return [Row(name, True, f"skipped: no keepalived on {site.lan_client} to play the rogue")]
+        return [skip(name, f"no keepalived on {site.lan_client} to play the rogue")]
     used = {lab.vip, lab.network.gateway, *(n.address for n in lab.nodes), *lab.test_clients}
     decoy = next(a for a in reversed(list(lab.network.cidr.hosts())) if a not in used)
     iface, v = lab.network.interface, lab.vrrp
@@ -521,7 +530,9 @@ def check_persistence_across_failover(t: Transport, site: Site) -> list[Row]:
     sticky = [s for s in lab.services if s.sticky]
     held = holders(t, lab)
     if not sticky or len(held) != 1:
-        return [Row(name, not sticky, "no sticky service" if not sticky else f"no single master ({held})")]
+        if not sticky:
+            return [skip(name, "no sticky service")]
+        return [Row(name, False, f"no single master ({held})")]
     svc, master = sticky[0], held[0]
     before = _each_source_once(t, site, svc)
     drill(t, master, "stop", "keepalived")
@@ -549,7 +560,7 @@ def check_stats_pages(t: Transport, site: Site) -> list[Row]:
     lab = site.lab
     port = lab.haproxy.stats_port
     if not port:
-        return [Row("stats pages", True, "disabled (halab:haproxy.statsPort: 0)")]
+        return [skip("stats pages", "disabled (halab:haproxy.statsPort: 0)")]
     results = []
     for lb in lab.load_balancers:
         u = f"http://{lb.address}:{port}/;csv"
@@ -612,7 +623,7 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
 def check_hitless_reload(t: Transport, site: Site) -> list[Row]:
     lab = site.lab
     if len(lab.backends) < 2:
-        return [Row("hitless reloads", True, "skipped: one backend only")]
+        return [skip("hitless reloads", "one backend only: none to remove")]
     phases = reload_under_load(t, site)
     reloads = sum(p.reloads for p in phases.values())
     failed = sum(p.failed for p in phases.values())
@@ -652,5 +663,5 @@ def verify(t: Transport, site: Site, log: Callable[[Row], None] = lambda r: None
 def table(rows: list[Row]) -> str:
     w = max(len(r.check) for r in rows)
     lines = [f"{'check':<{w}}  result  figure", f"{'-' * w}  ------  ------"]
-    lines += [f"{r.check:<{w}}  {'PASS' if r.ok else 'FAIL':<6}  {r.figure}" for r in rows]
+    lines += [f"{r.check:<{w}}  {r.result:<6}  {r.figure}" for r in rows]
     return "\n".join(lines)
