@@ -20,29 +20,11 @@ from urllib.parse import urlsplit
 PAGE = re.compile(r"backend=(\S+) client=(\S+)")
 
 
-class TcpBanner:
-    """A tcp:// target: the server speaks first, one line naming the backend and the client."""
-
-    def __init__(self, host, port, timeout, source):
-        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0))
-
-    def request(self, *_args, **_kwargs):
-        pass
-
-    def getresponse(self):
-        return self
-
-    def read(self):
-        return self.sock.makefile("rb").readline(1024)
-
-    def close(self):
-        self.sock.close()
-
-
 def connect(url, source, timeout):
+    """An HTTP(S) connection (opened at the first request), or for tcp:// a connected socket."""
     u = urlsplit(url)
     if u.scheme == "tcp":
-        return TcpBanner(u.hostname, u.port, timeout, source), "/"
+        return socket.create_connection((u.hostname, u.port), timeout=timeout, source_address=(source, 0)), "/"
     if u.scheme == "https":
         ctx = ssl._create_unverified_context()  # the backends' snakeoil certificates
         conn = http.client.HTTPSConnection(
@@ -55,8 +37,11 @@ def connect(url, source, timeout):
 
 def ask(conn, path, keep_alive):
     try:
-        conn.request("GET", path, headers={"Connection": "keep-alive" if keep_alive else "close"})
-        body = conn.getresponse().read().decode(errors="replace")
+        if isinstance(conn, socket.socket):  # tcp://: the server speaks first, one line
+            body = conn.makefile("rb").readline(1024).decode(errors="replace")
+        else:
+            conn.request("GET", path, headers={"Connection": "keep-alive" if keep_alive else "close"})
+            body = conn.getresponse().read().decode(errors="replace")
         m = PAGE.search(body)
         return (True, m.group(1), m.group(2)) if m else (False, None, None)
     except OSError:
