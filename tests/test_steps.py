@@ -169,3 +169,19 @@ def test_backend_with_tcp_services_is_idempotent(nodes):
     assert proxied.startswith("220 backend=app1 client=203.0.113.7 port=143"), proxied
     # the banner runs unprivileged
     assert be.run("ps -o user= -p $(cat /run/halab-banner.pid)").stdout.strip() == "nobody"
+
+
+def test_daemons_get_the_same_privileges_with_and_without_systemd():
+    """haproxy's capabilities are listed twice, in the systemd drop-in (VMs) and in lib.sh
+    (the lab's setpriv): the two lists must not drift apart."""
+    import re
+
+    unit = (ROOT / "scripts/node/haproxy-halab.conf").read_text()
+    lib = (ROOT / "scripts/steps/lib.sh").read_text()
+    for key in ("AmbientCapabilities", "CapabilityBoundingSet"):
+        systemd = set(re.search(rf"^{key}=(.*)$", unit, re.M).group(1).lower().replace("cap_", "").split())
+        direct = set(re.search(r"^HAPROXY_CAPS=(\S+)", lib, re.M).group(1).split(","))
+        assert systemd == direct, (key, systemd, direct)
+    banner = (ROOT / "scripts/node/halab-banner.service").read_text()
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in banner
+    assert re.search(r'start_unprivileged "\$BANNER_PIDFILE" \S+ net_bind_service', lib)
