@@ -196,8 +196,9 @@ def configure(topo: Topology, running: dict[str, NsNode], log: Log = print) -> N
                 p = running[h.name].run_bundle(step.bundle(), check=False)
                 if p.returncode != 0:
                     raise LabError(f"{h.name}: step {step.name} failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
-                changes = [line for line in p.stdout.splitlines() if "error" not in line]
-                log(f"  {h.name:10} {step.name:10} {changes[-1] if changes else 'ok'}")
+                # every line the step printed: what it changed, or that it changed nothing
+                for line in p.stdout.splitlines() or ["ok"]:
+                    log(f"  {h.name:10} {step.name:10} {line}")
 
 
 def down(topo: Topology, log: Log = print) -> list[str]:
