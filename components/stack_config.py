@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,32 +20,11 @@ class StackConfig:
     ssh_private_key: pulumi.Output[str] | None  # secret; None: the program generates a key pair
 
 
-def _decode(value: Any) -> Any:
-    """Pulumi hands structured values over as JSON text."""
-    if isinstance(value, str) and value[:1] in ("{", "["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 def raw_config() -> tuple[dict[str, Any], dict[str, str]]:
     """(every `halab:` key, with secret values masked) and (the secret values)."""
-    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
-    raw: dict[str, Any] = {}
-    secrets: dict[str, str] = {}
-    for key in sorted(keys):
-        if not key.startswith(f"{config.NS}:"):
-            continue
-        value = runtime_config.get_config(key)
-        name = key.split(":", 1)[1]
-        if name in config.SECRET_KEYS and runtime_config.is_config_secret(key):
-            raw[key] = config.Secure()
-            secrets[name] = str(value)
-        else:
-            raw[key] = _decode(value)
-    return raw, secrets
+    keys = sorted(set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env()))
+    ours = [k for k in keys if k.startswith(f"{config.NS}:")]
+    return config.from_pulumi((k, runtime_config.get_config(k), runtime_config.is_config_secret(k)) for k in ours)
 
 
 def load() -> StackConfig:

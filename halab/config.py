@@ -9,8 +9,9 @@ them encrypted, and only the driver that needs them (Pulumi) reads them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any
 from urllib.parse import urlparse
@@ -100,6 +101,30 @@ class Secure:
 
 def is_secure(value: Any) -> bool:
     return isinstance(value, Secure) or (isinstance(value, Mapping) and set(value) == {"secure"})
+
+
+def from_pulumi(entries: Iterable[tuple[str, Any, bool]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The `parse` inputs from config as Pulumi hands it over, (key, value, is_secret) triples:
+    the engine's in the program, `pulumi config --json --show-secrets` in the verifier. Returns
+    (every `halab:` key, secret ones masked) and (the secret values). Structured values come as
+    JSON text."""
+    raw: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    for key, value, secret in entries:
+        ns, _, name = key.partition(":")
+        if ns != NS:
+            continue
+        if name in SECRET_KEYS and secret:
+            raw[key] = Secure()
+            secrets[name] = str(value)
+        elif isinstance(value, str) and value[:1] in ("{", "["):
+            try:
+                raw[key] = json.loads(value)
+            except ValueError:
+                raw[key] = value
+        else:
+            raw[key] = value
+    return raw, secrets
 
 
 class _Problems:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import time
 
 import pytest
 from conftest import ROOT, STACKS, need_root_and
@@ -185,3 +186,35 @@ def test_daemons_get_the_same_privileges_with_and_without_systemd():
     banner = (ROOT / "scripts/node/halab-banner.service").read_text()
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in banner
     assert re.search(r'start_unprivileged "\$BANNER_PIDFILE" \S+ net_bind_service', lib)
+
+
+def drill_bundle(*args: str) -> str:
+    return plan.Step("node", "drill", "drill.sh", args).bundle()
+
+
+def test_link_cut_restores_itself_or_on_request(nodes):
+    """A drill's link cut returns before the cut (over SSH the node may be reachable through that
+    link only), and the node brings the link and its default route back by itself; `link-up`
+    restores at once and cancels the pending restore."""
+    node, peer = nodes("lb1"), nodes("peer")
+    veth(node, "eth0", peer, "eth0")
+    node.run("ip addr add 192.168.69.111/24 dev eth0 && ip route add default via 192.168.69.1")
+
+    def state() -> str:
+        return node.run("ip -br link show eth0 | awk '{print $2}'; ip -4 route show default").stdout
+
+    up = state()
+    assert up.startswith("UP") and "default via 192.168.69.1" in up
+    node.run_bundle(drill_bundle("link-down", "eth0", "0.2", "1", "192.168.69.1"))
+    assert state() == up  # not yet: the call returned first
+    time.sleep(0.6)
+    assert state().startswith("DOWN") and "default" not in state()  # the route went with the link
+    time.sleep(1.5)
+    assert state() == up  # restored by the node itself
+    node.run_bundle(drill_bundle("link-down", "eth0", "0", "30", "192.168.69.1"))
+    time.sleep(0.5)
+    assert state().startswith("DOWN")
+    node.run_bundle(drill_bundle("link-up", "eth0", "192.168.69.1"))
+    assert state() == up
+    assert node.run("test -e /run/halab-drill-link.pid", check=False).returncode == 1  # timer cancelled
+    assert node.run("pgrep -f 'sleep 30'", check=False).returncode == 1

@@ -248,15 +248,19 @@ def leftovers(topo: Topology) -> list[str]:
     return out
 
 
-def site(topo: Topology) -> tuple[NetnsTransport, Site]:
+def site(topo: Topology, read_only: bool = False) -> tuple[NetnsTransport, Site]:
     """What the verifier needs to know of this lab, and how it reaches its hosts."""
     lan = topo.lan_client
+    sources = tuple(str(a) for a in topo.client_addresses)
     s = Site(
         lab=topo.lab,
         client="_client",
-        client_sources=tuple(str(a) for a in topo.client_addresses),
+        client_sources=sources,
+        outside_source=sources[0],
         lan_client=lan.name,
         lan_source=str(lan.address),
+        rogue=topo.lab.backends[-1].name,
         stats_password=credentials(topo).stats_password,
+        read_only=read_only,
     )
     return NetnsTransport(nodes(topo), python_path()), s

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import re
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -25,8 +26,11 @@ from halab.model import Lab, Node, Service
 from halab.verify.transport import Site, Transport
 
 SAMPLER = (Path(__file__).parent / "sampler.py").read_text()
+ROGUE = (Path(__file__).parent / "rogue.py").read_text()
 DRILL_INTERVAL = 0.02  # a request every 20 ms: figures are not the sampler's resolution
 RECOVERED_AFTER = 10  # consecutive successes that end an outage
+PROBE_TIMEOUT = 3.0  # a node that does not answer a probe in this time is counted as not holding
+LINK_CUT_DELAY = 0.2  # the link goes down this long after the drill call returns (see drill.sh)
 
 
 @dataclass
@@ -45,9 +49,10 @@ def skip(check: str, why: str) -> Row:
     return Row(check, True, why, skipped=True)
 
 
-def drill(t: Transport, host: str, *args: str, check: bool = True):
+def drill(t: Transport, host: str, *args: str, check: bool = True, timeout: float = 60.0):
     """A drill action (scripts/steps/drill.sh) on one host, from a bundle like any step."""
-    return t.run(host, ["bash", "-s"], input=plan.Step(host, "drill", "drill.sh", args).bundle(), check=check)
+    bundle = plan.Step(host, "drill", "drill.sh", args).bundle()
+    return t.run(host, ["bash", "-s"], input=bundle, check=check, timeout=timeout)
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
@@ -87,9 +92,17 @@ class Sampler:
         self.reader.start()
 
     def _read(self) -> None:
+        """The first line is the client host's clock: the offset to this one's (a few ms off at
+        most, the line's transit time) puts every sample on the verifier's clock."""
         assert self.proc.stdout is not None
+        offset = 0.0
         for line in self.proc.stdout:
-            self.samples.append(Sample(*json.loads(line)))
+            item = json.loads(line)
+            if item[0] == "clock":
+                offset = time.monotonic() - item[1]
+                continue
+            start, end, *rest = item
+            self.samples.append(Sample(start + offset, end + offset, *rest))
 
     def since(self, t0: float) -> list[Sample]:
         return [s for s in list(self.samples) if s.start >= t0]
@@ -127,7 +140,10 @@ def holders(t: Transport, lab: Lab) -> list[str]:
     found: dict[str, bool] = {}
 
     def ask(name: str) -> None:
-        out = t.run(name, ["ip", "-4", "-o", "addr", "show"], check=False).stdout
+        try:
+            out = t.run(name, ["ip", "-4", "-o", "addr", "show"], check=False, timeout=PROBE_TIMEOUT).stdout
+        except subprocess.TimeoutExpired:  # unreachable (its link cut): no client reaches it either
+            return
         found[name] = f" inet {lab.vip}/" in out
 
     threads = [threading.Thread(target=ask, args=(lb.name,)) for lb in lab.load_balancers]
@@ -199,9 +215,12 @@ def check_services(t: Transport, site: Site) -> list[Row]:
     """One request per service from each client; the backend must report the client's address."""
     rows = []
     for label, host, source in (
-        ("outside client", site.client, site.client_sources[0]),
+        ("outside client", site.client, site.outside_source),
         ("on-subnet client", site.lan_client, site.lan_source),
     ):
+        if host is None or source is None:
+            rows.append(skip(f"every service from the {label}: backend sees it", f"no {label} address to send from"))
+            continue
         for svc in site.lab.services:
             (s,) = sample(t, host, site.lab.url(svc), [source], "--count", "1", "--timeout", "3").finish()
             ok = s.ok and s.seen == source
@@ -210,33 +229,50 @@ def check_services(t: Transport, site: Site) -> list[Row]:
     return rows
 
 
-def check_balancing(t: Transport, site: Site) -> list[Row]:
+def check_spread(t: Transport, site: Site) -> list[Row]:
+    """Concurrent clients, one connection each held open, reach every backend."""
     lab = site.lab
     backends = {b.name for b in lab.backends}
+    sources = list(site.client_sources)
     rows = []
     for svc in lab.services:
-        if svc.sticky:  # start from empty tables: a previous run's entries would decide instead
+        name = f"{svc.name}: concurrent clients spread over every backend ({svc.balance})"
+        if len(sources) < len(backends):
+            rows.append(skip(name, f"{len(sources)} client address(es) for {len(backends)} backends"))
+            continue
+        if svc.sticky:  # from empty tables: a previous run's entries would decide instead
+            if site.read_only:
+                rows.append(skip(name, "read-only: the stick table decides, and clearing it moves clients"))
+                continue
             for lb in lab.load_balancers:
                 drill(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
-        sources = list(site.client_sources)
         held = sample(t, site.client, lab.url(svc), sources, "--hold", "--timeout", "3").finish()
         got = Counter(s.backend for s in held if s.ok)
         spread_ok = set(got) == backends and sum(got.values()) == len(sources)
         fig = f"{len(sources)} client addresses: " + ", ".join(f"{b} {got.get(b, 0)}" for b in sorted(backends))
-        rows.append(Row(f"{svc.name}: concurrent clients spread over every backend ({svc.balance})", spread_ok, fig))
-        if svc.sticky:
-            first = {s.source: s.backend for s in held}
-            again = sample(
-                t, site.client, lab.url(svc), sources * 3, "--count", str(3 * len(sources)), "--interval", "0"
-            ).finish()
-            kept = sum(all(s.backend == first[src] for s in again if s.source == src) for src in sources)
-            rows.append(
-                Row(
-                    f"{svc.name}: each client address sticks to its backend",
-                    kept == len(sources),
-                    f"{kept}/{len(sources)} addresses kept their backend over 3 more requests each",
-                )
+        rows.append(Row(name, spread_ok, fig))
+    return rows
+
+
+def check_stickiness(t: Transport, site: Site) -> list[Row]:
+    """Each client address reaches the same backend, request after request (changes nothing)."""
+    rows = []
+    sources = list(site.client_sources)
+    for svc in site.lab.services:
+        if not svc.sticky:
+            continue
+        got = sample(
+            t, site.client, site.lab.url(svc), sources * 4, "--count", str(4 * len(sources)), "--interval", "0"
+        ).finish()
+        first = {s.source: s.backend for s in got[: len(sources)]}
+        kept = sum(bool(first[src]) and all(s.backend == first[src] for s in got if s.source == src) for src in sources)
+        rows.append(
+            Row(
+                f"{svc.name}: each client address sticks to its backend",
+                kept == len(sources),
+                f"{kept}/{len(sources)} addresses kept their backend over 3 more requests each",
             )
+        )
     return rows
 
 
@@ -256,7 +292,9 @@ def outage(samples: list[Sample], t0: float, t_end: float) -> Outage:
     return Outage((after[0].end - t0) if after else float("inf"), len(failed), bool(after))
 
 
-Fault = Callable[[str], None]
+# A fault on a node, or its restore; a fault may return when it takes effect (monotonic time)
+# if that is later than the call.
+Fault = Callable[[str], object]
 
 
 @dataclass
@@ -293,7 +331,8 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
         t0 = time.monotonic()
         restored = False
         try:
-            fault(master)
+            at = fault(master)
+            t0 = at if isinstance(at, float) else t0
             moved = wait_until(lambda: _single_other(holders(t, lab), master) and s.recovered_since(t0), bound, 0.2)
             t1 = time.monotonic()
             out, new = outage(s.samples, t0, t1), holders(t, lab)
@@ -354,16 +393,26 @@ def failover_drill(t: Transport, site: Site, name: str, fault: Fault, restore: F
     ]
 
 
-def faults(t: Transport, lab: Lab) -> dict[str, tuple[Fault, Fault]]:
+def faults(t: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault, Fault]]:
     """The drills' faults on a node, each with what restores it."""
     iface, gw = lab.network.interface, str(lab.network.gateway)
+
+    def cut(host: str) -> float:
+        # The node may be reachable through this link only (a VM over SSH): the cut comes just
+        # after the call returns, and the node restores the link itself after `bound` + 5 s.
+        drill(t, host, "link-down", iface, str(LINK_CUT_DELAY), str(bound + 5), gw)
+        return time.monotonic() + LINK_CUT_DELAY
+
+    def uncut(host: str) -> None:
+        drill(t, host, "link-up", iface, gw, timeout=bound + 60)  # over SSH: once the link is back
+
     return {
         "haproxy killed": (lambda h: drill(t, h, "kill", "haproxy"), lambda h: drill(t, h, "start", "haproxy")),
         "keepalived killed": (
             lambda h: drill(t, h, "kill", "keepalived"),
             lambda h: drill(t, h, "start", "keepalived"),
         ),
-        "link cut": (lambda h: drill(t, h, "link-down", iface), lambda h: drill(t, h, "link-up", iface, gw)),
+        "link cut": (cut, uncut),
         "clean stop (maintenance)": (
             lambda h: drill(t, h, "stop", "keepalived"),
             lambda h: drill(t, h, "start", "keepalived"),
@@ -384,6 +433,27 @@ def check_failovers(t: Transport, site: Site) -> list[Row]:
     return rows
 
 
+def _server_status(t: Transport, lb: str) -> dict[tuple[str, str], str]:
+    """(haproxy backend, server) -> health status (UP, DOWN, ...), from lb's runtime API."""
+    stat = drill(t, lb, "haproxy-api", "show", "stat", check=False).stdout
+    rows = csv.reader(io.StringIO(stat.lstrip("# ")))
+    return {(r[0], r[1]): r[17] for r in rows if len(r) > 17 and r[1] not in ("FRONTEND", "BACKEND", "svname")}
+
+
+def check_backends_up(t: Transport, site: Site) -> list[Row]:
+    """Every server of every service is UP on every load balancer (its health check passes)."""
+    lab = site.lab
+    want = {(f"bk_{svc.name}", b.name) for svc in lab.services for b in lab.backends}
+    rows = []
+    for lb in lab.load_balancers:
+        status = _server_status(t, lb.name)
+        down = sorted(f"{bk}/{srv} {status.get((bk, srv), 'absent')}" for bk, srv in want
+                      if not status.get((bk, srv), "").startswith("UP"))  # fmt: skip
+        fig = f"{len(want) - len(down)}/{len(want)} UP" + (f"; not UP: {', '.join(down)}" if down else "")
+        rows.append(Row(f"every backend server passes its health check on {lb.name}", not down, fig))
+    return rows
+
+
 def check_backend_health(t: Transport, site: Site) -> list[Row]:
     """A backend stopped leaves the rotation once health checks see it, with no failed request
     after that; started again, it comes back."""
@@ -392,11 +462,7 @@ def check_backend_health(t: Transport, site: Site) -> list[Row]:
     lbs = [lb.name for lb in lab.load_balancers]
 
     def status(lb: str) -> str:
-        stat = drill(t, lb, "haproxy-api", "show", "stat", check=False).stdout
-        for row in csv.reader(io.StringIO(stat.lstrip("# "))):
-            if row[:2] == [f"bk_{svc.name}", victim.name]:
-                return row[17]
-        return "absent"
+        return _server_status(t, lb).get((f"bk_{svc.name}", victim.name), "absent")
 
     interval = lab.health_check.interval_seconds
     bound = (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
@@ -457,46 +523,35 @@ def _vrrp_counters(t: Transport, host: str) -> tuple[int, int]:
 
 
 def check_vrrp_filter(t: Transport, site: Site) -> list[Row]:
-    """A rogue on the lab subnet (the on-subnet client) sends VRRP adverts for the VIP's router id
-    at priority 254: the load balancers drop them before keepalived sees them."""
-    lab = site.lab
-    name = "VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays"
-    if t.run(site.lan_client, ["sh", "-c", "command -v keepalived"], check=False).returncode != 0:
-        return [skip(name, f"no keepalived on {site.lan_client} to play the rogue")]
+    """A rogue on the lab subnet (a backend: on the segment, not a peer) sends VRRP adverts for
+    the VIP's router id at priority 254 (rogue.py): the load balancers drop them before
+    keepalived sees them."""
+    lab, v = site.lab, site.lab.vrrp
     used = {lab.vip, lab.network.gateway, *(n.address for n in lab.nodes), *lab.test_clients}
+    # another address than the VIP: had the filter failed, the rogue still takes no traffic
     decoy = next(a for a in reversed(list(lab.network.cidr.hosts())) if a not in used)
-    iface, v = lab.network.interface, lab.vrrp
-    peers = "".join(f"        {lb.address}\n" for lb in lab.load_balancers)
-    rogue = (
-        f"global_defs {{\n    router_id rogue\n    vrrp_version {v.version}\n}}\n"
-        f"vrrp_instance ROGUE {{\n    state MASTER\n    interface {iface}\n    virtual_router_id {v.router_id}\n"
-        f"    priority 254\n    advert_int {v.advert_text}\n"
-        + (f"    unicast_src_ip {site.lan_source}\n    unicast_peer {{\n{peers}    }}\n" if v.unicast else "")
-        + ("    authentication {\n        auth_type PASS\n        auth_pass rogue\n    }\n" if v.version == 2 else "")
-        # another address than the VIP: the rogue must not take the lab's traffic while it runs
-        + f"    virtual_ipaddress {{\n        {decoy}/32 dev {iface}\n    }}\n}}\n"
-    )
+    rogue = lab.node(site.rogue)
+    to = [str(lb.address) for lb in lab.load_balancers] if v.unicast else ["224.0.0.18"]
+    seconds = max(3.0, 5 * v.advert_interval)
     master = holders(t, lab)
     before = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
-    seconds = max(3.0, 5 * v.advert_interval)
-    t.run(
-        site.lan_client,
-        [
-            "bash",
-            "-c",
-            f'f=$(mktemp); cat >"$f"; timeout {seconds} keepalived --dont-fork --no-syslog '
-            '-f "$f" -p /run/halab-rogue.pid -r /run/halab-rogue-vrrp.pid; rm -f "$f"',
-        ],
-        input=rogue,
-        check=False,
-        timeout=seconds + 10,
-    )
+    args = ["--version", str(v.version), "--vrid", str(v.router_id), "--priority", "254"]
+    args += ["--interval", str(v.advert_interval), "--source", str(rogue.address), "--address", str(decoy)]
+    args += [a for dst in to for a in ("--to", dst)] + ["--seconds", str(seconds)]
+    sent = t.run(site.rogue, [t.python, "-", *args], input=ROGUE, check=False, timeout=seconds + 10)
     after = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
     dropped = {n: after[n][0] - before[n][0] for n in before}
     seen = {n: after[n][1] - before[n][1] for n in before}
     ok = all(d > 0 for d in dropped.values()) and not any(seen.values()) and holders(t, lab) == master
-    fig = ", ".join(f"{n}: {dropped[n]} dropped, {seen[n]} reached keepalived" for n in before)
-    return [Row(name, ok, f"{fig}; VIP still on {', '.join(holders(t, lab)) or 'none'}")]
+    fig = f"{site.rogue}: {(sent.stdout.strip() or sent.stderr.strip()[-200:])}; "
+    fig += ", ".join(f"{n}: {dropped[n]} dropped, {seen[n]} reached keepalived" for n in before)
+    return [
+        Row(
+            "VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays",
+            ok,
+            f"{fig}; VIP still on {', '.join(holders(t, lab)) or 'none'}",
+        )
+    ]
 
 
 TRANSITION = re.compile(
@@ -562,13 +617,12 @@ def check_stats_pages(t: Transport, site: Site) -> list[Row]:
     if not port:
         return [skip("stats pages", "disabled (halab:haproxy.statsPort: 0)")]
     results = []
+    asker = site.lan_client or site.client
     for lb in lab.load_balancers:
         u = f"http://{lb.address}:{port}/;csv"
-        anon = t.run(
-            site.lan_client, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", u], check=False
-        )
+        anon = t.run(asker, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", u], check=False)
         auth = t.run(
-            site.lan_client,
+            asker,
             ["curl", "-s", "-m", "5", "-K", "-", u],
             input=f'user = "{lab.haproxy.stats_user}:{site.stats_password}"\n',
             check=False,
@@ -639,8 +693,10 @@ def check_hitless_reload(t: Transport, site: Site) -> list[Row]:
 
 CHECKS = (
     check_vip,
+    check_backends_up,
     check_services,
-    check_balancing,
+    check_spread,
+    check_stickiness,
     check_vrrp_filter,
     check_stats_pages,
     check_hitless_reload,
@@ -649,11 +705,22 @@ CHECKS = (
     check_failovers,
     check_transition_log,
 )
+# The checks that change the lab (faults, reloads, rogue adverts): `--read-only` leaves them
+# out, and check_spread then leaves sticky services' tables alone.
+CHANGES_THE_LAB = {
+    check_vrrp_filter,
+    check_hitless_reload,
+    check_backend_health,
+    check_persistence_across_failover,
+    check_failovers,
+}
 
 
 def verify(t: Transport, site: Site, log: Callable[[Row], None] = lambda r: None) -> list[Row]:
     rows: list[Row] = []
     for check in CHECKS:
+        if site.read_only and check in CHANGES_THE_LAB:
+            continue
         for row in check(t, site):
             log(row)
             rows.append(row)
@@ -665,3 +732,13 @@ def table(rows: list[Row]) -> str:
     lines = [f"{'check':<{w}}  result  figure", f"{'-' * w}  ------  ------"]
     lines += [f"{r.check:<{w}}  {r.result:<6}  {r.figure}" for r in rows]
     return "\n".join(lines)
+
+
+def run_and_report(t: Transport, site: Site) -> int:
+    """Runs every check, printing each result as it comes, then the table and the counts;
+    returns the exit status (0: nothing failed)."""
+    rows = verify(t, site, log=lambda r: print(f"  {r.result}  {r.check}", flush=True))
+    failed = sum(1 for r in rows if not r.ok)
+    skipped = sum(1 for r in rows if r.skipped)
+    print(f"\n{table(rows)}\n\n{len(rows) - failed - skipped} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed else 0

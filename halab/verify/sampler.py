@@ -1,8 +1,8 @@
 """Request sampler, run *on a client host* (standard library only): sends requests through the
 VIP, spaced by --interval, for at most --duration seconds or --count requests, and prints one
-JSON line per request: [start, end, ok, backend, client_seen, source]. Times are
-CLOCK_MONOTONIC, which every namespace of the host shares, so the verifier can line them up with
-the moment it injected a fault.
+JSON line per request: [start, end, ok, backend, client_seen, source]. Times are this host's
+CLOCK_MONOTONIC; the first line, ["clock", now], lets the verifier (on another host, over SSH)
+put them on its own clock to line them up with the moment it injected a fault.
 
     python3 sampler.py --url http://192.0.2.10/ --source 198.51.100.10 [--source ...]
 """
@@ -88,6 +88,7 @@ def main():
     ap.add_argument("--count", type=int, default=0)
     ap.add_argument("--hold", action="store_true", help="one request per source, connections held open")
     args = ap.parse_args()
+    print(json.dumps(["clock", time.monotonic()]), flush=True)
     if args.hold:
         return held(args.url, args.source, args.timeout)
     deadline = time.monotonic() + min(args.duration, 120.0)  # bounded, whatever the caller asks

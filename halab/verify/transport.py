@@ -1,5 +1,6 @@
-"""How the verifier reaches the lab's hosts. One verifier, several transports: the namespace
-lab here; SSH to the libvirt VMs implements the same two calls."""
+"""How the verifier reaches the lab's hosts. One verifier, two transports: the namespace lab's
+(here) and SSH to the deployed VMs (ssh.py), each implementing the same two calls. `run` raises
+subprocess.TimeoutExpired when a host does not answer in time."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from halab.model import Lab
 
 
 class Transport(Protocol):
-    python: str  # a Python 3 interpreter on the client hosts
+    python: str  # a Python 3 interpreter on the hosts (the sampler's client, the rogue backend)
 
     def run(
         self, host: str, cmd: list[str] | str, *, input: str | None = None, check: bool = True, timeout: float = 60.0
@@ -22,14 +23,17 @@ class Transport(Protocol):
 
 @dataclass(frozen=True)
 class Site:
-    """Where the verifier sends requests from, besides the lab model itself."""
+    """Where the verifier sends requests from, besides the lab model itself, and how far it may go."""
 
     lab: Lab
-    client: str  # host playing a client beyond the router (the outside world)
-    client_sources: tuple[str, ...]  # its addresses: the first for drills, all for spreading
-    lan_client: str  # host on the lab subnet itself (a test client with a return route)
-    lan_source: str
+    client: str  # host that sends the drills' and the spreading requests
+    client_sources: tuple[str, ...]  # its addresses that get replies: the first for drills, all for spreading
+    outside_source: str | None  # one of them beyond the lab subnet (the outside world), if any
+    lan_client: str | None  # a host on the lab subnet with a return route via the VIP (testClients), if any
+    lan_source: str | None
+    rogue: str  # an on-subnet lab host that is not a VRRP peer: it plays the rogue VRRP speaker
     stats_password: str = ""  # to read the HAProxy stats pages
+    read_only: bool = False  # only the checks that change nothing: no fault, reload or table clear
 
 
 class NetnsTransport:

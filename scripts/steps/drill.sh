@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Faults and probes for the verifier's drills, run on one node from a bundle like any step
 # (namespace-lab node or VM alike). Touches only this node.
-#   drill.sh kill NAME             SIGKILL every process named NAME here (a crash)
+#   drill.sh kill NAME             SIGKILL every process of NAME here (a crash that stays down)
 #   drill.sh stop|start NAME       a clean stop, or start (as the steps start it)
-#   drill.sh link-down IFACE       cut the node's link
-#   drill.sh link-up IFACE [GW]    restore it, and the default route via GW if it went with it
+#   drill.sh link-down IFACE DELAY FOR [GW]
+#                                  cut the node's link DELAY seconds from now, for FOR seconds at
+#                                  most: this call returns before the cut (over SSH, the node may
+#                                  be reachable through that link only) and the node restores
+#                                  the link by itself when FOR runs out
+#   drill.sh link-up IFACE [GW]    restore it now (and the default route via GW if it went with
+#                                  it); cancels the pending restore
 #   drill.sh vrrp-stats            keepalived's counters (its stats file)
 #   drill.sh haproxy-api CMD...    a command to this node's haproxy runtime API (show stat, ...)
 set -euo pipefail
@@ -12,20 +17,59 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 
+LINK_TIMER_PIDFILE=/run/halab-drill-link.pid
+
+# systemd restarts a crashed haproxy within 100 ms (Restart=always) and keepalived within 1 s:
+# a drill's crash must stay down until the drill restores it, so the restart is suspended for
+# this boot only (a runtime drop-in, removed by `start`).
+no_restart_dropin() { printf '/run/systemd/system/%s.service.d/halab-drill.conf' "$1"; }
+
+link_up() {
+  ip link set "$1" up
+  if [ -n "${2:-}" ] && [ -z "$(ip -4 route show default)" ]; then
+    wait_until 5 ip -4 route replace default via "$2" dev "$1"
+  fi
+}
+
 action=${1:?action}
 case "$action" in
   kill)
-    pkill -KILL -x "${2:?name}" || true
-    wait_until 5 bash -c "! pgrep -x '$2' >/dev/null" || die "$2 survived SIGKILL"
+    name=${2:?name}
+    if has_systemd && systemctl is-active --quiet "$name"; then
+      dropin=$(no_restart_dropin "$name")
+      mkdir -p "$(dirname "$dropin")"
+      printf '[Service]\nRestart=no\n' >"$dropin"
+      systemctl daemon-reload
+      systemctl kill --signal=KILL "$name"
+      wait_until 5 bash -c "! systemctl is-active --quiet '$name'" || die "$name survived SIGKILL"
+    else
+      pkill -KILL -x "$name" || true
+      wait_until 5 bash -c "! pgrep -x '$name' >/dev/null" || die "$name survived SIGKILL"
+    fi
     ;;
   stop) service_stop "${2:?name}" ;;
-  start) service_converge "${2:?name}" no no ;;
-  link-down) ip link set "${2:?iface}" down ;;
-  link-up)
-    ip link set "${2:?iface}" up
-    if [ -n "${3:-}" ] && [ -z "$(ip -4 route show default)" ]; then
-      wait_until 5 ip -4 route replace default via "$3" dev "$2"
+  start)
+    name=${2:?name}
+    if has_systemd && [ -e "$(no_restart_dropin "$name")" ]; then
+      rm -f "$(no_restart_dropin "$name")"
+      systemctl daemon-reload
     fi
+    service_converge "$name" no no
+    ;;
+  link-down)
+    iface=${2:?iface} delay=${3:?delay} for=${4:?seconds}
+    ip link show "$iface" >/dev/null || die "no interface $iface"
+    # its own session, output detached: the SSH session that started it can end at once
+    setsid bash -c "echo \$\$ >$LINK_TIMER_PIDFILE; sleep $delay; ip link set '$iface' down; sleep $for
+      $(declare -f wait_until link_up); link_up '$iface' '${5:-}'; rm -f $LINK_TIMER_PIDFILE" \
+      </dev/null >/dev/null 2>&1 &
+    ;;
+  link-up)
+    if pid_alive "$LINK_TIMER_PIDFILE"; then
+      kill -- "-$(head -n 1 "$LINK_TIMER_PIDFILE")" 2>/dev/null || true
+    fi
+    rm -f "$LINK_TIMER_PIDFILE"
+    link_up "${2:?iface}" "${3:-}"
     ;;
   vrrp-stats)
     pid_alive "$KEEPALIVED_PIDFILE" || die "keepalived is not running"
