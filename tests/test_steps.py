@@ -7,8 +7,10 @@ the Pulumi path pipes it to `sudo bash -s` on a VM.
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, STACKS, need_root_and
@@ -218,3 +220,14 @@ def test_link_cut_restores_itself_or_on_request(nodes):
     assert state() == up
     assert node.run("test -e /run/halab-drill-link.pid", check=False).returncode == 1  # timer cancelled
     assert node.run("pgrep -f 'sleep 30'", check=False).returncode == 1
+
+
+def test_drill_restart_override_sorts_after_the_installed_dropins():
+    """systemd applies drop-ins in file-name order across directories: the drill's Restart=no
+    must come after every drop-in the steps install, or their Restart= wins (no systemd here
+    to try it)."""
+    drill = (ROOT / "scripts/steps/drill.sh").read_text()
+    (override,) = re.findall(r"service\.d/([\w.-]+\.conf)", drill)
+    installed = {Path(dest).name for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS) for dest, _ in s.files
+                 if ".service.d/" in dest}  # fmt: skip
+    assert installed and all(sorted([name, override])[-1] == override for name in installed), (installed, override)

@@ -21,8 +21,9 @@ LINK_TIMER_PIDFILE=/run/halab-drill-link.pid
 
 # systemd restarts a crashed haproxy within 100 ms (Restart=always) and keepalived within 1 s:
 # a drill's crash must stay down until the drill restores it, so the restart is suspended for
-# this boot only (a runtime drop-in, removed by `start`).
-no_restart_dropin() { printf '/run/systemd/system/%s.service.d/halab-drill.conf' "$1"; }
+# this boot only (a runtime drop-in, removed by `start`). Drop-ins apply in file-name order
+# whatever their directory: `zz-` puts this one after the installed halab.conf, which sets Restart.
+no_restart_dropin() { printf '/run/systemd/system/%s.service.d/zz-halab-drill.conf' "$1"; }
 
 link_up() {
   ip link set "$1" up
