@@ -266,6 +266,13 @@ def test_stack_mismatch_is_refused(tmp_path, monkeypatch):
         deployed.load(STACK, tmp_path)
 
 
+def test_a_client_source_the_client_host_lacks_is_refused(sshlab):
+    topo, tmp = sshlab
+    rc, out, err = finish(verifier(topo, tmp, "--client-source", "10.9.9.9"), timeout=60)
+    assert rc == 2 and f"--client-source 10.9.9.9: not an address of {JUMP} (" in err, err
+    assert "PASS" not in out
+
+
 def test_unreachable_node_is_named(sshlab):
     """Last: it stops a node's sshd. The error names the node, its address and the jump."""
     topo, tmp = sshlab

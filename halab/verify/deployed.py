@@ -118,10 +118,18 @@ def site(
     read_only: bool = False,
 ) -> Site:
     lab = stack.lab
-    detected, outside, lan = client_sources(lab, host_addresses(t, CLIENT))
+    owned = host_addresses(t, CLIENT)
+    where = t.endpoints[CLIENT].address or "this machine"
+    for a in sources or []:
+        try:
+            ok = ip_address(a) in owned
+        except ValueError:
+            raise StackError(f"--client-source {a!r}: not an IPv4 address") from None
+        if not ok:
+            raise StackError(f"--client-source {a}: not an address of {where} ({', '.join(map(str, owned))})")
+    detected, outside, lan = client_sources(lab, owned)
     chosen = sources or detected
     if not chosen:
-        where = "this machine" if t.endpoints[CLIENT].address is None else t.endpoints[CLIENT].address
         raise StackError(
             f"no address of {where} gets replies from the VIP: run the verifier on the libvirt host "
             f"(the lab's gateway {lab.network.gateway}), or from an address listed in halab:testClients, "

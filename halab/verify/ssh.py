@@ -132,7 +132,8 @@ class SshTransport:
                 errors[host] = "timed out"
             if host in errors:
                 via = f" via {ep.jump.address}" if ep.jump else ""
-                errors[host] = f"{host} ({ep.user or ''}@{ep.address}{via}): {errors[host]}"
+                user = f"{ep.user}@" if ep.user else ""
+                errors[host] = f"{host} ({user}{ep.address}{via}): {errors[host]}"
 
         threads = [threading.Thread(target=one, args=(h,)) for h in self.endpoints]
         for th in threads:
