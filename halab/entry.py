@@ -8,12 +8,9 @@ from pathlib import Path
 
 
 def use_project_venv(root: Path) -> None:
-    """Re-runs the current script with the project's .venv when this Python lacks its packages
-    (e.g. `sudo scripts/netns-lab` runs the system Python)."""
-    try:
-        import yaml  # noqa: F401
-    except ImportError:
-        venv = root / ".venv" / "bin" / "python"
-        if venv.exists() and Path(sys.executable) != venv:
-            os.execv(venv, [str(venv), *sys.argv])
-        raise
+    """Re-runs the current script with the project's .venv, whose packages are the pinned ones,
+    when another Python runs it (e.g. `sudo scripts/bench` runs the system Python, which may
+    have some of the packages and not others)."""
+    venv = root / ".venv"
+    if (venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != venv.resolve():
+        os.execv(venv / "bin" / "python", [str(venv / "bin" / "python"), *sys.argv])

@@ -122,7 +122,12 @@ def markdown(
             "wrk (1 thread, 8 connections) from the outside client, short HTTP requests, the `default` "
             "profile; the two paths measured one after the other in this run. *Straight to a backend* is not "
             "free of the load balancer either: the backend's gateway is the VIP, so its replies are forwarded "
-            "by the master's kernel (not proxied). wrk's latency excludes connection set-up.",
+            "by the master's kernel (not proxied). wrk's latency excludes connection set-up. Each path has its own "
+            "client address: a backend holds the load balancer's transparent connections (from the client's "
+            "address) in TIME_WAIT, and a direct connection from that same address on one of those tuples "
+            "carries other TCP timestamps, looks old and waits 1 s for its SYN to be sent again (about 150 "
+            "requests/s: what an earlier run measured and could not explain). The client also reuses TIME_WAIT "
+            "ports (`tcp_tw_reuse=1`), or its one address runs out of ephemeral ports within seconds.",
             "",
             "| path | connections | requests/s | p50 ms | p99 ms | errors |",
             "| --- | --- | --- | --- | --- | --- |",
