@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 BASIC = ("bash", "python3", "sed", "head", "grep", "id", "cat", "dirname", "printf")
@@ -62,3 +63,19 @@ def test_setup_check_passes_when_everything_is_there(tmp_path):
         assert "/dev/kvm" in p.stderr and "halab:domainType: qemu" in p.stderr
     else:
         assert "has everything the lab needs" in p.stdout
+
+
+def test_scripts_run_the_project_venv_whatever_python_starts_them(tmp_path):
+    """`sudo scripts/bench` starts the system Python, which may hold some of the packages (PyYAML)
+    and not others (pulumi): the scripts re-run themselves with .venv, the pinned packages."""
+    other = shutil.which("python3", path="/usr/bin:/bin")
+    venv = ROOT / ".venv"
+    if other is None or not (venv / "bin" / "python").exists():
+        pytest.skip("needs a Python outside .venv, and .venv (scripts/setup --venv)")
+    script = tmp_path / "probe"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom halab.entry import use_project_venv\n"
+        f"use_project_venv(__import__('pathlib').Path({str(ROOT)!r}))\nprint(sys.prefix)\n"
+    )
+    out = subprocess.run([other, str(script)], capture_output=True, text=True, check=True).stdout.strip()
+    assert os.path.realpath(out) == os.path.realpath(venv)
