@@ -101,10 +101,10 @@ def sshlab(tmp_path_factory):
         lab.down(topo, log=lambda _: None)
 
 
-def verifier(topo, tmp: Path, *args: str) -> subprocess.Popen:
+def verifier(topo, tmp: Path, *args: str, netns: str | None = None, stack_dir: Path | None = None) -> subprocess.Popen:
     """scripts/verify in the outside client's network namespace, with the stand-in CLI."""
-    env = {**os.environ, "PATH": f"{tmp / 'bin'}:{os.environ['PATH']}", "FAKE_PULUMI_DIR": str(tmp)}
-    cmd = ["ip", "netns", "exec", topo.client.netns, sys.executable, str(ROOT / "scripts/verify")]
+    env = {**os.environ, "PATH": f"{tmp / 'bin'}:{os.environ['PATH']}", "FAKE_PULUMI_DIR": str(stack_dir or tmp)}
+    cmd = ["ip", "netns", "exec", netns or topo.client.netns, sys.executable, str(ROOT / "scripts/verify")]
     cmd += ["--stack", STACK, "--jump-key", str(tmp / "key"), *args]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -164,6 +164,20 @@ def test_read_only_changes_nothing(sshlab):
     assert "read-only: the stick table decides" in out  # sticky services: spread not forced
     assert state() == before
     assert stick_entries() == tables
+
+
+def test_read_only_from_the_libvirt_host_itself(sshlab, tmp_path):
+    """A local libvirt (qemu:///system): no jump, the nodes straight over SSH, and the requests
+    from this machine, here the router's namespace (the libvirt host's place and address)."""
+    topo, tmp = sshlab
+    entries = json.loads((tmp / "config.json").read_text())
+    del entries["halab:libvirtUri"]
+    (tmp_path / "config.json").write_text(json.dumps(entries))
+    (tmp_path / "outputs.json").write_text((tmp / "outputs.json").read_text())
+    rc, out, err = finish(verifier(topo, tmp, "--read-only", netns=topo.router.netns, stack_dir=tmp_path), 120)
+    assert rc == 0, out + err
+    assert "on this machine" in out and "0 failed" in out
+    assert re.search(r"from the outside client 198\.51\.100\.1: .* saw 198\.51\.100\.1$", out, re.M), out
 
 
 def test_ctrl_c_during_a_drill_restores_the_node(sshlab):
