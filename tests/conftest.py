@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import sys
@@ -22,3 +23,16 @@ def need_root_and(*commands: str) -> None:
     missing = [c for c in commands if shutil.which(c) is None]
     if missing:
         pytest.skip(f"missing commands: {', '.join(missing)}")
+
+
+def engine_config(raw: dict, **secrets: str) -> tuple[dict[str, str], list[str]]:
+    """A stack file's keys as the engine hands them to a program (objects as JSON text), the
+    given secrets added; and which keys are secret."""
+    cfg = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    cfg.update({f"halab:{k}": v for k, v in secrets.items()})
+    return cfg, [f"halab:{k}" for k in secrets]
+
+
+def cli_config(cfg: dict[str, str], secret_keys: list[str]) -> str:
+    """The same config as `pulumi config --json --show-secrets` prints it."""
+    return json.dumps({k: {"value": v, "secret": k in secret_keys} for k, v in cfg.items()})

@@ -7,7 +7,7 @@ import json
 from collections import Counter
 
 import pytest
-from conftest import STACKS
+from conftest import STACKS, engine_config
 
 from components.mocks import Mocks, Program, Recorder, run_program
 from halab import config, plan
@@ -19,10 +19,7 @@ STATS_PASS = "stats-pa55word-long"
 
 def stack_config(stack: str, **secrets: str) -> tuple[dict[str, str], list[str]]:
     """The stack file's `halab:` keys as the engine hands them to a program (JSON for objects)."""
-    raw = config.load_stack_file(str(STACKS[stack]))
-    cfg = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
-    cfg.update({f"halab:{k}": v for k, v in secrets.items()})
-    return cfg, [f"halab:{k}" for k in secrets]
+    return engine_config(config.load_stack_file(str(STACKS[stack])), **secrets)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, STACKS, need_root_and
+from conftest import ROOT, STACKS, cli_config, engine_config, need_root_and
 
 from components.mocks import run_program
 from halab import config
@@ -85,14 +85,11 @@ def sshlab(tmp_path_factory):
             nodes[name].run(SSHD, input=pub)
         creds = lab.credentials(topo)
         # what `pulumi up` exports for this config, with the key the nodes accept
-        secrets = {"vrrpAuthPass": creds.vrrp_auth_pass, "statsPassword": creds.stats_password}
-        cfg = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
-        cfg.update({f"halab:{k}": v for k, v in secrets.items()})
-        outputs = run_program(cfg, [f"halab:{k}" for k in secrets]).outputs
+        cfg, secret = engine_config(raw, vrrpAuthPass=creds.vrrp_auth_pass, statsPassword=creds.stats_password)
+        outputs = run_program(cfg, secret).outputs
         outputs["ssh_private_key"] = (tmp / "key").read_text()
         (tmp / "outputs.json").write_text(json.dumps(outputs))
-        entries = {k: {"value": v, "secret": k.split(":")[1] in secrets} for k, v in cfg.items()}
-        (tmp / "config.json").write_text(json.dumps(entries))
+        (tmp / "config.json").write_text(cli_config(cfg, secret))
         (tmp / "bin").mkdir()
         (tmp / "bin" / "pulumi").write_text(FAKE_PULUMI)
         (tmp / "bin" / "pulumi").chmod(0o755)
@@ -245,7 +242,7 @@ def test_ssh_command_lines():
         assert "-i" in argv and "/k/stack" in argv and f"ControlPath={t.dir}/%C" in argv
     finally:
         t.close()
-    assert Endpoint.parse("hv") == Endpoint("hv", None, 22, None, shared=False)
+    assert Endpoint.parse("hv") == Endpoint("hv", None, 22, None)
 
 
 def test_client_sources_follow_the_return_path():
@@ -264,15 +261,12 @@ def test_client_sources_follow_the_return_path():
 
 def test_stack_mismatch_is_refused(tmp_path, monkeypatch):
     """Outputs from another config (a backend moved since the last `pulumi up`): refused, named."""
-    raw = stack_raw()
-    cfg = {k: {"value": v if isinstance(v, str) else json.dumps(v), "secret": False} for k, v in raw.items()}
-    cfg["halab:vrrpAuthPass"] = {"value": "x", "secret": True}
-    cfg["halab:statsPassword"] = {"value": "s" * 16, "secret": True}
+    cfg, secret = engine_config(stack_raw(), vrrpAuthPass="x", statsPassword="s" * 16)
     outputs = {"vip": "192.168.69.110", "load_balancers": {"lb1": "192.168.69.111", "lb2": "192.168.69.112"},
                "backends": {"www1": "192.168.69.106", "www2": "192.168.69.108"}}  # fmt: skip
     (tmp_path / "pulumi").write_text('#!/bin/sh\ncase "$1" in config) cat "$D/c";; stack) cat "$D/o";; esac\n')
     (tmp_path / "pulumi").chmod(0o755)
-    (tmp_path / "c").write_text(json.dumps(cfg))
+    (tmp_path / "c").write_text(cli_config(cfg, secret))
     (tmp_path / "o").write_text(json.dumps(outputs))
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     monkeypatch.setenv("D", str(tmp_path))

@@ -117,12 +117,13 @@ def data_plane(t: Transport, site: Site, seconds: int) -> dict[str, dict[str, Wr
         f"ip -4 route replace {backend.address}/32 via $(ip -4 route show default | awk '{{print $3}}') "
         f"src {site.client_sources[-1]}"
     )
-    targets = {"through the VIP": f"http://{lab.vip}/", f"straight to {backend.name}": f"http://{backend.address}/"}
+    paths = (("through the VIP", f"http://{lab.vip}/", None),
+             (f"straight to {backend.name}", f"http://{backend.address}/", direct))  # fmt: skip
     out: dict[str, dict[str, WrkResult]] = {}
     try:
-        for name, url in targets.items():
-            if url != targets["through the VIP"]:
-                t.run(site.client, direct)
+        for name, url, route in paths:
+            if route:
+                t.run(site.client, route)
             out[name] = {
                 mode: wrk(t, site, url, mode == "new connection per request", seconds)
                 for mode in ("new connection per request", "keep-alive")

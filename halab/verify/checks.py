@@ -292,9 +292,9 @@ def outage(samples: list[Sample], t0: float, t_end: float) -> Outage:
     return Outage((after[0].end - t0) if after else float("inf"), len(failed), bool(after))
 
 
-# A fault on a node, or its restore; a fault may return when it takes effect (monotonic time)
-# if that is later than the call.
-Fault = Callable[[str], object]
+# A fault on a node, or its restore. A fault that takes effect after the call returns says when
+# (monotonic time); None: during the call.
+Fault = Callable[[str], float | None]
 
 
 @dataclass
@@ -331,8 +331,7 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
         t0 = time.monotonic()
         restored = False
         try:
-            at = fault(master)
-            t0 = at if isinstance(at, float) else t0
+            t0 = fault(master) or t0
             moved = wait_until(lambda: _single_other(holders(t, lab), master) and s.recovered_since(t0), bound, 0.2)
             t1 = time.monotonic()
             out, new = outage(s.samples, t0, t1), holders(t, lab)
@@ -397,6 +396,12 @@ def faults(t: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault
     """The drills' faults on a node, each with what restores it."""
     iface, gw = lab.network.interface, str(lab.network.gateway)
 
+    def action(*args: str) -> Fault:
+        def run(host: str) -> None:
+            drill(t, host, *args)
+
+        return run
+
     def cut(host: str) -> float:
         # The node may be reachable through this link only (a VM over SSH): the cut comes just
         # after the call returns, and the node restores the link itself after `bound` + 5 s.
@@ -407,16 +412,10 @@ def faults(t: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault
         drill(t, host, "link-up", iface, gw, timeout=bound + 60)  # over SSH: once the link is back
 
     return {
-        "haproxy killed": (lambda h: drill(t, h, "kill", "haproxy"), lambda h: drill(t, h, "start", "haproxy")),
-        "keepalived killed": (
-            lambda h: drill(t, h, "kill", "keepalived"),
-            lambda h: drill(t, h, "start", "keepalived"),
-        ),
+        "haproxy killed": (action("kill", "haproxy"), action("start", "haproxy")),
+        "keepalived killed": (action("kill", "keepalived"), action("start", "keepalived")),
         "link cut": (cut, uncut),
-        "clean stop (maintenance)": (
-            lambda h: drill(t, h, "stop", "keepalived"),
-            lambda h: drill(t, h, "start", "keepalived"),
-        ),
+        "clean stop (maintenance)": (action("stop", "keepalived"), action("start", "keepalived")),
     }
 
 
@@ -543,7 +542,7 @@ def check_vrrp_filter(t: Transport, site: Site) -> list[Row]:
     dropped = {n: after[n][0] - before[n][0] for n in before}
     seen = {n: after[n][1] - before[n][1] for n in before}
     ok = all(d > 0 for d in dropped.values()) and not any(seen.values()) and holders(t, lab) == master
-    fig = f"{site.rogue}: {(sent.stdout.strip() or sent.stderr.strip()[-200:])}; "
+    fig = f"{site.rogue}: {sent.stdout.strip() or sent.stderr.strip()[-200:]}; "
     fig += ", ".join(f"{n}: {dropped[n]} dropped, {seen[n]} reached keepalived" for n in before)
     return [
         Row(

@@ -85,8 +85,7 @@ def endpoints(lab: Lab, identity: str, jump_identity: str | None) -> dict[str, E
         hop = lab.libvirt.hypervisor(node.hypervisor).jump_host
         jump = Endpoint.parse(hop, jump_identity) if hop else None
         out[node.name] = Endpoint(str(node.address), lab.ssh.user, 22, identity, jump, sudo=True)
-    first_jump = out[lab.load_balancers[0].name].jump
-    out[CLIENT] = dataclasses.replace(first_jump, shared=True) if first_jump else Endpoint(None)
+    out[CLIENT] = out[lab.load_balancers[0].name].jump or Endpoint(None)
     return out
 
 

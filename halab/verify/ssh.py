@@ -14,6 +14,7 @@ does; a jump host's key is also checked against your own known_hosts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -38,14 +39,14 @@ class Endpoint:
     identity: str | None = None  # a private key file; None: your agent and default keys
     jump: Endpoint | None = None
     sudo: bool = False  # commands run as root (sudo -n)
-    shared: bool = True  # one connection for every command (not for a jump: it only carries -W)
+    shared: bool = True  # one connection carries every command
 
     @classmethod
     def parse(cls, user_host_port: str, identity: str | None = None) -> Endpoint:
         """`[user@]host[:port]`, as the config's libvirt URIs name a jump host."""
         user_host, _, port = user_host_port.rpartition(":") if ":" in user_host_port else (user_host_port, "", "22")
         user, _, host = user_host.rpartition("@")
-        return cls(host, user or None, int(port), identity, shared=False)
+        return cls(host, user or None, int(port), identity)
 
 
 class SshTransport:
@@ -57,9 +58,7 @@ class SshTransport:
         self.dir = Path(tempfile.mkdtemp(prefix="halab-ssh-"))
 
     # -- the ssh command line ------------------------------------------------------------------
-    def options(self, ep: Endpoint, in_proxy: bool = False) -> list[str]:
-        # Inside a ProxyCommand the outer ssh expands %-tokens: a literal % is written %%.
-        pct = "%%" if in_proxy else "%"
+    def options(self, ep: Endpoint) -> list[str]:
         known = str(self.dir / "known_hosts")
         if not ep.sudo:  # a host of yours (a jump host), not a VM: your known_hosts count too
             known += " ~/.ssh/known_hosts"
@@ -67,13 +66,16 @@ class SshTransport:
         opts += ["-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={known}"]
         opts += ["-o", "LogLevel=ERROR", "-p", str(ep.port)]
         if ep.shared:
-            opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/{pct}C", "-o", "ControlPersist=300"]
+            opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/%C", "-o", "ControlPersist=300"]
         if ep.identity:
             opts += ["-i", ep.identity, "-o", "IdentitiesOnly=yes"]
         if ep.user:
             opts += ["-l", ep.user]
         if ep.jump is not None:
-            proxy = ["ssh", *self.options(ep.jump, in_proxy=True), "-W", f"{pct}h:{pct}p", str(ep.jump.address)]
+            # the jump only carries this connection: not shared (its %C would be the outer ssh's);
+            # %h:%p are the node's, filled in by the outer ssh
+            jump = dataclasses.replace(ep.jump, shared=False)
+            proxy = ["ssh", *self.options(jump), "-W", "%h:%p", str(jump.address)]
             opts += ["-o", "ProxyCommand=" + shlex.join(proxy)]
         return opts
 
@@ -101,7 +103,7 @@ class SshTransport:
         )
         if check and p.returncode != 0:
             raise SshError(
-                f"[{host}] {shlex.join(argv[-1:] if len(argv) > 1 else argv)[:200]} exited {p.returncode}\n"
+                f"[{host}] {cmd if isinstance(cmd, str) else shlex.join(cmd)}"[:200] + f" exited {p.returncode}\n"
                 f"--- stdout\n{p.stdout[-4000:]}\n--- stderr\n{p.stderr[-4000:]}"
             )
         return p
