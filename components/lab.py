@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
@@ -28,6 +29,12 @@ class LabArgs:
     """Secret, with `lab.ssh.public_key`; None: an ED25519 pair is generated and kept in the state."""
     ssh_agent_socket: str | None = None
     """The user's SSH agent, used to jump through a remote libvirt host."""
+
+
+def base_volume_name(lab: LabModel) -> str:
+    """Named by the image it holds: another `halab:image` is another volume (a new ID), never
+    new content under an ID the root volumes already point at."""
+    return f"{lab.network.name}-base-{hashlib.sha256(lab.libvirt.image.encode()).hexdigest()[:8]}.qcow2"
 
 
 class Lab(pulumi.ComponentResource):
@@ -58,10 +65,11 @@ class Lab(pulumi.ComponentResource):
         if lab.network.mode != "bridge":
             (only,) = lab.libvirt.hypervisors
             self.network = LabNetwork(f"{name}-network", LabNetworkArgs(lab.network), opts=on(only.name))
+        base_name = base_volume_name(lab)
         bases = {
             hv.name: libvirt.Volume(
                 f"{name}-base-image-{hv.name}",
-                name=f"{lab.network.name}-base.qcow2",
+                name=base_name,
                 pool=lab.libvirt.pool,
                 source=lab.libvirt.image,
                 format="qcow2",
@@ -75,6 +83,7 @@ class Lab(pulumi.ComponentResource):
                 lab=lab,
                 node=node,
                 base_volume_id=bases[node.hypervisor].id,
+                base_volume_name=base_name,
                 network_id=self.network.network_id if self.network else None,
                 ssh_public_key=public_key,
             )

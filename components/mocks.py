@@ -31,6 +31,8 @@ class Reg:
     inputs: dict[str, Any]
     secret_inputs: set[str]
     provider: str
+    replace_on_changes: list[str] = field(default_factory=list)
+    delete_before_replace: bool = False
 
 
 def _is_secret(value: Any) -> bool:
@@ -58,6 +60,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def registration(urn: str, request) -> Reg:
+    """What the program asked of the engine for one resource (a RegisterResourceRequest)."""
+    inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
+    deps = set(request.dependencies)
+    for pd in request.propertyDependencies.values():
+        deps |= set(pd.urns)
+    return Reg(
+        urn=urn,
+        type=request.type,
+        name=request.name,
+        parent=request.parent,
+        deps=sorted(deps),
+        inputs=_plain(inputs),
+        secret_inputs={k for k, v in inputs.items() if _has_secret(v)},
+        provider=request.provider,
+        replace_on_changes=list(request.replaceOnChanges),
+        delete_before_replace=bool(request.deleteBeforeReplace),
+    )
+
+
 class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
@@ -78,19 +100,7 @@ class Recorder(pmocks.MockMonitor):
     def RegisterResource(self, request):
         resp = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
-            inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
-            self.regs.append(
-                Reg(
-                    urn=resp.urn,
-                    type=request.type,
-                    name=request.name,
-                    parent=request.parent,
-                    deps=list(request.dependencies),
-                    inputs=_plain(inputs),
-                    secret_inputs={k for k, v in inputs.items() if _has_secret(v)},
-                    provider=request.provider,
-                )
-            )
+            self.regs.append(registration(resp.urn, request))
         return resp
 
 

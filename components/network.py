@@ -32,7 +32,8 @@ class LabNetwork(pulumi.ComponentResource):
             autostart=True,
             dhcp=libvirt.NetworkDhcpArgs(enabled=False),
             dns=libvirt.NetworkDnsArgs(enabled=True, local_only=False),
-            opts=pulumi.ResourceOptions(parent=self),
+            # its name stays: a replacement must not be created beside the old one
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         self.network_id = self.network.id
         self.register_outputs({"network_id": self.network_id})

@@ -41,7 +41,9 @@ class ProvisionedNode(pulumi.ComponentResource):
         lab, node = args.vm.lab, args.vm.node
         self.vm = Vm(f"{name}-vm", args.vm, opts=pulumi.ResourceOptions(parent=self))
         conn = remote_steps.connection(lab, node, args.ssh_private_key, args.ssh_agent_socket)
-        self.commands = remote_steps.create_steps(self, name, lab, node, conn, args.credentials, [self.vm], extra_after)
+        self.commands = remote_steps.create_steps(
+            self, name, lab, node, conn, args.credentials, [self.vm], self.vm.domain.id, extra_after
+        )
         self.address = str(node.address)
         self.register_outputs({"address": self.address, "domain_name": self.vm.domain_name})
 

@@ -54,9 +54,14 @@ def create_steps(
     conn: remote.ConnectionArgs,
     credentials: pulumi.Output[render.Credentials],
     first_after: Sequence[pulumi.Resource],
+    guest_id: pulumi.Input[str],
     extra_after: dict[str, Sequence[pulumi.Resource]] | None = None,
 ) -> dict[str, remote.Command]:
-    """One Command per step, each after the previous; `extra_after[step]` adds dependencies."""
+    """One Command per step, each after the previous; `extra_after[step]` adds dependencies.
+
+    Each step's triggers are its bundle's hash and the guest's identity (the domain's ID): a
+    replaced guest (a new image, a new disk size, a domain deleted out of band and re-created
+    by `pulumi up --refresh`) is a blank machine, and every step runs on it again."""
     public = plan.host_steps(lab, node, render.Credentials.placeholder())
     commands: dict[str, remote.Command] = {}
     previous: list[pulumi.Resource] = list(first_after)
@@ -73,7 +78,7 @@ def create_steps(
             connection=conn,
             create="sudo bash -s",
             stdin=bundle,
-            triggers=[digest],
+            triggers=[digest, guest_id],
             opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
         )
         commands[step.name] = cmd

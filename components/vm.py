@@ -1,7 +1,21 @@
-"""One guest: a root volume on the shared base image, a cloud-init disk, and the domain."""
+"""One guest: a root volume on the shared base image, a cloud-init disk, and the domain.
+
+Replacements, as terraform-provider-libvirt v0.8.1 and the engine make them:
+- A volume's ID is its libvirt key (its path), so a volume replaced under the same name keeps
+  its ID and nothing that uses it would notice. The root volume's name therefore carries what
+  makes it (the base image and the disk size): a new image or size is a new volume with a new
+  ID, so a new domain (its disks changed), so new steps (their triggers hold the domain's ID).
+- The provider swaps a changed cloud-init disk into the running domain in place, and the guest
+  never reads it again. The domain is replaced instead (`replace_on_changes`), and the
+  instance-id changes with the user-data (render.cloud_init), so cloud-init runs its
+  per-instance modules (users, keys) again on the kept root volume.
+- Names are fixed, and the engine creates a replacement before deleting the old one by default:
+  the domain, whose name stays, is deleted first.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
@@ -21,6 +35,8 @@ class VmArgs:
     """The node this VM is."""
     base_volume_id: pulumi.Input[str]
     """The cloud image volume every VM's root volume is a copy-on-write layer of."""
+    base_volume_name: str
+    """Its name, which names the image it holds (Lab: base_volume_name)."""
     network_id: pulumi.Input[str] | None
     """The lab network to attach to; None in bridge mode (the lab model names the bridge)."""
     ssh_public_key: pulumi.Input[str]
@@ -36,9 +52,10 @@ class Vm(pulumi.ComponentResource):
         self.domain_name = f"{lab.network.name}-{node.name}"
         child = pulumi.ResourceOptions(parent=self)
 
+        made_of = hashlib.sha256(f"{args.base_volume_name}|{lab.vm.disk_gib}".encode()).hexdigest()[:8]
         root = libvirt.Volume(
             f"{name}-root",
-            name=f"{self.domain_name}-root.qcow2",
+            name=f"{self.domain_name}-root-{made_of}.qcow2",
             pool=lab.libvirt.pool,
             base_volume_id=args.base_volume_id,
             format="qcow2",
@@ -48,7 +65,11 @@ class Vm(pulumi.ComponentResource):
         ci = pulumi.Output.from_input(args.ssh_public_key).apply(lambda key: render.cloud_init(lab, node, key))
         cloudinit = libvirt.CloudInitDisk(
             f"{name}-cloudinit",
-            name=f"{self.domain_name}-cloudinit.iso",
+            # named by its content, like the root volume: a changed one is created beside the
+            # old one, which is deleted once the domain no longer uses it
+            name=ci["meta-data"].apply(
+                lambda m: f"{self.domain_name}-cloudinit-{hashlib.sha256(m.encode()).hexdigest()[:8]}.iso"
+            ),
             pool=lab.libvirt.pool,
             user_data=ci["user-data"],
             meta_data=ci["meta-data"],
@@ -79,6 +100,9 @@ class Vm(pulumi.ComponentResource):
                 )
             ],
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
-            opts=child,
+            # The provider's default is SPICE, which QEMU builds without SPICE refuse; VNC is in
+            # every build, and listens nowhere (the serial console is the way in).
+            graphics=libvirt.DomainGraphicsArgs(type="vnc", listen_type="none", autoport=True),
+            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["cloudinit"], delete_before_replace=True),
         )
         self.register_outputs({"domain_name": self.domain_name, "address": str(node.address)})

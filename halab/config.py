@@ -341,13 +341,22 @@ def _hypervisor(p: _Problems, key: str, name: str, uri: Any) -> Hypervisor:
     jump = None
     if uri:
         u = urlparse(uri)
-        if u.scheme not in ("qemu", "qemu+ssh") or u.path not in ("/system", "/session"):
-            p.add(key, uri, "must be qemu:///system, qemu:///session or qemu+ssh://[user@]host/system")
+        # terraform-provider-libvirt 0.8.1 always talks to libvirt's system daemon (qemu:///session
+        # would silently be another libvirt), and over SSH it logs in as the URI's user only (an
+        # empty one fails; pulumi-command's jump would log in as root).
+        if u.scheme not in ("qemu", "qemu+ssh") or u.path != "/system":
+            p.add(
+                key, uri, "must be qemu:///system or qemu+ssh://user@host/system (the provider uses the system daemon)"
+            )
         elif u.scheme == "qemu+ssh":
             if not u.hostname:
                 p.add(key, uri, "names no host")
+            elif not u.username:
+                p.add(
+                    key, uri, "names no SSH user: qemu+ssh://USER@host/system (the provider and the jump log in as it)"
+                )
             else:
-                jump = f"{u.username + '@' if u.username else ''}{u.hostname}:{u.port or 22}"
+                jump = f"{u.username}@{u.hostname}:{u.port or 22}"
     return Hypervisor(name=name, uri=uri, jump_host=jump)
 
 

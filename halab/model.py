@@ -84,7 +84,8 @@ class Vrrp:
     version: int  # 2 (with PASS authentication) or 3 (sub-second adverts, no authentication)
     unicast: bool  # adverts to the peer load balancers only (multicast is often blocked)
     preempt: bool  # a recovered higher-priority node takes the VIP back
-    # watch: this node's haproxy (pidfile, listening frontends), fast path + 1 s script;
+    # watch: this node's haproxy answers (pidfile, listening frontends, a request to its health
+    # frontend), fast path + 1 s script;
     # process-name: the seed's check (any process called haproxy, every second), for comparison
     haproxy_check: Literal["watch", "process-name"] = "watch"
 
@@ -97,6 +98,13 @@ class Vrrp:
     def watch_period(self) -> float:
         """How often the haproxy watcher checks: within one advert interval, not busier than 50/s."""
         return max(0.02, min(0.1, self.advert_interval / 2))
+
+    @property
+    def watch_timeout(self) -> float:
+        """How long haproxy may take to answer the watcher before it counts as hung: half an
+        advert interval, between 0.1 s and 0.5 s. A hung haproxy is seen within this plus one
+        period; a merely busy one answers its health frontend in milliseconds."""
+        return max(0.1, min(0.5, self.advert_interval / 2))
 
     @property
     def advert_text(self) -> str:

@@ -20,11 +20,13 @@ from halab.model import Lab, Node
 
 STEPS_DIR = Path(__file__).parent.parent / "scripts" / "steps"
 
-LB_PACKAGES = ("haproxy", "keepalived", "iptables", "iproute2")
+LB_PACKAGES = ("haproxy", "keepalived", "iptables", "iproute2", "python3")  # python3: the haproxy watcher
 BACKEND_PACKAGES = ("apache2", "ssl-cert", "iputils-ping", "iproute2", "python3")
 
 LB_SYSCTL = "/etc/sysctl.d/90-halab-lb.conf"
 BACKEND_SYSCTL = "/etc/sysctl.d/90-halab-backend.conf"
+# systemd-networkd leaves the lab's policy rules and routes alone (read at its next start)
+NETWORKD_CONF = "/etc/systemd/networkd.conf.d/90-halab.conf"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
                 files=(
                     ("/usr/local/sbin/halab-tproxy", render.node_file("halab-tproxy")),
                     ("/etc/systemd/system/halab-tproxy.service", render.node_file("halab-tproxy.service")),
+                    (NETWORKD_CONF, render.node_file("networkd-halab.conf")),
                 ),
             ),
             Step(
@@ -157,6 +160,7 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
                 ("/etc/halab/routes.conf", render.backend_routes_conf(lab)),
                 ("/usr/local/sbin/halab-routes", render.node_file("halab-routes")),
                 ("/etc/systemd/system/halab-routes.service", render.node_file("halab-routes.service")),
+                (NETWORKD_CONF, render.node_file("networkd-halab.conf")),
             ),
         ),
     )

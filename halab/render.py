@@ -6,6 +6,7 @@ Pulumi driver, the namespace lab and `scripts/render` all call these; none rende
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -51,6 +52,11 @@ TRANSPARENCY_LINES = {
 }
 
 
+# haproxy's own health frontend (monitor-uri), on the loopback of each load balancer: what
+# keepalived's checks ask (halab-haproxy-watch, halab-check-haproxy).
+HAPROXY_HEALTH_PORT = 8405
+
+
 def haproxy_cfg(lab: Lab, host: Node) -> str:
     blocks = []
     for svc in lab.services:
@@ -92,6 +98,8 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
         peers=peers,
         stats=stats,
         check_interval=hc.interval,
+        health_port=HAPROXY_HEALTH_PORT,
+        watch_period=f"{lab.vrrp.watch_period:g}",
         check_rise=hc.rise,
         check_fall=hc.fall,
         services="".join(blocks),
@@ -131,6 +139,7 @@ def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
     health_check = template(
         f"keepalived-check-{vrrp.haproxy_check}.tmpl",
         ports=" ".join(str(s.port) for s in lab.services),
+        health_port=HAPROXY_HEALTH_PORT,
         check_interval=vrrp.check_interval,
         watch_period=f"{vrrp.watch_period:g}",
     )
@@ -154,8 +163,11 @@ def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
 def haproxy_watch_conf(lab: Lab) -> str:
     ports = " ".join(str(s.port) for s in lab.services)
     return (
-        "# Read by halab-haproxy-watch (its unit, or the lab): how often, and the frontend ports.\n"
+        "# Read by halab-haproxy-watch: how often it asks haproxy, how long an answer may take,\n"
+        "# haproxy's health frontend and the service frontends' ports.\n"
         f"PERIOD={lab.vrrp.watch_period:g}\n"
+        f"TIMEOUT={lab.vrrp.watch_timeout:g}\n"
+        f"HEALTH_PORT={HAPROXY_HEALTH_PORT}\n"
         f'PORTS="{ports}"\n'
     )
 
@@ -261,6 +273,11 @@ def banner_conf(lab: Lab, host: Node) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The metric of the default route via the hypervisor that cloud-init gives every node: above
+# the gateway step's route via the VIP (metric 0).
+HYPERVISOR_ROUTE_METRIC = 1024
+
+
 def cloud_init(lab: Lab, host: Node, ssh_public_key: str) -> dict[str, str]:
     """user-data, meta-data and network-config: a static address, so nothing waits for a DHCP lease."""
     user_data = {
@@ -286,14 +303,26 @@ def cloud_init(lab: Lab, host: Node, ssh_public_key: str) -> dict[str, str]:
                 "set-name": net.interface,
                 "addresses": [f"{host.address}/{net.prefix}"],
                 # Backends start with the hypervisor as gateway (to install packages); their
-                # gateway step moves it to the VIP once the load balancers serve it.
-                "routes": [{"to": "default", "via": str(net.gateway)}],
+                # gateway step adds the default route via the VIP at a lower metric once the
+                # load balancers serve it. Both are kept apart by the metric, so networkd,
+                # re-adding its own at a restart, never replaces the one via the VIP.
+                "routes": [{"to": "default", "via": str(net.gateway), "metric": HYPERVISOR_ROUTE_METRIC}],
+                # networkd keeps what it did not make on this link at a restart (the VIP that
+                # keepalived adds, the routes via the VIP): KeepConfiguration=yes.
+                "critical": True,
                 "nameservers": {"addresses": [str(net.gateway)]},
             }
         },
     }
+    user, network = (
+        "#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False),
+        yaml.safe_dump(network_config, sort_keys=False),
+    )
+    # cloud-init runs its per-instance modules (users and keys, network) again only for a new
+    # instance-id: it changes whenever what they apply changes (a new SSH key, an address).
+    instance = f"{host.name}-{hashlib.sha256((user + network).encode()).hexdigest()[:12]}"
     return {
-        "user-data": "#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False),
-        "meta-data": yaml.safe_dump({"instance-id": host.name, "local-hostname": host.name}, sort_keys=False),
-        "network-config": yaml.safe_dump(network_config, sort_keys=False),
+        "user-data": user,
+        "meta-data": yaml.safe_dump({"instance-id": instance, "local-hostname": host.name}, sort_keys=False),
+        "network-config": network,
     }

@@ -25,6 +25,17 @@ def need_root_and(*commands: str) -> None:
         pytest.skip(f"missing commands: {', '.join(missing)}")
 
 
+def require_lab(missing: list[str]) -> None:
+    """A lab test's prerequisites: a skip naming what is missing, or a failure where the labs
+    must run (HALAB_REQUIRE_LABS=1: CI, which installs everything, must never skip a lab)."""
+    if not missing:
+        return
+    why = "this host lacks: " + "; ".join(missing)
+    if os.environ.get("HALAB_REQUIRE_LABS") == "1":
+        pytest.fail(f"HALAB_REQUIRE_LABS=1 and {why}")
+    pytest.skip(why)
+
+
 def engine_config(raw: dict, **secrets: str) -> tuple[dict[str, str], list[str]]:
     """A stack file's keys as the engine hands them to a program (objects as JSON text), the
     given secrets added; and which keys are secret."""

@@ -267,8 +267,23 @@ def test_ssh_key_pair_comes_whole():
 
 
 def test_remote_uri_gives_a_jump_host():
-    assert parse({"halab:libvirtUri": "qemu+ssh://hv/system"}).libvirt.hypervisors[0].jump_host == "hv:22"
+    assert parse({"halab:libvirtUri": "qemu+ssh://me@hv/system"}).libvirt.hypervisors[0].jump_host == "me@hv:22"
     assert parse({"halab:libvirtUri": "qemu+ssh://me@hv:2222/system"}).libvirt.hypervisors[0].jump_host == "me@hv:2222"
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        # the provider dials with the URI's user only: none fails (and the jump would be root)
+        ("qemu+ssh://hv/system", "names no SSH user"),
+        # the provider always uses the system daemon: a session URI would be another libvirt
+        ("qemu:///session", "the provider uses the system daemon"),
+        ("qemu+ssh://me@hv/session", "the provider uses the system daemon"),
+    ],
+)
+def test_uris_the_provider_cannot_use_are_refused(uri, why):
+    (problem,) = problems({"halab:libvirtUri": uri})
+    assert "libvirtUri" in problem and uri in problem and why in problem
 
 
 TWO_HOSTS = {

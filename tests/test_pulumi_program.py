@@ -178,6 +178,62 @@ def test_domains_get_static_addresses_and_no_lease_wait(dev):
     assert net.inputs["dhcp"]["enabled"] is False, net.urn
 
 
+def test_a_replaced_guest_gets_every_step_again(dev):
+    """Finding 3: a step's triggers hold its guest's identity (the domain's ID, which a
+    replacement changes), not only its bundle's hash."""
+    for c in dev.of_type("command:remote:Command"):
+        node = c.name.split("-")[1]
+        assert c.inputs["triggers"][1] == f"halab-{node}-vm-domain-id", c.name
+        assert f"halab-{node}-vm-domain" in {d.rsplit("::", 1)[-1] for d in c.deps}, c.name
+
+
+def test_named_libvirt_resources_are_deleted_before_their_replacement(dev):
+    """The engine creates a replacement first by default; a libvirt name can exist only once."""
+    for r in dev.of_type("libvirt:index/domain:Domain") + dev.of_type("libvirt:index/network:Network"):
+        assert r.delete_before_replace, r.name
+
+
+def test_a_new_cloud_init_disk_replaces_the_domain_and_is_a_new_instance():
+    """Finding 8: the provider swaps a changed cloud-init ISO into the running domain, which never
+    reads it. A new SSH key must give a new instance-id (cloud-init runs its users module
+    again), a new disk (named by its content) and a replaced domain."""
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    keys = {}
+    for key in ("ssh-ed25519 AAAAone a", "ssh-ed25519 AAAAtwo b"):
+        prog = run_program(
+            {**cfg, "halab:ssh": json.dumps({"publicKey": key}), "halab:sshPrivateKey": "k"},
+            [*secret, "halab:sshPrivateKey"],
+        )
+        keys[key] = prog.by_name("halab-lb1-vm-cloudinit").inputs
+        domain = prog.by_name("halab-lb1-vm-domain")
+        assert "cloudinit" in domain.replace_on_changes and domain.delete_before_replace
+    one, two = keys.values()
+    assert one["metaData"] != two["metaData"] and "instance-id: lb1-" in one["metaData"]
+    assert one["name"] != two["name"] and one["name"].startswith("halab-lb1-cloudinit-")
+
+
+def test_a_new_image_or_disk_size_is_a_new_root_volume(dev):
+    """Volume IDs are paths: content replaced under the same name would keep the ID, and the
+    domain on it would never be replaced. Names carry what makes the volume instead."""
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+
+    def names(**extra: str) -> tuple[str, str]:
+        prog = run_program({**cfg, **extra}, secret)
+        return prog.by_name("halab-base-image-default").inputs["name"], prog.by_name("halab-lb1-vm-root").inputs["name"]
+
+    base, root = names()
+    new_base, new_root = names(**{"halab:image": "/var/cache/other.qcow2"})
+    assert new_base != base and new_root != root
+    same_base, bigger_root = names(**{"halab:vm": json.dumps({"diskGiB": 20})})
+    assert same_base == base and bigger_root != root
+
+
+def test_domains_use_graphics_every_qemu_build_has(dev):
+    """Finding 7: without a graphics block the provider adds SPICE, which some QEMU builds lack."""
+    for d in dev.of_type("libvirt:index/domain:Domain"):
+        assert d.inputs["graphics"] == {"type": "vnc", "listenType": "none", "autoport": True}, d.name
+
+
 def test_stack_outputs(dev):
     assert dev.outputs["vip"] == "192.168.69.110"
     assert dev.outputs["load_balancers"] == {"lb1": "192.168.69.111", "lb2": "192.168.69.112"}

@@ -74,9 +74,8 @@ def test_keepalived_conf_fixes_the_seed(stack):
         body = "\n".join(line for line in conf.splitlines() if not line.lstrip().startswith("#"))
         assert "lvs_sync_daemon_interface" not in body and "killall" not in body
         assert "enable_script_security" in conf
-        assert re.search(
-            r'script "/etc/keepalived/halab-check-haproxy ' + " ".join(str(s.port) for s in lab.services) + '"', conf
-        )
+        ports = " ".join(str(s.port) for s in lab.services)
+        assert f'script "/etc/keepalived/halab-check-haproxy {render.HAPROXY_HEALTH_PORT} {ports}"' in conf
         assert re.search(r"track_script \{\s*chk_haproxy\s*\}", conf)
         assert f"virtual_router_id {lab.vrrp.router_id}" in conf and f"interface {lab.network.interface}" in conf
         assert f"{lab.vip}/32 dev {lab.network.interface}" in conf

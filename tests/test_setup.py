@@ -79,3 +79,77 @@ def test_scripts_run_the_project_venv_whatever_python_starts_them(tmp_path):
     )
     out = subprocess.run([other, str(script)], capture_output=True, text=True, check=True).stdout.strip()
     assert os.path.realpath(out) == os.path.realpath(venv)
+
+
+def setup_check_in(tree, bin_dir, home, stack: str = "dev", env: dict | None = None):
+    """scripts/setup --check run from a copy of the script in `tree` (its own stack files)."""
+    (tree / "scripts").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "scripts/setup", tree / "scripts/setup")
+    return subprocess.run(
+        [str(tree / "scripts/setup"), "--check", "--stack", stack],
+        env={"PATH": str(bin_dir), "HOME": str(home), **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def stand_ins(bin_dir, **scripts: str) -> None:
+    for tool, script in scripts.items():
+        f = bin_dir / tool
+        f.write_text(f"#!/bin/bash\n{script}\n")
+        f.chmod(0o755)
+
+
+HOST_TOOLS = {
+    "pulumi": "exit 0",
+    "virsh": 'case "$3" in version) exit 0;; pool-dumpxml) echo "<path>/var/lib/libvirt/images</path>";; esac',
+    "ssh": "exit 0",
+}
+
+
+def test_setup_check_wants_mkisofs_itself(tmp_path):
+    """The provider runs `mkisofs` by that name: genisoimage or xorriso under their own names
+    do not count."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    link_basic_tools(bin_dir)
+    stand_ins(bin_dir, **HOST_TOOLS, genisoimage="exit 0", xorriso="exit 0")
+    p = setup_check_in(tmp_path / "tree", bin_dir, tmp_path)
+    assert p.returncode == 1 and "mkisofs, which the libvirt provider runs" in p.stderr, p.stderr
+
+
+def test_setup_check_wants_the_apparmor_rule_for_the_default_pool_too(tmp_path):
+    """virt-aa-helper leaves the backing chain of pool volumes out of every guest's profile,
+    /var/lib/libvirt/images included: the local abstraction must allow it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    link_basic_tools(bin_dir)
+    stand_ins(bin_dir, **HOST_TOOLS, mkisofs="exit 0", **{"aa-status": "exit 0"})
+    rules = tmp_path / "libvirt-qemu"
+    env = {"HALAB_AA_LOCAL_RULES": str(rules)}
+    p = setup_check_in(tmp_path / "tree", bin_dir, tmp_path, env=env)
+    assert p.returncode == 1, p.stderr
+    assert f"""echo '"/var/lib/libvirt/images/**" rk,' | sudo tee -a {rules}""" in p.stderr
+    rules.write_text('"/var/lib/libvirt/images/**" rk,\n')
+    p = setup_check_in(tmp_path / "tree", bin_dir, tmp_path, env=env)
+    assert "AppArmor" not in p.stderr, p.stderr
+
+
+def test_setup_check_wants_a_remote_libvirt_host_in_known_hosts(tmp_path):
+    """The provider checks ~/.ssh/known_hosts for a qemu+ssh:// host ("knownhosts: key is unknown")."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    link_basic_tools(bin_dir)
+    os.symlink(shutil.which("ssh-keygen"), bin_dir / "ssh-keygen")
+    stand_ins(bin_dir, **HOST_TOOLS, mkisofs="exit 0")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Pulumi.remote.yaml").write_text("config:\n  halab:libvirtUri: qemu+ssh://ops@hv.example:2222/system\n")
+    p = setup_check_in(tree, bin_dir, tmp_path, stack="remote")
+    assert "[hv.example]:2222 is not in ~/.ssh/known_hosts" in p.stderr, p.stderr
+    assert "ssh-keyscan -p 2222 hv.example" in p.stderr
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh/known_hosts").write_text("[hv.example]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHYk\n")
+    p = setup_check_in(tree, bin_dir, tmp_path, stack="remote")
+    assert "known_hosts" not in p.stderr, p.stderr

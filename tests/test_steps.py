@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -231,3 +234,51 @@ def test_drill_restart_override_sorts_after_the_installed_dropins():
     installed = {Path(dest).name for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS) for dest, _ in s.files
                  if ".service.d/" in dest}  # fmt: skip
     assert installed and all(sorted([name, override])[-1] == override for name in installed), (installed, override)
+
+
+def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path):
+    """The watcher's verdict follows haproxy's answers: a process that keeps its pidfile and its
+    listening socket but answers nothing (SIGSTOP: a hang) is unhealthy within TIMEOUT + PERIOD,
+    and healthy again once it answers. A stand-in for haproxy's monitor-uri on the loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import http.server as h\n"
+            "class H(h.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self):\n"
+            "        self.send_response(200 if self.path == '/halab-health' else 404); self.end_headers()\n"
+            "    def log_message(self, *a): pass\n"
+            f"h.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n",
+        ]
+    )
+    pidfile, conf, state = tmp_path / "haproxy.pid", tmp_path / "watch.conf", tmp_path / "state"
+    pidfile.write_text(f"{server.pid}\n")
+    conf.write_text(f'PERIOD=0.1\nTIMEOUT=0.3\nHEALTH_PORT={port}\nPORTS="{port}"\nPIDFILE={pidfile}\n')
+    watch = subprocess.Popen([sys.executable, str(ROOT / "scripts/node/halab-haproxy-watch"), str(conf), str(state)])
+
+    def verdict_within(want: str, seconds: float) -> float | None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            if state.exists() and state.read_text().strip() == want:
+                return time.monotonic() - t0
+            time.sleep(0.02)
+        return None
+
+    try:
+        assert verdict_within("0", 5) is not None, "a serving haproxy is healthy"
+        server.send_signal(signal.SIGSTOP)
+        took = verdict_within("1", 2)
+        assert took is not None and took < 0.3 + 0.1 + 0.2, f"a hung haproxy seen after {took}"
+        server.send_signal(signal.SIGCONT)
+        assert verdict_within("0", 2) is not None, "healthy again once it answers"
+        server.kill()
+        server.wait()
+        assert verdict_within("1", 2) is not None, "a dead haproxy is unhealthy"
+    finally:
+        for p in (watch, server):
+            p.kill()
+            p.wait()

@@ -173,7 +173,8 @@ def _create(topo: Topology) -> dict[str, NsNode]:
         node.run(["ip", "addr", "add", f"{h.address}/{prefix}", "dev", lab.network.interface])
         if h.role != "router":
             # what cloud-init's network-config gives a VM: its address, the hypervisor as gateway
-            node.run(["ip", "route", "add", "default", "via", str(gw), "dev", lab.network.interface])
+            metric = str(render.HYPERVISOR_ROUTE_METRIC)
+            node.run(["ip", "route", "add", "default", "via", str(gw), "dev", lab.network.interface, "metric", metric])
     router, client = running["_router"], running["_client"]
     veth(router, "out0", client, "eth0")
     cidr = topo.client_cidr.prefixlen

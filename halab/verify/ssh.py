@@ -52,9 +52,11 @@ class Endpoint:
 class SshTransport:
     python = "python3"
 
-    def __init__(self, endpoints: dict[str, Endpoint], connect_timeout: int = 10):
+    def __init__(self, endpoints: dict[str, Endpoint], connect_timeout: int = 10, netns: str | None = None):
         self.endpoints = endpoints
         self.connect_timeout = connect_timeout
+        # the network namespace every command runs in (the VM lab's hypervisor), or this one
+        self.prefix = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else []
         self.dir = Path(tempfile.mkdtemp(prefix="halab-ssh-"))
 
     # -- the ssh command line ------------------------------------------------------------------
@@ -83,9 +85,9 @@ class SshTransport:
         ep = self.endpoints[host]
         words = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         if ep.address is None:
-            return words
+            return self.prefix + words
         remote = shlex.join((["sudo", "-n", "--"] if ep.sudo else []) + words)
-        return ["ssh", *self.options(ep), str(ep.address), remote]
+        return [*self.prefix, "ssh", *self.options(ep), str(ep.address), remote]
 
     # -- the Transport protocol ----------------------------------------------------------------
     def run(self, host, cmd, *, input=None, check=True, timeout=60.0):
@@ -149,7 +151,7 @@ class SshTransport:
         for ep in self.endpoints.values():
             if ep.address is not None and ep.shared:
                 subprocess.run(
-                    ["ssh", *self.options(ep), "-O", "exit", str(ep.address)],
+                    [*self.prefix, "ssh", *self.options(ep), "-O", "exit", str(ep.address)],
                     capture_output=True,
                     check=False,
                     timeout=10,

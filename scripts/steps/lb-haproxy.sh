@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# haproxy on a load balancer: validate the staged haproxy.cfg, install it, and start haproxy
+# haproxy on a load balancer: validate the staged haproxy.cfg (and that its ports are free of
+# other programs), install it, and start haproxy
 # (as user haproxy with the capabilities transparent mode needs) or reload it without dropping
 # connections.
 set -euo pipefail
@@ -13,6 +14,13 @@ if grep -q 'HALAB_STATS_PASSWORD' "$cfg"; then
   [ -s /etc/haproxy/halab-secrets.env ] || die "haproxy.cfg needs /etc/haproxy/halab-secrets.env: run the secrets step first"
 fi
 (load_haproxy_env && haproxy -c -q -f "$cfg") || die "staged haproxy.cfg is invalid (haproxy -c)"
+# haproxy -c does not bind: a port another program listens on would only fail at the restart,
+# leaving no haproxy at all. Refuse before anything changes.
+need_cmd ss
+while read -r port; do
+  other=$(ss -H -l -t -n -p "sport = :$port" | grep -v '"haproxy"' || true)
+  [ -z "$other" ] || die "port $port is taken by another program here, haproxy could not bind it: $(head -n 1 <<<"$other")"
+done < <(sed -nE 's/^[[:space:]]*bind[[:space:]]+[^[:space:]]*:([0-9]+)([[:space:]].*)?$/\1/p' "$cfg" | sort -u)
 
 restart=no reload=no
 if unit_install /etc/systemd/system/haproxy.service.d/halab.conf; then restart=yes; fi

@@ -8,10 +8,12 @@ set -euo pipefail
 need_root
 need_cmd keepalived ss
 conf=$(staged /etc/keepalived/keepalived.conf)
-for script in /etc/keepalived/halab-check-haproxy /etc/keepalived/halab-notify /usr/local/sbin/halab-keepalived-hooks \
-  /usr/local/sbin/halab-haproxy-watch; do
+for script in /etc/keepalived/halab-check-haproxy /etc/keepalived/halab-notify /usr/local/sbin/halab-keepalived-hooks; do
   bash -n "$(staged "$script")" || die "staged $script does not parse"
 done
+need_cmd python3
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged /usr/local/sbin/halab-haproxy-watch)" \
+  || die "staged halab-haproxy-watch does not parse"
 direct_service haproxy running || die "haproxy is not running here: keepalived would only hold the VIP in FAULT"
 
 reload=no restart=no

@@ -121,11 +121,8 @@ direct_service() {
     halab-haproxy-watch:running) pid_alive "$WATCH_PIDFILE" ;;
     halab-haproxy-watch:start)
       install -d -o nobody -g nogroup -m 0755 /run/halab-watch
-      # shellcheck source=/dev/null
-      . /etc/halab/haproxy-watch.conf
-      # shellcheck disable=SC2086 # PORTS is a list
       start_unprivileged "$WATCH_PIDFILE" /run/halab-haproxy-watch.log "" \
-        /usr/local/sbin/halab-haproxy-watch /run/halab-watch/haproxy "$PERIOD" $PORTS
+        /usr/local/sbin/halab-haproxy-watch /etc/halab/haproxy-watch.conf /run/halab-watch/haproxy
       ;;
     halab-banner:restart | halab-banner:reload | halab-haproxy-watch:restart | halab-haproxy-watch:reload)
       service_stop "$name"

@@ -1,0 +1,94 @@
+"""`command:remote:Command` as pulumi-command v1.2.1 runs it: dial SSH to the connection's
+host (as its user, with its private key; host keys are not checked), retrying a failed dial
+`dialErrorLimit` times with `perDialTimeout` each, then run `create` in one session with
+`stdin` on its standard input. A non-zero exit fails the resource, with its output. An update
+(inputs changed, triggers not) runs `create` again, as there is no `update` command.
+
+ssh runs in the lab hypervisor's network namespace: the guests' addresses exist only there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+class CommandError(RuntimeError):
+    pass
+
+
+@dataclass
+class Result:
+    stdout: str
+    stderr: str
+
+
+def ssh_argv(conn: dict[str, Any], key_file: str) -> list[str]:
+    if conn.get("proxy"):
+        raise CommandError("the VM lab's guests are local: a proxy (jump host) connection is not supported")
+    timeout = int(conn.get("perDialTimeout") or 15)
+    return [
+        "ssh",
+        "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR",
+        "-o", f"ConnectTimeout={timeout}",
+        "-o", "IdentitiesOnly=yes",
+        "-i", key_file,
+        "-p", str(int(conn.get("port") or 22)),
+        "-l", conn.get("user") or "root",
+        conn["host"],
+    ]  # fmt: skip
+
+
+def run(
+    inputs: dict[str, Any],
+    wrap: Callable[[list[str]], list[str]],
+    log: Callable[[str], None] = lambda _: None,
+    timeout: float = 1800,
+) -> Result:
+    conn = inputs["connection"]
+    if not conn.get("privateKey"):
+        raise CommandError(f"{conn.get('host')}: the VM lab needs a private key in the connection")
+    fd, key_file = tempfile.mkstemp(prefix="halab-cmd-key-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            key = conn["privateKey"]
+            f.write(key if key.endswith("\n") else key + "\n")
+        base = ssh_argv(conn, key_file)
+        limit = int(conn.get("dialErrorLimit") or 10)
+        per_dial = int(conn.get("perDialTimeout") or 15)
+        for attempt in range(1, limit + 1):
+            started = time.monotonic()
+            p = subprocess.run(
+                wrap([*base, "true"]), capture_output=True, text=True, check=False, timeout=per_dial + 30
+            )
+            if p.returncode == 0:
+                break
+            if attempt == limit:
+                raise CommandError(f"{conn['host']}: SSH dial failed {limit} times: {p.stderr.strip()}")
+            if attempt == 1 or attempt % 6 == 0:
+                log(f"waiting for SSH on {conn['host']} ({attempt}/{limit}: {p.stderr.strip()[:80]})")
+            time.sleep(max(0.0, per_dial - (time.monotonic() - started)))
+        p = subprocess.run(
+            wrap([*base, inputs["create"]]),
+            input=inputs.get("stdin") or "",
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+        if p.returncode != 0:
+            raise CommandError(
+                f"{conn['host']}: `{inputs['create']}` exited {p.returncode}\n--- stdout\n{p.stdout[-3000:]}"
+                f"\n--- stderr\n{p.stderr[-3000:]}"
+            )
+        return Result(p.stdout, p.stderr)
+    finally:
+        os.unlink(key_file)

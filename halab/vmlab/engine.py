@@ -1,0 +1,295 @@
+"""What the Pulumi engine does with the program's registrations, done here for real: a mock
+monitor (components/mocks.py's Recorder, so the registrations are recorded as the mocks tests
+see them) that creates each custom resource when the program registers it and answers with
+its real ID and outputs.
+
+Registration order is the program's own: the SDK registers a resource once every input and
+every `depends_on` it names has resolved, and a dependency resolves only when its own creation
+has finished. So resources are created as the engine would create them, independent branches
+in parallel; `order_violations` checks it afterwards against every dependency recorded.
+
+A second `up` acts as `pulumi up --refresh`: a libvirt resource of the state that no longer
+exists (deleted out of band) is dropped first, then each registration is diffed against the
+state:
+- same inputs: nothing is done (the old ID and outputs are returned);
+- a Command whose `triggers` changed, or a resource whose `replaceOnChanges` inputs changed, or
+  a libvirt resource with any change the provider cannot update in place: replaced (deleted
+  first when `deleteBeforeReplace` is set, else created first, as the engine does);
+- other changes: an update (a Domain's cloud-init disk or autostart; a Command runs `create`
+  again);
+and resources of the state the program no longer registers are deleted, dependents first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulumi.runtime import rpc
+from pulumi.runtime.mocks import _ensure_event_loop, _sync_await
+from pulumi.runtime.proto import resource_pb2
+
+from components.mocks import Mocks, Recorder, Reg, registration
+from halab.vmlab import command
+from halab.vmlab.provider import Libvirt, Outcome
+
+Log = Callable[[str], None]
+
+LIBVIRT_TYPES = {
+    "libvirt:index/network:Network": ("network", "create_network", "delete_network", "network_exists"),
+    "libvirt:index/volume:Volume": ("volume", "create_volume", "delete_volume", "volume_exists"),
+    "libvirt:index/cloudInitDisk:CloudInitDisk": ("cloudinit", "create_cloudinit", "delete_volume", "volume_exists"),
+    "libvirt:index/domain:Domain": ("domain", "create_domain", "delete_domain", "domain_exists"),
+}
+COMMAND = "command:remote:Command"
+TLS_KEY = "tls:index/privateKey:PrivateKey"
+LIBVIRT_PROVIDER = "pulumi:providers:libvirt"
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+@dataclass
+class Entry:
+    """A resource as the state holds it."""
+
+    urn: str
+    type: str
+    id: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    provider: str = ""  # the provider's URN
+    deps: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Event:
+    urn: str
+    action: str  # create, update, replace, same, delete
+    started: float
+    ended: float
+
+
+class State:
+    """The VM lab's state file (0600: it holds the generated key and the secrets' bundles)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, Entry] = {}
+        self.extra: dict[str, Any] = {}
+        if path.exists():
+            data = json.loads(path.read_text())
+            self.entries = {u: Entry(**e) for u, e in data.get("resources", {}).items()}
+            self.extra = data.get("extra", {})
+        self.lock = threading.Lock()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"resources": {u: asdict(e) for u, e in self.entries.items()}, "extra": self.extra}, f)
+        tmp.replace(self.path)
+
+
+def _provider_urn(ref: str) -> str:
+    """A provider reference is `URN::ID`."""
+    return ref.rsplit("::", 1)[0] if ref else ""
+
+
+class Engine(Recorder):
+    def __init__(
+        self,
+        state: State,
+        run_on_hypervisor: Callable[..., Any],
+        wrap_net: Callable[[list[str]], list[str]],
+        log: Log = print,
+    ):
+        super().__init__(Mocks())
+        self.state = state
+        self.run_on_hypervisor = run_on_hypervisor
+        self.wrap_net = wrap_net
+        self.log = log
+        self.t0 = time.monotonic()
+        self.events: dict[str, Event] = {}
+        self.providers: dict[str, Libvirt] = {}  # by provider URN
+        self.registered: set[str] = set()
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+
+    # -- progress ----------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        with self.lock:
+            self.log(f"[{time.monotonic() - self.t0:6.1f}s] {text}")
+
+    # -- the monitor -------------------------------------------------------------------------
+    def RegisterResource(self, request):  # noqa: N802 (the monitor's gRPC method name)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        _ensure_event_loop()
+        reg = registration(urn, request)
+        self.regs.append(reg)
+        started = time.monotonic()
+        self.registered.add(urn)
+        try:
+            rid, outputs, action = self._apply(reg, bool(request.custom))
+        except Exception as e:  # reported at the end, as the engine reports every failed resource
+            self.say(f"  x {request.name}: failed: {str(e).splitlines()[0][:200]}")
+            with self.lock:
+                self.errors.append(f"{request.name}: {e}")
+            raise
+        with self.lock:
+            self.events[urn] = Event(urn, action, started, time.monotonic())
+        obj = _sync_await(rpc.serialize_properties(outputs, {}))
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=rid, object=obj)
+
+    # -- diff and act --------------------------------------------------------------------------
+    def _apply(self, reg: Reg, custom: bool) -> tuple[str, dict[str, Any], str]:
+        urn, typ, name, inputs, deps = reg.urn, reg.type, reg.name, reg.inputs, reg.deps
+        if not custom:
+            return "", dict(inputs), "same"
+        provider = _provider_urn(reg.provider)
+        old = self.state.entries.get(urn)
+        if typ == LIBVIRT_PROVIDER:
+            rid = old.id if old else str(uuid.uuid4())
+            self.providers[urn] = Libvirt(inputs.get("uri", ""), self.run_on_hypervisor)
+            self._track(urn, typ, rid, inputs, dict(inputs), provider, deps)
+            return rid, dict(inputs), "same" if old is not None and old.inputs == inputs else "create"
+        if old is not None and old.inputs == inputs:
+            self._track(urn, typ, old.id, inputs, old.outputs, provider, deps)
+            return old.id, old.outputs, "same"
+        if old is None:
+            action = "create"
+        elif self._updatable(typ, old, inputs, reg.replace_on_changes):
+            action = "update"
+        else:
+            action = "replace"
+        started = time.monotonic()
+        self.say(f"  + {name}: {action} ({typ.split(':')[-1]})...")
+        if action == "replace" and reg.delete_before_replace:
+            self._delete(old)
+        if action == "update":
+            outcome = self._update(typ, provider, old, inputs)
+        else:
+            outcome = self._create(typ, name, provider, inputs)
+        if action == "replace" and not reg.delete_before_replace:
+            self._delete(old)
+        self._track(urn, typ, outcome.id, inputs, outcome.outputs, provider, deps)
+        self.say(f"  + {name}: {action}d in {time.monotonic() - started:.1f}s")
+        return outcome.id, outcome.outputs, action
+
+    def _track(self, urn, typ, rid, inputs, outputs, provider, deps) -> None:
+        with self.state.lock:
+            self.state.entries[urn] = Entry(urn, typ, rid, inputs, outputs, provider, deps)
+            self.state.save()
+
+    def _updatable(self, typ: str, old: Entry, new: dict[str, Any], replace_on: list[str]) -> bool:
+        changed = {k for k in set(old.inputs) | set(new) if old.inputs.get(k) != new.get(k)}
+        if changed & set(replace_on) or "*" in replace_on:
+            return False
+        if typ == COMMAND:
+            return "triggers" not in changed
+        if typ == "libvirt:index/domain:Domain":
+            return changed <= {"cloudinit", "autostart"}
+        return False
+
+    def _libvirt(self, provider: str) -> Libvirt:
+        try:
+            return self.providers[provider]
+        except KeyError:
+            raise EngineError(f"no libvirt provider {provider} registered") from None
+
+    def _create(self, typ: str, name: str, provider: str, inputs: dict[str, Any]) -> Outcome:
+        if typ in LIBVIRT_TYPES:
+            return getattr(self._libvirt(provider), LIBVIRT_TYPES[typ][1])(inputs)
+        if typ == COMMAND:
+            r = command.run(inputs, self.wrap_net, log=lambda m: self.say(f"    {name}: {m}"))
+            return Outcome(f"{name}-{uuid.uuid4().hex[:8]}", {**inputs, "stdout": r.stdout, "stderr": r.stderr})
+        if typ == TLS_KEY:
+            return Outcome(str(uuid.uuid4()), {**inputs, **generate_ed25519()})
+        raise EngineError(f"the VM lab does not know how to create a {typ}")
+
+    def _update(self, typ: str, provider: str, old: Entry, inputs: dict[str, Any]) -> Outcome:
+        if typ == "libvirt:index/domain:Domain":
+            out = self._libvirt(provider).update_domain(old.id, old.inputs, inputs)
+            if out is None:
+                raise EngineError(f"{old.urn}: no in-place update for this change")
+            return out
+        if typ == COMMAND:
+            return self._create(typ, old.urn.rsplit("::", 1)[-1], provider, inputs)
+        raise EngineError(f"the VM lab does not know how to update a {typ}")
+
+    def _delete(self, entry: Entry | None) -> None:
+        if entry is None:
+            return
+        if entry.type in LIBVIRT_TYPES:
+            lv = self.providers.get(entry.provider) or Libvirt("qemu:///system", self.run_on_hypervisor)
+            getattr(lv, LIBVIRT_TYPES[entry.type][2])(entry.id)
+        with self.state.lock:
+            self.state.entries.pop(entry.urn, None)
+            self.state.save()
+
+    # -- before and after the program -----------------------------------------------------------
+    def refresh(self) -> list[str]:
+        """Drops the libvirt resources of the state that are gone (`pulumi up --refresh`)."""
+        gone = []
+        lv = Libvirt("qemu:///system", self.run_on_hypervisor)
+        for e in list(self.state.entries.values()):
+            if e.type in LIBVIRT_TYPES and not getattr(lv, LIBVIRT_TYPES[e.type][3])(e.id):
+                gone.append(e.urn)
+                self.state.entries.pop(e.urn)
+        self.state.save()
+        return gone
+
+    def delete_unregistered(self) -> list[str]:
+        """Deletes what the state holds and the program no longer registers, dependents first."""
+        stale = [e for e in self.state.entries.values() if e.urn not in self.registered]
+        order: list[Entry] = []
+        left = {e.urn: e for e in stale}
+        while left:
+            leaves = [e for e in left.values() if not any(e.urn in o.deps for o in left.values())]
+            for e in leaves or list(left.values()):
+                order.append(left.pop(e.urn))
+        for e in order:
+            self.say(f"  - {e.urn.rsplit('::', 1)[-1]}: delete")
+            self._delete(e)
+        return [e.urn for e in order]
+
+    def order_violations(self) -> list[str]:
+        """Every resource started after all it depends on had finished (data links and
+        `depends_on`, as recorded at registration): the pairs where not."""
+        bad = []
+        for r in self.regs:
+            mine = self.events.get(r.urn)
+            for d in r.deps:
+                theirs = self.events.get(d)
+                if mine and theirs and theirs.ended > mine.started:
+                    bad.append(f"{r.name} started before {d.rsplit('::', 1)[-1]} finished")
+        return bad
+
+    def actions(self) -> dict[str, str]:
+        """What was done to each resource, by name: create, update, replace or same."""
+        names = {r.urn: r.name for r in self.regs}
+        return {names[u]: e.action for u, e in self.events.items()}
+
+
+def generate_ed25519() -> dict[str, str]:
+    """A real ED25519 key pair, as tls.PrivateKey's outputs name it."""
+    with tempfile.TemporaryDirectory(prefix="halab-key-") as d:
+        key = Path(d) / "id"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "halab", "-f", str(key)], check=True)
+        return {
+            "privateKeyOpenssh": key.read_text(),
+            "publicKeyOpenssh": (Path(d) / "id.pub").read_text(),
+        }

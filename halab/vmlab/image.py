@@ -1,0 +1,72 @@
+"""The guest image the VM lab gives the program through `halab:image`: Debian 12 built from
+Debian packages (scripts/vmlab/build-image), cached under /var/cache/halab keyed by a hash of
+its recipe (the build script and the package list), so a changed recipe builds a new image and
+an unchanged one is built once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from halab import plan
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BUILD_SCRIPT = ROOT / "scripts" / "vmlab" / "build-image"
+CACHE = Path("/var/cache/halab/images")
+SIZE_GIB = 3  # the image's own disk; each VM's root volume is vm.diskGiB on top of it
+# What a cloud image has, then everything the steps install: no guest needs a mirror, and the
+# `packages` step finds every package present.
+BASE_PACKAGES = (
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "kmod",
+    "linux-image-cloud-amd64",
+    "cloud-init",
+    "netplan.io",
+    "openssh-server",
+    "sudo",
+    "procps",
+    "python3",
+)
+# mmdebstrap, mkfs, sfdisk, extlinux and qemu-img: what the build needs on the host.
+HOST_COMMANDS = ("mmdebstrap", "mkfs.ext4", "sfdisk", "losetup", "extlinux", "qemu-img", "unshare")
+
+
+def packages() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(BASE_PACKAGES + plan.LB_PACKAGES + plan.BACKEND_PACKAGES))
+
+
+def recipe_hash() -> str:
+    h = hashlib.sha256(BUILD_SCRIPT.read_bytes())
+    h.update("\n".join(packages()).encode())
+    h.update(str(SIZE_GIB).encode())
+    return h.hexdigest()[:16]
+
+
+def path() -> Path:
+    return CACHE / f"debian12-{recipe_hash()}.qcow2"
+
+
+def ensure(log: Callable[[str], None] = print) -> Path:
+    """The cached image, built first when this recipe has none (a few minutes, once)."""
+    out = path()
+    if out.exists():
+        log(f"image: {out} (cached)")
+        return out
+    CACHE.mkdir(parents=True, exist_ok=True)
+    log(f"image: building {out.name} with mmdebstrap ({len(packages())} packages)...")
+    p = subprocess.run(
+        [str(BUILD_SCRIPT), str(out), str(SIZE_GIB), *packages()],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )
+    if p.returncode != 0 or not out.exists():
+        raise RuntimeError(f"building the guest image failed:\n{p.stdout[-3000:]}{p.stderr[-3000:]}")
+    log(p.stdout.strip().splitlines()[-1])
+    return out

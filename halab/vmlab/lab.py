@@ -1,0 +1,217 @@
+"""The VM lab: `up`, `verify`, `reboot` and `down` for the program's own resources on a libvirt
+that runs inside the lab's namespaces (hypervisor.py), without the Pulumi engine (engine.py).
+
+The stack config is the user's `Pulumi.<stack>.yaml` with two keys set as `pulumi config set`
+would: `halab:image` (the cached Debian image, image.py) and `halab:domainType` (qemu: this
+kind of host has no usable KVM; kvm where it works). The secrets are made at the first `up`
+and kept in the lab's state (0600), as `scripts/setup` keeps them in the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from components.mocks import run_program
+from halab import config
+from halab.model import Lab
+from halab.verify import checks, deployed
+from halab.verify.ssh import SshTransport
+from halab.vmlab import hypervisor, image
+from halab.vmlab.engine import Engine, State
+from halab.vmlab.hypervisor import Hypervisor
+
+STATE_ROOT = Path("/run/halab/vmlabs")
+COMMANDS = ("virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "mkisofs", "ssh", "ssh-keygen", "nsenter", "ip")
+
+Log = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def preflight() -> list[str]:
+    """What this host lacks for the VM lab, each named; empty when it can run."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (network namespaces, libvirtd, loop devices): run it with sudo")
+    missing += [f"command {c}" for c in COMMANDS + image.HOST_COMMANDS if shutil.which(c) is None]
+    try:
+        import pwd
+
+        pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        missing.append("user libvirt-qemu (apt-get install libvirt-daemon-system)")
+    return missing
+
+
+def state_dir(prefix: str) -> Path:
+    return STATE_ROOT / prefix
+
+
+def _secrets(state: State) -> dict[str, str]:
+    """The stack's secrets, made once (what scripts/setup sets with `pulumi config set --secret`)."""
+    if "secrets" not in state.extra:
+        state.extra["secrets"] = {"vrrpAuthPass": secrets.token_hex(4), "statsPassword": secrets.token_urlsafe(18)}
+        state.save()
+    return state.extra["secrets"]
+
+
+def stack_config(config_file: str, image_path: str, domain_type: str, secret_values: dict[str, str]):
+    """(the engine's config map, its secret keys, the validated model): bad config fails here,
+    before anything exists."""
+    raw = config.load_stack_file(config_file)
+    raw[f"{config.NS}:image"] = image_path
+    raw[f"{config.NS}:domainType"] = domain_type
+    model = config.parse(raw, secrets=secret_values)
+    problems = []
+    for hv in model.libvirt.hypervisors:
+        if hv.uri != "qemu:///system":
+            problems.append(f"{config.NS}:libvirtUri {hv.uri!r}: the VM lab runs one local libvirt (qemu:///system)")
+    if model.network.mode == "bridge":
+        problems.append(f"{config.NS}:network.mode 'bridge': the VM lab makes its own libvirt network (nat or route)")
+    if problems:
+        raise config.ConfigError("\n".join(problems))
+    cfg = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    cfg.update({f"{config.NS}:{k}": v for k, v in secret_values.items()})
+    return cfg, [f"{config.NS}:{k}" for k in secret_values], model
+
+
+def _prefix(config_file: str) -> str:
+    return config.parse(config.load_stack_file(config_file)).network.name
+
+
+def up(config_file: str, domain_type: str = "qemu", log: Log = print) -> dict[str, str]:
+    """Creates (or converges) the lab; returns what was done to each resource by name."""
+    missing = preflight()
+    if missing:
+        raise LabError(
+            "this host cannot run the VM lab (nothing was changed):\n" + "\n".join(f"  - {m}" for m in missing)
+        )
+    started = time.monotonic()
+    prefix = _prefix(config_file)
+    sdir = state_dir(prefix)
+    hv = Hypervisor.attach(prefix)
+    if hv is None or not hv.daemons_running():
+        down(config_file, log=lambda _: None)  # leftovers of a failed or interrupted run
+        sdir.mkdir(parents=True, exist_ok=True)
+        (sdir / "config").write_text(str(Path(config_file).resolve()))
+        log(f"vm-lab {prefix}: starting libvirtd in namespace {hypervisor.netns_name(prefix)}")
+        hv = Hypervisor.start(prefix)
+    state = State(sdir / "state.json")
+    cfg, secret_keys, model = stack_config(config_file, str(image.path()), domain_type, _secrets(state))
+    img = image.ensure(log)
+    engine = Engine(state, hv.run, hv.net_argv, log)
+    for urn in engine.refresh():
+        log(f"  ! {urn.rsplit('::', 1)[-1]}: gone from libvirt (refresh): it will be created again")
+    log(f"vm-lab {prefix}: running the program ({len(model.nodes)} guests, image {img.name})")
+    try:
+        program = run_program(cfg, secret_keys, recorder=engine)
+    except Exception as e:
+        raise LabError(_failure_report(engine, hv, model, e)) from None
+    if engine.errors:
+        raise LabError(_failure_report(engine, hv, model, None))
+    engine.delete_unregistered()
+    bad = engine.order_violations()
+    if bad:
+        raise LabError("resources were created out of dependency order:\n" + "\n".join(f"  - {b}" for b in bad))
+    state.extra["outputs"] = program.outputs
+    state.save()
+    actions = {n: a for n, a in engine.actions().items() if a != "same"}
+    log(f"vm-lab {prefix}: up in {time.monotonic() - started:.0f}s; {len(actions)} resources changed")
+    return engine.actions()
+
+
+def _failure_report(engine: Engine, hv: Hypervisor, model: Lab, exc: BaseException | None) -> str:
+    out = ["the program failed:"] + [f"  {e}" for e in engine.errors]
+    if exc is not None and not engine.errors:
+        out.append(f"  {type(exc).__name__}: {exc}")
+    failed = {e.split(":", 1)[0] for e in engine.errors}
+    for n in model.nodes:
+        if any(f.startswith(f"halab-{n.name}-") or f.startswith(f"{model.network.name}-{n.name}") for f in failed):
+            dom = f"{model.network.name}-{n.name}"
+            out.append(f"--- console of {dom} (last lines)\n{hv.console_log(dom)}")
+    return "\n".join(out)
+
+
+def _loaded(config_file: str) -> tuple[Hypervisor, State, Lab, dict[str, Any]]:
+    prefix = _prefix(config_file)
+    hv = Hypervisor.attach(prefix)
+    state = State(state_dir(prefix) / "state.json")
+    if hv is None or "outputs" not in state.extra:
+        raise LabError(f"vm-lab {prefix} is not up: run `up` first")
+    _, _, model = stack_config(config_file, str(image.path()), "qemu", _secrets(state))
+    return hv, state, model, state.extra["outputs"]
+
+
+class Session:
+    """The verifier's SSH transport to the guests, from the hypervisor's namespace, and its Site."""
+
+    def __init__(self, config_file: str, read_only: bool = False):
+        self.hv, self.state, self.model, outputs = _loaded(config_file)
+        self.stack = deployed.Stack(self.model, outputs, self.state.extra["secrets"])
+        self.keys = tempfile.TemporaryDirectory(prefix="halab-key-")
+        key = deployed.key_file(self.stack, None, Path(self.keys.name))
+        self.t = SshTransport(deployed.endpoints(self.model, key, None), netns=self.hv.netns)
+        self.read_only = read_only
+
+    def __enter__(self) -> Session:
+        self.t.connect()
+        self.site = deployed.site(self.stack, self.t, None, self.read_only)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.t.close()
+        self.keys.cleanup()
+
+
+def verify(config_file: str, read_only: bool = False) -> int:
+    with Session(config_file, read_only) as s:
+        print(f"requests from {', '.join(s.site.client_sources)} on the hypervisor", flush=True)
+        return checks.run_and_report(s.t, s.site)
+
+
+def down(config_file: str, log: Log = print) -> list[str]:
+    """Removes the hypervisor node (and with it every guest, volume, network and daemon) and the
+    state; returns what is still left (nothing, unless something resisted)."""
+    prefix = _prefix(config_file)
+    removed = hypervisor.destroy(prefix)
+    shutil.rmtree(state_dir(prefix), ignore_errors=True)
+    for d in (STATE_ROOT, STATE_ROOT.parent):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    log(f"vm-lab {prefix}: {'removed' if removed else 'nothing to remove'}")
+    left = leftovers(prefix)
+    for item in left:
+        log(f"  left behind: {item}")
+    return left
+
+
+def leftovers(prefix: str) -> list[str]:
+    """Anything of this VM lab still on the host: its namespace, mounts, QEMU processes, state."""
+    ns = hypervisor.netns_name(prefix)
+    out = []
+    if Path(f"/run/netns/{ns}").exists():
+        out.append(f"namespace {ns}")
+    if any(ns in line for line in Path("/proc/self/mountinfo").read_text().splitlines()):
+        out.append(f"mount of {ns}")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"qemu-system-x86_64") and f"guest={prefix}-".encode() in b" ".join(cmdline):
+            out.append(f"qemu process {pid}")
+    if state_dir(prefix).exists():
+        out.append(f"state {state_dir(prefix)}")
+    return out
