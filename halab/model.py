@@ -95,6 +95,13 @@ class Vrrp:
         return max(1, math.ceil(self.advert_interval))
 
     @property
+    def check_timeout(self) -> int:
+        """How long keepalived lets its 1 s script run: two intervals. The script bounds its own
+        request to haproxy (0.5 s); past that, only a starved CPU delays it, and a starved CPU
+        is not a dead haproxy (the watcher, every 0.1 s, is the fast path)."""
+        return 2 * self.check_interval
+
+    @property
     def watch_period(self) -> float:
         """How often the haproxy watcher checks: within one advert interval, not busier than 50/s."""
         return max(0.02, min(0.1, self.advert_interval / 2))

@@ -55,6 +55,10 @@ TRANSPARENCY_LINES = {
 # haproxy's own health frontend (monitor-uri), on the loopback of each load balancer: what
 # keepalived's checks ask (halab-haproxy-watch, halab-check-haproxy).
 HAPROXY_HEALTH_PORT = 8405
+# Misses in a row before the watcher calls haproxy unhealthy: a hang is seen within
+# 2 x (TIMEOUT + PERIOD) (1.2 s by default), and one slow answer (a reload on a starved CPU
+# took 0.5 s on an emulated guest) moves no VIP.
+WATCH_FALL = 2
 
 
 def haproxy_cfg(lab: Lab, host: Node) -> str:
@@ -141,6 +145,7 @@ def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
         ports=" ".join(str(s.port) for s in lab.services),
         health_port=HAPROXY_HEALTH_PORT,
         check_interval=vrrp.check_interval,
+        check_timeout=vrrp.check_timeout,
         watch_period=f"{vrrp.watch_period:g}",
     )
     return template(
@@ -167,6 +172,7 @@ def haproxy_watch_conf(lab: Lab) -> str:
         "# haproxy's health frontend and the service frontends' ports.\n"
         f"PERIOD={lab.vrrp.watch_period:g}\n"
         f"TIMEOUT={lab.vrrp.watch_timeout:g}\n"
+        f"FALL={WATCH_FALL}\n"
         f"HEALTH_PORT={HAPROXY_HEALTH_PORT}\n"
         f'PORTS="{ports}"\n'
     )

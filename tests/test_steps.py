@@ -238,7 +238,7 @@ def test_drill_restart_override_sorts_after_the_installed_dropins():
 
 def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path):
     """The watcher's verdict follows haproxy's answers: a process that keeps its pidfile and its
-    listening socket but answers nothing (SIGSTOP: a hang) is unhealthy within TIMEOUT + PERIOD,
+    listening socket but answers nothing (SIGSTOP: a hang) is unhealthy within FALL x (TIMEOUT + PERIOD),
     and healthy again once it answers. A stand-in for haproxy's monitor-uri on the loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -257,7 +257,7 @@ def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path):
     )
     pidfile, conf, state = tmp_path / "haproxy.pid", tmp_path / "watch.conf", tmp_path / "state"
     pidfile.write_text(f"{server.pid}\n")
-    conf.write_text(f'PERIOD=0.1\nTIMEOUT=0.3\nHEALTH_PORT={port}\nPORTS="{port}"\nPIDFILE={pidfile}\n')
+    conf.write_text(f'PERIOD=0.1\nTIMEOUT=0.3\nFALL=2\nHEALTH_PORT={port}\nPORTS="{port}"\nPIDFILE={pidfile}\n')
     watch = subprocess.Popen([sys.executable, str(ROOT / "scripts/node/halab-haproxy-watch"), str(conf), str(state)])
 
     def verdict_within(want: str, seconds: float) -> float | None:
@@ -272,7 +272,7 @@ def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path):
         assert verdict_within("0", 5) is not None, "a serving haproxy is healthy"
         server.send_signal(signal.SIGSTOP)
         took = verdict_within("1", 2)
-        assert took is not None and took < 0.3 + 0.1 + 0.2, f"a hung haproxy seen after {took}"
+        assert took is not None and took < 2 * (0.3 + 0.1) + 0.2, f"a hung haproxy seen after {took}"
         server.send_signal(signal.SIGCONT)
         assert verdict_within("0", 2) is not None, "healthy again once it answers"
         server.kill()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from halab import plan, render
-from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, python_path, veth
+from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, python_path, remove_tree, veth
 from halab.netns.topology import Topology
 from halab.verify.transport import NetnsTransport, Site
 
@@ -207,12 +207,7 @@ def down(topo: Topology, log: Log = print) -> list[str]:
     is still left afterwards (nothing, unless something resisted)."""
     names = {h.netns for h in topo.hosts} | _remembered(topo)
     removed = [n for n in sorted(names) if destroy_netns(n)]
-    shutil.rmtree(state_dir(topo), ignore_errors=True)
-    for d in (STATE_ROOT, STATE_ROOT.parent):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
+    remove_tree(state_dir(topo), STATE_ROOT, STATE_ROOT.parent)
     log(f"lab {topo.prefix}: removed {len(removed)} namespaces" if removed else f"lab {topo.prefix}: nothing to remove")
     left = leftovers(topo)
     for item in left:

@@ -212,6 +212,16 @@ def _running(pid: int) -> bool:
         return False
 
 
+def remove_tree(path: Path, *parents: Path) -> None:
+    """Removes `path`, then each of `parents` that is left empty (another lab may still use one)."""
+    shutil.rmtree(path, ignore_errors=True)
+    for d in parents:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
 def destroy_netns(netns: str) -> bool:
     """Kills every process in the namespace (its PID 1 first: that ends its PID namespace),
     deletes the namespace and the node's mount point. Safe to call twice; True if it found any."""
@@ -234,10 +244,5 @@ def destroy_netns(netns: str) -> bool:
         subprocess.run(["ip", "netns", "del", netns], check=False)
     scratch = SCRATCH_ROOT / netns
     found = found or scratch.exists()
-    shutil.rmtree(scratch, ignore_errors=True)
-    for d in (SCRATCH_ROOT, SCRATCH_ROOT.parent):
-        try:
-            d.rmdir()  # only when empty: another lab may still have nodes
-        except OSError:
-            pass
+    remove_tree(scratch, SCRATCH_ROOT, SCRATCH_ROOT.parent)
     return found

@@ -27,7 +27,6 @@ from halab.verify.transport import Site, Transport
 
 SAMPLER = (Path(__file__).parent / "sampler.py").read_text()
 ROGUE = (Path(__file__).parent / "rogue.py").read_text()
-DRILL_INTERVAL = 0.02  # a request every 20 ms: figures are not the sampler's resolution
 RECOVERED_AFTER = 10  # consecutive successes that end an outage
 PROBE_TIMEOUT = 3.0  # a node that does not answer a probe in this time is counted as not holding
 LINK_CUT_DELAY = 0.2  # the link goes down this long after the drill call returns (see drill.sh)
@@ -322,7 +321,8 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
     if len(held) != 1:
         return f"no single master to fault ({held})"
     master = held[0]
-    args = ["--interval", str(DRILL_INTERVAL), "--timeout", "0.3", "--duration", str(3 * bound + 10)]
+    args = ["--interval", str(site.request_interval), "--timeout", str(site.request_timeout)]
+    args += ["--duration", str(3 * bound + 10)]
     s = sample(t, site.client, lab.url(lab.services[0]), [site.client_sources[0]], *args)
     watch = HolderWatch(t, lab)
     try:
@@ -639,6 +639,11 @@ class ReloadPhase:
     requests: int
 
 
+# A step run by a check (the haproxy step of the reload drill): as long as `up` would let it run.
+# Seconds on a real machine; a minute or more on an emulated guest under load.
+STEP_TIMEOUT = 300.0
+
+
 def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
     """Under steady load, each load balancer's haproxy step runs with the last backend removed,
     then with it added back: a master-worker reload per node and phase. Failures are counted per
@@ -650,7 +655,8 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
     def haproxy_step(model: Lab, lb: Node) -> plan.Step:
         return next(s for s in plan.host_steps(model, lb, creds) if s.name == "haproxy")
 
-    args = ["--interval", "0.01", "--timeout", "2", "--duration", "60"]
+    # bounded by STEP_TIMEOUT per step; stopped as soon as the phases are done
+    args = ["--interval", str(site.request_interval / 2), "--timeout", "2", "--duration", str(4 * STEP_TIMEOUT)]
     s = sample(t, site.client, lab.url(lab.services[0]), list(site.client_sources), *args)
     phases: dict[str, ReloadPhase] = {}
     try:
@@ -659,7 +665,8 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
             for phase, model in (("backend removed", fewer), ("backend added", lab)):
                 t0, reloads = time.monotonic(), 0
                 for lb in lab.load_balancers:
-                    out = t.run(lb.name, ["bash", "-s"], input=haproxy_step(model, lb).bundle()).stdout
+                    step = haproxy_step(model, lb).bundle()
+                    out = t.run(lb.name, ["bash", "-s"], input=step, timeout=STEP_TIMEOUT).stdout
                     reloads += "reloading haproxy" in out
                 time.sleep(1.5)
                 window = s.since(t0)
@@ -667,7 +674,8 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
         finally:
             if "backend added" not in phases:  # interrupted: every node back on the full config
                 for lb in lab.load_balancers:
-                    t.run(lb.name, ["bash", "-s"], input=haproxy_step(lab, lb).bundle(), check=False)
+                    step = haproxy_step(lab, lb).bundle()
+                    t.run(lb.name, ["bash", "-s"], input=step, check=False, timeout=STEP_TIMEOUT)
     finally:
         s.stop()
     return phases

@@ -34,6 +34,11 @@ class Site:
     rogue: str  # an on-subnet lab host that is not a VRRP peer: it plays the rogue VRRP speaker
     stats_password: str = ""  # to read the HAProxy stats pages
     read_only: bool = False  # only the checks that change nothing: no fault, reload or table clear
+    # How hard the drills' samplers press, and how long a request may take: a request every
+    # 20 ms within 0.3 s on real machines; an emulated guest (the VM lab under TCG) serves a
+    # few dozen a second at most, and load alone would then fail the rows it measures.
+    request_interval: float = 0.02
+    request_timeout: float = 0.3
 
 
 class NetnsTransport:

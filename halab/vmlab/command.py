@@ -1,7 +1,9 @@
 """`command:remote:Command` as pulumi-command v1.2.1 runs it: dial SSH to the connection's
 host (as its user, with its private key; host keys are not checked), retrying a failed dial
-`dialErrorLimit` times with `perDialTimeout` each, then run `create` in one session with
-`stdin` on its standard input. A non-zero exit fails the resource, with its output. An update
+`dialErrorLimit` times with `perDialTimeout` each, then run `create` in a session of that same
+connection, with `stdin` on its standard input. (The same connection matters: cloud-init
+restarts sshd while a guest boots, and a second connection can be refused where the session of
+the first one goes on.) A non-zero exit fails the resource, with its output. An update
 (inputs changed, triggers not) runs `create` again, as there is no `update` command.
 
 ssh runs in the lab hypervisor's network namespace: the guests' addresses exist only there.
@@ -28,7 +30,7 @@ class Result:
     stderr: str
 
 
-def ssh_argv(conn: dict[str, Any], key_file: str) -> list[str]:
+def ssh_argv(conn: dict[str, Any], key_file: str, control: str) -> list[str]:
     if conn.get("proxy"):
         raise CommandError("the VM lab's guests are local: a proxy (jump host) connection is not supported")
     timeout = int(conn.get("perDialTimeout") or 15)
@@ -40,6 +42,9 @@ def ssh_argv(conn: dict[str, Any], key_file: str) -> list[str]:
         "-o", "LogLevel=ERROR",
         "-o", f"ConnectTimeout={timeout}",
         "-o", "IdentitiesOnly=yes",
+        "-o", "ControlMaster=auto",
+        "-o", f"ControlPath={control}",
+        "-o", "ControlPersist=600",
         "-i", key_file,
         "-p", str(int(conn.get("port") or 22)),
         "-l", conn.get("user") or "root",
@@ -56,39 +61,51 @@ def run(
     conn = inputs["connection"]
     if not conn.get("privateKey"):
         raise CommandError(f"{conn.get('host')}: the VM lab needs a private key in the connection")
-    fd, key_file = tempfile.mkstemp(prefix="halab-cmd-key-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="halab-cmd-") as d:
+        key_file = os.path.join(d, "key")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             key = conn["privateKey"]
             f.write(key if key.endswith("\n") else key + "\n")
-        base = ssh_argv(conn, key_file)
-        limit = int(conn.get("dialErrorLimit") or 10)
-        per_dial = int(conn.get("perDialTimeout") or 15)
-        for attempt in range(1, limit + 1):
-            started = time.monotonic()
-            p = subprocess.run(
-                wrap([*base, "true"]), capture_output=True, text=True, check=False, timeout=per_dial + 30
-            )
-            if p.returncode == 0:
-                break
-            if attempt == limit:
-                raise CommandError(f"{conn['host']}: SSH dial failed {limit} times: {p.stderr.strip()}")
-            if attempt == 1 or attempt % 6 == 0:
-                log(f"waiting for SSH on {conn['host']} ({attempt}/{limit}: {p.stderr.strip()[:80]})")
-            time.sleep(max(0.0, per_dial - (time.monotonic() - started)))
-        p = subprocess.run(
-            wrap([*base, inputs["create"]]),
-            input=inputs.get("stdin") or "",
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
+        base = ssh_argv(conn, key_file, os.path.join(d, "conn"))
+        try:
+            return _dial_and_run(inputs, base, wrap, log, timeout)
+        finally:  # the connection ends with the command, as pulumi-command's
+            subprocess.run(wrap([*base[:-1], "-O", "exit", base[-1]]), capture_output=True, check=False, timeout=30)
+
+
+def _dial_and_run(
+    inputs: dict[str, Any],
+    base: list[str],
+    wrap: Callable[[list[str]], list[str]],
+    log: Callable[[str], None],
+    timeout: float,
+) -> Result:
+    conn = inputs["connection"]
+    limit = int(conn.get("dialErrorLimit") or 10)
+    per_dial = int(conn.get("perDialTimeout") or 15)
+    for attempt in range(1, limit + 1):
+        started = time.monotonic()
+        # the dial: opens the connection (its master) that the command's session then uses
+        p = subprocess.run(wrap([*base, "true"]), capture_output=True, text=True, check=False, timeout=per_dial + 30)
+        if p.returncode == 0:
+            break
+        if attempt == limit:
+            raise CommandError(f"{conn['host']}: SSH dial failed {limit} times: {p.stderr.strip()}")
+        if attempt == 1 or attempt % 6 == 0:
+            log(f"waiting for SSH on {conn['host']} ({attempt}/{limit}: {p.stderr.strip()[:80]})")
+        time.sleep(max(0.0, per_dial - (time.monotonic() - started)))
+    p = subprocess.run(
+        wrap([*base, inputs["create"]]),
+        input=inputs.get("stdin") or "",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    if p.returncode != 0:
+        raise CommandError(
+            f"{conn['host']}: `{inputs['create']}` exited {p.returncode}\n--- stdout\n{p.stdout[-3000:]}"
+            f"\n--- stderr\n{p.stderr[-3000:]}"
         )
-        if p.returncode != 0:
-            raise CommandError(
-                f"{conn['host']}: `{inputs['create']}` exited {p.returncode}\n--- stdout\n{p.stdout[-3000:]}"
-                f"\n--- stderr\n{p.stderr[-3000:]}"
-            )
-        return Result(p.stdout, p.stderr)
-    finally:
-        os.unlink(key_file)
+    return Result(p.stdout, p.stderr)

@@ -9,8 +9,10 @@ and kept in the lab's state (0600), as `scripts/setup` keeps them in the stack.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pwd
 import secrets
 import shutil
 import tempfile
@@ -22,6 +24,7 @@ from typing import Any
 from components.mocks import run_program
 from halab import config
 from halab.model import Lab
+from halab.netns.node import remove_tree
 from halab.verify import checks, deployed
 from halab.verify.ssh import SshTransport
 from halab.vmlab import hypervisor, image
@@ -29,6 +32,7 @@ from halab.vmlab.engine import Engine, State
 from halab.vmlab.hypervisor import Hypervisor
 
 STATE_ROOT = Path("/run/halab/vmlabs")
+EMULATED_INTERVAL = 0.1  # the drills' request interval on TCG guests (0.02 s on real machines)
 COMMANDS = ("virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "mkisofs", "ssh", "ssh-keygen", "nsenter", "ip")
 
 Log = Callable[[str], None]
@@ -45,8 +49,6 @@ def preflight() -> list[str]:
         missing.append("root (network namespaces, libvirtd, loop devices): run it with sudo")
     missing += [f"command {c}" for c in COMMANDS + image.HOST_COMMANDS if shutil.which(c) is None]
     try:
-        import pwd
-
         pwd.getpwnam("libvirt-qemu")
     except KeyError:
         missing.append("user libvirt-qemu (apt-get install libvirt-daemon-system)")
@@ -124,6 +126,7 @@ def up(config_file: str, domain_type: str = "qemu", log: Log = print) -> dict[st
     if bad:
         raise LabError("resources were created out of dependency order:\n" + "\n".join(f"  - {b}" for b in bad))
     state.extra["outputs"] = program.outputs
+    state.extra["domain_type"] = domain_type
     state.save()
     actions = {n: a for n, a in engine.actions().items() if a != "same"}
     log(f"vm-lab {prefix}: up in {time.monotonic() - started:.0f}s; {len(actions)} resources changed")
@@ -131,14 +134,15 @@ def up(config_file: str, domain_type: str = "qemu", log: Log = print) -> dict[st
 
 
 def _failure_report(engine: Engine, hv: Hypervisor, model: Lab, exc: BaseException | None) -> str:
+    """Every failed resource with its output, then the console of each guest one of them was for."""
     out = ["the program failed:"] + [f"  {e}" for e in engine.errors]
     if exc is not None and not engine.errors:
         out.append(f"  {type(exc).__name__}: {exc}")
-    failed = {e.split(":", 1)[0] for e in engine.errors}
+    failed = [e.split(":", 1)[0] for e in engine.errors]  # resource names: halab-<node>-<what>
     for n in model.nodes:
-        if any(f.startswith(f"halab-{n.name}-") or f.startswith(f"{model.network.name}-{n.name}") for f in failed):
-            dom = f"{model.network.name}-{n.name}"
-            out.append(f"--- console of {dom} (last lines)\n{hv.console_log(dom)}")
+        if any(f.startswith(f"halab-{n.name}-") for f in failed):
+            domain = f"{model.network.name}-{n.name}"
+            out.append(f"--- console of {domain} (last lines)\n{hv.console_log(domain)}")
     return "\n".join(out)
 
 
@@ -148,7 +152,7 @@ def _loaded(config_file: str) -> tuple[Hypervisor, State, Lab, dict[str, Any]]:
     state = State(state_dir(prefix) / "state.json")
     if hv is None or "outputs" not in state.extra:
         raise LabError(f"vm-lab {prefix} is not up: run `up` first")
-    _, _, model = stack_config(config_file, str(image.path()), "qemu", _secrets(state))
+    _, _, model = stack_config(config_file, str(image.path()), state.extra.get("domain_type", "qemu"), _secrets(state))
     return hv, state, model, state.extra["outputs"]
 
 
@@ -166,6 +170,9 @@ class Session:
     def __enter__(self) -> Session:
         self.t.connect()
         self.site = deployed.site(self.stack, self.t, None, self.read_only)
+        if self.model.libvirt.domain_type == "qemu":
+            # emulated guests (TCG) serve a few dozen requests a second: drills press less
+            self.site = dataclasses.replace(self.site, request_interval=EMULATED_INTERVAL, request_timeout=1.0)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -184,12 +191,7 @@ def down(config_file: str, log: Log = print) -> list[str]:
     state; returns what is still left (nothing, unless something resisted)."""
     prefix = _prefix(config_file)
     removed = hypervisor.destroy(prefix)
-    shutil.rmtree(state_dir(prefix), ignore_errors=True)
-    for d in (STATE_ROOT, STATE_ROOT.parent):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
+    remove_tree(state_dir(prefix), STATE_ROOT, STATE_ROOT.parent)
     log(f"vm-lab {prefix}: {'removed' if removed else 'nothing to remove'}")
     left = leftovers(prefix)
     for item in left:

@@ -6,7 +6,8 @@ rules and policy routing (halab-tproxy), haproxy, its watcher and keepalived, an
 on the backend the default route via the VIP and the test-client routes (halab-routes) and its
 servers. Then systemd-networkd is restarted on each of them, running, and the same must still
 hold (systemd-networkd v249+ removes foreign rules, routes and addresses when it starts). Last,
-the whole verifier runs again.
+the verifier's read-only checks run again (VIP, adverts, health, services, spread, stickiness,
+stats, log).
 """
 
 from __future__ import annotations
@@ -137,6 +138,6 @@ def run(config_file: str) -> int:
     print(f"\nreboot: {len(rows) - len(failed)} passed, {len(failed)} failed", flush=True)
     if failed:
         return 1
-    print("verify after the reboots:", flush=True)
-    with Session(config_file) as s:
+    print("verify after the reboots (--read-only: the drills ran in `verify`):", flush=True)
+    with Session(config_file, read_only=True) as s:
         return checks.run_and_report(s.t, s.site)

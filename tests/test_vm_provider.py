@@ -1,0 +1,133 @@
+"""The VM lab's stand-ins for the engine and the provider, without libvirt: the XML a guest gets
+is the one terraform-provider-libvirt v0.8.1 writes for the program's inputs, and the engine
+decides create/update/replace/same as `pulumi up` does."""
+
+from __future__ import annotations
+
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from halab.vmlab.engine import COMMAND, Engine, Entry, State
+from halab.vmlab.provider import Libvirt, ProviderError
+
+CAPS = """<capabilities><guest><os_type>hvm</os_type><arch name='x86_64'>
+<emulator>/usr/bin/qemu-system-x86_64</emulator>
+<machine maxCpus='255'>pc-i440fx-7.2</machine><machine canonical='pc-i440fx-7.2' maxCpus='255'>pc</machine>
+<domain type='qemu'/><domain type='kvm'/></arch></guest></capabilities>"""
+
+ANSWERS = {
+    "capabilities": CAPS,
+    "vol-pool": "default\n",
+    "vol-dumpxml": "<volume><name>halab-lb1-root-1234.qcow2</name><target><format type='qcow2'/></target></volume>",
+    "vol-path": "/var/lib/libvirt/images/halab-lb1-cloudinit-abcd.iso\n",
+    "net-name": "halab\n",
+}
+
+
+def fake_run(argv, input=None, check=True):
+    """virsh as the provider's calls need it answered."""
+    verb = next(a for a in argv[argv.index("qemu:///system") + 1 :] if not a.startswith("-"))
+    return subprocess.CompletedProcess(argv, 0, ANSWERS[verb], "")
+
+
+DOMAIN = {
+    "name": "halab-lb1",
+    "type": "qemu",
+    "memory": 1024.0,
+    "vcpu": 1.0,
+    "autostart": True,
+    "cloudinit": "/var/lib/libvirt/images/halab-lb1-cloudinit-abcd.iso;5f3c",
+    "disks": [{"volumeId": "/var/lib/libvirt/images/halab-lb1-root-1234.qcow2"}],
+    "networkInterfaces": [{"mac": "52:54:00:a8:45:6f", "waitForLease": False, "networkId": "uuid-of-halab"}],
+    "consoles": [{"type": "pty", "targetPort": "0", "targetType": "serial"}],
+    "graphics": {"type": "vnc", "listenType": "none", "autoport": True},
+}
+
+
+def test_domain_xml_is_the_providers():
+    dom = ET.fromstring(Libvirt("qemu:///system", fake_run).domain_xml(DOMAIN))
+    assert dom.get("type") == "qemu" and dom.findtext("name") == "halab-lb1"
+    assert dom.find("os/type").get("machine") == "pc-i440fx-7.2"  # the canonical machine of `pc`
+    assert [f.tag for f in dom.find("features")] == ["pae", "acpi", "apic"]
+    assert dom.find("cpu").attrib == {}  # no mode given (qemu): the provider's empty <cpu/>
+    disk, cdrom = dom.findall("devices/disk")
+    assert disk.get("type") == "volume" and disk.find("source").attrib == {
+        "pool": "default",
+        "volume": "halab-lb1-root-1234.qcow2",
+    }
+    assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+    assert disk.find("driver").get("type") == "qcow2"
+    assert cdrom.get("device") == "cdrom" and cdrom.findtext("serial") == "cloudinit"
+    assert cdrom.find("target").attrib == {"dev": "hdd", "bus": "ide"}
+    nic = dom.find("devices/interface")
+    assert nic.find("mac").get("address") == "52:54:00:A8:45:6F"  # upper-cased, as the provider does
+    assert nic.find("source").get("network") == "halab" and nic.find("model").get("type") == "virtio"
+    assert dom.find("devices/console/target").attrib == {"type": "serial", "port": "0"}
+    assert dom.find("devices/channel/target").get("name") == "org.qemu.guest_agent.0"
+    assert dom.find("devices/rng/backend").text == "/dev/urandom"
+    graphics = dom.find("devices/graphics")
+    assert graphics.get("type") == "vnc" and graphics.find("listen").get("type") == "none"
+
+
+def test_without_graphics_the_provider_gives_spice():
+    """Finding 7, as newDomainDef has it: no graphics block means SPICE."""
+    dom = ET.fromstring(Libvirt("qemu:///system", fake_run).domain_xml({**DOMAIN, "graphics": None}))
+    assert dom.find("devices/graphics").attrib == {"type": "spice", "autoport": "yes"}
+
+
+def test_network_xml_is_the_providers():
+    net = ET.fromstring(
+        Libvirt("qemu:///system", fake_run).network_xml(
+            {
+                "name": "halab",
+                "mode": "nat",
+                "addresses": ["192.168.69.0/24"],
+                "dhcp": {"enabled": False},
+                "dns": {"enabled": True, "localOnly": False},
+            }  # fmt: skip
+        )
+    )
+    assert net.find("forward").get("mode") == "nat"
+    assert net.find("forward/nat/port").attrib == {"start": "1024", "end": "65535"}
+    assert net.find("bridge").attrib == {"stp": "on"}  # libvirt names the bridge
+    assert net.find("ip").attrib == {"address": "192.168.69.1", "netmask": "255.255.255.0"}
+    assert net.find("ip/dhcp") is None and net.find("dns").get("enable") == "yes"
+
+
+def test_only_cloud_init_and_autostart_change_a_domain_in_place():
+    lv = Libvirt("qemu:///system", fake_run)
+    assert lv.update_domain("uuid", DOMAIN, {**DOMAIN, "memory": 2048.0}) is None
+
+
+def test_the_lab_refuses_a_remote_provider():
+    with pytest.raises(ProviderError, match="qemu\\+ssh"):
+        Libvirt("qemu+ssh://me@hv/system", fake_run)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return Engine(State(tmp_path / "state.json"), fake_run, lambda argv: argv, log=lambda _: None)
+
+
+def entry(typ: str, **inputs) -> Entry:
+    return Entry("urn:x", typ, "id", inputs, inputs)
+
+
+@pytest.mark.parametrize(
+    ("typ", "old", "new", "replace_on", "updatable"),
+    [
+        # pulumi-command: triggers replace; any other change runs `create` again (an update)
+        (COMMAND, {"triggers": ["a"], "stdin": "x"}, {"triggers": ["b"], "stdin": "y"}, [], False),
+        (COMMAND, {"triggers": ["a"], "stdin": "x"}, {"triggers": ["a"], "stdin": "y"}, [], True),
+        # the provider: a domain's cloud-init disk and autostart in place, the rest ForceNew ...
+        ("libvirt:index/domain:Domain", {"cloudinit": "a"}, {"cloudinit": "b"}, [], True),
+        ("libvirt:index/domain:Domain", {"memory": 1}, {"memory": 2}, [], False),
+        # ... unless the program asks for a replacement (finding 8)
+        ("libvirt:index/domain:Domain", {"cloudinit": "a"}, {"cloudinit": "b"}, ["cloudinit"], False),
+        ("libvirt:index/volume:Volume", {"size": 1}, {"size": 2}, [], False),
+    ],
+)
+def test_the_engine_updates_or_replaces_as_pulumi_up_does(engine, typ, old, new, replace_on, updatable):
+    assert engine._updatable(typ, entry(typ, **old), new, replace_on) is updatable
