@@ -3,7 +3,8 @@ the lab's namespaces (real Debian guests under QEMU, cloud-init, systemd, SSH), 
 
 One lab for the module, in the order a user meets it: up, up again, verify (drills included),
 reboot, a third backend added under load, a guest deleted out of band, down; then an `up`
-interrupted halfway and a `down` after it. About 20 minutes on 2 cores with TCG (README, Tests).
+interrupted halfway and a `down` after it. About 20 minutes on 2 cores with TCG: up 5 min,
+verify 7, reboot 3, a third backend 3, a rebuilt guest 2 (README, Tests).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import yaml
 from conftest import ROOT, require_lab
 
+from halab import config, plan
 from halab.verify import checks
 from halab.vmlab import hypervisor, lab
 
@@ -59,8 +61,9 @@ def vmlab():
 
 def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
     made = changed(vmlab)
-    steps = [n for n in made if n.endswith(("-ready", "-packages", "-sysctl", "-keepalived", "-gateway"))]
-    assert len(steps) == 10 and all(made[n] == "create" for n in steps), made
+    model = config.parse(config.load_stack_file(str(CONFIG)))
+    steps = [f"halab-{n.name}-{s}" for n in model.nodes for s in plan.step_names(model, n)]
+    assert len(steps) == 24 and all(made.get(s) == "create" for s in steps), made
     assert sorted(virsh("list", "--name").split()) == ["halab-lb1", "halab-lb2", "halab-www1", "halab-www2"]
     with lab.Session(str(CONFIG)) as s:
         for node in s.model.nodes:
@@ -88,7 +91,7 @@ def test_verify_passes_on_the_guests_drills_included(vmlab):
 def test_reboot_and_a_networkd_restart_leave_every_rule_route_and_daemon(vmlab):
     p = vm_lab("reboot", timeout=1400)
     assert p.returncode == 0, p.stdout
-    assert "reboot: 5 passed, 0 failed" in p.stdout
+    assert "reboot: 5 passed, 0 failed" in p.stdout  # each node back, the VIP, networkd restarted on each
     assert re.search(r"\n\d+ passed, 0 failed, 0 skipped", p.stdout), p.stdout
 
 
@@ -104,7 +107,8 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     three = with_backend(tmp_path, "www3", "192.168.69.108")
     with lab.Session(str(CONFIG)) as s:
         url = s.model.url(s.model.services[0])
-        sampler = checks.sample(s.t, s.site.client, url, list(s.site.client_sources[:4]), "--duration", "1200")
+        rate = ["--interval", str(s.site.request_interval), "--timeout", str(s.site.request_timeout)]
+        sampler = checks.sample(s.t, s.site.client, url, list(s.site.client_sources[:4]), *rate, "--duration", "1200")
         time.sleep(2)
         p = vm_lab("up", config=three)
         samples = sampler.stop()
@@ -114,7 +118,7 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     assert others == {"halab-lb1-haproxy", "halab-lb2-haproxy"}, made
     assert {made[n] for n in others} == {"replace"}  # their triggers changed: the step runs again
     failed = [x for x in samples if not x.ok]
-    assert len(samples) > 100 and not failed, f"{len(failed)} of {len(samples)} requests failed"
+    assert len(samples) > 50 and not failed, f"{len(failed)} of {len(samples)} requests failed"
 
 
 def test_a_guest_deleted_out_of_band_is_rebuilt_with_every_step(vmlab, tmp_path):

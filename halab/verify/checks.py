@@ -321,10 +321,11 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
     if len(held) != 1:
         return f"no single master to fault ({held})"
     master = held[0]
+    step = max(0.2, site.holder_interval)  # how often the drill's own waits ask the holders
     args = ["--interval", str(site.request_interval), "--timeout", str(site.request_timeout)]
     args += ["--duration", str(3 * bound + 10)]
     s = sample(t, site.client, lab.url(lab.services[0]), [site.client_sources[0]], *args)
-    watch = HolderWatch(t, lab)
+    watch = HolderWatch(t, lab, site.holder_interval)
     try:
         if not wait_until(lambda: s.recovered_since(0.0), 10):
             return "no steady traffic through the VIP before the fault"
@@ -332,7 +333,7 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
         restored = False
         try:
             t0 = fault(master) or t0
-            moved = wait_until(lambda: _single_other(holders(t, lab), master) and s.recovered_since(t0), bound, 0.2)
+            moved = wait_until(lambda: _single_other(holders(t, lab), master) and s.recovered_since(t0), bound, step)
             t1 = time.monotonic()
             out, new = outage(s.samples, t0, t1), holders(t, lab)
             split = watch.most(t0, t1)
@@ -343,7 +344,7 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
                 restore(master)
         # preemption: the master takes the VIP back; nopreempt: it stays where it went
         expected = [master] if lab.vrrp.preempt else new
-        back = wait_until(lambda: holders(t, lab) == expected and s.recovered_since(t1), bound, 0.2)
+        back = wait_until(lambda: holders(t, lab) == expected and s.recovered_since(t1), bound, step)
         back_out = outage(s.samples, t1, time.monotonic())
         split_restore = watch.most(t1)
         return Drill(
@@ -656,7 +657,11 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
         return next(s for s in plan.host_steps(model, lb, creds) if s.name == "haproxy")
 
     # bounded by STEP_TIMEOUT per step; stopped as soon as the phases are done
-    args = ["--interval", str(site.request_interval / 2), "--timeout", "2", "--duration", str(4 * STEP_TIMEOUT)]
+    # a request may wait out a reload (2 s on real machines; longer where a reload starves the
+    # CPU for seconds, as on emulated guests): failing means refused or reset, or that slow
+    patience = max(2.0, 5 * site.request_timeout)
+    args = ["--interval", str(site.request_interval / 2), "--timeout", str(patience)]
+    args += ["--duration", str(4 * STEP_TIMEOUT)]
     s = sample(t, site.client, lab.url(lab.services[0]), list(site.client_sources), *args)
     phases: dict[str, ReloadPhase] = {}
     try:

@@ -39,6 +39,9 @@ class Site:
     # few dozen a second at most, and load alone would then fail the rows it measures.
     request_interval: float = 0.02
     request_timeout: float = 0.3
+    # How often the drills ask every load balancer whether it holds the VIP (a command each, over
+    # SSH on VMs): split brain needs two samples in a row to count.
+    holder_interval: float = 0.05
 
 
 class NetnsTransport:

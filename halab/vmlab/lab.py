@@ -172,7 +172,10 @@ class Session:
         self.site = deployed.site(self.stack, self.t, None, self.read_only)
         if self.model.libvirt.domain_type == "qemu":
             # emulated guests (TCG) serve a few dozen requests a second: drills press less
-            self.site = dataclasses.replace(self.site, request_interval=EMULATED_INTERVAL, request_timeout=1.0)
+            # (and every probe over SSH costs a guest a fork of sshd, sudo and ip: sampled 2/s)
+            self.site = dataclasses.replace(
+                self.site, request_interval=EMULATED_INTERVAL, request_timeout=1.0, holder_interval=0.5
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:

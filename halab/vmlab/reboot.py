@@ -118,9 +118,11 @@ def run(config_file: str) -> int:
                 not missing,
                 f"SSH after {took:.0f}s, complete {settle:.0f}s later" if not missing else "; ".join(missing),
             )
-        if master:
-            ok = checks.wait_until(lambda: vip_holder(t, lab) == master, 60, 1.0)
-            row(f"the VIP back on {master} (preempt)", ok, f"holder {vip_holder(t, lab)}")
+        # with preemption the highest priority takes the VIP back, whoever held it before
+        first = max(lab.load_balancers, key=lambda n: n.priority or 0).name if lab.vrrp.preempt else None
+        ok = checks.wait_until(lambda: vip_holder(t, lab) == first if first else vip_holder(t, lab) is not None, 60, 1)
+        where = f", {first} (preempt)" if first else ""
+        row(f"the VIP on one load balancer{where}", ok, f"holder {vip_holder(t, lab)}")
         for n in (lb, be):
             holder = vip_holder(t, lab)
             t.run(n.name, ["systemctl", "restart", "systemd-networkd"])
