@@ -166,15 +166,13 @@ def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
 
 
 def haproxy_watch_conf(lab: Lab) -> str:
-    ports = " ".join(str(s.port) for s in lab.services)
     return (
         "# Read by halab-haproxy-watch: how often it asks haproxy, how long an answer may take,\n"
-        "# haproxy's health frontend and the service frontends' ports.\n"
+        "# how many misses in a row are a failure, and haproxy's health frontend.\n"
         f"PERIOD={lab.vrrp.watch_period:g}\n"
         f"TIMEOUT={lab.vrrp.watch_timeout:g}\n"
         f"FALL={WATCH_FALL}\n"
         f"HEALTH_PORT={HAPROXY_HEALTH_PORT}\n"
-        f'PORTS="{ports}"\n'
     )
 
 

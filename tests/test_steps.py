@@ -257,7 +257,7 @@ def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path):
     )
     pidfile, conf, state = tmp_path / "haproxy.pid", tmp_path / "watch.conf", tmp_path / "state"
     pidfile.write_text(f"{server.pid}\n")
-    conf.write_text(f'PERIOD=0.1\nTIMEOUT=0.3\nFALL=2\nHEALTH_PORT={port}\nPORTS="{port}"\nPIDFILE={pidfile}\n')
+    conf.write_text(f"PERIOD=0.1\nTIMEOUT=0.3\nFALL=2\nHEALTH_PORT={port}\nPIDFILE={pidfile}\n")
     watch = subprocess.Popen([sys.executable, str(ROOT / "scripts/node/halab-haproxy-watch"), str(conf), str(state)])
 
     def verdict_within(want: str, seconds: float) -> float | None:
