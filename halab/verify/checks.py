@@ -640,6 +640,12 @@ class ReloadPhase:
     requests: int
 
 
+def reload_patience(site: Site) -> float:
+    """How long a request may wait out a haproxy reload: 2 s on real machines, longer where a
+    reload starves the CPU for seconds (emulated guests). Failing means refused or reset, or that slow."""
+    return max(2.0, 5 * site.request_timeout)
+
+
 # A step run by a check (the haproxy step of the reload drill): as long as `up` would let it run.
 # Seconds on a real machine; a minute or more on an emulated guest under load.
 STEP_TIMEOUT = 300.0
@@ -657,10 +663,7 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
         return next(s for s in plan.host_steps(model, lb, creds) if s.name == "haproxy")
 
     # bounded by STEP_TIMEOUT per step; stopped as soon as the phases are done
-    # a request may wait out a reload (2 s on real machines; longer where a reload starves the
-    # CPU for seconds, as on emulated guests): failing means refused or reset, or that slow
-    patience = max(2.0, 5 * site.request_timeout)
-    args = ["--interval", str(site.request_interval / 2), "--timeout", str(patience)]
+    args = ["--interval", str(site.request_interval / 2), "--timeout", str(reload_patience(site))]
     args += ["--duration", str(4 * STEP_TIMEOUT)]
     s = sample(t, site.client, lab.url(lab.services[0]), list(site.client_sources), *args)
     phases: dict[str, ReloadPhase] = {}
