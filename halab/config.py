@@ -646,6 +646,14 @@ def _test_clients(p: _Problems, obj: Any, net: Network | None, taken: dict) -> t
     return tuple(out)
 
 
+def engine_form(raw: Mapping[str, Any], secrets: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """A stack file's keys as the Pulumi engine hands them to a program (objects as JSON text),
+    the given secrets (`halab:` keys without the prefix) added; and which keys are secret."""
+    cfg = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    cfg.update({f"{NS}:{k}": v for k, v in secrets.items()})
+    return cfg, [f"{NS}:{k}" for k in secrets]
+
+
 def load_stack_file(path: str) -> dict[str, Any]:
     """The `config:` mapping of a Pulumi.<stack>.yaml (encrypted values stay `{secure: ...}`)."""
     import yaml

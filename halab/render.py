@@ -7,6 +7,7 @@ Pulumi driver, the namespace lab and `scripts/render` all call these; none rende
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -25,6 +26,12 @@ class Credentials:
 
     vrrp_auth_pass: str
     stats_password: str = ""
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        """Fresh random passwords, for a lab driver that keeps its own (what `scripts/setup`
+        sets as the stack's secrets): 8 characters for keepalived's PASS, 24 for the stats page."""
+        return cls(vrrp_auth_pass=secrets.token_hex(4), stats_password=secrets.token_urlsafe(18))
 
     @classmethod
     def placeholder(cls) -> Credentials:

@@ -9,6 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from halab import config  # noqa: E402
+
 STACKS = {
     "dev": ROOT / "Pulumi.dev.yaml",
     "large": ROOT / "tests" / "stacks" / "Pulumi.large.yaml",
@@ -37,11 +39,8 @@ def require_lab(missing: list[str]) -> None:
 
 
 def engine_config(raw: dict, **secrets: str) -> tuple[dict[str, str], list[str]]:
-    """A stack file's keys as the engine hands them to a program (objects as JSON text), the
-    given secrets added; and which keys are secret."""
-    cfg = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
-    cfg.update({f"halab:{k}": v for k, v in secrets.items()})
-    return cfg, [f"halab:{k}" for k in secrets]
+    """A stack file's keys as the engine hands them to a program (halab/config.py: engine_form)."""
+    return config.engine_form(raw, secrets)
 
 
 def cli_config(cfg: dict[str, str], secret_keys: list[str]) -> str:

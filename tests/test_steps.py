@@ -236,10 +236,10 @@ def test_drill_restart_override_sorts_after_the_installed_dropins():
     assert installed and all(sorted([name, override])[-1] == override for name in installed), (installed, override)
 
 
-def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path):
-    """The watcher's verdict follows haproxy's answers: a process that keeps its pidfile and its
-    listening socket but answers nothing (SIGSTOP: a hang) is unhealthy within FALL x (TIMEOUT + PERIOD),
-    and healthy again once it answers. A stand-in for haproxy's monitor-uri on the loopback."""
+@pytest.fixture
+def stand_in_haproxy(tmp_path):
+    """A process in haproxy's place: its pidfile, and haproxy's health frontend (monitor-uri,
+    200 on /halab-health) on a loopback port; (process, port, pidfile)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -255,30 +255,79 @@ def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path):
             f"h.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n",
         ]
     )
-    pidfile, conf, state = tmp_path / "haproxy.pid", tmp_path / "watch.conf", tmp_path / "state"
+    pidfile = tmp_path / "haproxy.pid"
     pidfile.write_text(f"{server.pid}\n")
+    with socket.socket() as probe:  # serving before the test starts
+        assert wait_for(lambda: probe.connect_ex(("127.0.0.1", port)) == 0, 5)
+    yield server, port, pidfile
+    server.kill()
+    server.wait()
+
+
+def wait_for(pred, seconds: float) -> float | None:
+    """Seconds until pred() holds, or None past the bound."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    return None
+
+
+def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path, stand_in_haproxy):
+    """The watcher's verdict follows haproxy's answers: a process that keeps its pidfile and its
+    listening socket but answers nothing (SIGSTOP: a hang) is unhealthy within FALL x (TIMEOUT +
+    PERIOD), and healthy again once it answers."""
+    server, port, pidfile = stand_in_haproxy
+    conf, state = tmp_path / "watch.conf", tmp_path / "state"
     conf.write_text(f"PERIOD=0.1\nTIMEOUT=0.3\nFALL=2\nHEALTH_PORT={port}\nPIDFILE={pidfile}\n")
     watch = subprocess.Popen([sys.executable, str(ROOT / "scripts/node/halab-haproxy-watch"), str(conf), str(state)])
 
-    def verdict_within(want: str, seconds: float) -> float | None:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            if state.exists() and state.read_text().strip() == want:
-                return time.monotonic() - t0
-            time.sleep(0.02)
-        return None
+    def verdict(want: str) -> bool:
+        return state.exists() and state.read_text().strip() == want
 
     try:
-        assert verdict_within("0", 5) is not None, "a serving haproxy is healthy"
+        assert wait_for(lambda: verdict("0"), 5) is not None, "a serving haproxy is healthy"
         server.send_signal(signal.SIGSTOP)
-        took = verdict_within("1", 2)
+        took = wait_for(lambda: verdict("1"), 2)
         assert took is not None and took < 2 * (0.3 + 0.1) + 0.2, f"a hung haproxy seen after {took}"
         server.send_signal(signal.SIGCONT)
-        assert verdict_within("0", 2) is not None, "healthy again once it answers"
+        assert wait_for(lambda: verdict("0"), 2) is not None, "healthy again once it answers"
         server.kill()
         server.wait()
-        assert verdict_within("1", 2) is not None, "a dead haproxy is unhealthy"
+        assert wait_for(lambda: verdict("1"), 2) is not None, "a dead haproxy is unhealthy"
     finally:
-        for p in (watch, server):
-            p.kill()
-            p.wait()
+        watch.kill()
+        watch.wait()
+
+
+def test_keepalived_script_sees_a_hung_haproxy_and_a_port_not_listening(stand_in_haproxy):
+    """The 1 s safety net (halab-check-haproxy) judges the same way: healthy while haproxy
+    answers and every given port listens; a hang fails it within its 0.5 s read, whatever the
+    pidfile and the sockets say; a port nobody listens on fails it; so does a dead process."""
+    server, port, pidfile = stand_in_haproxy
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HALAB_HAPROXY_PIDFILE": str(pidfile)}
+
+    def check(*ports: int) -> tuple[int, float]:
+        t0 = time.monotonic()
+        p = subprocess.run(
+            [str(ROOT / "scripts/node/halab-check-haproxy"), str(port), *map(str, ports)],
+            env=env, capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+        return p.returncode, time.monotonic() - t0
+
+    assert check(port)[0] == 0
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        unbound = free.getsockname()[1]  # bound, not listening: no frontend there
+        assert check(port, unbound)[0] == 1
+    server.send_signal(signal.SIGSTOP)
+    try:
+        rc, took = check(port)
+        assert rc == 1 and took < 2, f"a hung haproxy: exit {rc} after {took:.2f} s"
+    finally:
+        server.send_signal(signal.SIGCONT)
+    assert check(port)[0] == 0
+    server.kill()
+    server.wait()
+    assert check(port)[0] == 1

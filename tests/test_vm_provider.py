@@ -26,8 +26,14 @@ ANSWERS = {
 }
 
 
+SHELL_CALLS: list[tuple[str, str | None]] = []  # (script, its input): virsh with an XML file
+
+
 def fake_run(argv, input=None, check=True):
     """virsh as the provider's calls need it answered."""
+    if isinstance(argv, str):
+        SHELL_CALLS.append((argv, input))
+        return subprocess.CompletedProcess(argv, 0, "", "")
     verb = next(a for a in argv[argv.index("qemu:///system") + 1 :] if not a.startswith("-"))
     return subprocess.CompletedProcess(argv, 0, ANSWERS[verb], "")
 
@@ -97,8 +103,17 @@ def test_network_xml_is_the_providers():
 
 
 def test_only_cloud_init_and_autostart_change_a_domain_in_place():
+    """resourceLibvirtDomainUpdate: a new cloud-init disk is swapped into the running domain
+    (update-device, config and live) under the same ID; anything else is no update at all."""
     lv = Libvirt("qemu:///system", fake_run)
     assert lv.update_domain("uuid", DOMAIN, {**DOMAIN, "memory": 2048.0}) is None
+    SHELL_CALLS.clear()
+    out = lv.update_domain("uuid", DOMAIN, {**DOMAIN, "cloudinit": "/var/lib/libvirt/images/new.iso;77"})
+    assert out is not None and out.id == "uuid"
+    ((script, xml),) = SHELL_CALLS
+    assert "update-device --config --live uuid" in script
+    cdrom = ET.fromstring(xml)
+    assert cdrom.get("device") == "cdrom" and cdrom.find("target").get("dev") == "hdd"
 
 
 def test_the_lab_refuses_a_remote_provider():

@@ -9,9 +9,9 @@ the host's own network namespace.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import threading
@@ -104,7 +104,7 @@ def credentials(topo: Topology) -> render.Credentials:
         f.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            json.dump({"vrrp_auth_pass": secrets.token_hex(4), "stats_password": secrets.token_urlsafe(18)}, out)
+            json.dump(dataclasses.asdict(render.Credentials.generate()), out)
     return render.Credentials(**json.loads(f.read_text()))
 
 

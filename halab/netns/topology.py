@@ -66,13 +66,17 @@ class Topology:
 
     @property
     def client_addresses(self) -> tuple[IPv4Address, ...]:
-        """The outside client's addresses: its own, then the extra ones for spreading."""
-        base = self.client_cidr.network_address
-        return tuple(base + 10 + i for i in range(1 + SPREAD_ADDRESSES))
+        return client_addresses(self.client_cidr)
 
     @property
     def subnet_members(self) -> tuple[LabHost, ...]:
         return tuple(h for h in self.hosts if h.address is not None)
+
+
+def client_addresses(cidr: IPv4Network) -> tuple[IPv4Address, ...]:
+    """The outside client's addresses: its own, then the extra ones for spreading (the VM lab's
+    hypervisor holds the same ones)."""
+    return tuple(cidr.network_address + 10 + i for i in range(1 + SPREAD_ADDRESSES))
 
 
 def build(lab: Lab, client_cidr: str = DEFAULT_CLIENT_CIDR) -> Topology:

@@ -44,11 +44,12 @@ from halab.vmlab.provider import Libvirt, Outcome
 
 Log = Callable[[str], None]
 
+# Each libvirt type: the provider's (create, delete, exists), by method name of provider.Libvirt.
 LIBVIRT_TYPES = {
-    "libvirt:index/network:Network": ("network", "create_network", "delete_network", "network_exists"),
-    "libvirt:index/volume:Volume": ("volume", "create_volume", "delete_volume", "volume_exists"),
-    "libvirt:index/cloudInitDisk:CloudInitDisk": ("cloudinit", "create_cloudinit", "delete_volume", "volume_exists"),
-    "libvirt:index/domain:Domain": ("domain", "create_domain", "delete_domain", "domain_exists"),
+    "libvirt:index/network:Network": ("create_network", "delete_network", "network_exists"),
+    "libvirt:index/volume:Volume": ("create_volume", "delete_volume", "volume_exists"),
+    "libvirt:index/cloudInitDisk:CloudInitDisk": ("create_cloudinit", "delete_volume", "volume_exists"),
+    "libvirt:index/domain:Domain": ("create_domain", "delete_domain", "domain_exists"),
 }
 COMMAND = "command:remote:Command"
 TLS_KEY = "tls:index/privateKey:PrivateKey"
@@ -212,7 +213,7 @@ class Engine(Recorder):
 
     def _create(self, typ: str, name: str, provider: str, inputs: dict[str, Any]) -> Outcome:
         if typ in LIBVIRT_TYPES:
-            return getattr(self._libvirt(provider), LIBVIRT_TYPES[typ][1])(inputs)
+            return getattr(self._libvirt(provider), LIBVIRT_TYPES[typ][0])(inputs)
         if typ == COMMAND:
             r = command.run(inputs, self.wrap_net, log=lambda m: self.say(f"    {name}: {m}"))
             return Outcome(f"{name}-{uuid.uuid4().hex[:8]}", {**inputs, "stdout": r.stdout, "stderr": r.stderr})
@@ -235,7 +236,7 @@ class Engine(Recorder):
             return
         if entry.type in LIBVIRT_TYPES:
             lv = self.providers.get(entry.provider) or Libvirt("qemu:///system", self.run_on_hypervisor)
-            getattr(lv, LIBVIRT_TYPES[entry.type][2])(entry.id)
+            getattr(lv, LIBVIRT_TYPES[entry.type][1])(entry.id)
         with self.state.lock:
             self.state.entries.pop(entry.urn, None)
             self.state.save()
@@ -246,7 +247,7 @@ class Engine(Recorder):
         gone = []
         lv = Libvirt("qemu:///system", self.run_on_hypervisor)
         for e in list(self.state.entries.values()):
-            if e.type in LIBVIRT_TYPES and not getattr(lv, LIBVIRT_TYPES[e.type][3])(e.id):
+            if e.type in LIBVIRT_TYPES and not getattr(lv, LIBVIRT_TYPES[e.type][2])(e.id):
                 gone.append(e.urn)
                 self.state.entries.pop(e.urn)
         self.state.save()

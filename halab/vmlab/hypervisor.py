@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
+from halab.netns import topology
 from halab.netns.node import NsNode, destroy_netns
-from halab.netns.topology import DEFAULT_CLIENT_CIDR, SPREAD_ADDRESSES
 
 POOL_PATH = "/var/lib/libvirt/images"
 DAEMONS = ("virtlogd", "libvirtd")
@@ -26,12 +26,6 @@ class HypervisorError(RuntimeError):
 
 def netns_name(prefix: str) -> str:
     return f"{prefix}-_hv"
-
-
-def client_addresses() -> tuple[str, ...]:
-    """The outside client's addresses (the namespace lab's, so a reader meets one convention)."""
-    base = ip_network(DEFAULT_CLIENT_CIDR).network_address
-    return tuple(str(base + 10 + i) for i in range(1 + SPREAD_ADDRESSES))
 
 
 class Hypervisor:
@@ -62,7 +56,8 @@ class Hypervisor:
                 f"virsh -q -c qemu:///system pool-define-as default dir --target {POOL_PATH} >/dev/null"
                 " && virsh -q -c qemu:///system pool-start default >/dev/null"
             )
-            for a in client_addresses():
+            # the namespace lab's outside client addresses: one convention for both labs
+            for a in topology.client_addresses(ip_network(topology.DEFAULT_CLIENT_CIDR)):
                 hv.run(["ip", "addr", "add", f"{a}/32", "dev", "lo"])
             return hv
         except BaseException:

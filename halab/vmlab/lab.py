@@ -10,10 +10,8 @@ and kept in the lab's state (0600), as `scripts/setup` keeps them in the stack.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pwd
-import secrets
 import shutil
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from components.mocks import run_program
-from halab import config
+from halab import config, render
 from halab.model import Lab
 from halab.netns.node import remove_tree
 from halab.verify import checks, deployed
@@ -62,7 +60,8 @@ def state_dir(prefix: str) -> Path:
 def _secrets(state: State) -> dict[str, str]:
     """The stack's secrets, made once (what scripts/setup sets with `pulumi config set --secret`)."""
     if "secrets" not in state.extra:
-        state.extra["secrets"] = {"vrrpAuthPass": secrets.token_hex(4), "statsPassword": secrets.token_urlsafe(18)}
+        creds = render.Credentials.generate()
+        state.extra["secrets"] = {"vrrpAuthPass": creds.vrrp_auth_pass, "statsPassword": creds.stats_password}
         state.save()
     return state.extra["secrets"]
 
@@ -82,9 +81,7 @@ def stack_config(config_file: str, image_path: str, domain_type: str, secret_val
         problems.append(f"{config.NS}:network.mode 'bridge': the VM lab makes its own libvirt network (nat or route)")
     if problems:
         raise config.ConfigError("\n".join(problems))
-    cfg = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
-    cfg.update({f"{config.NS}:{k}": v for k, v in secret_values.items()})
-    return cfg, [f"{config.NS}:{k}" for k in secret_values], model
+    return (*config.engine_form(raw, secret_values), model)
 
 
 def _prefix(config_file: str) -> str:
