@@ -85,21 +85,27 @@ class Vrrp:
     unicast: bool  # adverts to the peer load balancers only (multicast is often blocked)
     preempt: bool  # a recovered higher-priority node takes the VIP back
     # watch: this node's haproxy answers (pidfile, listening frontends, a request to its health
-    # frontend), fast path + 1 s script;
+    # frontend), fast path (the watcher) + safety-net script;
     # process-name: the seed's check (any process called haproxy, every second), for comparison
     haproxy_check: Literal["watch", "process-name"] = "watch"
 
     @property
     def check_interval(self) -> int:
-        """keepalived runs track scripts at whole seconds only."""
-        return max(1, math.ceil(self.advert_interval))
+        """How often keepalived runs the safety-net script (halab-check-haproxy): whole seconds
+        (keepalived's unit), at least 2. The watcher (every `watch_period`) is the fast path;
+        the script is there should the watcher die, and each run forks a shell and `ss`, which
+        costs a fifth of a second of CPU on an emulated guest."""
+        return max(2, math.ceil(self.advert_interval))
 
     @property
     def check_timeout(self) -> int:
-        """How long keepalived lets its 1 s script run: two intervals. The script bounds its own
-        request to haproxy (0.5 s); past that, only a starved CPU delays it, and a starved CPU
-        is not a dead haproxy (the watcher, every 0.1 s, is the fast path)."""
-        return 2 * self.check_interval
+        """How long keepalived lets the safety-net script run before counting a failure: the
+        master-down interval (3 adverts) and a second more. The script bounds its own request
+        to haproxy (0.5 s); past that, only a starved CPU delays it. A node starved longer than
+        the master-down interval loses the VIP through its missed adverts anyway; with a
+        shorter timeout the script alone moved the VIP on every CPU stall VRRP rode out (the VM
+        lab's emulated guests while a new guest booted beside them)."""
+        return math.ceil(3 * self.advert_interval) + 1
 
     @property
     def watch_period(self) -> float:

@@ -252,9 +252,11 @@ def test_health_check_interval_in_seconds():
 
 def test_vrrp_defaults_and_options():
     v = parse({}).vrrp
-    assert (v.version, v.advert_interval, v.unicast, v.preempt, v.check_interval) == (2, 1.0, True, True, 1)
+    assert (v.version, v.advert_interval, v.unicast, v.preempt) == (2, 1.0, True, True)
+    assert (v.check_interval, v.check_timeout) == (2, 4)  # the safety net: as patient as VRRP
     v = parse({"halab:vrrp": {"version": 3, "advertInterval": 0.25, "mode": "multicast", "preempt": False}}).vrrp
-    assert (v.version, v.advert_text, v.unicast, v.preempt, v.check_interval) == (3, "0.25", False, False, 1)
+    assert (v.version, v.advert_text, v.unicast, v.preempt) == (3, "0.25", False, False)
+    assert (v.check_interval, v.check_timeout) == (2, 2)
     # VRRPv3 has no authentication: its password is not required
     assert parse({"halab:vrrp": {"version": 3, "advertInterval": 0.2}}, secrets={"statsPassword": "long-enough-secret"})
 

@@ -16,7 +16,10 @@ wait_until "${HALAB_VIP_WAIT:-60}" ping -c 1 -W 1 -q "$vip" >/dev/null \
 
 stage_install /etc/halab/routes.conf 0644 || true
 stage_install /usr/local/sbin/halab-routes 0755 || true
-if unit_install /etc/systemd/system/halab-routes.service; then systemctl daemon-reload; fi
-if has_systemd; then systemctl enable --quiet halab-routes.service; fi
+unit_install /etc/systemd/system/halab-routes.service || true
+if has_systemd; then
+  units_reload
+  unit_enable halab-routes.service
+fi
 /usr/local/sbin/halab-routes apply
 log "default route via $vip: $(ip -4 route show default)"

@@ -10,7 +10,10 @@ bash -n "$(staged /usr/local/sbin/halab-tproxy)" || die "staged halab-tproxy doe
 iptables -m socket --help >/dev/null 2>&1 || die "iptables has no socket match (xt_socket)"
 
 stage_install /usr/local/sbin/halab-tproxy 0755 || true
-if unit_install /etc/systemd/system/halab-tproxy.service; then systemctl daemon-reload; fi
-if has_systemd; then systemctl enable --quiet halab-tproxy.service; fi
+unit_install /etc/systemd/system/halab-tproxy.service || true
+if has_systemd; then
+  units_reload
+  unit_enable halab-tproxy.service
+fi
 /usr/local/sbin/halab-tproxy apply
 log "TPROXY rules and policy routing in place"

@@ -140,8 +140,8 @@ direct_service() {
 service_converge() {
   local name=$1 restart=$2 reload=$3
   if has_systemd; then
-    systemctl daemon-reload
-    systemctl enable --quiet "$name"
+    units_reload
+    unit_enable "$name"
     if ! systemctl is-active --quiet "$name"; then
       log "starting $name"
       systemctl start "$name"
@@ -191,9 +191,27 @@ service_stop() {
 }
 
 # unit_install PATH: a systemd unit or drop-in, only where systemd runs; succeeds if it changed.
+UNITS_CHANGED=no
 unit_install() {
   has_systemd || return 1
-  stage_install "$1" 0644
+  stage_install "$1" 0644 || return 1
+  UNITS_CHANGED=yes
+}
+
+# units_reload: systemd re-reads its units only when this step changed one. A daemon-reload
+# re-runs every generator and re-parses every unit: seconds of CPU on a small or emulated node,
+# taken from the haproxy and keepalived it is configuring (the VM lab's guests lost the VIP to
+# their own check timing out while a step reloaded systemd).
+units_reload() {
+  [ "$UNITS_CHANGED" = yes ] || return 0
+  systemctl daemon-reload
+  UNITS_CHANGED=no
+}
+
+# unit_enable NAME: enabled at boot; `systemctl enable` only when it is not (for a unit with a
+# SysV script beside it, as haproxy has, enable runs update-rc.d: ten seconds on an emulated CPU).
+unit_enable() {
+  systemctl is-enabled --quiet "$1" 2>/dev/null || systemctl enable --quiet "$1"
 }
 
 # keepalived_test CONF: `keepalived -t` on CONF. keepalived 2.2.x in config-test mode kills
