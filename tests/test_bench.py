@@ -9,7 +9,9 @@ from conftest import STACKS
 
 from halab import config, render
 from halab.bench import measure, profiles, report
-from halab.verify.checks import Drill, Outage, ReloadPhase, Sample
+from halab.verify.failover import Drill, Outage
+from halab.verify.probes import Sample
+from halab.verify.reload import ReloadPhase
 
 WRK = """Running 3s test @ http://192.168.69.110/
   1 threads and 8 connections
@@ -83,7 +85,7 @@ def test_report_tables_ratios_and_charts(tmp_path):
 
 
 def test_split_brain_is_two_holders_sustained_not_one_transition_sample():
-    from halab.verify.checks import HolderWatch
+    from halab.verify.probes import HolderWatch
 
     w = HolderWatch.__new__(HolderWatch)  # samples only, no thread
     w.samples = [(0.0, ["lb1"]), (0.05, ["lb1", "lb2"]), (0.1, ["lb2"]), (0.15, ["lb2"])]
@@ -93,7 +95,7 @@ def test_split_brain_is_two_holders_sustained_not_one_transition_sample():
 
 
 def test_a_check_with_nothing_to_prove_is_skipped_not_passed():
-    from halab.verify.checks import Row, skip, table
+    from halab.verify.rows import Row, skip, table
 
     rows = [Row("a", True, "fine"), Row("b", False, "broken"), skip("c", "nothing to check")]
     assert [r.result for r in rows] == ["PASS", "FAIL", "SKIP"]

@@ -24,7 +24,7 @@ import threading
 import pytest
 from conftest import ROOT
 
-from halab.verify import checks
+from halab.verify import probes
 from halab.verify.ssh import Endpoint, SshTransport
 
 URI = "qemu:///system"
@@ -131,12 +131,12 @@ def test_up_verify_change_destroy(stack):
     # Add a backend under load: requests from this host (the gateway, a test client) all along.
     t = SshTransport({"_client": Endpoint(None)})
     url = f"http://{CIDR}.110/"
-    samples: list[checks.Sample] = []
+    samples: list[probes.Sample] = []
     done = threading.Event()
 
     def load() -> None:
         while not done.is_set():  # one sampler runs 120 s at most: chain them
-            sm = checks.sample(t, "_client", url, [f"{CIDR}.1"], "--interval", "0.05", "--timeout", "3")
+            sm = probes.sample(t, "_client", url, [f"{CIDR}.1"], "--interval", "0.05", "--timeout", "3")
             while sm.proc.poll() is None and not done.is_set():
                 done.wait(0.5)
             samples.extend(sm.stop())

@@ -14,7 +14,7 @@ from conftest import ROOT, STACKS, need_root_and
 
 from halab import config
 from halab.netns import lab, topology
-from halab.verify import checks
+from halab.verify import checks, rows, traffic
 
 LABS = ("dev", "lab3")
 DAEMONS = ("haproxy", "keepalived", "apache2")
@@ -52,7 +52,7 @@ def test_verify_passes(labs, name):
     topos, *_ = labs
     transport, site = lab.site(topos[name])
     rows = checks.verify(transport, site)
-    table = checks.table(rows)
+    table = rows.table(rows)
     print(f"\n{name}:\n{table}")
     assert all(r.ok for r in rows), f"{table}\n\n{lab.logs(topos[name])}"
     assert not any(r.skipped for r in rows), table  # both labs have something for every check
@@ -101,7 +101,7 @@ def test_no_secret_in_any_output(labs):
     for name, t in topos.items():
         creds = lab.credentials(t)
         transport, site = lab.site(t)
-        text = "\n".join(logs[name]) + checks.table(checks.check_stats_pages(transport, site))
+        text = "\n".join(logs[name]) + rows.table(traffic.check_stats_pages(transport, site))
         for secret in (creds.vrrp_auth_pass, creds.stats_password):
             assert secret not in text
         assert oct(os.stat(lab.state_dir(t) / "credentials.json").st_mode & 0o777) == "0o600"

@@ -28,7 +28,7 @@ from conftest import ROOT, STACKS, cli_config, engine_config, need_root_and
 from components.mocks import run_program
 from halab import config
 from halab.netns import lab, topology
-from halab.verify import checks, deployed
+from halab.verify import deployed, probes, vrrp
 from halab.verify.ssh import Endpoint, SshTransport
 
 STACK = "sshlab"
@@ -148,7 +148,7 @@ def test_read_only_changes_nothing(sshlab):
         for lb in topo.lab.load_balancers:
             entries = set()
             for svc in topo.lab.services:
-                text = checks.drill(t, lb.name, "haproxy-api", "show", "table", f"bk_{svc.name}").stdout
+                text = probes.drill(t, lb.name, "haproxy-api", "show", "table", f"bk_{svc.name}").stdout
                 entries |= {f"{svc.name} {m[0]} {m[1]}" for m in re.findall(r"key=(\S+) .*server_id=(\d+)", text)}
             out[lb.name] = entries
         return out
@@ -206,7 +206,7 @@ def test_ctrl_c_during_a_drill_restores_the_node(sshlab):
     assert "interrupted" in err
     assert alive() and master_pid() != before  # restored: a new haproxy, not the one killed
     t = lab.site(topo)[0]  # and the VIP goes back to it (preemption)
-    assert checks.wait_until(lambda: checks.holders(t, topo.lab) == [master], 10), checks.holders(t, topo.lab)
+    assert probes.wait_until(lambda: probes.holders(t, topo.lab) == [master], 10), probes.holders(t, topo.lab)
 
 
 def test_vrrp_filter_check_fails_without_the_filter(sshlab):
@@ -218,13 +218,13 @@ def test_vrrp_filter_check_fails_without_the_filter(sshlab):
     try:
         for lb in lbs:
             t.run(lb, "iptables -w -F HALAB-VRRP")
-        (row,) = checks.check_vrrp_filter(t, site)
+        (row,) = vrrp.check_vrrp_filter(t, site)
         assert not row.ok and "0 dropped" in row.figure, row
         assert "reached keepalived" in row.figure and ", 0 reached" not in row.figure, row
     finally:
         for lb in lbs:
             t.run(lb, "/usr/local/sbin/halab-keepalived-hooks pre")
-    (row,) = checks.check_vrrp_filter(t, site)
+    (row,) = vrrp.check_vrrp_filter(t, site)
     assert row.ok, row
 
 

@@ -19,7 +19,7 @@ import yaml
 from conftest import ROOT, require_lab
 
 from halab import config, plan
-from halab.verify import checks
+from halab.verify import probes, reload
 from halab.vmlab import hypervisor, lab
 
 CONFIG = ROOT / "Pulumi.dev.yaml"
@@ -122,8 +122,8 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
         url = s.model.url(s.model.services[0])
         before = vrrp_changes(s)
         # the load balancers reload: a request may wait that out, as in verify's reload row
-        rate = ["--interval", str(s.site.request_interval), "--timeout", str(checks.reload_patience(s.site))]
-        sampler = checks.sample(s.t, s.site.client, url, list(s.site.client_sources[:4]), *rate, "--duration", "1200")
+        rate = ["--interval", str(s.site.request_interval), "--timeout", str(reload.reload_patience(s.site))]
+        sampler = probes.sample(s.t, s.site.client, url, list(s.site.client_sources[:4]), *rate, "--duration", "1200")
         time.sleep(2)
         p = vm_lab("up", config=three)
         samples = sampler.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from halab import config, review
 from halab.render import Credentials
-from halab.verify import checks
+from halab.verify import failover, reload
 from halab.verify.transport import Site, Transport
 
 
@@ -42,15 +42,15 @@ class FaultResult:
     max_holders: int  # sustained (two consecutive samples, 50 ms apart)
     max_holders_one_sample: int
     errors: list[str]
-    example: checks.Drill | None  # one trial's samples, for the chart
+    example: failover.Drill | None  # one trial's samples, for the chart
 
 
 def failovers(t: Transport, site: Site, trials: int, log) -> dict[str, FaultResult]:
     out = {}
-    for name, (fault, restore) in checks.faults(t, site.lab).items():
+    for name, (fault, restore) in failover.faults(t, site.lab).items():
         drills, errors = [], []
         for i in range(trials):
-            d = checks.run_drill(t, site, fault, restore)
+            d = failover.run_drill(t, site, fault, restore)
             if isinstance(d, str) or not d.ok:
                 errors.append(d if isinstance(d, str) else f"trial {i + 1}: no recovery within the bound")
                 if isinstance(d, str):
@@ -133,8 +133,8 @@ def data_plane(t: Transport, site: Site, seconds: int) -> dict[str, dict[str, Wr
     return out
 
 
-def reloads(t: Transport, site: Site) -> dict[str, checks.ReloadPhase]:
-    return checks.reload_under_load(t, site)
+def reloads(t: Transport, site: Site) -> dict[str, reload.ReloadPhase]:
+    return reload.reload_under_load(t, site)
 
 
 def program_cost(base: dict, sizes: tuple[int, ...] = (2, 10, 50, 100)) -> dict[int, dict[str, float]]:

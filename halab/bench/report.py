@@ -8,7 +8,7 @@ from pathlib import Path
 
 from halab.bench.measure import FaultResult, WrkResult
 from halab.bench.profiles import DESCRIPTIONS
-from halab.verify.checks import ReloadPhase
+from halab.verify.reload import ReloadPhase
 
 
 def failover_chart(results: dict[str, dict[str, FaultResult]], path: Path) -> None:

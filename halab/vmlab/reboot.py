@@ -18,7 +18,7 @@ import time
 
 from halab import render
 from halab.model import Lab, Node
-from halab.verify import checks
+from halab.verify import checks, probes
 from halab.verify.ssh import SshTransport
 from halab.vmlab.lab import Session
 
@@ -58,7 +58,7 @@ def setup_state(t: SshTransport, lab: Lab, node: Node) -> list[str]:
 
 
 def vip_holder(t: SshTransport, lab: Lab) -> str | None:
-    held = checks.holders(t, lab)
+    held = probes.holders(t, lab)
     return held[0] if len(held) == 1 else None
 
 
@@ -120,7 +120,7 @@ def run(config_file: str) -> int:
             )
         # with preemption the highest priority takes the VIP back, whoever held it before
         first = max(lab.load_balancers, key=lambda n: n.priority or 0).name if lab.vrrp.preempt else None
-        ok = checks.wait_until(lambda: vip_holder(t, lab) == first if first else vip_holder(t, lab) is not None, 60, 1)
+        ok = probes.wait_until(lambda: vip_holder(t, lab) == first if first else vip_holder(t, lab) is not None, 60, 1)
         where = f", {first} (preempt)" if first else ""
         row(f"the VIP on one load balancer{where}", ok, f"holder {vip_holder(t, lab)}")
         for n in (lb, be):

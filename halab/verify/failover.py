@@ -1,0 +1,221 @@
+"""Failover drills: a fault on the master (haproxy or keepalived killed, the link cut, a clean
+stop), measured from a client and by the VIP's holders all along, then the node restored, even
+when the drill is interrupted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from halab.model import Lab, Service
+from halab.verify.probes import (
+    HolderWatch,
+    Sample,
+    drill,
+    holders,
+    sample,
+    wait_until,
+)
+from halab.verify.rows import Row, skip
+from halab.verify.transport import Site, Transport
+
+LINK_CUT_DELAY = 0.2  # the link goes down this long after the drill call returns (see drill.sh)
+
+
+@dataclass
+class Outage:
+    seconds: float  # from t0 to the first success after the last failure (0: no failure)
+    failed: int
+    recovered: bool
+
+
+def outage(samples: list[Sample], t0: float, t_end: float) -> Outage:
+    window = [s for s in samples if t0 <= s.start <= t_end]
+    failed = [s for s in window if not s.ok]
+    if not failed:
+        return Outage(0.0, 0, bool(window))
+    after = [s for s in window if s.ok and s.start > failed[-1].start]
+    return Outage((after[0].end - t0) if after else float("inf"), len(failed), bool(after))
+
+
+# A fault on a node, or its restore. A fault that takes effect after the call returns says when
+# (monotonic time); None: during the call.
+Fault = Callable[[str], float | None]
+
+
+@dataclass
+class Drill:
+    """One fault on the master and its restore, as measured from a client."""
+
+    master: str
+    ok: bool  # the VIP moved to one other node and requests recovered, within the bound
+    out: Outage
+    after_fault: list[str]  # the VIP's holders once recovered
+    split: tuple[int, int]  # most holders while faulted: in one sample, sustained
+    back: bool  # restored: the VIP where preemption says, requests recovered
+    back_out: Outage
+    after_restore: list[str]
+    split_restore: tuple[int, int]
+    samples: list[Sample]
+    t_fault: float
+
+
+def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: float = 20.0) -> Drill | str:
+    """Fault on the master, then the master restored; a string says why it could not start.
+    The VIP's holders are sampled all along: two at once is split brain."""
+    lab = site.lab
+    held = holders(t, lab)
+    if len(held) != 1:
+        return f"no single master to fault ({held})"
+    master = held[0]
+    step = max(0.2, site.holder_interval)  # how often the drill's own waits ask the holders
+    args = ["--interval", str(site.request_interval), "--timeout", str(site.request_timeout)]
+    args += ["--duration", str(3 * bound + 10)]
+    s = sample(t, site.client, lab.url(lab.services[0]), [site.client_sources[0]], *args)
+    watch = HolderWatch(t, lab, site.holder_interval)
+    try:
+        if not wait_until(lambda: s.recovered_since(0.0), 10):
+            return "no steady traffic through the VIP before the fault"
+        t0 = time.monotonic()
+        restored = False
+        try:
+            t0 = fault(master) or t0
+            moved = wait_until(lambda: _single_other(holders(t, lab), master) and s.recovered_since(t0), bound, step)
+            t1 = time.monotonic()
+            out, new = outage(s.samples, t0, t1), holders(t, lab)
+            split = watch.most(t0, t1)
+            restore(master)
+            restored = True
+        finally:
+            if not restored:  # interrupted (Ctrl-C) or failed mid-drill: the node is restored all the same
+                restore(master)
+        # preemption: the master takes the VIP back; nopreempt: it stays where it went
+        expected = [master] if lab.vrrp.preempt else new
+        back = wait_until(lambda: holders(t, lab) == expected and s.recovered_since(t1), bound, step)
+        back_out = outage(s.samples, t1, time.monotonic())
+        split_restore = watch.most(t1)
+        return Drill(
+            master,
+            moved and out.recovered,
+            out,
+            new,
+            split,
+            back and back_out.recovered,
+            back_out,
+            holders(t, lab),
+            split_restore,
+            list(s.samples),
+            t0,
+        )
+    finally:
+        watch.stop()
+        s.stop()
+
+
+def _holders_text(split: tuple[int, int]) -> str:
+    one, sustained = split
+    return f"most holders at once: {sustained}" + (
+        f" ({one} in one sample, during the transition)" if one > sustained else ""
+    )
+
+
+def failover_drill(t: Transport, site: Site, name: str, fault: Fault, restore: Fault) -> list[Row]:
+    d = run_drill(t, site, fault, restore)
+    if isinstance(d, str):
+        return [Row(f"failover, {name}", False, d)]
+    rule = "takes the VIP back (preemption)" if site.lab.vrrp.preempt else "stays backup (nopreempt)"
+    return [
+        Row(
+            f"failover, {name} on {d.master}",
+            d.ok and d.split[1] <= 1,
+            f"{d.out.seconds:.2f} s to the first success, {d.out.failed} failed; "
+            f"VIP on {', '.join(d.after_fault) or 'none'}; {_holders_text(d.split)}",
+        ),
+        Row(
+            f"restore, {name}: {d.master} {rule}",
+            d.back and d.split_restore[1] <= 1,
+            f"{d.back_out.seconds:.2f} s to the first success, {d.back_out.failed} failed; "
+            f"VIP on {', '.join(d.after_restore) or 'none'}; {_holders_text(d.split_restore)}",
+        ),
+    ]
+
+
+def faults(t: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault, Fault]]:
+    """The drills' faults on a node, each with what restores it."""
+    iface, gw = lab.network.interface, str(lab.network.gateway)
+
+    def action(*args: str) -> Fault:
+        def run(host: str) -> None:
+            drill(t, host, *args)
+
+        return run
+
+    def cut(host: str) -> float:
+        # The node may be reachable through this link only (a VM over SSH): the cut comes just
+        # after the call returns, and the node restores the link itself after `bound` + 5 s.
+        drill(t, host, "link-down", iface, str(LINK_CUT_DELAY), str(bound + 5), gw)
+        return time.monotonic() + LINK_CUT_DELAY
+
+    def uncut(host: str) -> None:
+        drill(t, host, "link-up", iface, gw, timeout=bound + 60)  # over SSH: once the link is back
+
+    return {
+        "haproxy killed": (action("kill", "haproxy"), action("start", "haproxy")),
+        "keepalived killed": (action("kill", "keepalived"), action("start", "keepalived")),
+        "link cut": (cut, uncut),
+        "clean stop (maintenance)": (action("stop", "keepalived"), action("start", "keepalived")),
+    }
+
+
+def _single_other(held: list[str], master: str) -> bool:
+    return len(held) == 1 and held[0] != master
+
+
+def check_failovers(t: Transport, site: Site) -> list[Row]:
+    rows: list[Row] = []
+    for name, (fault, restore) in faults(t, site.lab).items():
+        if name.startswith("clean stop"):
+            continue  # the persistence check does a clean stop already
+        rows += failover_drill(t, site, name, fault, restore)
+    return rows
+
+
+def _each_source_once(t: Transport, site: Site, svc: Service) -> dict[str, str | None]:
+    sources = list(site.client_sources)
+    got = sample(t, site.client, site.lab.url(svc), sources, "--count", str(len(sources)), "--interval", "0").finish()
+    return {s.source: s.backend if s.ok else None for s in got}
+
+
+def check_persistence_across_failover(t: Transport, site: Site) -> list[Row]:
+    """Stick tables are replicated (HAProxy peers): after a planned stop of the master's
+    keepalived moves the VIP, every client address still reaches the backend it had."""
+    lab = site.lab
+    name = "persistence survives failover: each client keeps its backend on the new master"
+    sticky = [s for s in lab.services if s.sticky]
+    held = holders(t, lab)
+    if not sticky or len(held) != 1:
+        if not sticky:
+            return [skip(name, "no sticky service")]
+        return [Row(name, False, f"no single master ({held})")]
+    svc, master = sticky[0], held[0]
+    before = _each_source_once(t, site, svc)
+    drill(t, master, "stop", "keepalived")
+    try:
+        moved = wait_until(lambda: _single_other(holders(t, lab), master), 20, 0.2)
+        wait_until(lambda: all(_each_source_once(t, site, svc).values()), 10, 0.5)
+        after = _each_source_once(t, site, svc)
+        new = holders(t, lab)
+    finally:
+        drill(t, master, "start", "keepalived")
+        # settled as the next check expects: the master back (preemption), or the VIP where it went
+        wait_until(lambda: len(holders(t, lab)) == 1 and (not lab.vrrp.preempt or holders(t, lab) == [master]), 20, 0.2)
+    kept = sum(1 for src, b in before.items() if b and after.get(src) == b)
+    return [
+        Row(
+            name,
+            moved and kept == len(before),
+            f"{kept}/{len(before)} client addresses kept their backend; "
+            f"VIP moved {master} -> {', '.join(new) or 'none'} (keepalived stopped cleanly)",
+        )
+    ]

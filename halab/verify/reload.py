@@ -1,0 +1,90 @@
+"""haproxy reloads under steady load: each load balancer's haproxy step run with a backend
+removed, then added back; no request may fail."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+from halab import plan, render
+from halab.model import Lab, Node
+from halab.verify.probes import (
+    sample,
+    wait_until,
+)
+from halab.verify.rows import Row, skip
+from halab.verify.transport import Site, Transport
+
+
+@dataclass
+class ReloadPhase:
+    reloads: int
+    failed: int
+    requests: int
+
+
+def reload_patience(site: Site) -> float:
+    """How long a request may wait out a haproxy reload: 2 s on real machines, longer where a
+    reload starves the CPU for seconds (emulated guests). Failing means refused or reset, or that slow."""
+    return max(2.0, 5 * site.request_timeout)
+
+
+# A step run by a check (the haproxy step of the reload drill): as long as `up` would let it run.
+# Seconds on a real machine; a minute or more on an emulated guest under load.
+STEP_TIMEOUT = 300.0
+
+
+def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
+    """Under steady load, each load balancer's haproxy step runs with the last backend removed,
+    then with it added back: a master-worker reload per node and phase. Failures are counted per
+    phase (1.5 s after each)."""
+    lab = site.lab
+    fewer = dataclasses.replace(lab, backends=lab.backends[:-1])
+    creds = render.Credentials.placeholder()  # the haproxy step holds no secret
+
+    def haproxy_step(model: Lab, lb: Node) -> plan.Step:
+        return next(s for s in plan.host_steps(model, lb, creds) if s.name == "haproxy")
+
+    # bounded by STEP_TIMEOUT per step; stopped as soon as the phases are done
+    args = ["--interval", str(site.request_interval / 2), "--timeout", str(reload_patience(site))]
+    args += ["--duration", str(4 * STEP_TIMEOUT)]
+    s = sample(t, site.client, lab.url(lab.services[0]), list(site.client_sources), *args)
+    phases: dict[str, ReloadPhase] = {}
+    try:
+        wait_until(lambda: s.recovered_since(0.0), 10)
+        try:
+            for phase, model in (("backend removed", fewer), ("backend added", lab)):
+                t0, reloads = time.monotonic(), 0
+                for lb in lab.load_balancers:
+                    step = haproxy_step(model, lb).bundle()
+                    out = t.run(lb.name, ["bash", "-s"], input=step, timeout=STEP_TIMEOUT).stdout
+                    reloads += "reloading haproxy" in out
+                time.sleep(1.5)
+                window = s.since(t0)
+                phases[phase] = ReloadPhase(reloads, sum(1 for x in window if not x.ok), len(window))
+        finally:
+            if "backend added" not in phases:  # interrupted: every node back on the full config
+                for lb in lab.load_balancers:
+                    step = haproxy_step(lab, lb).bundle()
+                    t.run(lb.name, ["bash", "-s"], input=step, check=False, timeout=STEP_TIMEOUT)
+    finally:
+        s.stop()
+    return phases
+
+
+def check_hitless_reload(t: Transport, site: Site) -> list[Row]:
+    lab = site.lab
+    if len(lab.backends) < 2:
+        return [skip("hitless reloads", "one backend only: none to remove")]
+    phases = reload_under_load(t, site)
+    reloads = sum(p.reloads for p in phases.values())
+    failed = sum(p.failed for p in phases.values())
+    total = sum(p.requests for p in phases.values())
+    return [
+        Row(
+            f"haproxy reloads under load ({lab.backends[-1].name} removed, then back): no request fails",
+            failed == 0 and reloads == 2 * len(lab.load_balancers) and total > 0,
+            f"{reloads} reloads, {failed} failed of {total} requests",
+        )
+    ]

@@ -1,0 +1,103 @@
+"""Rows about VRRP itself: one holder and adverts flowing, a rogue's adverts dropped before
+keepalived, every state change logged."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from halab.verify.probes import (
+    drill,
+    holders,
+)
+from halab.verify.rows import Row
+from halab.verify.transport import Site, Transport
+
+ROGUE = (Path(__file__).parent / "rogue.py").read_text()
+
+
+def _adverts(t: Transport, host: str) -> tuple[int, int]:
+    text = drill(t, host, "vrrp-stats").stdout
+    m = re.search(r"Advertisements:\s*Received:\s*(\d+)\s*Sent:\s*(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def check_vip(t: Transport, site: Site) -> list[Row]:
+    lab = site.lab
+    held = holders(t, lab)
+    rows = [
+        Row("exactly one load balancer holds the VIP", len(held) == 1, f"{', '.join(held) or 'none'} holds {lab.vip}")
+    ]
+    before = {lb.name: _adverts(t, lb.name) for lb in lab.load_balancers}
+    time.sleep(3 * lab.vrrp.advert_interval + 0.5)
+    after = {lb.name: _adverts(t, lb.name) for lb in lab.load_balancers}
+    sent = {n: after[n][1] - before[n][1] for n in before}
+    received = {n: after[n][0] - before[n][0] for n in before}
+    master = held[0] if len(held) == 1 else None
+    backups = [n for n in before if n != master]
+    ok = master is not None and sent[master] >= 2 and all(received[b] >= 2 for b in backups)
+    figure = f"{master} sent {sent.get(master, 0)}" if master else "no master"
+    figure += (
+        "".join(f", {b} received {received[b]}" for b in backups) + f" in {3 * lab.vrrp.advert_interval + 0.5:.1f} s"
+    )
+    rows.append(Row("VRRP adverts flow from the master to every backup", ok, figure))
+    return rows
+
+
+def _vrrp_counters(t: Transport, host: str) -> tuple[int, int]:
+    """(VRRP packets dropped by the HALAB-VRRP filter, bad adverts keepalived saw)."""
+    rules = t.run(host, ["iptables", "-w", "-L", "HALAB-VRRP", "-v", "-x", "-n"], check=False).stdout
+    dropped = sum(int(line.split()[0]) for line in rules.splitlines() if " DROP " in f" {line} ")
+    stats = drill(t, host, "vrrp-stats").stdout
+    bad = sum(int(n) for n in re.findall(r"(?:Address List|Failure|Type Mismatch|Invalid Type): (\d+)", stats))
+    return dropped, bad
+
+
+def check_vrrp_filter(t: Transport, site: Site) -> list[Row]:
+    """A rogue on the lab subnet (a backend: on the segment, not a peer) sends VRRP adverts for
+    the VIP's router id at priority 254 (rogue.py): the load balancers drop them before
+    keepalived sees them."""
+    lab, v = site.lab, site.lab.vrrp
+    used = {lab.vip, lab.network.gateway, *(n.address for n in lab.nodes), *lab.test_clients}
+    # another address than the VIP: had the filter failed, the rogue still takes no traffic
+    decoy = next(a for a in reversed(list(lab.network.cidr.hosts())) if a not in used)
+    rogue = lab.node(site.rogue)
+    to = [str(lb.address) for lb in lab.load_balancers] if v.unicast else ["224.0.0.18"]
+    seconds = max(3.0, 5 * v.advert_interval)
+    master = holders(t, lab)
+    before = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
+    args = ["--version", str(v.version), "--vrid", str(v.router_id), "--priority", "254"]
+    args += ["--interval", str(v.advert_interval), "--source", str(rogue.address), "--address", str(decoy)]
+    args += [a for dst in to for a in ("--to", dst)] + ["--seconds", str(seconds)]
+    sent = t.run(site.rogue, [t.python, "-", *args], input=ROGUE, check=False, timeout=seconds + 10)
+    after = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
+    dropped = {n: after[n][0] - before[n][0] for n in before}
+    seen = {n: after[n][1] - before[n][1] for n in before}
+    ok = all(d > 0 for d in dropped.values()) and not any(seen.values()) and holders(t, lab) == master
+    fig = f"{site.rogue}: {sent.stdout.strip() or sent.stderr.strip()[-200:]}; "
+    fig += ", ".join(f"{n}: {dropped[n]} dropped, {seen[n]} reached keepalived" for n in before)
+    return [
+        Row(
+            "VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays",
+            ok,
+            f"{fig}; VIP still on {', '.join(holders(t, lab)) or 'none'}",
+        )
+    ]
+
+
+TRANSITION = re.compile(
+    r"^\d{4}-\d\d-\d\dT[\d:,.]+[+-]\d\d:\d\d (\S+) INSTANCE (\S+) (MASTER|BACKUP|FAULT|STOP) priority=\d+$"
+)
+
+
+def check_transition_log(t: Transport, site: Site) -> list[Row]:
+    """Every load balancer logged its VRRP state changes (the drills made some), timestamped."""
+    counts, ok = {}, True
+    for lb in site.lab.load_balancers:
+        lines = t.run(lb.name, ["cat", "/var/log/halab-vrrp.log"], check=False).stdout.splitlines()
+        good = [m for m in map(TRANSITION.match, lines) if m and m.group(1) == lb.name]
+        counts[lb.name] = (len(good), good[-1].group(3) if good else "-")
+        ok = ok and bool(good) and len(good) == len(lines)
+    fig = ", ".join(f"{n}: {c} changes (now {last})" for n, (c, last) in counts.items())
+    return [Row("every VRRP state change is logged, timestamped, on each load balancer", ok, fig)]
