@@ -25,6 +25,7 @@ from halab.model import (
     Network,
     Node,
     Service,
+    ServiceCheck,
     Ssh,
     VmSize,
     Vrrp,
@@ -507,6 +508,7 @@ def _services(p: _Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
                 "backendTls",
                 "protocol",
                 "transparency",
+                "check",
             },
         )
         name = _str(p, f"{k}.name", o.get("name"), re.compile(r"^[a-z][a-z0-9_-]{0,30}$"), "service name")
@@ -534,8 +536,9 @@ def _services(p: _Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
             p.add(f"{k}.transparency", transparency, f"must be one of {', '.join(TRANSPARENCY)}")
         elif transparency == "forwarded-for" and (protocol != "http" or tls):
             p.add(f"{k}.transparency", transparency, "needs protocol: http without backendTls (HAProxy adds a header)")
+        check = _service_check(p, f"{k}.check", o.get("check"), protocol)
         if port is not None and bport is not None:
-            svc = Service(name, port, bport, str(balance), sticky, expire, tls, protocol, transparency)
+            svc = Service(name, port, bport, str(balance), sticky, expire, tls, protocol, transparency, check)
             for other in out:  # one listener per backend port: services that share it must agree
                 if other.backend_port == bport and (other.protocol, other.backend_tls, other.transparency) != (
                     protocol,
@@ -545,6 +548,35 @@ def _services(p: _Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
                     p.add(f"{k}.backendPort", bport, f"is shared with service {other.name}, served differently")
             out.append(svc)
     return tuple(out)
+
+
+CHECK_KINDS = {"http": ("http", "connect"), "tcp": ("banner", "smtp", "connect")}
+CHECK_PATH_RE = re.compile(r"^/[\x21-\x7e]{0,200}$")  # printable, no space: one token in haproxy.cfg
+CHECK_EXPECT_RE = re.compile(r"^[\x20-\x7e]{1,64}$")
+
+
+def _service_check(p: _Problems, key: str, obj: Any, protocol: str) -> ServiceCheck:
+    """services[].check: how haproxy checks this service's backends. Absent: the protocol's
+    default, which works on the lab's backends."""
+    default = ServiceCheck.default(protocol)
+    if obj is None:
+        return default
+    o = _keys(p, key, obj, {"type", "path", "status", "expect"})
+    kinds = CHECK_KINDS.get(protocol, ())
+    kind = o.get("type", default.kind)
+    if kind not in kinds:
+        p.add(f"{key}.type", kind, f"must be one of {', '.join(kinds)} for a {protocol} service")
+        return default
+    allowed = {"http": {"type", "path", "status"}, "banner": {"type", "expect"}}.get(kind, {"type"})
+    for extra in sorted((set(o) - allowed) & {"path", "status", "expect"}):  # unknown keys: _keys said so
+        p.add(f"{key}.{extra}", o[extra], f"does not apply to a {kind} check")
+    path = _str(p, f"{key}.path", o.get("path", default.path), CHECK_PATH_RE, "path (/..., no spaces)")
+    status = _int(p, f"{key}.status", o.get("status", default.status), 100, 599) or default.status
+    expect = o.get("expect", default.expect)
+    if not isinstance(expect, str) or not CHECK_EXPECT_RE.match(expect) or '"' in expect or "\\" in expect:
+        p.add(f"{key}.expect", expect, "must be 1-64 printable characters, without quotes or backslashes")
+        expect = default.expect
+    return ServiceCheck(kind, path, status, expect)
 
 
 def _haproxy(p: _Problems, obj: Any, services: tuple[Service, ...]) -> HaproxyOptions:

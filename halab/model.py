@@ -43,6 +43,25 @@ class Node:
 
 
 @dataclass(frozen=True)
+class ServiceCheck:
+    """How haproxy checks a backend for one service: it asks the service itself, since the
+    kernel still accepts connections for a hung server and a plain connect would pass it.
+    http: `option httpchk GET path`, healthy on `status` (over TLS where the backend speaks it);
+    banner: the greeting contains `expect` (the lab's TCP banner says 220, IMAP says `* OK`);
+    smtp: `option smtpchk` (HELO answered 2xx); connect: a TCP connect only, the seed's check."""
+
+    kind: Literal["http", "banner", "smtp", "connect"]
+    path: str = "/"
+    status: int = 200
+    expect: str = "220"
+
+    @staticmethod
+    def default(protocol: str) -> ServiceCheck:
+        """What works on the lab's backends: the who-am-I page, or the banner's 220 greeting."""
+        return ServiceCheck("http") if protocol == "http" else ServiceCheck("banner")
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     port: int  # on the VIP
@@ -55,6 +74,11 @@ class Service:
     # How the backend learns the client's address: TPROXY (the seed's way: the connection comes
     # from the client's own address), the PROXY protocol header, or X-Forwarded-For (HTTP only).
     transparency: Literal["tproxy", "proxy-protocol", "forwarded-for"] = "tproxy"
+    check: ServiceCheck | None = None  # None: ServiceCheck.default(protocol)
+
+    @property
+    def server_check(self) -> ServiceCheck:
+        return self.check or ServiceCheck.default(self.protocol)
 
 
 @dataclass(frozen=True)

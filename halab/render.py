@@ -59,6 +59,22 @@ TRANSPARENCY_LINES = {
 }
 
 
+# How haproxy checks a service's backends (model.ServiceCheck): it asks the service itself, as a
+# client would; a hung server (stopped, deadlocked) still gets its TCP connections accepted by
+# the kernel, so a plain connect passes it.
+CHECK_LINES = {
+    "http": "    # Healthy: the page answers with the expected status (a TCP connect alone passes a hung server).\n"
+    "    option httpchk GET {c.path}\n"
+    "    http-check expect status {c.status}\n",
+    "banner": "    # Healthy: the server greets with the expected banner (a TCP connect alone passes a hung server).\n"
+    "    option tcp-check\n"
+    '    tcp-check expect string "{c.expect}"\n',
+    "smtp": "    # Healthy: the server greets and answers HELO (2xx).\n    option smtpchk\n",
+    "connect": "    # Checked by a TCP connect only (services[].check.type: connect): a hung server passes.\n",
+}
+# haproxy.cfg's `timeout check`: how long a check waits for its answer.
+HAPROXY_CHECK_TIMEOUT = 2
+
 # haproxy's own health frontend (monitor-uri), on the loopback of each load balancer: what
 # keepalived's checks ask (halab-haproxy-watch, halab-check-haproxy).
 HAPROXY_HEALTH_PORT = 8405
@@ -79,9 +95,15 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
                 "    stick on src\n"
             )
         http = svc.transparency == "forwarded-for"
-        proxy = " send-proxy check-send-proxy" if svc.transparency == "proxy-protocol" else ""
+        check = svc.server_check
+        opts = " send-proxy check-send-proxy" if svc.transparency == "proxy-protocol" else ""
+        if check.kind == "http" and svc.backend_tls:
+            opts += " check-ssl verify none"  # the lab's backends: self-signed (snakeoil) certificates
+        # Live traffic counts too: `fall` failed connections in a row take a server out before its
+        # next check would (layer 7: failed HTTP responses as well, where haproxy speaks HTTP).
+        opts += f" observe {'layer7' if http else 'layer4'} error-limit {lab.health_check.fall} on-error mark-down"
         # Server names are the backends' names: unique, and they read well in logs and stats.
-        servers = "\n".join(f"    server {b.name} {b.address}:{svc.backend_port} check{proxy}" for b in lab.backends)
+        servers = "\n".join(f"    server {b.name} {b.address}:{svc.backend_port} check{opts}" for b in lab.backends)
         blocks.append(
             template(
                 "haproxy-service.cfg.tmpl",
@@ -92,6 +114,7 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
                 frontend_options="    option httplog\n" if http else "",
                 balance=svc.balance,
                 persistence=persistence,
+                check=CHECK_LINES[check.kind].format(c=check),
                 transparency=TRANSPARENCY_LINES[svc.transparency],
                 servers=servers,
             )
@@ -113,6 +136,7 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
         watch_period=f"{lab.vrrp.watch_period:g}",
         check_rise=hc.rise,
         check_fall=hc.fall,
+        check_timeout=HAPROXY_CHECK_TIMEOUT,
         services="".join(blocks),
     )
 

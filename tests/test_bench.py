@@ -76,11 +76,12 @@ def test_report_tables_ratios_and_charts(tmp_path):
     report.timeline_chart(failover, "link cut", tmp_path / "t.png")
     for png in ("f.png", "t.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = report.markdown(failover, dataplane, reloads, cost, 2, 61.0, ["f.png"])
+    md = report.markdown(failover, dataplane, reloads, cost, 2, 61.0, ["f.png"], {"lb1": 0, "lb2": 1})
     assert "| link cut | `seed` | 2.00 s (1.00–3.00, n=2) |" in md and "| 1 (2) |" in md
     assert "| new connection per request | 3.00 | 4.00 |" in md  # VIP/direct rps and p50, one run
     assert "| keep-alive | 0.75 | 2.00 |" in md
     assert "| backend removed | 2 | 0 | 170 |" in md and "| 2 | 50 | 0.25 | 0.010 |" in md
+    assert "while wrk loaded haproxy (the runs above): lb1 0, lb2 1." in md
     assert "![f.png](f.png)" in md and Path(tmp_path / "f.png").exists()
 
 

@@ -10,7 +10,7 @@ from conftest import STACKS
 
 from halab import config
 from halab.config import ConfigError, Secure, parse
-from halab.model import Hypervisor
+from halab.model import Hypervisor, ServiceCheck
 
 LBS = [{"name": "lb1", "address": "192.168.69.111"}, {"name": "lb2", "address": "192.168.69.112"}]
 
@@ -361,3 +361,46 @@ def test_macs_are_unique_per_address():
     lab = parse(config.load_stack_file(str(STACKS["large"])))
     macs = [n.mac for n in lab.nodes]
     assert len(set(macs)) == len(macs) and all(m.startswith("52:54:00:") for m in macs)
+
+
+def test_service_checks_default_to_what_the_lab_serves_and_are_validated():
+    lab = parse({"halab:services": [{"name": "web", "port": 80}, {"name": "smtp", "port": 25, "protocol": "tcp"}]})
+    assert [s.server_check for s in lab.services] == [
+        ServiceCheck("http", "/", 200),
+        ServiceCheck("banner", expect="220"),
+    ]
+    lab = parse(
+        {
+            "halab:services": [
+                {"name": "web", "port": 80, "check": {"path": "/healthz", "status": 204}},
+                {"name": "imap", "port": 143, "protocol": "tcp", "check": {"expect": "* OK"}},
+                {"name": "mail", "port": 25, "protocol": "tcp", "check": {"type": "smtp"}},
+                {"name": "raw", "port": 9000, "protocol": "tcp", "check": {"type": "connect"}},
+            ]
+        }
+    )
+    assert [s.server_check for s in lab.services] == [
+        ServiceCheck("http", "/healthz", 204),
+        ServiceCheck("banner", expect="* OK"),
+        ServiceCheck("smtp"),
+        ServiceCheck("connect"),
+    ]
+    for check, key, value in (
+        ({"type": "smtp"}, "check.type", "'smtp'"),  # an HTTP service
+        ({"path": "healthz"}, "check.path", "'healthz'"),
+        ({"path": "/a b"}, "check.path", "'/a b'"),
+        ({"status": 700}, "check.status", "700"),
+        ({"expect": "x"}, "check.expect", "'x'"),  # an HTTP check has no banner
+        ({"timeout": 1}, "check.timeout", "1"),
+        ("/", "check", "'/'"),
+    ):
+        (msg,) = problems({"halab:services": [{"name": "web", "port": 80, "check": check}]})
+        assert msg.startswith(f"halab:services[0].{key}: {value} "), msg
+    for check, key, value in (
+        ({"expect": 'say "hi"'}, "check.expect", "'say \"hi\"'"),
+        ({"expect": ""}, "check.expect", "''"),
+        ({"type": "http"}, "check.type", "'http'"),
+        ({"type": "smtp", "expect": "220"}, "check.expect", "'220'"),
+    ):
+        (msg,) = problems({"halab:services": [{"name": "mail", "port": 25, "protocol": "tcp", "check": check}]})
+        assert msg.startswith(f"halab:services[0].{key}: {value} "), msg

@@ -14,7 +14,8 @@ from conftest import ROOT, STACKS, need_root_and
 
 from halab import config
 from halab.netns import lab, topology
-from halab.verify import checks, rows, traffic
+from halab.verify import checks, failover, probes, traffic
+from halab.verify.rows import table
 
 LABS = ("dev", "lab3")
 DAEMONS = ("haproxy", "keepalived", "apache2")
@@ -52,20 +53,24 @@ def test_verify_passes(labs, name):
     topos, *_ = labs
     transport, site = lab.site(topos[name])
     rows = checks.verify(transport, site)
-    table = rows.table(rows)
-    print(f"\n{name}:\n{table}")
-    assert all(r.ok for r in rows), f"{table}\n\n{lab.logs(topos[name])}"
-    assert not any(r.skipped for r in rows), table  # both labs have something for every check
+    shown = table(rows)
+    print(f"\n{name}:\n{shown}")
+    assert all(r.ok for r in rows), f"{shown}\n\n{lab.logs(topos[name])}"
+    assert not any(r.skipped for r in rows), shown  # both labs have something for every check
+    # every claimed row is there: a check that silently returns none fails here (README's counts)
+    assert len(rows) == {"dev": 29, "lab3": 48}[name], shown
     # every row the issue asks for is there
-    text = table.lower()
+    text = shown.lower()
     for claim in (
         "exactly one load balancer holds the vip",
         "vrrp adverts",
         "spread over every backend",
         "haproxy killed",
+        "haproxy hung",
         "keepalived killed",
         "link cut",
-        "out of rotation",
+        "stopped: out of rotation",
+        "hung: out of rotation",
         "back in rotation",
         "vrrp from a non-peer",
         "state change is logged",
@@ -75,12 +80,32 @@ def test_verify_passes(labs, name):
     ):
         assert claim in text, claim
     # no split brain at any sampled instant of any drill
-    assert text.count("most holders at once: ") == 6 and not re.search(r"most holders at once: [2-9]", text), table
+    assert text.count("most holders at once: ") == 8 and not re.search(r"most holders at once: [2-9]", text), shown
     preempt = topos[name].lab.vrrp.preempt
-    assert text.count("takes the vip back (preemption)" if preempt else "stays backup (nopreempt)") == 3
+    assert text.count("takes the vip back (preemption)" if preempt else "stays backup (nopreempt)") == 4
     for svc in topos[name].lab.services:
-        assert f"{svc.name} (:{svc.port}) from the outside client" in table
-        assert f"{svc.name} (:{svc.port}) from the on-subnet client" in table
+        assert f"{svc.name} (:{svc.port}) from the outside client" in shown
+        assert f"{svc.name} (:{svc.port}) from the on-subnet client" in shown
+
+
+def test_the_hung_haproxy_row_fails_without_the_watcher(labs):
+    """Mutation: with the 0.1 s watcher stopped on the master, only keepalived's safety-net
+    script (every 2 s, two misses) sees a hung haproxy. The VIP still moves, at 2.95 s at the
+    earliest, past the row's ceiling (2.07 s): the row fails, so it proves the fast path."""
+    topos, *_ = labs
+    transport, site = lab.site(topos["dev"])
+    (master,) = probes.holders(transport, site.lab)
+    probes.drill(transport, master, "stop", "halab-haproxy-watch")
+    try:
+        fault, restore = failover.faults(transport, site.lab)["haproxy hung"]
+        failed, restored = failover.failover_drill(
+            transport, site, "haproxy hung", fault, restore, failover.hang_ceiling(site)
+        )
+    finally:
+        probes.drill(transport, master, "start", "halab-haproxy-watch")
+    print(failed.figure)
+    assert not failed.ok and "VIP on lb2" in failed.figure, failed
+    assert restored.ok, restored  # the node itself is fine: resumed, it takes the VIP back
 
 
 def test_the_two_labs_are_separate(labs):
@@ -101,7 +126,7 @@ def test_no_secret_in_any_output(labs):
     for name, t in topos.items():
         creds = lab.credentials(t)
         transport, site = lab.site(t)
-        text = "\n".join(logs[name]) + rows.table(traffic.check_stats_pages(transport, site))
+        text = "\n".join(logs[name]) + table(traffic.check_stats_pages(transport, site))
         for secret in (creds.vrrp_auth_pass, creds.stats_password):
             assert secret not in text
         assert oct(os.stat(lab.state_dir(t) / "credentials.json").st_mode & 0o777) == "0o600"

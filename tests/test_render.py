@@ -54,8 +54,22 @@ def test_haproxy_cfg_fixes_the_seed(stack):
             # how the backend learns the client's address
             assert ("source 0.0.0.0 usesrc clientip" in back) == (svc.transparency == "tproxy")
             assert all(
-                s.endswith("send-proxy check-send-proxy") == (svc.transparency == "proxy-protocol") for s in servers
+                (" send-proxy check-send-proxy " in s) == (svc.transparency == "proxy-protocol") for s in servers
             )
+            # the check asks the service itself; live traffic errors take a server out too
+            check = svc.server_check
+            lines = {
+                "http": [f"option httpchk GET {check.path}", f"http-check expect status {check.status}"],
+                "banner": ["option tcp-check", f'tcp-check expect string "{check.expect}"'],
+                "smtp": ["option smtpchk"],
+                "connect": [],
+            }[check.kind]
+            assert [x for x in back if x.startswith(("option httpchk", "http-check", "option tcp-check", "tcp-check",
+                                                     "option smtpchk"))] == lines  # fmt: skip
+            assert all((" check-ssl verify none" in s) == (check.kind == "http" and svc.backend_tls) for s in servers)
+            layer = "layer7" if svc.transparency == "forwarded-for" else "layer4"
+            assert all(s.endswith(f" observe {layer} error-limit {lab.health_check.fall} on-error mark-down")
+                       for s in servers)  # fmt: skip
             assert ("option forwardfor" in back) == (svc.transparency == "forwarded-for")
             assert f"mode {'http' if svc.transparency == 'forwarded-for' else 'tcp'}" in front
             # persistence that matches: a table *and* a rule that stores and looks up the source

@@ -169,6 +169,9 @@ def test_backend_with_tcp_services_is_idempotent(nodes):
         assert not any(w in out for w in ("installed /", "starting", "reloading", "restarting")), f"{st.name}: {out}"
     banner = gw.run("exec 3<>/dev/tcp/10.77.0.21/25; head -n 1 <&3").stdout
     assert banner.startswith("220 backend=app1 client=10.77.0.10 port=25"), banner
+    # enough SMTP for haproxy's smtpchk: each line answered 250, QUIT answered 221 and closed
+    smtp = gw.run("exec 3<>/dev/tcp/10.77.0.21/25; printf 'HELO lb\\r\\nQUIT\\r\\n' >&3; timeout 5 cat <&3").stdout
+    assert smtp.split("\n")[1:] == ["250 halab", "221 bye", ""], smtp  # and closed: cat ended before 5 s
     proxied = gw.run(
         "exec 3<>/dev/tcp/10.77.0.21/143; printf 'PROXY TCP4 203.0.113.7 10.77.0.10 5555 143\\r\\n' >&3; head -n 1 <&3"
     ).stdout
@@ -223,6 +226,28 @@ def test_link_cut_restores_itself_or_on_request(nodes):
     assert state() == up
     assert node.run("test -e /run/halab-drill-link.pid", check=False).returncode == 1  # timer cancelled
     assert node.run("pgrep -f 'sleep 30'", check=False).returncode == 1
+
+
+def test_hang_stops_every_process_of_the_name_in_its_node_only_and_resume_continues_them(nodes):
+    """The hang drills (haproxy hung, a backend hung) SIGSTOP every process of a name on one
+    node, master and workers alike, and `resume` undoes it; a node beside it with the same
+    daemon is untouched (each node has its own PID namespace)."""
+    a, b = nodes("www1"), nodes("www2")
+    for node in (a, b):  # a process whose name is apache2, as ps and pgrep see it
+        node.run("install -D -m 0755 /bin/sleep /run/stand-in/apache2")
+        node.run("for i in 1 2 3; do setsid /run/stand-in/apache2 300 </dev/null >/dev/null 2>&1 & done; sleep 0.2")
+
+    def states(node: NsNode) -> list[str]:
+        return node.run("ps -C apache2 -o stat=").stdout.split()
+
+    assert len(states(a)) == 3 and not any(x.startswith("T") for x in states(a) + states(b))
+    a.run_bundle(drill_bundle("hang", "apache2"))
+    assert len(states(a)) == 3 and all(x.startswith("T") for x in states(a)), states(a)
+    assert not any(x.startswith("T") for x in states(b)), states(b)
+    a.run_bundle(drill_bundle("resume", "apache2"))
+    assert len(states(a)) == 3 and not any(x.startswith("T") for x in states(a)), states(a)
+    p = a.run_bundle(drill_bundle("hang", "haproxy"), check=False)
+    assert p.returncode != 0 and "no haproxy process here" in p.stderr
 
 
 def test_drill_restart_override_sorts_after_the_installed_dropins():

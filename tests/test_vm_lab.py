@@ -19,7 +19,7 @@ import yaml
 from conftest import ROOT, require_lab
 
 from halab import config, plan
-from halab.verify import probes, reload
+from halab.verify import probes, reload, vrrp
 from halab.vmlab import hypervisor, lab
 
 CONFIG = ROOT / "Pulumi.dev.yaml"
@@ -104,14 +104,6 @@ def with_backend(tmp_path, name: str, address: str):
     return f
 
 
-def vrrp_changes(s: lab.Session) -> dict[str, int]:
-    """How many VRRP state changes each load balancer has logged (halab-notify)."""
-    return {
-        lb.name: len(s.t.run(lb.name, ["cat", "/var/log/halab-vrrp.log"]).stdout.splitlines())
-        for lb in s.model.load_balancers
-    }
-
-
 def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab, tmp_path):
     """Requirement 4: under steady load, adding a backend (a new guest booting beside the others,
     both haproxy steps reloading) fails no request and moves no VIP. It once did, on these
@@ -120,14 +112,14 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     three = with_backend(tmp_path, "www3", "192.168.69.108")
     with lab.Session(str(CONFIG)) as s:
         url = s.model.url(s.model.services[0])
-        before = vrrp_changes(s)
+        before = vrrp.state_changes(s.t, s.model)
         # the load balancers reload: a request may wait that out, as in verify's reload row
         rate = ["--interval", str(s.site.request_interval), "--timeout", str(reload.reload_patience(s.site))]
         sampler = probes.sample(s.t, s.site.client, url, list(s.site.client_sources[:4]), *rate, "--duration", "1200")
         time.sleep(2)
         p = vm_lab("up", config=three)
         samples = sampler.stop()
-        after = vrrp_changes(s)
+        after = vrrp.state_changes(s.t, s.model)
     assert p.returncode == 0, p.stderr
     made = changed(p.stdout)
     others = {n for n in made if not n.startswith("halab-www3-")}

@@ -74,7 +74,9 @@ def markdown(
     trials: int,
     seconds: float,
     charts: list[str],
+    busy: dict[str, int] | None = None,
 ) -> str:
+    """The report; `busy`: VRRP state changes per load balancer while wrk loaded the data plane."""
     lines = [
         "# Benchmarks",
         "",
@@ -140,6 +142,13 @@ def markdown(
             a, b = dataplane[vip][mode], dataplane[direct][mode]
             lines.append(f"| {mode} | {a.rps / b.rps:.2f} | {a.p50_ms / b.p50_ms:.2f} |")
         lines.append("")
+    if busy is not None:
+        lines += [
+            "Busy is not hung: VRRP state changes while wrk loaded haproxy (the runs above): "
+            + ", ".join(f"{lb} {n}" for lb, n in busy.items())
+            + ". The watcher asks haproxy's health frontend every 0.1 s all along; a loaded haproxy answers it.",
+            "",
+        ]
     if reloads:
         lines += [
             "## Reloads",

@@ -1,5 +1,5 @@
 """Rows about the backend servers as haproxy sees them: every server passes its health check,
-and a failed backend leaves the rotation and comes back."""
+and a backend stopped or hung leaves the rotation and comes back."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import csv
 import io
 import time
 
+from halab import render
+from halab.model import Service
 from halab.verify.probes import (
     drill,
     sample,
     wait_until,
 )
-from halab.verify.rows import Row
+from halab.verify.rows import Row, skip
 from halab.verify.transport import Site, Transport
 
 
@@ -37,56 +39,65 @@ def check_backends_up(t: Transport, site: Site) -> list[Row]:
     return rows
 
 
+# How a backend fails in the drills, and what undoes it (scripts/steps/drill.sh). Stopped: the
+# kernel refuses its port. Hung: the kernel still accepts connections for it, it answers nothing;
+# only a check that asks the service itself (httpchk, a banner) sees it.
+BACKEND_FAULTS = {"stopped": ("stop", "start"), "hung": ("hang", "resume")}
+BACKEND_RESTORED = {"stopped": "started", "hung": "resumed"}
+
+
 def check_backend_health(t: Transport, site: Site) -> list[Row]:
-    """A backend stopped leaves the rotation once health checks see it, with no failed request
-    after that; started again, it comes back."""
+    """A backend's web server stopped, then hung: each time it leaves the rotation once health
+    checks see it, with no failed request after that, and comes back when restored."""
     lab = site.lab
-    svc, victim = lab.services[0], lab.backends[0]
+    web = [svc for svc in lab.services if svc.protocol == "http"]
+    if not web:
+        return [skip("a failed backend leaves the rotation", "no HTTP service (the drill stops Apache)")]
+    return [row for how in BACKEND_FAULTS for row in _backend_fault(t, site, web[0], how)]
+
+
+def _backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]:
+    lab = site.lab
+    victim = lab.backends[0]
     lbs = [lb.name for lb in lab.load_balancers]
+    fault, restore = BACKEND_FAULTS[how]
 
     def status(lb: str) -> str:
         return _server_status(t, lb).get((f"bk_{svc.name}", victim.name), "absent")
 
-    interval = lab.health_check.interval_seconds
+    # each check may wait out its timeout before it counts as failed (a hung server)
+    interval = lab.health_check.interval_seconds + render.HAPROXY_CHECK_TIMEOUT
     bound = (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
-    s = sample(
-        t,
-        site.client,
-        lab.url(svc),
-        list(site.client_sources),
-        "--interval",
-        "0.05",
-        "--timeout",
-        "1",
-        "--duration",
-        str(2 * bound + 15),
-    )
+    args = ["--interval", "0.05", "--timeout", "1", "--duration", str(2 * bound + 15)]
+    s = sample(t, site.client, lab.url(svc), list(site.client_sources), *args)
     try:
         wait_until(lambda: s.recovered_since(0.0), 10)
         t0 = time.monotonic()
-        drill(t, victim.name, "stop", "apache2")
+        drill(t, victim.name, fault, "apache2")
         try:
             down = wait_until(lambda: all(status(lb).startswith("DOWN") for lb in lbs), bound, 0.2)
             t_detect = time.monotonic()
             time.sleep(3)
             t_end = time.monotonic()
-        finally:  # started again whatever happens, Ctrl-C included
+        finally:  # restored whatever happens, Ctrl-C included
             t1 = time.monotonic()
-            drill(t, victim.name, "start", "apache2")
+            drill(t, victim.name, restore, "apache2")
         before = sum(1 for x in s.since(t0) if not x.ok and x.start < t_detect)
         after = [x for x in s.since(t_detect) if x.start < t_end]
         failed_after = sum(1 for x in after if not x.ok)
+        clients = len({x.source for x in after})
         rows = [
             Row(
-                f"{victim.name} stopped: out of rotation on every load balancer, no failure after detection",
+                f"{victim.name} {how}: out of rotation on every load balancer, no failure after detection",
                 down and failed_after == 0 and bool(after),
-                f"detected in {t_detect - t0:.1f} s; {failed_after} failed of {len(after)} after, {before} before",
+                f"detected in {t_detect - t0:.1f} s; {failed_after} failed of {len(after)} after "
+                f"(from {clients} client addresses), {before} before",
             )
         ]
         up = wait_until(lambda: all(status(lb).startswith("UP") for lb in lbs), bound, 0.2)
         rows.append(
             Row(
-                f"{victim.name} started: back in rotation",
+                f"{victim.name} {BACKEND_RESTORED[how]}: back in rotation",
                 up,
                 f"UP on every load balancer after {time.monotonic() - t1:.1f} s",
             )

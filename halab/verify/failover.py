@@ -1,6 +1,6 @@
-"""Failover drills: a fault on the master (haproxy or keepalived killed, the link cut, a clean
-stop), measured from a client and by the VIP's holders all along, then the node restored, even
-when the drill is interrupted."""
+"""Failover drills: a fault on the master (haproxy killed or hung, keepalived killed, the link
+cut, a clean stop), measured from a client and by the VIP's holders all along, then the node
+restored, even when the drill is interrupted."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from halab import render
 from halab.model import Lab, Service
 from halab.verify.probes import (
     HolderWatch,
@@ -120,16 +121,49 @@ def _holders_text(split: tuple[int, int]) -> str:
     )
 
 
-def failover_drill(t: Transport, site: Site, name: str, fault: Fault, restore: Fault) -> list[Row]:
+def takeover_seconds(lab: Lab) -> float:
+    """How long the next master waits after the faulted one gives the VIP up (its priority-0
+    advert): the skew time of the highest-priority backup, (256 - priority) / 256 adverts."""
+    priorities = sorted(lb.priority or 0 for lb in lab.load_balancers)
+    backup = priorities[-2] if len(priorities) > 1 else 0
+    return (256 - backup) / 256 * lab.vrrp.advert_interval
+
+
+# Processing between the timers' events (inotify, keepalived's advert, the gratuitous ARP, the
+# sampler's next request) on a host whose 2 cores every lab node shares.
+SCHEDULING_SLACK = 0.2
+
+
+def hang_ceiling(site: Site) -> float:
+    """The longest outage a hung haproxy may cause, from the stack's timers: the watcher's next
+    check (within a period) and its misses in a row (each a request timing out), keepalived's
+    FAULT and the next master's takeover, one request of the sampler's in flight, and the
+    scheduling slack. 2.07 s for the dev stack, 0.91 s for lab3's VRRPv3 at 0.2 s."""
+    v = site.lab.vrrp
+    detect = v.watch_period + render.WATCH_FALL * v.watch_timeout
+    return detect + takeover_seconds(site.lab) + site.request_timeout + site.request_interval + SCHEDULING_SLACK
+
+
+def ceilings(site: Site) -> dict[str, float]:
+    """The drills whose outage the rows bound (issue #15 extends this to every fault)."""
+    return {"haproxy hung": hang_ceiling(site)} if site.timed else {}
+
+
+def failover_drill(
+    t: Transport, site: Site, name: str, fault: Fault, restore: Fault, ceiling: float | None = None
+) -> list[Row]:
     d = run_drill(t, site, fault, restore)
     if isinstance(d, str):
         return [Row(f"failover, {name}", False, d)]
     rule = "takes the VIP back (preemption)" if site.lab.vrrp.preempt else "stays backup (nopreempt)"
+    fast = ceiling is None or d.out.seconds <= ceiling
     return [
         Row(
             f"failover, {name} on {d.master}",
-            d.ok and d.split[1] <= 1,
-            f"{d.out.seconds:.2f} s to the first success, {d.out.failed} failed; "
+            d.ok and fast and d.split[1] <= 1,
+            f"{d.out.seconds:.2f} s to the first success"
+            + (f" (ceiling {ceiling:.2f} s, from the timers)" if ceiling is not None else "")
+            + f", {d.out.failed} failed; "
             f"VIP on {', '.join(d.after_fault) or 'none'}; {_holders_text(d.split)}",
         ),
         Row(
@@ -162,6 +196,8 @@ def faults(t: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault
 
     return {
         "haproxy killed": (action("kill", "haproxy"), action("start", "haproxy")),
+        # every haproxy process stopped, its sockets open: alive and listening, answering nothing
+        "haproxy hung": (action("hang", "haproxy"), action("resume", "haproxy")),
         "keepalived killed": (action("kill", "keepalived"), action("start", "keepalived")),
         "link cut": (cut, uncut),
         "clean stop (maintenance)": (action("stop", "keepalived"), action("start", "keepalived")),
@@ -177,7 +213,7 @@ def check_failovers(t: Transport, site: Site) -> list[Row]:
     for name, (fault, restore) in faults(t, site.lab).items():
         if name.startswith("clean stop"):
             continue  # the persistence check does a clean stop already
-        rows += failover_drill(t, site, name, fault, restore)
+        rows += failover_drill(t, site, name, fault, restore, ceilings(site).get(name))
     return rows
 
 

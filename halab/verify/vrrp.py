@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+from halab.model import Lab
 from halab.verify.probes import (
     drill,
     holders,
@@ -89,6 +90,15 @@ def check_vrrp_filter(t: Transport, site: Site) -> list[Row]:
 TRANSITION = re.compile(
     r"^\d{4}-\d\d-\d\dT[\d:,.]+[+-]\d\d:\d\d (\S+) INSTANCE (\S+) (MASTER|BACKUP|FAULT|STOP) priority=\d+$"
 )
+
+
+def state_changes(t: Transport, lab: Lab) -> dict[str, int]:
+    """How many VRRP state changes each load balancer has logged so far (halab-notify): the
+    difference over a window says whether the VIP moved in it."""
+    return {
+        lb.name: len(t.run(lb.name, ["cat", "/var/log/halab-vrrp.log"], check=False).stdout.splitlines())
+        for lb in lab.load_balancers
+    }
 
 
 def check_transition_log(t: Transport, site: Site) -> list[Row]:

@@ -171,7 +171,7 @@ class Session:
             # emulated guests (TCG) serve a few dozen requests a second: drills press less
             # (and every probe over SSH costs a guest a fork of sshd, sudo and ip: sampled 2/s)
             self.site = dataclasses.replace(
-                self.site, request_interval=EMULATED_INTERVAL, request_timeout=1.0, holder_interval=0.5
+                self.site, request_interval=EMULATED_INTERVAL, request_timeout=1.0, holder_interval=0.5, timed=False
             )
         return self
 

@@ -3,6 +3,9 @@
 # (namespace-lab node or VM alike). Touches only this node.
 #   drill.sh kill NAME             SIGKILL every process of NAME here (a crash that stays down)
 #   drill.sh stop|start NAME       a clean stop, or start (as the steps start it)
+#   drill.sh hang|resume NAME      SIGSTOP every process of NAME here (a hang: its sockets stay
+#                                  open and the kernel still accepts connections for it), or
+#                                  SIGCONT them
 #   drill.sh link-down IFACE DELAY FOR [GW]
 #                                  cut the node's link DELAY seconds from now, for FOR seconds at
 #                                  most: this call returns before the cut (over SSH, the node may
@@ -49,6 +52,19 @@ case "$action" in
     fi
     ;;
   stop) service_stop "${2:?name}" ;;
+  hang | resume)
+    name=${2:?name}
+    signal=STOP state=T
+    [ "$action" = resume ] && signal=CONT state='[^T]'
+    pgrep -x "$name" >/dev/null || die "no $name process here"
+    # every process of the name in this node (its own PID namespace in the lab; on a VM, the
+    # unit's whole cgroup as well, so that no helper process keeps answering)
+    if has_systemd && systemctl is-active --quiet "$name"; then systemctl kill --signal="$signal" "$name"; fi
+    pkill "-$signal" -x "$name"
+    # shellcheck disable=SC2016
+    wait_until 5 bash -c '! ps -C "$1" -o stat= | grep -qv "^$2"' _ "$name" "$state" \
+      || die "$action $name: not every process took SIG$signal: $(ps -C "$name" -o pid=,stat= | tr '\n' ' ')"
+    ;;
   start)
     name=${2:?name}
     if has_systemd && [ -e "$(no_restart_dropin "$name")" ]; then
