@@ -82,6 +82,12 @@ def test_report_tables_ratios_and_charts(tmp_path):
     assert "| keep-alive | 0.75 | 2.00 |" in md
     assert "| backend removed | 2 | 0 | 170 |" in md and "| 2 | 50 | 0.25 | 0.010 |" in md
     assert "while wrk loaded haproxy (the runs above): lb1 0, lb2 1." in md
+    # a trial that never recovered: ∞ in the table, one line of reasons per profile and fault
+    hung = fault_result([float("inf"), float("inf")])
+    hung.errors[:] = ["trial 1: no recovery within the bound", "trial 2: no recovery within the bound"]
+    never = report.markdown({"seed": {"haproxy hung": hung}}, None, None, None, 2, 1.0, [])
+    assert "| haproxy hung | `seed` | ∞ s (∞–∞, n=2) |" in never, never
+    assert "- `seed`, haproxy hung: trial 1: no recovery within the bound (and 1 more trials)" in never, never
     assert "![f.png](f.png)" in md and Path(tmp_path / "f.png").exists()
 
 

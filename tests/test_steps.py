@@ -144,6 +144,34 @@ def test_invalid_haproxy_config_changes_nothing(nodes):
     assert lb.run(SNAPSHOT).stdout == before
 
 
+def test_invalid_keepalived_config_changes_nothing(nodes):
+    """keepalived's step validates everything it stages before it installs anything: with a
+    keepalived.conf that `keepalived -t` refuses, the new check script and watcher beside it stay
+    uninstalled, and no daemon is started again."""
+    lb, peer = nodes("lb1"), nodes("peer")
+    veth(lb, "eth0", peer, "eth0")
+    steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
+    for name in ("sysctl", "tproxy", "secrets", "haproxy", "keepalived"):
+        lb.run_bundle(steps[name].bundle())
+    before = lb.run(SNAPSHOT).stdout
+    assert "/run/keepalived.pid" in before and "/run/halab-haproxy-watch.pid" in before
+
+    def changed(path: str, text: str) -> str:
+        if path == "/etc/keepalived/keepalived.conf":
+            return text.replace("virtual_router_id 100", "virtual_router_id 300")  # out of range
+        if path in ("/etc/keepalived/halab-check-haproxy", "/usr/local/sbin/halab-haproxy-watch"):
+            return text + "\n# a new version\n"
+        return text
+
+    step = steps["keepalived"]
+    broken = dataclasses.replace(step, files=tuple((p, changed(p, t)) for p, t in step.files))
+    assert broken.files != step.files
+    p = lb.run_bundle(broken.bundle(), check=False)
+    assert p.returncode != 0 and "keepalived.conf is invalid" in p.stderr, p.stderr
+    assert lb.run(SNAPSHOT).stdout == before
+    assert lb.run("ls /run | grep -c halab-keepalived-test || true").stdout.strip() == "0"  # no leftover
+
+
 def test_gateway_step_refuses_a_vip_that_does_not_answer(nodes):
     be, other = nodes("www1"), nodes("other")
     veth(be, "eth0", other, "eth0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import tempfile
@@ -29,8 +30,13 @@ class Spread:
         return cls(statistics.median(values), min(values), max(values), len(values)) if values else cls(0, 0, 0, 0)
 
     def text(self, unit: str = "s", digits: int = 2) -> str:
+        """Median (min–max, n); a trial that never recovered counts as ∞."""
+
+        def num(x: float) -> str:
+            return "∞" if math.isinf(x) else f"{x:.{digits}f}"
+
         u = f" {unit}" if unit else ""
-        return f"{self.median:.{digits}f}{u} ({self.low:.{digits}f}–{self.high:.{digits}f}, n={self.n})"
+        return f"{num(self.median)}{u} ({num(self.low)}–{num(self.high)}, n={self.n})"
 
 
 @dataclass

@@ -112,9 +112,15 @@ def markdown(
                 f"| {fault} | `{prof}` | {r.seconds.text()} | {r.failed.text('', 0)} | {r.restore_seconds.text()} | "
                 f"{r.restore_failed.text('', 0)} | {r.max_holders} ({r.max_holders_one_sample}) |"
             )
-    errors = [f"- `{p}`, {f}: {e}" for p, res in failover.items() for f, r in res.items() for e in r.errors]
+    # one line per profile and fault: the first trial's reason, and how many trials had one
+    errors = [
+        f"- `{p}`, {f}: {r.errors[0]}" + (f" (and {len(r.errors) - 1} more trials)" if len(r.errors) > 1 else "")
+        for p, res in failover.items()
+        for f, r in res.items()
+        if r.errors
+    ]
     if errors:
-        lines += ["", "Trials that did not recover within the 20 s bound (not in the figures above):", "", *errors]
+        lines += ["", "Trials that did not recover within the 20 s bound (∞ in the figures above):", "", *errors]
     lines += ["", *[f"![{c}]({c})" for c in charts], ""]
     if dataplane:
         vip, direct = list(dataplane)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# keepalived on a load balancer: install its hooks (haproxy check, state-change log, VRRP filter
-# and VIP release), validate the staged keepalived.conf (keepalived -t), install it (0600: it
-# holds the VRRP secret) and start or reload keepalived.
+# keepalived on a load balancer: validate everything staged first (the scripts parse, and
+# `keepalived -t` passes on the new keepalived.conf with the new scripts), and only then install
+# its hooks (haproxy check and watcher, state-change log, VRRP filter and VIP release) and the
+# conf (0600: it holds the VRRP secret), and start or reload keepalived. A broken conf changes
+# nothing on the node.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -15,6 +17,7 @@ need_cmd python3
 python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged /usr/local/sbin/halab-haproxy-watch)" \
   || die "staged halab-haproxy-watch does not parse"
 direct_service haproxy running || die "haproxy is not running here: keepalived would only hold the VIP in FAULT"
+keepalived_test "$conf" || die "staged keepalived.conf is invalid (keepalived -t)"
 
 reload=no restart=no
 if stage_install /etc/keepalived/halab-check-haproxy 0755; then reload=yes; fi
@@ -26,7 +29,6 @@ if stage_install /etc/halab/haproxy-watch.conf 0644; then watch=yes; fi
 if unit_install /etc/systemd/system/halab-haproxy-watch.service; then watch=yes; fi
 service_converge halab-haproxy-watch "$watch" no
 wait_until 5 test -s /run/halab-watch/haproxy || die "halab-haproxy-watch wrote no health file"
-keepalived_test "$conf" || die "staged keepalived.conf is invalid (keepalived -t)"
 stage_install /usr/local/sbin/halab-keepalived-hooks 0755 || true
 if stage_install /etc/halab/vrrp.conf 0644; then
   /usr/local/sbin/halab-keepalived-hooks pre # peers changed: the filter now, not at the next start

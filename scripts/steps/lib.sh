@@ -214,15 +214,25 @@ unit_enable() {
   systemctl is-enabled --quiet "$1" 2>/dev/null || systemctl enable --quiet "$1"
 }
 
-# keepalived_test CONF: `keepalived -t` on CONF. keepalived 2.2.x in config-test mode kills
-# itself (SIGTERM, exit 143) after checking a track script as a non-root script_user, so the
-# test reads a copy in which only the script_user line says root; everything else it checks is
-# the file as deployed (a missing or unsafe script still fails: exit 5).
+# keepalived_test CONF: `keepalived -t` on CONF, before anything is installed. The scripts CONF
+# names are read from this step's bundle where it stages them (copied into a root-only
+# directory, as script security wants), so the new conf is checked with the new scripts, not
+# with whatever an earlier run left in place. keepalived 2.2.x in config-test mode kills itself
+# (SIGTERM, exit 143) after checking a track script as a non-root script_user, so the copy tested
+# says root there; everything else is the file as deployed (a missing or unsafe script fails:
+# exit 5).
 keepalived_test() {
-  local copy rc=0
-  copy=$(mktemp)
-  sed -E 's/^([[:space:]]*script_user)[[:space:]].*/\1 root/' "$1" >"$copy"
-  keepalived -t -f "$copy" || rc=$?
-  rm -f "$copy"
+  local dir rc=0 path
+  dir=$(mktemp -d /run/halab-keepalived-test.XXXXXX)
+  local edits=(-E -e 's/^([[:space:]]*script_user)[[:space:]].*/\1 root/')
+  while read -r path; do
+    if [ -n "${HALAB_STAGE:-}" ] && [ -f "$HALAB_STAGE/root$path" ]; then
+      install -m 0755 "$HALAB_STAGE/root$path" "$dir/${path##*/}"
+      edits+=(-e "s#\"$path([ \"])#\"$dir/${path##*/}\\1#")
+    fi
+  done < <(grep -oE '^[[:space:]]*(script|notify[a-z_]*)[[:space:]]+"/[^" ]+' "$1" | grep -oE '/[^" ]+$' | sort -u)
+  sed "${edits[@]}" "$1" >"$dir/keepalived.conf"
+  keepalived -t -f "$dir/keepalived.conf" || rc=$?
+  rm -rf "$dir"
   return "$rc"
 }
