@@ -70,15 +70,11 @@ class Service:
     sticky: bool
     sticky_expire: str
     backend_tls: bool  # the backend's web server speaks TLS on backend_port
-    protocol: Literal["http", "tcp"] = "http"  # what the backends serve: Apache, or a TCP banner
+    protocol: Literal["http", "tcp"]  # what the backends serve: Apache, or a TCP banner
     # How the backend learns the client's address: TPROXY (the seed's way: the connection comes
     # from the client's own address), the PROXY protocol header, or X-Forwarded-For (HTTP only).
-    transparency: Literal["tproxy", "proxy-protocol", "forwarded-for"] = "tproxy"
-    check: ServiceCheck | None = None  # None: ServiceCheck.default(protocol)
-
-    @property
-    def server_check(self) -> ServiceCheck:
-        return self.check or ServiceCheck.default(self.protocol)
+    transparency: Literal["tproxy", "proxy-protocol", "forwarded-for"]
+    check: ServiceCheck  # how haproxy checks the backends (config: ServiceCheck.default when absent)
 
 
 @dataclass(frozen=True)

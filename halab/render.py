@@ -95,7 +95,7 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
                 "    stick on src\n"
             )
         http = svc.transparency == "forwarded-for"
-        check = svc.server_check
+        check = svc.check
         opts = " send-proxy check-send-proxy" if svc.transparency == "proxy-protocol" else ""
         if check.kind == "http" and svc.backend_tls:
             opts += " check-ssl verify none"  # the lab's backends: self-signed (snakeoil) certificates

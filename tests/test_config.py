@@ -365,7 +365,7 @@ def test_macs_are_unique_per_address():
 
 def test_service_checks_default_to_what_the_lab_serves_and_are_validated():
     lab = parse({"halab:services": [{"name": "web", "port": 80}, {"name": "smtp", "port": 25, "protocol": "tcp"}]})
-    assert [s.server_check for s in lab.services] == [
+    assert [s.check for s in lab.services] == [
         ServiceCheck("http", "/", 200),
         ServiceCheck("banner", expect="220"),
     ]
@@ -379,7 +379,7 @@ def test_service_checks_default_to_what_the_lab_serves_and_are_validated():
             ]
         }
     )
-    assert [s.server_check for s in lab.services] == [
+    assert [s.check for s in lab.services] == [
         ServiceCheck("http", "/healthz", 204),
         ServiceCheck("banner", expect="* OK"),
         ServiceCheck("smtp"),

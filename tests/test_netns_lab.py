@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, STACKS, need_root_and
+from conftest import ROOT, STACKS, VERIFY_ROWS, need_root_and
 
 from halab import config
 from halab.netns import lab, topology
@@ -58,7 +58,7 @@ def test_verify_passes(labs, name):
     assert all(r.ok for r in rows), f"{shown}\n\n{lab.logs(topos[name])}"
     assert not any(r.skipped for r in rows), shown  # both labs have something for every check
     # every claimed row is there: a check that silently returns none fails here (README's counts)
-    assert len(rows) == {"dev": 29, "lab3": 48}[name], shown
+    assert len(rows) == VERIFY_ROWS[name], shown
     # every row the issue asks for is there
     text = shown.lower()
     for claim in (

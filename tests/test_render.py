@@ -57,7 +57,7 @@ def test_haproxy_cfg_fixes_the_seed(stack):
                 (" send-proxy check-send-proxy " in s) == (svc.transparency == "proxy-protocol") for s in servers
             )
             # the check asks the service itself; live traffic errors take a server out too
-            check = svc.server_check
+            check = svc.check
             lines = {
                 "http": [f"option httpchk GET {check.path}", f"http-check expect status {check.status}"],
                 "banner": ["option tcp-check", f'tcp-check expect string "{check.expect}"'],

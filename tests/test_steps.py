@@ -7,6 +7,7 @@ the Pulumi path pipes it to `sudo bash -s` on a VM.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import signal
 import socket
@@ -170,6 +171,41 @@ def test_invalid_keepalived_config_changes_nothing(nodes):
     assert p.returncode != 0 and "keepalived.conf is invalid" in p.stderr, p.stderr
     assert lb.run(SNAPSHOT).stdout == before
     assert lb.run("ls /run | grep -c halab-keepalived-test || true").stdout.strip() == "0"  # no leftover
+
+
+def test_systemd_is_reloaded_and_a_unit_enabled_only_when_needed(tmp_path):
+    """The VM lab's guests lost the VIP while every step ran `systemctl daemon-reload` and
+    `systemctl enable` (seconds of CPU each): lib.sh reloads systemd only when the step changed a
+    unit, and enables a unit only when it is not. Under a systemctl that logs its calls."""
+    bin_dir, stage, unit = tmp_path / "bin", tmp_path / "stage", tmp_path / "units" / "demo.service"
+    bin_dir.mkdir()
+    (stage / "root" / str(unit).lstrip("/")).parent.mkdir(parents=True)
+    (stage / "root" / str(unit).lstrip("/")).write_text("[Service]\nExecStart=/bin/true\n")
+    log = tmp_path / "calls"
+    fake = bin_dir / "systemctl"
+    fake.write_text(
+        f'#!/bin/sh\necho "$*" >>{log}\n'
+        f'case "$1" in is-enabled) test -e {tmp_path}/enabled ;; enable) touch {tmp_path}/enabled ;; esac\n'
+    )
+    fake.chmod(0o755)
+    lib = (ROOT / "scripts/steps/lib.sh").read_text()
+    step = (
+        lib + "\nhas_systemd() { true; }\nrestart=no\n"
+        f"if unit_install {unit}; then restart=yes; fi\nservice_converge demo $restart no\n"
+    )
+
+    def run() -> list[str]:
+        log.write_text("")
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HALAB_STAGE": str(stage)}
+        subprocess.run(["bash", "-c", "set -euo pipefail\n" + step], env=env, check=True, capture_output=True)
+        return log.read_text().split("\n")[:-1]
+
+    assert run() == [
+        "daemon-reload", "is-enabled --quiet demo", "enable --quiet demo",
+        "is-active --quiet demo", "restart demo", "is-active --quiet demo",
+    ]  # fmt: skip
+    # again, nothing changed: neither a reload nor an enable
+    assert run() == ["is-enabled --quiet demo", "is-active --quiet demo", "is-active --quiet demo"]
 
 
 def test_gateway_step_refuses_a_vip_that_does_not_answer(nodes):

@@ -92,20 +92,22 @@ TRANSITION = re.compile(
 )
 
 
+def transition_log(t: Transport, host: str) -> list[str]:
+    """The VRRP state changes a load balancer has logged (halab-notify), one line each."""
+    return t.run(host, ["cat", "/var/log/halab-vrrp.log"], check=False).stdout.splitlines()
+
+
 def state_changes(t: Transport, lab: Lab) -> dict[str, int]:
-    """How many VRRP state changes each load balancer has logged so far (halab-notify): the
-    difference over a window says whether the VIP moved in it."""
-    return {
-        lb.name: len(t.run(lb.name, ["cat", "/var/log/halab-vrrp.log"], check=False).stdout.splitlines())
-        for lb in lab.load_balancers
-    }
+    """How many VRRP state changes each load balancer has logged so far: the difference over a
+    window says whether the VIP moved in it."""
+    return {lb.name: len(transition_log(t, lb.name)) for lb in lab.load_balancers}
 
 
 def check_transition_log(t: Transport, site: Site) -> list[Row]:
     """Every load balancer logged its VRRP state changes (the drills made some), timestamped."""
     counts, ok = {}, True
     for lb in site.lab.load_balancers:
-        lines = t.run(lb.name, ["cat", "/var/log/halab-vrrp.log"], check=False).stdout.splitlines()
+        lines = transition_log(t, lb.name)
         good = [m for m in map(TRANSITION.match, lines) if m and m.group(1) == lb.name]
         counts[lb.name] = (len(good), good[-1].group(3) if good else "-")
         ok = ok and bool(good) and len(good) == len(lines)

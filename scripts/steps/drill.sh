@@ -57,9 +57,8 @@ case "$action" in
     signal=STOP state=T
     [ "$action" = resume ] && signal=CONT state='[^T]'
     pgrep -x "$name" >/dev/null || die "no $name process here"
-    # every process of the name in this node (its own PID namespace in the lab; on a VM, the
-    # unit's whole cgroup as well, so that no helper process keeps answering)
-    if has_systemd && systemctl is-active --quiet "$name"; then systemctl kill --signal="$signal" "$name"; fi
+    # every process of the name in this node (a VM, or a lab node's own PID namespace); systemd
+    # does not restart a stopped process, so VMs and lab nodes take the same path
     pkill "-$signal" -x "$name"
     # shellcheck disable=SC2016
     wait_until 5 bash -c '! ps -C "$1" -o stat= | grep -qv "^$2"' _ "$name" "$state" \
