@@ -108,6 +108,7 @@ class Recorder(pmocks.MockMonitor):
 class Program:
     regs: list[Reg]
     outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)  # the stack outputs kept secret
 
     def of_type(self, typ: str) -> list[Reg]:
         return [r for r in self.regs if r.type == typ]
@@ -134,7 +135,16 @@ def run_program(cfg: dict[str, str], secret_keys: list[str], recorder: Recorder 
             runpy.run_path(str(PROGRAM), run_name="__main__")
         finally:
             pulumi.export = real_export
-        return pulumi.Output.all(**{k: pulumi.Output.from_input(v) for k, v in exported.items()}).apply(exported.update)
+        values = {k: pulumi.Output.from_input(v) for k, v in exported.items()}
+        flags = {k: pulumi.Output.from_input(o.is_secret()) for k, o in values.items()}
+        secret.update(k for k, o in values.items())
+        return pulumi.Output.all(pulumi.Output.all(**values), pulumi.Output.all(**flags)).apply(keep)
 
+    def keep(results: list[dict[str, Any]]) -> None:
+        values, flags = results
+        exported.update(values)
+        secret.intersection_update(k for k, is_secret in flags.items() if is_secret)
+
+    secret: set[str] = set()
     program()
-    return Program(recorder.regs, exported)
+    return Program(recorder.regs, exported, secret)

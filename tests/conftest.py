@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -14,6 +15,69 @@ from halab import config  # noqa: E402
 # verify's rows per stack, every one asserted by the lab tests (README, "What verify proves")
 VERIFY_ROWS = {"dev": 29, "lab3": 48}
 
+
+def expected_rows(lab) -> list[str]:
+    """The name of every row `verify` must print for this stack, in order, as patterns: `{LB}`
+    stands for whichever load balancer was master, `{ADDR}` for an address. Written from the
+    claims, not from the verifier's code: a row that goes missing or changes meaning fails."""
+    lbs, first, last = [lb.name for lb in lab.load_balancers], lab.backends[0].name, lab.backends[-1].name
+    rows = ["exactly one load balancer holds the VIP", "VRRP adverts flow from the master to every backup"]
+    rows += [f"every backend server passes its health check on {lb}" for lb in lbs]
+    for where in ("outside", "on-subnet"):
+        rows += [f"{s.name} (:{s.port}) from the {where} client {{ADDR}}: backend sees it" for s in lab.services]
+    for s in lab.services:
+        rows.append(
+            {
+                "first": f"{s.name}: concurrent clients all go to the first backend, {first} (first)",
+                "source": f"{s.name}: each client address hashes to one backend, burst after burst (source)",
+            }.get(s.balance, f"{s.name}: concurrent clients spread over every backend, within one ({s.balance})")
+        )
+    rows += [f"{s.name}: each client address sticks to its backend" for s in lab.services if s.sticky]
+    rows += [
+        "VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays",
+        "stats page on every load balancer, behind its password",
+        f"haproxy reloads under load ({last} removed, then back): no request fails",
+        f"{first} stopped: out of rotation on every load balancer, no failure after detection",
+        f"{first} started: back in rotation",
+        f"{first} hung: out of rotation on every load balancer, no failure after detection",
+        f"{first} resumed: back in rotation",
+        "persistence survives failover: each client keeps its backend on the new master",
+    ]
+    rule = "takes the VIP back (preemption)" if lab.vrrp.preempt else "stays backup (nopreempt)"
+    for fault in ("haproxy killed", "haproxy hung", "keepalived killed", "link cut"):
+        rows += [f"failover, {fault} on {{LB}}", f"restore, {fault}: {{LB}} {rule}"]
+    rows.append("every VRRP state change is logged, timestamped, on each load balancer")
+    return rows
+
+
+def assert_rows(names: list[str], lab, stack: str) -> None:
+    """`verify` printed exactly the rows the stack claims, by name, in order."""
+    expected = expected_rows(lab)
+    assert len(expected) == VERIFY_ROWS[stack], f"{len(expected)} rows claimed for {stack}"
+    lb = "(" + "|".join(re.escape(n.name) for n in lab.load_balancers) + ")"
+    patterns = [re.escape(e).replace(r"\{LB\}", lb).replace(r"\{ADDR\}", r"[\d.]+") for e in expected]
+    for i, (name, pattern) in enumerate(zip(names, patterns, strict=False)):
+        assert re.fullmatch(pattern, name), f"row {i + 1}: {name!r}, expected {expected[i]!r}"
+    assert len(names) == len(expected), f"{len(names)} rows, {len(expected)} expected: {names[len(expected) :]}"
+
+
+def row_names(table: str) -> list[str]:
+    """The check column of a printed verify table (halab/verify/rows.py: table)."""
+    lines = table.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("check ") and "result" in line)
+    width = len(lines[i + 1].split("  ")[0])
+    out = []
+    for line in lines[i + 2 :]:
+        if (
+            len(line) <= width
+            or line[width : width + 2] != "  "
+            or line[width + 2 : width + 6] not in ("PASS", "FAIL", "SKIP")
+        ):
+            break
+        out.append(line[:width].rstrip())
+    return out
+
+
 STACKS = {
     "dev": ROOT / "Pulumi.dev.yaml",
     "large": ROOT / "tests" / "stacks" / "Pulumi.large.yaml",
@@ -21,13 +85,19 @@ STACKS = {
 }
 
 
+def need_commands(*commands: str) -> None:
+    """A test that runs these tools (as any user): CI installs them (.ci/run), so under
+    HALAB_REQUIRE_LABS=1 a missing one fails the test instead of skipping it."""
+    require_lab([f"command {c}" for c in commands if shutil.which(c) is None])
+
+
 def need_root_and(*commands: str) -> None:
-    """Namespace tests need root and the node tools; CI installs them (.ci/run)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    missing = [c for c in commands if shutil.which(c) is None]
-    if missing:
-        pytest.skip(f"missing commands: {', '.join(missing)}")
+    """Namespace tests need root and the node tools; under HALAB_REQUIRE_LABS=1 a missing one
+    fails the test, naming it."""
+    require_lab(
+        (["root (network namespaces)"] if os.geteuid() != 0 else [])
+        + [f"command {c}" for c in commands if shutil.which(c) is None]
+    )
 
 
 def require_lab(missing: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,11 +51,23 @@ def test_spread_and_wrk_parsing():
     assert (w.rps, w.p50_ms, w.p99_ms, w.errors) == (9515.0, 0.705, 10.74, 3)
 
 
+def a_drill(**changes) -> Drill:
+    """A drill as run_drill returns it: the VIP moved and came back, one holder at a time."""
+    fields = dict(master="lb1", ok=True, out=Outage(0.5, 3, True), detect=0.4, after_fault=["lb2"], split=(1, 1),
+                  back=True, back_out=Outage(0, 0, True), after_restore=["lb1"], split_restore=(1, 1), samples=[],
+                  t_fault=0.0)  # fmt: skip
+    return Drill(**{**fields, **changes})
+
+
+def dev_site():
+    from halab.verify.transport import Site
+
+    return Site(config.parse(config.load_stack_file(str(STACKS["dev"]))), "c", ("c",), None, None, None, "www2")
+
+
 def fault_result(seconds: list[float]) -> measure.FaultResult:
     samples = [Sample(100 + i * 0.02, 100.01 + i * 0.02, not 10 <= i < 20, "www1", "c", "c") for i in range(100)]
-    drill = Drill(
-        "lb1", True, Outage(0.2, 10, True), ["lb2"], (1, 1), True, Outage(0, 0, True), ["lb1"], (2, 1), samples, 100.1
-    )
+    drill = a_drill(out=Outage(0.2, 10, True), detect=0.15, split_restore=(2, 1), samples=samples, t_fault=100.1)
     sp = measure.Spread.of(seconds)
     zero = measure.Spread.of([0.0])
     return measure.FaultResult(sp, sp, zero, zero, 1, 2, [], drill)
@@ -99,6 +112,41 @@ def test_split_brain_is_two_holders_sustained_not_one_transition_sample():
     assert w.most(0.0) == (2, 1)  # a transition caught in one sample
     w.samples += [(0.2, ["lb1", "lb2"]), (0.25, ["lb1", "lb2"]), (0.3, ["lb2"])]
     assert w.most(0.0) == (2, 2) and w.most(0.0, 0.15) == (2, 1)  # sustained: split brain
+    # a window without two samples proves nothing: no figure, and the drill's rows fail on it
+    assert w.most(0.31) is None and w.most(0.27, 0.29) is None
+    assert w.first(0.0, lambda h: h == ["lb2"]) == 0.1 and w.first(0.16, lambda h: h == ["lb2"]) == 0.3
+
+
+def test_a_drill_window_without_holder_samples_fails_its_rows(monkeypatch):
+    """A drill whose holder watch took no samples while faulted (or restored) cannot rule out
+    split brain: its row fails, saying so, however well the requests went."""
+    from halab.verify import failover
+
+    site, good = dev_site(), a_drill()
+    for blind in ({"split": None}, {"split_restore": None}):
+        blind_drill = replace(good, **blind)
+        monkeypatch.setattr(failover, "run_drill", lambda *a, d=blind_drill: d)
+        moved, back = failover.failover_drill(None, site, "link cut", None, None, 3.7)  # type: ignore[arg-type]
+        row = moved if "split" in blind else back
+        assert not row.ok and "no holder samples in the window" in row.figure, row
+        assert (moved if row is back else back).ok
+    monkeypatch.setattr(failover, "run_drill", lambda *a: good)
+    assert all(r.ok for r in failover.failover_drill(None, site, "link cut", None, None, 3.7))  # type: ignore[arg-type]
+
+
+def test_a_detection_over_its_ceiling_is_judged_by_the_median_of_three(monkeypatch):
+    """Under the ceiling at once: one trial. Over it: three, and their median decides (a drill
+    that never saw the VIP move counts as infinitely slow)."""
+    from halab.verify import failover
+
+    site, good = dev_site(), a_drill()
+    for times, ok in (([1.2, 0.5, 0.6], True), ([1.2, 1.1, 0.6], False), ([0.4], True), ([None, 0.5, 0.6], True)):
+        runs = iter(replace(good, detect=x) for x in times)
+        monkeypatch.setattr(failover, "run_drill", lambda *a, runs=runs: next(runs))
+        moved, _ = failover.failover_drill(None, site, "haproxy killed", None, None, 0.9)  # type: ignore[arg-type]
+        assert moved.ok == ok, (times, moved)
+        assert next(runs, "done") == "done", times  # exactly as many trials as judged
+        assert ("median" in moved.figure) == (len(times) == 3), moved.figure
 
 
 def test_a_check_with_nothing_to_prove_is_skipped_not_passed():

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, STACKS, need_root_and
+from conftest import ROOT, STACKS, need_commands, need_root_and
 
 from halab import config, plan, render
 from halab.model import Lab
@@ -39,6 +39,15 @@ def test_haproxy_cfg_fixes_the_seed(stack):
         cfg = render.haproxy_cfg(lab, lb)
         secs = sections(cfg)
         assert not any(line.startswith(("user ", "group ")) for line in secs["global"]), "haproxy must not run as root"
+        # the servers' checks, at the stack's timers
+        hc = lab.health_check
+        assert f"default-server inter {hc.interval} rise {hc.rise} fall {hc.fall}" in secs["defaults"]
+        assert f"timeout check {render.HAPROXY_CHECK_TIMEOUT}s" in secs["defaults"]
+        # stick tables replicated: every load balancer a peer, this one named as the local one
+        assert f"localpeer {lb.name}" in secs["global"]
+        assert sorted(secs["peers halab"]) == sorted(
+            f"peer {o.name} {o.address}:{lab.haproxy.peers_port}" for o in lab.load_balancers
+        )
         for svc in lab.services:
             front = secs[f"frontend ft_{svc.name}"]
             assert f"bind {lab.vip}:{svc.port} transparent" in front
@@ -75,6 +84,7 @@ def test_haproxy_cfg_fixes_the_seed(stack):
             # persistence that matches: a table *and* a rule that stores and looks up the source
             assert ("stick on src" in back) == svc.sticky
             assert any(line.startswith("stick-table type ip") for line in back) == svc.sticky
+            assert all(line.endswith(" peers halab") for line in back if line.startswith("stick-table"))
             assert not any(line.startswith("stick store-request") for line in back)
 
 
@@ -87,7 +97,18 @@ def test_keepalived_conf_fixes_the_seed(stack):
     for lb, conf in zip(lab.load_balancers, confs, strict=True):
         body = "\n".join(line for line in conf.splitlines() if not line.lstrip().startswith("#"))
         assert "lvs_sync_daemon_interface" not in body and "killall" not in body
-        assert "enable_script_security" in conf
+        assert "enable_script_security" in conf and "script_user nobody nogroup" in conf
+        # every node starts as backup: the priorities elect the master, not the start order
+        assert re.search(r"^\s*state BACKUP$", conf, re.M) and "state MASTER" not in conf
+        v = lab.vrrp
+        script = conf.split("vrrp_script chk_haproxy {", 1)[1].split("}", 1)[0].split()
+        assert script[-8:] == ["interval", str(v.check_interval), "timeout", str(v.check_timeout),
+                               "fall", "2", "rise", "2"], script  # fmt: skip
+        assert f"advert_int {v.advert_text}" in conf
+        assert re.search(r"track_file \{\s*haproxy_watch weight 0\s*\}", conf.split("vrrp_instance", 1)[1])
+        watch = render.haproxy_watch_conf(lab)
+        assert f"PERIOD={v.watch_period:g}\n" in watch and f"TIMEOUT={v.watch_timeout:g}\n" in watch
+        assert f"FALL={render.WATCH_FALL}\n" in watch
         ports = " ".join(str(s.port) for s in lab.services)
         assert f'script "/etc/keepalived/halab-check-haproxy {render.HAPROXY_HEALTH_PORT} {ports}"' in conf
         assert re.search(r"track_script \{\s*chk_haproxy\s*\}", conf)
@@ -107,7 +128,7 @@ def test_keepalived_conf_fixes_the_seed(stack):
 
 @pytest.mark.parametrize("stack", ["dev", "large", "lab3"])
 def test_haproxy_accepts_every_rendered_config(stack, tmp_path):
-    need_root_and("haproxy")
+    need_commands("haproxy")  # as any user: haproxy -c needs no privilege
     lab = lab_of(stack)
     for lb in lab.load_balancers:
         f = tmp_path / f"{lb.name}.cfg"

@@ -153,3 +153,56 @@ def test_setup_check_wants_a_remote_libvirt_host_in_known_hosts(tmp_path):
     (tmp_path / ".ssh/known_hosts").write_text("[hv.example]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHYk\n")
     p = setup_check_in(tree, bin_dir, tmp_path, stack="remote")
     assert "known_hosts" not in p.stderr, p.stderr
+
+
+def test_setup_with_a_tool_missing_creates_nothing(tmp_path):
+    """The default mode (everything) checks first: with the Pulumi CLI missing it stops, and the
+    venv, the env file, the state folder and its passphrase are not there afterwards."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    link_basic_tools(bin_dir)
+    stand_ins(bin_dir, **{k: v for k, v in HOST_TOOLS.items() if k != "pulumi"}, mkisofs="exit 0")
+    tree = tmp_path / "tree"
+    (tree / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts/setup", tree / "scripts/setup")
+    shutil.copy(ROOT / "requirements.txt", tree / "requirements.txt")
+    shutil.copy(ROOT / "Pulumi.dev.yaml", tree / "Pulumi.dev.yaml")
+    before = sorted(p.name for p in tree.iterdir())
+    p = subprocess.run(
+        [str(tree / "scripts/setup"), "--stack", "dev"],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "the Pulumi CLI" in p.stderr and "nothing was changed" in p.stderr, p.stderr
+    assert sorted(p.name for p in tree.iterdir()) == before
+    for made in (".venv", ".halab-env", ".pulumi-state", ".pulumi-passphrase"):
+        assert not (tree / made).exists(), made
+
+
+def test_a_lab_test_fails_naming_what_is_missing_where_labs_must_run(tmp_path):
+    """CI sets HALAB_REQUIRE_LABS=1: a lab test whose prerequisite is missing (here keepalived,
+    absent from PATH) fails and names it, where a developer's run skips it with the reason."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for d in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            if name != "keepalived" and not (bin_dir / name).exists():
+                os.symlink(os.path.join(d, name), bin_dir / name)
+    test = "tests/test_netns_lab.py::test_the_two_labs_are_separate"
+    for required, outcome, code in (("1", "failed", 1), ("", "skipped", 0)):
+        p = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
+            cwd=ROOT,
+            env={**os.environ, "PATH": str(bin_dir), "HALAB_REQUIRE_LABS": required},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        out = p.stdout + p.stderr
+        assert p.returncode == code and "command keepalived" in out, out
+        assert (f"1 {outcome}" if outcome == "skipped" else "1 error") in out, out

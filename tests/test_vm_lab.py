@@ -16,7 +16,7 @@ import time
 
 import pytest
 import yaml
-from conftest import ROOT, VERIFY_ROWS, require_lab
+from conftest import ROOT, VERIFY_ROWS, assert_rows, require_lab, row_names
 
 from halab import config, plan
 from halab.verify import probes, reload, vrrp
@@ -85,8 +85,9 @@ def test_up_again_changes_nothing(vmlab):
 def test_verify_passes_on_the_guests_drills_included(vmlab):
     p = vm_lab("verify", timeout=1400)
     assert p.returncode == 0, p.stdout
-    # every row of the namespace lab's dev stack, the hang drills included
+    # every row of the namespace lab's dev stack, by name, the hang drills included
     assert f"\n{VERIFY_ROWS['dev']} passed, 0 failed, 0 skipped" in p.stdout, p.stdout
+    assert_rows(row_names(p.stdout), config.parse(config.load_stack_file(str(CONFIG))), "dev")
 
 
 def test_reboot_and_a_networkd_restart_leave_every_rule_route_and_daemon(vmlab):

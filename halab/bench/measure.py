@@ -61,6 +61,8 @@ def failovers(t: Transport, site: Site, trials: int, log) -> dict[str, FaultResu
                 errors.append(d if isinstance(d, str) else f"trial {i + 1}: no recovery within the bound")
                 if isinstance(d, str):
                     continue
+            if d.split is None or d.split_restore is None:
+                errors.append(f"trial {i + 1}: no holder samples in a window (split brain not ruled out)")
             drills.append(d)
             log(f"    {name} #{i + 1}: {d.out.seconds:.2f} s, {d.out.failed} failed")
         out[name] = FaultResult(
@@ -68,8 +70,8 @@ def failovers(t: Transport, site: Site, trials: int, log) -> dict[str, FaultResu
             failed=Spread.of([float(d.out.failed) for d in drills]),
             restore_seconds=Spread.of([d.back_out.seconds for d in drills]),
             restore_failed=Spread.of([float(d.back_out.failed) for d in drills]),
-            max_holders=max([max(d.split[1], d.split_restore[1]) for d in drills], default=0),
-            max_holders_one_sample=max([max(d.split[0], d.split_restore[0]) for d in drills], default=0),
+            max_holders=max([w[1] for d in drills for w in (d.split, d.split_restore) if w], default=0),
+            max_holders_one_sample=max([w[0] for d in drills for w in (d.split, d.split_restore) if w], default=0),
             errors=errors,
             example=drills[len(drills) // 2] if drills else None,
         )

@@ -197,8 +197,10 @@ def configure(topo: Topology, running: dict[str, NsNode], log: Log = print) -> N
                 p = running[h.name].run_bundle(step.bundle(), check=False)
                 if p.returncode != 0:
                     raise LabError(f"{h.name}: step {step.name} failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
-                # every line the step printed: what it changed, or that it changed nothing
-                for line in p.stdout.splitlines() or ["ok"]:
+                # every line the step printed: what it changed, or that it changed nothing; and
+                # its warnings, marked
+                lines = p.stdout.splitlines() + [f"stderr: {e}" for e in p.stderr.splitlines()]
+                for line in lines or ["ok"]:
                     log(f"  {h.name:10} {step.name:10} {line}")
 
 

@@ -53,10 +53,10 @@ def check_backend_health(t: Transport, site: Site) -> list[Row]:
     web = [svc for svc in lab.services if svc.protocol == "http"]
     if not web:
         return [skip("a failed backend leaves the rotation", "no HTTP service (the drill stops Apache)")]
-    return [row for how in BACKEND_FAULTS for row in _backend_fault(t, site, web[0], how)]
+    return [row for how in BACKEND_FAULTS for row in backend_fault(t, site, web[0], how)]
 
 
-def _backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]:
+def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]:
     lab = site.lab
     victim = lab.backends[0]
     lbs = [lb.name for lb in lab.load_balancers]

@@ -52,12 +52,15 @@ class Drill:
     master: str
     ok: bool  # the VIP moved to one other node and requests recovered, within the bound
     out: Outage
+    # from the fault to the first holder sample with the VIP on one other node alone (None:
+    # never seen): what the fault's detection and the takeover cost, without the client's noise
+    detect: float | None
     after_fault: list[str]  # the VIP's holders once recovered
-    split: tuple[int, int]  # most holders while faulted: in one sample, sustained
+    split: tuple[int, int] | None  # most holders while faulted: in one sample, sustained
     back: bool  # restored: the VIP where preemption says, requests recovered
     back_out: Outage
     after_restore: list[str]
-    split_restore: tuple[int, int]
+    split_restore: tuple[int, int] | None
     samples: list[Sample]
     t_fault: float
 
@@ -86,6 +89,7 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
             t1 = time.monotonic()
             out, new = outage(s.samples, t0, t1), holders(t, lab)
             split = watch.most(t0, t1)
+            t_moved = watch.first(t0, lambda h: _single_other(h, master))
             restore(master)
             restored = True
         finally:
@@ -100,6 +104,7 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
             master,
             moved and out.recovered,
             out,
+            None if t_moved is None else t_moved - t0,
             new,
             split,
             back and back_out.recovered,
@@ -114,11 +119,17 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
         s.stop()
 
 
-def _holders_text(split: tuple[int, int]) -> str:
+def _holders_text(split: tuple[int, int] | None) -> str:
+    if split is None:
+        return "no holder samples in the window: split brain not ruled out"
     one, sustained = split
     return f"most holders at once: {sustained}" + (
         f" ({one} in one sample, during the transition)" if one > sustained else ""
     )
+
+
+def _no_split(split: tuple[int, int] | None) -> bool:
+    return split is not None and split[1] <= 1
 
 
 def takeover_seconds(lab: Lab) -> float:
@@ -129,50 +140,78 @@ def takeover_seconds(lab: Lab) -> float:
     return (256 - backup) / 256 * lab.vrrp.advert_interval
 
 
-# Processing between the timers' events (inotify, keepalived's advert, the gratuitous ARP, the
-# sampler's next request) on a host whose 2 cores every lab node shares.
+# Processing between the timers' events (the watcher's file, inotify, keepalived's advert, the
+# address change) on a host whose 2 cores every lab node shares.
 SCHEDULING_SLACK = 0.2
 
 
-def hang_ceiling(site: Site) -> float:
-    """The longest outage a hung haproxy may cause, from the stack's timers: the watcher's next
-    check (within a period) and its misses in a row (each a request timing out), keepalived's
-    FAULT and the next master's takeover, one request of the sampler's in flight, and the
-    scheduling slack. 2.07 s for the dev stack, 0.91 s for lab3's VRRPv3 at 0.2 s."""
-    v = site.lab.vrrp
-    detect = v.watch_period + render.WATCH_FALL * v.watch_timeout
-    return detect + takeover_seconds(site.lab) + site.request_timeout + site.request_interval + SCHEDULING_SLACK
+def detection_ceilings(site: Site) -> dict[str, float]:
+    """The longest each fault may take to move the VIP (fault to the VIP on one other node
+    alone), from the stack's timers, plus the slack and two holder sampling periods (the node's
+    answer, then the sample that reads it):
+    - haproxy killed: the watcher's misses in a row (each at once: the pidfile's process is
+      gone), keepalived's FAULT and priority-0 advert, the next master's skew;
+    - haproxy hung: the watcher's next check and its misses, each waiting out its timeout;
+    - keepalived killed, link cut: no priority-0 advert, so the backup waits the master-down
+      interval (3 adverts) and its skew.
+    The haproxy rows assume the watcher (vrrp.haproxy_check: watch); untimed sites (emulated
+    VMs) get none."""
+    if not site.timed:
+        return {}
+    lab, v = site.lab, site.lab.vrrp
+    takeover = takeover_seconds(lab) + SCHEDULING_SLACK + 2 * site.holder_interval
+    master_down = 3 * v.advert_interval + takeover
+    out = {"keepalived killed": master_down, "link cut": master_down}
+    if v.haproxy_check == "watch":
+        out["haproxy killed"] = render.WATCH_FALL * v.watch_period + takeover
+        out["haproxy hung"] = v.watch_period + render.WATCH_FALL * v.watch_timeout + takeover
+    return out
 
 
-def ceilings(site: Site) -> dict[str, float]:
-    """The drills whose outage the rows bound (issue #15 extends this to every fault)."""
-    return {"haproxy hung": hang_ceiling(site)} if site.timed else {}
+JUDGED_TRIALS = 3  # a detection over its ceiling is judged by the median of this many trials
 
 
 def failover_drill(
     t: Transport, site: Site, name: str, fault: Fault, restore: Fault, ceiling: float | None = None
 ) -> list[Row]:
-    d = run_drill(t, site, fault, restore)
-    if isinstance(d, str):
-        return [Row(f"failover, {name}", False, d)]
+    """A fault's failover and restore rows. One trial on 2 shared cores can be noisy: a
+    detection over the ceiling gets more trials, and their median is judged."""
+    drills: list[Drill] = []
+    while not drills or (ceiling is not None and len(drills) < JUDGED_TRIALS and _median(drills) > ceiling):
+        d = run_drill(t, site, fault, restore)
+        if isinstance(d, str):
+            return [Row(f"failover, {name}", False, d)]
+        drills.append(d)
+    d = drills[-1]
+    detect = _median(drills)
     rule = "takes the VIP back (preemption)" if site.lab.vrrp.preempt else "stays backup (nopreempt)"
-    fast = ceiling is None or d.out.seconds <= ceiling
+    trials = ", ".join(_seconds(x.detect) for x in drills)
+    shown = trials if len(drills) == 1 else f"median {_seconds(detect)} of {trials}"
     return [
         Row(
             f"failover, {name} on {d.master}",
-            d.ok and fast and d.split[1] <= 1,
-            f"{d.out.seconds:.2f} s to the first success"
+            all(x.ok and _no_split(x.split) for x in drills) and (ceiling is None or detect <= ceiling),
+            f"VIP moved in {shown}"
             + (f" (ceiling {ceiling:.2f} s, from the timers)" if ceiling is not None else "")
-            + f", {d.out.failed} failed; "
+            + f"; {d.out.seconds:.2f} s to the first success, {d.out.failed} failed; "
             f"VIP on {', '.join(d.after_fault) or 'none'}; {_holders_text(d.split)}",
         ),
         Row(
             f"restore, {name}: {d.master} {rule}",
-            d.back and d.split_restore[1] <= 1,
+            all(x.back and _no_split(x.split_restore) for x in drills),
             f"{d.back_out.seconds:.2f} s to the first success, {d.back_out.failed} failed; "
             f"VIP on {', '.join(d.after_restore) or 'none'}; {_holders_text(d.split_restore)}",
         ),
     ]
+
+
+def _median(drills: list[Drill]) -> float:
+    times = sorted(float("inf") if d.detect is None else d.detect for d in drills)
+    return times[len(times) // 2]
+
+
+def _seconds(x: float | None) -> str:
+    return "never" if x is None or x == float("inf") else f"{x:.2f} s"
 
 
 def faults(t: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault, Fault]]:
@@ -213,7 +252,7 @@ def check_failovers(t: Transport, site: Site) -> list[Row]:
     for name, (fault, restore) in faults(t, site.lab).items():
         if name.startswith("clean stop"):
             continue  # the persistence check does a clean stop already
-        rows += failover_drill(t, site, name, fault, restore, ceilings(site).get(name))
+        rows += failover_drill(t, site, name, fault, restore, detection_ceilings(site).get(name))
     return rows
 
 

@@ -130,8 +130,17 @@ def holders(t: Transport, lab: Lab) -> list[str]:
     return [lb.name for lb in lab.load_balancers if found.get(lb.name)]
 
 
+# An answer older than this, or than 4 sampling periods (its node's next one still awaited), no
+# longer counts as holding: a node cut off from the verifier (its link down, over SSH) cannot be
+# asked, and no client reaches it either. Far longer than an answer takes (a few tens of ms; an
+# emulated guest samples every 0.5 s), shorter than the takeover that follows a cut link.
+HOLDER_ANSWER_STALE = 0.5
+
+
 class HolderWatch:
-    """Samples the VIP's holders in the background, every node asked at once (50 ms apart).
+    """Samples the VIP's holders in the background: each load balancer asked in a loop of its
+    own, and every 50 ms a sample of what each last answered, so a node that does not answer
+    (its link cut) delays no other's answers.
 
     A VRRP transition can show two holders in one sample: the new master adds the address
     milliseconds before the old one's removal is seen, or the two reads straddle it. Split brain
@@ -139,21 +148,47 @@ class HolderWatch:
 
     def __init__(self, t: Transport, lab: Lab, every: float = 0.05):
         self.samples: list[tuple[float, list[str]]] = []
+        self._answers: dict[str, tuple[float, bool]] = {}  # node -> (when its answer came, holds)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(t, lab, every), daemon=True)
-        self._thread.start()
+        names = [lb.name for lb in lab.load_balancers]
+        self._threads = [threading.Thread(target=self._ask, args=(t, lab, n, every), daemon=True) for n in names]
+        self._threads.append(threading.Thread(target=self._sample, args=(names, every), daemon=True))
+        for th in self._threads:
+            th.start()
 
-    def _run(self, t: Transport, lab: Lab, every: float) -> None:
+    def _ask(self, t: Transport, lab: Lab, name: str, every: float) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), holders(t, lab)))
+            try:
+                out = t.run(name, ["ip", "-4", "-o", "addr", "show"], check=False, timeout=PROBE_TIMEOUT).stdout
+                self._answers[name] = (time.monotonic(), f" inet {lab.vip}/" in out)
+            except subprocess.TimeoutExpired:
+                pass  # its last answer goes stale
+            self._stop.wait(every)
+
+    def _sample(self, names: list[str], every: float) -> None:
+        stale = max(HOLDER_ANSWER_STALE, 4 * every)
+        # the first sample once every node has answered (or had the time to)
+        self._stop.wait(min(PROBE_TIMEOUT, 10 * every))
+        while not self._stop.is_set():
+            now = time.monotonic()
+            answers = dict(self._answers)
+            held = [n for n in names if n in answers and answers[n][1] and now - answers[n][0] <= stale]
+            self.samples.append((now, held))
             self._stop.wait(every)
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        for th in self._threads:
+            th.join(timeout=PROBE_TIMEOUT + 5)
 
-    def most(self, start: float, end: float = float("inf")) -> tuple[int, int]:
-        """(most holders in one sample, most holders sustained over two consecutive samples)."""
+    def most(self, start: float, end: float = float("inf")) -> tuple[int, int] | None:
+        """(most holders in one sample, most holders sustained over two consecutive samples);
+        None when the window holds fewer than two samples: nothing proves there was no split."""
         window = [len(h) for ts, h in list(self.samples) if start <= ts <= end]
-        sustained = [min(a, b) for a, b in zip(window, window[1:], strict=False)]
-        return max(window, default=0), max(sustained, default=max(window, default=0))
+        if len(window) < 2:
+            return None
+        return max(window), max(min(a, b) for a, b in zip(window, window[1:], strict=False))
+
+    def first(self, start: float, pred: Callable[[list[str]], bool]) -> float | None:
+        """When the holders first satisfied pred at or after start (a sample's time), or None."""
+        return next((ts for ts, h in list(self.samples) if ts >= start and pred(h)), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from halab.model import Service
 from halab.verify.probes import (
     drill,
     sample,
@@ -31,14 +32,24 @@ def check_services(t: Transport, site: Site) -> list[Row]:
     return rows
 
 
+# Algorithms that share held connections evenly among equal servers: the counts differ by at
+# most one. `first` fills the first server (the lowest id, listed first) up to its maxconn (none
+# here: all of them); `source` hashes the client address, so each one has its server.
+EVEN_BALANCE = ("roundrobin", "static-rr", "leastconn")
+
+
 def check_spread(t: Transport, site: Site) -> list[Row]:
-    """Concurrent clients, one connection each held open, reach every backend."""
+    """Concurrent clients, one connection each held open: what the service's balance algorithm
+    promises. The counts are from one burst on tables emptied first (sticky services)."""
     lab = site.lab
-    backends = {b.name for b in lab.backends}
+    backends = [b.name for b in lab.backends]
     sources = list(site.client_sources)
     rows = []
     for svc in lab.services:
-        name = f"{svc.name}: concurrent clients spread over every backend ({svc.balance})"
+        name = {
+            "first": f"{svc.name}: concurrent clients all go to the first backend, {backends[0]} (first)",
+            "source": f"{svc.name}: each client address hashes to one backend, burst after burst (source)",
+        }.get(svc.balance, f"{svc.name}: concurrent clients spread over every backend, within one ({svc.balance})")
         if len(sources) < len(backends):
             rows.append(skip(name, f"{len(sources)} client address(es) for {len(backends)} backends"))
             continue
@@ -48,12 +59,33 @@ def check_spread(t: Transport, site: Site) -> list[Row]:
                 continue
             for lb in lab.load_balancers:
                 drill(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
-        held = sample(t, site.client, lab.url(svc), sources, "--hold", "--timeout", "3").finish()
-        got = Counter(s.backend for s in held if s.ok)
-        spread_ok = set(got) == backends and sum(got.values()) == len(sources)
-        fig = f"{len(sources)} client addresses: " + ", ".join(f"{b} {got.get(b, 0)}" for b in sorted(backends))
-        rows.append(Row(name, spread_ok, fig))
+        held = _held_burst(t, site, svc, sources)
+        got = Counter(held.values())
+        counts = ", ".join(f"{b} {got.get(b, 0)}" for b in backends)
+        every = None not in held.values()
+        if svc.balance == "first":
+            ok, fig = (
+                every and got == Counter({backends[0]: len(sources)}),
+                f"{len(sources)} held connections: {counts}",
+            )
+        elif svc.balance == "source":
+            again = _held_burst(t, site, svc, sources)
+            same = sum(held[s] is not None and held[s] == again[s] for s in sources)
+            ok = same == len(sources) and len(got) > 1
+            fig = f"{same}/{len(sources)} addresses reached the same backend in a second burst; first burst: {counts}"
+        else:
+            ok = every and set(got) == set(backends) and max(got.values()) - min(got.values()) <= 1
+            fig = f"{len(sources)} client addresses: {counts}"
+        rows.append(Row(name, ok, fig))
     return rows
+
+
+def _held_burst(t: Transport, site: Site, svc: Service, sources: list[str]) -> dict[str, str | None]:
+    """One connection from each source, all held open at once: source -> backend (None: failed)."""
+    held = sample(t, site.client, site.lab.url(svc), sources, "--hold", "--timeout", "3").finish()
+    out: dict[str, str | None] = dict.fromkeys(sources)
+    out.update({s.source: s.backend if s.ok else None for s in held})
+    return out
 
 
 def check_stickiness(t: Transport, site: Site) -> list[Row]:

@@ -44,7 +44,9 @@ trap 'rm -rf "$trial"' EXIT
 cp -a /etc/apache2/. "$trial/"
 configure "$trial" >/dev/null
 # shellcheck source=/dev/null
-(set +u && . /etc/apache2/envvars && mkdir -p "$APACHE_RUN_DIR" && apache2 -d "$trial" -t) || die "the new apache configuration is invalid (apache2 -t)"
+# quiet when valid ("Syntax OK" on every run would bury what the step changed)
+syntax=$( (set +u && . /etc/apache2/envvars && mkdir -p "$APACHE_RUN_DIR" && apache2 -d "$trial" -t) 2>&1) \
+  || die "the new apache configuration is invalid (apache2 -t): $syntax"
 
 page=no
 if stage_install /var/www/halab/index.shtml 0644; then page=yes; fi

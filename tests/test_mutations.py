@@ -1,0 +1,168 @@
+"""Mutation tests: each breaks one thing the lab relies on, in a copy of the rendered files,
+installs the copy on the dev lab's nodes through the very step that installs the original
+(the same bundle path as `up`), runs only the verify row that guards it, and asserts the row
+fails. The original step then restores the nodes, and the row passes again where that is cheap.
+A row that cannot fail proves nothing; these show that the rows catch what they claim to.
+
+Costs about 3 minutes: the dev lab's `up` (15 s), three failover drills with the watcher gone,
+a persistence drill, a rogue's 5 s of adverts, and a hung backend waited out (about 30 s)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from conftest import STACKS, need_root_and, require_lab
+
+from halab import config, plan
+from halab.netns import lab, topology
+from halab.verify import backends, failover, probes, vrrp
+from halab.verify.rows import Row
+
+
+@pytest.fixture(scope="module")
+def dev() -> Iterator[topology.Topology]:
+    need_root_and(*lab.COMMANDS)
+    require_lab(lab.preflight())
+    topo = topology.build(config.parse(config.load_stack_file(str(STACKS["dev"]))))
+    try:
+        lab.up(topo, log=lambda _: None)
+        yield topo
+    finally:
+        lab.down(topo, log=lambda _: None)
+
+
+def _run(topo: topology.Topology, host: str, step: plan.Step) -> None:
+    p = lab.nodes(topo)[host].run_bundle(step.bundle(), check=False)
+    assert p.returncode == 0, f"{host}/{step.name}: {p.stdout}{p.stderr}"
+
+
+@contextmanager
+def mutated(topo: topology.Topology, role: str, step_name: str, path: str, change: Callable[[str], str]):
+    """Every node of `role` runs its step `step_name` with the file `path` changed; afterwards,
+    whatever happened, the original step puts the node back."""
+    creds = lab.credentials(topo)
+    originals: dict[str, plan.Step] = {}
+    try:
+        for node in topo.lab.load_balancers if role == "lb" else topo.lab.backends:
+            (step,) = (s for s in plan.host_steps(topo.lab, node, creds) if s.name == step_name)
+            files = dict(step.files)
+            broken = change(files[path])
+            assert broken != files[path], f"the mutation of {path} changed nothing"
+            originals[node.name] = step
+            copy = tuple((p, broken if p == path else c) for p, c in step.files)
+            _run(topo, node.name, dataclasses.replace(step, files=copy))
+        yield
+    finally:
+        for host, step in originals.items():
+            _run(topo, host, step)
+
+
+def _master_settled(topo: topology.Topology) -> str:
+    """The VIP on the preferred master again (the dev stack preempts), as verify expects."""
+    t, site = lab.site(topo)
+    preferred = max(topo.lab.load_balancers, key=lambda lb: lb.priority or 0).name
+    assert probes.wait_until(lambda: probes.holders(t, site.lab) == [preferred], 20, 0.2), probes.holders(t, site.lab)
+    return preferred
+
+
+def _haproxy_killed(topo: topology.Topology) -> Row:
+    t, site = lab.site(topo)
+    fault, restore = failover.faults(t, site.lab)["haproxy killed"]
+    ceiling = failover.detection_ceilings(site)["haproxy killed"]
+    row, _ = failover.failover_drill(t, site, "haproxy killed", fault, restore, ceiling)
+    return row
+
+
+def test_without_the_watcher_reference_the_haproxy_killed_row_fails(dev):
+    """keepalived.conf without its `track_file` (the 0.1 s watcher): only the safety-net script
+    (every 2 s, two misses) sees haproxy die. The VIP still moves, but past the row's ceiling
+    (0.90 s on this stack): the row fails, in each of its three trials."""
+    _master_settled(dev)
+
+    def no_watcher(conf: str) -> str:
+        return re.sub(r"    track_file \{\n        haproxy_watch weight 0\n    \}\n", "", conf)
+
+    with mutated(dev, "lb", "keepalived", "/etc/keepalived/keepalived.conf", no_watcher):
+        row = _haproxy_killed(dev)
+    print(row.figure)
+    assert not row.ok and "VIP on lb2" in row.figure and "median" in row.figure, row
+    _master_settled(dev)
+    row = _haproxy_killed(dev)
+    assert row.ok, row  # restored: the same drill passes
+
+
+def test_with_the_watcher_stopped_the_haproxy_hung_row_fails(dev):
+    """The watcher's process stopped on the master (its reference still there): a hung haproxy
+    is seen by the safety net only, 2.95 s at the earliest, past the row's ceiling (1.80 s)."""
+    master = _master_settled(dev)
+    t, site = lab.site(dev)
+    probes.drill(t, master, "stop", "halab-haproxy-watch")
+    try:
+        fault, restore = failover.faults(t, site.lab)["haproxy hung"]
+        ceiling = failover.detection_ceilings(site)["haproxy hung"]
+        failed, restored = failover.failover_drill(t, site, "haproxy hung", fault, restore, ceiling)
+    finally:
+        probes.drill(t, master, "start", "halab-haproxy-watch")
+    print(failed.figure)
+    assert not failed.ok and "VIP on lb2" in failed.figure, failed
+    assert restored.ok, restored  # the node itself is fine: resumed, it takes the VIP back
+
+
+def test_without_peers_the_persistence_row_fails(dev):
+    """Stick tables not replicated (no `peers` on them): after the VIP moves, the new master's
+    empty table sends clients anywhere, and the persistence row fails."""
+    _master_settled(dev)
+    t, site = lab.site(dev)
+
+    def no_peers(cfg: str) -> str:
+        return cfg.replace(" peers halab\n", "\n")
+
+    with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", no_peers):
+        for svc in site.lab.services:  # tables emptied as a new deployment's are
+            for lb in site.lab.load_balancers:
+                probes.drill(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
+        (row,) = failover.check_persistence_across_failover(t, site)
+    print(row.figure)
+    assert not row.ok, row
+    _master_settled(dev)
+
+
+def test_with_a_rogue_among_the_peers_the_vrrp_filter_row_fails(dev):
+    """The filter's peer list (vrrp.conf, read by halab-keepalived-hooks) with the rogue's
+    address in it: its adverts pass the filter, and the row says none were dropped."""
+    _master_settled(dev)
+    t, site = lab.site(dev)
+    rogue = str(site.lab.node(site.rogue).address)
+
+    def rogue_peer(conf: str) -> str:
+        return re.sub(r'^PEERS="', f'PEERS="{rogue} ', conf, flags=re.M)
+
+    with mutated(dev, "lb", "keepalived", "/etc/halab/vrrp.conf", rogue_peer):
+        (row,) = vrrp.check_vrrp_filter(t, site)
+    print(row.figure)
+    assert not row.ok and "0 dropped" in row.figure, row
+    _master_settled(dev)
+    (row,) = vrrp.check_vrrp_filter(t, site)
+    assert row.ok, row
+
+
+def test_with_a_connect_only_check_the_hung_backend_row_fails(dev):
+    """The HTTP service's check reduced to a TCP connect: the kernel still accepts connections for
+    a hung Apache, so the server stays UP and clients stuck to it fail: the row fails."""
+    t, site = lab.site(dev)
+    svc = next(s for s in site.lab.services if s.protocol == "http")
+
+    def connect_only(cfg: str) -> str:
+        head, sep, rest = cfg.partition(f"backend bk_{svc.name}\n")
+        body, nxt, tail = rest.partition("\nfrontend ")
+        body = re.sub(r"    (# Healthy:.*|option httpchk.*|http-check .*)\n", "", body)
+        return head + sep + body + nxt + tail
+
+    with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only):
+        hung, _ = backends.backend_fault(t, site, svc, "hung")
+    print(hung.figure)
+    assert not hung.ok, hung
