@@ -14,6 +14,7 @@ from components.load_balancer import LoadBalancer
 from components.network import LabNetwork, LabNetworkArgs
 from components.node import NodeArgs
 from components.vm import VmArgs
+from halab import plan
 from halab.model import Lab as LabModel
 from halab.model import Node
 from halab.render import Credentials
@@ -94,9 +95,13 @@ class Lab(pulumi.ComponentResource):
                 ssh_agent_socket=args.ssh_agent_socket,
             )
 
-        self.load_balancers = [
-            LoadBalancer(f"{name}-{n.name}", node_args(n), opts=on(n.hypervisor)) for n in lab.load_balancers
-        ]
+        # keepalived starts on one load balancer after another, the preferred master first: the
+        # first master is then the one the config prefers, nopreempt or not (plan.keepalived_order)
+        made: dict[str, LoadBalancer] = {}
+        for n in plan.keepalived_order(lab):
+            after = [made[prev].commands["keepalived"] for prev in list(made)[-1:]]
+            made[n.name] = LoadBalancer(f"{name}-{n.name}", node_args(n), after, opts=on(n.hypervisor))
+        self.load_balancers = [made[n.name] for n in lab.load_balancers]
         ready = [lb.done for lb in self.load_balancers]
         self.backends = [Backend(f"{name}-{n.name}", node_args(n), ready, opts=on(n.hypervisor)) for n in lab.backends]
 

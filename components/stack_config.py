@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from halab import config
+from halab import config, stackfile
 from halab.model import Lab
 from halab.render import Credentials
 
@@ -24,7 +24,7 @@ def raw_config() -> tuple[dict[str, Any], dict[str, str]]:
     """(every `halab:` key, with secret values masked) and (the secret values)."""
     keys = sorted(set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env()))
     ours = [k for k in keys if k.startswith(f"{config.NS}:")]
-    return config.from_pulumi((k, runtime_config.get_config(k), runtime_config.is_config_secret(k)) for k in ours)
+    return stackfile.from_pulumi((k, runtime_config.get_config(k), runtime_config.is_config_secret(k)) for k in ours)
 
 
 def load() -> StackConfig:

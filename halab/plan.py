@@ -166,6 +166,16 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
     )
 
 
+def keepalived_order(lab: Lab) -> tuple[Node, ...]:
+    """The load balancers in the order their keepalived must first start: highest priority first.
+    Each node starts as BACKUP, and the first whose master-down timer runs out becomes master;
+    with `nopreempt` it then stays master whatever the priorities. Started in this order (each
+    driver waits for one node's keepalived step before the next's), the preferred node's timer
+    runs out first, so the first master is the one the config prefers, and `nopreempt` governs
+    only what happens after a failure."""
+    return tuple(sorted(lab.load_balancers, key=lambda n: -(n.priority or 0)))
+
+
 def step_names(lab: Lab, host: Node) -> tuple[str, ...]:
     """Known without credentials, so a driver can declare its resources before secrets resolve."""
     return tuple(s.name for s in host_steps(lab, host, render.Credentials.placeholder()))

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from halab import config  # noqa: E402
+from halab import stackfile  # noqa: E402
 
 # verify's rows per stack, every one asserted by the lab tests (README, "What verify proves")
 VERIFY_ROWS = {"dev": 29, "lab3": 48}
@@ -21,7 +21,10 @@ def expected_rows(lab) -> list[str]:
     stands for whichever load balancer was master, `{ADDR}` for an address. Written from the
     claims, not from the verifier's code: a row that goes missing or changes meaning fails."""
     lbs, first, last = [lb.name for lb in lab.load_balancers], lab.backends[0].name, lab.backends[-1].name
-    rows = ["exactly one load balancer holds the VIP", "VRRP adverts flow from the master to every backup"]
+    rows = [
+        "exactly one load balancer holds the VIP, the one expected",
+        "VRRP adverts flow from the master to every backup",
+    ]
     rows += [f"every backend server passes its health check on {lb}" for lb in lbs]
     for where in ("outside", "on-subnet"):
         rows += [f"{s.name} (:{s.port}) from the {where} client {{ADDR}}: backend sees it" for s in lab.services]
@@ -113,7 +116,7 @@ def require_lab(missing: list[str]) -> None:
 
 def engine_config(raw: dict, **secrets: str) -> tuple[dict[str, str], list[str]]:
     """A stack file's keys as the engine hands them to a program (halab/config.py: engine_form)."""
-    return config.engine_form(raw, secrets)
+    return stackfile.engine_form(raw, secrets)
 
 
 def cli_config(cfg: dict[str, str], secret_keys: list[str]) -> str:

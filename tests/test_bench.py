@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import STACKS
 
-from halab import config, render
+from halab import config, render, stackfile
 from halab.bench import measure, profiles, report
 from halab.verify.failover import Drill, Outage
 from halab.verify.probes import Sample
@@ -31,7 +31,7 @@ Transfer/sec:      1.37MB
 
 
 def test_profiles_are_valid_labs_of_their_own():
-    base = config.load_stack_file(str(STACKS["dev"]))
+    base = stackfile.load_stack_file(str(STACKS["dev"]))
     labs = {p: config.parse(profiles.stack_config(base, p)) for p in profiles.PROFILES}
     assert {lab.network.name for lab in labs.values()} == {"bench-seed", "bench-default", "bench-fast"}
     seed, default, fast = labs["seed"].vrrp, labs["default"].vrrp, labs["fast"].vrrp
@@ -62,7 +62,7 @@ def a_drill(**changes) -> Drill:
 def dev_site():
     from halab.verify.transport import Site
 
-    return Site(config.parse(config.load_stack_file(str(STACKS["dev"]))), "c", ("c",), None, None, None, "www2")
+    return Site(config.parse(stackfile.load_stack_file(str(STACKS["dev"]))), "c", ("c",), None, None, None, "www2")
 
 
 def fault_result(seconds: list[float]) -> measure.FaultResult:

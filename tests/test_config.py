@@ -8,9 +8,10 @@ from ipaddress import ip_address
 import pytest
 from conftest import STACKS
 
-from halab import config
-from halab.config import ConfigError, Secure, parse
+from halab import stackfile
+from halab.config import ConfigError, parse
 from halab.model import Hypervisor, ServiceCheck
+from halab.stackfile import Secure
 
 LBS = [{"name": "lb1", "address": "192.168.69.111"}, {"name": "lb2", "address": "192.168.69.112"}]
 
@@ -41,13 +42,13 @@ def test_empty_config_is_the_seed_lab():
 
 
 def test_dev_stack_file_is_the_defaults_plus_the_seeds_test_machine():
-    dev = parse(config.load_stack_file(str(STACKS["dev"])))
+    dev = parse(stackfile.load_stack_file(str(STACKS["dev"])))
     assert dev.test_clients == (ip_address("192.168.69.1"), ip_address("192.168.69.104"))
     assert dataclasses.replace(dev, test_clients=parse({}).test_clients) == parse({})
 
 
 def test_large_stack_file():
-    lab = parse(config.load_stack_file(str(STACKS["large"])))
+    lab = parse(stackfile.load_stack_file(str(STACKS["large"])))
     assert [n.priority for n in lab.load_balancers] == [200, 190, 130]  # given, given, derived (3rd)
     assert lab.libvirt.hypervisor("default").jump_host == "ops@hv1.example.net:22"
     smtp = lab.services[2]
@@ -358,7 +359,7 @@ def test_priorities_derive_from_order_and_never_collide_silently():
 
 
 def test_macs_are_unique_per_address():
-    lab = parse(config.load_stack_file(str(STACKS["large"])))
+    lab = parse(stackfile.load_stack_file(str(STACKS["large"])))
     macs = [n.mac for n in lab.nodes]
     assert len(set(macs)) == len(macs) and all(m.startswith("52:54:00:") for m in macs)
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 from conftest import STACKS, need_root_and, require_lab
 
-from halab import config, plan
+from halab import config, plan, stackfile
 from halab.netns import lab, topology
 from halab.verify import backends, failover, probes, vrrp
 from halab.verify.rows import Row
@@ -27,7 +27,7 @@ from halab.verify.rows import Row
 def dev() -> Iterator[topology.Topology]:
     need_root_and(*lab.COMMANDS)
     require_lab(lab.preflight())
-    topo = topology.build(config.parse(config.load_stack_file(str(STACKS["dev"]))))
+    topo = topology.build(config.parse(stackfile.load_stack_file(str(STACKS["dev"]))))
     try:
         lab.up(topo, log=lambda _: None)
         yield topo

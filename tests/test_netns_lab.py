@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import ROOT, STACKS, assert_rows, need_root_and, require_lab
 
-from halab import config
+from halab import config, stackfile
 from halab.netns import lab, topology
 from halab.verify import checks
 from halab.verify.rows import table
@@ -23,7 +23,7 @@ TABLES: dict[str, str] = {}  # each lab's full verify table, as test_verify_pass
 
 
 def topo_of(name: str) -> topology.Topology:
-    return topology.build(config.parse(config.load_stack_file(str(STACKS[name]))))
+    return topology.build(config.parse(stackfile.load_stack_file(str(STACKS[name]))))
 
 
 def daemon_pids() -> set[int]:

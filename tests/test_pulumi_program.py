@@ -10,7 +10,7 @@ import pytest
 from conftest import STACKS, engine_config
 
 from components.mocks import Mocks, Program, Recorder, run_program
-from halab import config, plan
+from halab import config, plan, stackfile
 from halab.config import ConfigError
 
 AUTH_PASS = "pa55wd"
@@ -19,7 +19,7 @@ STATS_PASS = "stats-pa55word-long"
 
 def stack_config(stack: str, **secrets: str) -> tuple[dict[str, str], list[str]]:
     """The stack file's `halab:` keys as the engine hands them to a program (JSON for objects)."""
-    return engine_config(config.load_stack_file(str(STACKS[stack])), **secrets)
+    return engine_config(stackfile.load_stack_file(str(STACKS[stack])), **secrets)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_resource_counts_follow_the_topology(stack, lbs, backends, request):
 
 
 def _model(stack):
-    return config.parse(config.load_stack_file(str(STACKS[stack])))
+    return config.parse(stackfile.load_stack_file(str(STACKS[stack])))
 
 
 def _lb(stack):
@@ -121,6 +121,24 @@ def test_steps_run_in_order_and_start_after_the_vm(dev):
         for before, after in zip(names, names[1:], strict=False):
             later = dev.by_name(f"halab-{node.name}-{after}")
             assert dev.by_name(f"halab-{node.name}-{before}").urn in later.deps, later.urn
+
+
+def test_keepalived_starts_on_the_preferred_master_first():
+    """With the preferred node listed last (priority 200), each load balancer's keepalived step
+    waits for the one of the next-higher priority, and the preferred one's waits for none: the
+    first master is the one the config prefers, whatever the list order (nopreempt included)."""
+    raw = stackfile.load_stack_file(str(STACKS["large"]))
+    lbs = [dict(lb, priority=p) for lb, p in zip(raw["halab:loadBalancers"], (120, 110, 200), strict=True)]
+    raw = {**raw, "halab:loadBalancers": lbs, "halab:vrrp": {**raw.get("halab:vrrp", {}), "preempt": False}}
+    prog = run_program(*engine_config(raw, vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS))
+    keepalived = {lb["name"]: prog.by_name(f"halab-{lb['name']}-keepalived") for lb in lbs}
+    order = sorted(lbs, key=lambda lb: -lb["priority"])
+    assert order[0]["name"] == lbs[-1]["name"]
+    kept = {r.urn for r in keepalived.values()}
+    assert not kept & set(keepalived[order[0]["name"]].deps)
+    for higher, lower in zip(order, order[1:], strict=False):
+        deps = set(keepalived[lower["name"]].deps) & kept
+        assert deps == {keepalived[higher["name"]].urn}, lower["name"]
 
 
 def test_backends_switch_gateway_only_after_every_load_balancer_is_configured(large):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, STACKS, need_commands, need_root_and
 
-from halab import config, plan, render
+from halab import config, plan, render, stackfile
 from halab.model import Lab
 from halab.netns.node import NsNode, veth
 
@@ -17,7 +17,7 @@ CREDS = render.Credentials("s3cret", "stats-secret-123")
 
 
 def lab_of(stack: str) -> Lab:
-    return config.parse(config.load_stack_file(str(STACKS[stack])))
+    return config.parse(stackfile.load_stack_file(str(STACKS[stack])))
 
 
 def sections(cfg: str) -> dict[str, list[str]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, STACKS, need_root_and
 
-from halab import config, plan, render
+from halab import config, plan, render, stackfile
 from halab.netns.node import NsNode, veth
 
 CREDS = render.Credentials("s3cret", "stats-secret-123")
@@ -223,7 +223,7 @@ def test_gateway_step_refuses_a_vip_that_does_not_answer(nodes):
 def test_backend_with_tcp_services_is_idempotent(nodes):
     """The TCP banner (SMTP- and IMAP-like services) and the PROXY protocol / X-Forwarded-For
     virtual hosts: installed once, unchanged by a second run, answering with the client's address."""
-    lab = config.parse(config.load_stack_file(str(STACKS["lab3"])))
+    lab = config.parse(stackfile.load_stack_file(str(STACKS["lab3"])))
     be, gw = wired_backend(nodes, lab, lab.backends[0])
     steps = plan.host_steps(lab, lab.backends[0], CREDS)
     first, second, second_out = run_twice(be, steps)

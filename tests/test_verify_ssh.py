@@ -26,7 +26,7 @@ import yaml
 from conftest import ROOT, STACKS, assert_rows, cli_config, engine_config, need_root_and, require_lab, row_names
 
 from components.mocks import run_program
-from halab import config
+from halab import config, stackfile
 from halab.netns import lab, topology
 from halab.verify import deployed, probes, vrrp
 from halab.verify.ssh import Endpoint, SshTransport
@@ -60,7 +60,7 @@ else:
 
 
 def stack_raw() -> dict:
-    raw = config.load_stack_file(str(STACKS["dev"]))
+    raw = stackfile.load_stack_file(str(STACKS["dev"]))
     net = dict(raw["halab:network"])
     net["name"] = NETWORK
     return {**raw, "halab:network": net, "halab:libvirtUri": f"qemu+ssh://halab@{JUMP}/system"}

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import ROOT, VERIFY_ROWS, assert_rows, require_lab, row_names
 
-from halab import config, plan
+from halab import config, plan, stackfile
 from halab.verify import probes, reload, vrrp
 from halab.vmlab import hypervisor, lab
 
@@ -61,7 +61,7 @@ def vmlab():
 
 def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
     made = changed(vmlab)
-    model = config.parse(config.load_stack_file(str(CONFIG)))
+    model = config.parse(stackfile.load_stack_file(str(CONFIG)))
     steps = [f"halab-{n.name}-{s}" for n in model.nodes for s in plan.step_names(model, n)]
     assert len(steps) == 24 and all(made.get(s) == "create" for s in steps), made
     assert sorted(virsh("list", "--name").split()) == ["halab-lb1", "halab-lb2", "halab-www1", "halab-www2"]
@@ -87,7 +87,7 @@ def test_verify_passes_on_the_guests_drills_included(vmlab):
     assert p.returncode == 0, p.stdout
     # every row of the namespace lab's dev stack, by name, the hang drills included
     assert f"\n{VERIFY_ROWS['dev']} passed, 0 failed, 0 skipped" in p.stdout, p.stdout
-    assert_rows(row_names(p.stdout), config.parse(config.load_stack_file(str(CONFIG))), "dev")
+    assert_rows(row_names(p.stdout), config.parse(stackfile.load_stack_file(str(CONFIG))), "dev")
 
 
 def test_reboot_and_a_networkd_restart_leave_every_rule_route_and_daemon(vmlab):

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Any
 
-from halab import config
+from halab import config, stackfile
 from halab.model import Lab
 from halab.verify.ssh import Endpoint, SshTransport
 from halab.verify.transport import Site
@@ -45,7 +45,7 @@ def _pulumi(args: list[str], cwd: Path) -> Any:
 def load(stack: str, cwd: Path) -> Stack:
     """The stack's validated model, its outputs and its secrets (decrypted by the CLI)."""
     entries = _pulumi(["config", "--json", "--show-secrets", "--stack", stack], cwd)
-    raw, secrets = config.from_pulumi((k, v.get("value"), bool(v.get("secret"))) for k, v in entries.items())
+    raw, secrets = stackfile.from_pulumi((k, v.get("value"), bool(v.get("secret"))) for k, v in entries.items())
     try:
         lab = config.parse(raw, secrets=secrets)
     except config.ConfigError as e:

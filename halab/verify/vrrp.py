@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+from halab import plan
 from halab.model import Lab
 from halab.verify.probes import (
     drill,
@@ -24,12 +25,34 @@ def _adverts(t: Transport, host: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
+def expected_master(t: Transport, lab: Lab) -> tuple[str | None, str]:
+    """Which load balancer must hold the VIP now, and why. The preferred one (highest priority)
+    from the start, and always with preemption; with `nopreempt`, once another node has become
+    master after it (a failover), the VIP stays wherever it went (None: any single holder). A
+    node that became master before the preferred one ever did is the start-order bug this
+    catches: the drivers start keepalived on the preferred node first (plan.keepalived_order)."""
+    preferred = plan.keepalived_order(lab)[0]
+    why = f"the preferred master, priority {preferred.priority}"
+    if lab.vrrp.preempt:
+        return preferred.name, why
+    first_master: dict[str, str] = {}  # node -> when it first became master (ISO time)
+    for lb in lab.load_balancers:
+        for m in map(TRANSITION.match, transition_log(t, lb.name)):
+            if m and m.group(3) == "MASTER":
+                first_master.setdefault(lb.name, m.group(0).split(" ", 1)[0])
+    mine = first_master.get(preferred.name)
+    if mine is not None and any(n != preferred.name and when > mine for n, when in first_master.items()):
+        return None, f"nopreempt: {preferred.name} was master, then a failover moved the VIP"
+    return preferred.name, why
+
+
 def check_vip(t: Transport, site: Site) -> list[Row]:
     lab = site.lab
     held = holders(t, lab)
-    rows = [
-        Row("exactly one load balancer holds the VIP", len(held) == 1, f"{', '.join(held) or 'none'} holds {lab.vip}")
-    ]
+    expected, why = expected_master(t, lab)
+    ok = len(held) == 1 and expected in (None, held[0])
+    fig = f"{', '.join(held) or 'none'} holds {lab.vip}; expected: {expected or 'any one'} ({why})"
+    rows = [Row("exactly one load balancer holds the VIP, the one expected", ok, fig)]
     before = {lb.name: _adverts(t, lb.name) for lb in lab.load_balancers}
     time.sleep(3 * lab.vrrp.advert_interval + 0.5)
     after = {lb.name: _adverts(t, lb.name) for lb in lab.load_balancers}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from components.mocks import run_program
-from halab import config, render
+from halab import config, render, stackfile
 from halab.model import Lab
 from halab.netns.node import remove_tree
 from halab.verify import checks, deployed
@@ -60,16 +60,19 @@ def state_dir(prefix: str) -> Path:
 def _secrets(state: State) -> dict[str, str]:
     """The stack's secrets, made once (what scripts/setup sets with `pulumi config set --secret`)."""
     if "secrets" not in state.extra:
-        creds = render.Credentials.generate()
-        state.extra["secrets"] = {"vrrpAuthPass": creds.vrrp_auth_pass, "statsPassword": creds.stats_password}
+        state.extra["secrets"] = _secret_values(render.Credentials.generate())
         state.save()
     return state.extra["secrets"]
+
+
+def _secret_values(creds: render.Credentials) -> dict[str, str]:
+    return {"vrrpAuthPass": creds.vrrp_auth_pass, "statsPassword": creds.stats_password}
 
 
 def stack_config(config_file: str, image_path: str, domain_type: str, secret_values: dict[str, str]):
     """(the engine's config map, its secret keys, the validated model): bad config fails here,
     before anything exists."""
-    raw = config.load_stack_file(config_file)
+    raw = stackfile.load_stack_file(config_file)
     raw[f"{config.NS}:image"] = image_path
     raw[f"{config.NS}:domainType"] = domain_type
     model = config.parse(raw, secrets=secret_values)
@@ -80,23 +83,27 @@ def stack_config(config_file: str, image_path: str, domain_type: str, secret_val
     if model.network.mode == "bridge":
         problems.append(f"{config.NS}:network.mode 'bridge': the VM lab makes its own libvirt network (nat or route)")
     if problems:
-        raise config.ConfigError("\n".join(problems))
-    return (*config.engine_form(raw, secret_values), model)
+        raise config.ConfigError(problems)
+    return (*stackfile.engine_form(raw, secret_values), model)
 
 
 def _prefix(config_file: str) -> str:
-    return config.parse(config.load_stack_file(config_file)).network.name
+    return config.parse(stackfile.load_stack_file(config_file)).network.name
 
 
 def up(config_file: str, domain_type: str = "qemu", log: Log = print) -> dict[str, str]:
     """Creates (or converges) the lab; returns what was done to each resource by name."""
+    started = time.monotonic()
+    # every problem of the config named first, before anything exists (placeholder secrets: the
+    # real ones are made with the state, below)
+    fake = render.Credentials.placeholder()
+    *_, model = stack_config(config_file, str(image.path()), domain_type, _secret_values(fake))
+    prefix = model.network.name
     missing = preflight()
     if missing:
         raise LabError(
             "this host cannot run the VM lab (nothing was changed):\n" + "\n".join(f"  - {m}" for m in missing)
         )
-    started = time.monotonic()
-    prefix = _prefix(config_file)
     sdir = state_dir(prefix)
     hv = Hypervisor.attach(prefix)
     if hv is None or not hv.daemons_running():
