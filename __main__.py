@@ -34,6 +34,7 @@ pulumi.export("backends", lab.backend_addresses)
 pulumi.export("urls", lab.urls)
 # user: halab:haproxy.statsUser (admin); password: pulumi config get halab:statsPassword
 pulumi.export("stats", lab.stats_urls)
+pulumi.export("metrics", lab.metrics_urls)
 pulumi.export("ssh", lab.ssh_hints)
 if lab.generated_ssh_key is not None:
     # pulumi stack output --show-secrets ssh_private_key > halab-key && chmod 600 halab-key

@@ -121,6 +121,8 @@ class Lab(pulumi.ComponentResource):
             if lab.haproxy.stats_port
             else {}
         )
+        # HAProxy's Prometheus exporter, behind the stats password (a scrape job's basic_auth)
+        self.metrics_urls = {n: f"{url}metrics" for n, url in self.stats_urls.items()}
         self.backend_addresses = {n.name: str(n.address) for n in lab.backends}
         self.register_outputs(
             {
@@ -129,6 +131,7 @@ class Lab(pulumi.ComponentResource):
                 "backends": self.backend_addresses,
                 "urls": self.urls,
                 "stats": self.stats_urls,
+                "metrics": self.metrics_urls,
                 "ssh": self.ssh_hints,
             }
         )

@@ -27,8 +27,23 @@ def raw_config() -> tuple[dict[str, Any], dict[str, str]]:
     return stackfile.from_pulumi((k, runtime_config.get_config(k), runtime_config.is_config_secret(k)) for k in ours)
 
 
+def misplaced_keys() -> list[str]:
+    """Keys in the project's own namespace: `pulumi config set vip ...` (no `halab:`) writes
+    `ha-lb-lab:vip`, which this program would silently ignore, deploying the defaults."""
+    project = pulumi.get_project()
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    return [
+        f"{k}: this project reads {config.NS}:<key>: pulumi config set {config.NS}:{k.partition(':')[2]} ..."
+        for k in sorted(keys)
+        if k.startswith(f"{project}:") and project != config.NS
+    ]
+
+
 def load() -> StackConfig:
     """Raises ConfigError, listing every problem, before any resource exists."""
+    misplaced = misplaced_keys()
+    if misplaced:
+        raise config.ConfigError(misplaced)
     raw, secrets = raw_config()
     lab = config.parse(raw, secrets=secrets)
     key = secrets.get("sshPrivateKey")

@@ -13,7 +13,8 @@ BALANCE_ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "first", "source")
 TRANSPARENCY = ("tproxy", "proxy-protocol", "forwarded-for")
 
 
-def parse_services(p: Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
+def parse_services(p: Problems, obj: Any, defaults: Any, backends: tuple[str, ...]) -> tuple[Service, ...]:
+    """The services; `backends`: the names of the stack's backends, which pools may name."""
     d = keys(p, "service", defaults, {"balance", "sticky", "stickyExpire"})
     if not isinstance(obj, list) or not obj:
         p.add("services", obj, "must be a non-empty list")
@@ -36,6 +37,7 @@ def parse_services(p: Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
                 "protocol",
                 "transparency",
                 "check",
+                "backends",
             },
         )
         name = string(p, f"{k}.name", o.get("name"), re.compile(r"^[a-z][a-z0-9_-]{0,30}$"), "service name")
@@ -64,8 +66,9 @@ def parse_services(p: Problems, obj: Any, defaults: Any) -> tuple[Service, ...]:
         elif transparency == "forwarded-for" and (protocol != "http" or tls):
             p.add(f"{k}.transparency", transparency, "needs protocol: http without backendTls (HAProxy adds a header)")
         check = _service_check(p, f"{k}.check", o.get("check"), protocol)
+        pool = _pool(p, f"{k}.backends", o["backends"], backends) if "backends" in o else ()
         if port is not None and bport is not None:
-            svc = Service(name, port, bport, str(balance), sticky, expire, tls, protocol, transparency, check)
+            svc = Service(name, port, bport, str(balance), sticky, expire, tls, protocol, transparency, check, pool)
             for other in out:  # one listener per backend port: services that share it must agree
                 if other.backend_port == bport and (other.protocol, other.backend_tls, other.transparency) != (
                     protocol,
@@ -104,3 +107,19 @@ def _service_check(p: Problems, key: str, obj: Any, protocol: str) -> ServiceChe
         p.add(f"{key}.expect", expect, "must be 1-64 printable characters, without quotes or backslashes")
         expect = default.expect
     return ServiceCheck(kind, path, status, expect)
+
+
+def _pool(p: Problems, key: str, obj: Any, backends: tuple[str, ...]) -> tuple[str, ...]:
+    """A service's backends by name: a non-empty list of the stack's backends, each once."""
+    if not isinstance(obj, list) or not obj:
+        p.add(key, obj, f"must be a non-empty list of backend names ({', '.join(backends)})")
+        return ()
+    seen: list[str] = []
+    for i, name in enumerate(obj):
+        if name in seen:
+            p.add(f"{key}[{i}]", name, "is listed twice")
+        elif name not in backends:
+            p.add(f"{key}[{i}]", name, f"is not a backend of this stack (backends: {', '.join(backends)})")
+        else:
+            seen.append(name)
+    return tuple(seen)

@@ -75,6 +75,9 @@ class Service:
     # from the client's own address), the PROXY protocol header, or X-Forwarded-For (HTTP only).
     transparency: Literal["tproxy", "proxy-protocol", "forwarded-for"]
     check: ServiceCheck  # how haproxy checks the backends (config: ServiceCheck.default when absent)
+    # The backends that serve it, by name (`services[].backends`); empty: every backend. A mail
+    # service then never reaches the web servers: Lab.pool.
+    backends: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,14 @@ class Lab:
         scheme = "tcp" if svc.protocol == "tcp" else "https" if svc.backend_tls else "http"
         default = {"http": 80, "https": 443}.get(scheme)
         return f"{scheme}://{self.vip}/" if svc.port == default else f"{scheme}://{self.vip}:{svc.port}/"
+
+    def pool(self, svc: Service) -> tuple[Node, ...]:
+        """The backends that serve a service, in the stack's order."""
+        return tuple(b for b in self.backends if not svc.backends or b.name in svc.backends)
+
+    def served_by(self, host: Node) -> tuple[Service, ...]:
+        """The services a backend serves: those whose pool holds it."""
+        return tuple(s for s in self.services if host in self.pool(s))
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

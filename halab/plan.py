@@ -124,32 +124,30 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
         Step(h, "packages", "packages.sh", BACKEND_PACKAGES),
         Step(h, "sysctl", "sysctl.sh", (BACKEND_SYSCTL,), ((BACKEND_SYSCTL, render.backend_sysctl(lab)),)),
     ]
-    if render.http_services(lab):
-        steps.append(
-            Step(
-                h,
-                "web",
-                "backend-web.sh",
-                files=(
-                    ("/etc/apache2/ports.conf", render.apache_ports_conf(lab)),
-                    ("/etc/apache2/sites-available/halab.conf", render.apache_site(lab, host)),
-                    ("/var/www/halab/index.shtml", render.template("index.shtml.tmpl", host=h)),
-                ),
-            )
-        )
-    if render.tcp_services(lab):
-        steps.append(
-            Step(
-                h,
-                "tcp",
-                "backend-tcp.sh",
-                files=(
-                    ("/usr/local/sbin/halab-banner", render.node_file("halab-banner")),
-                    ("/etc/halab/banner.conf", render.banner_conf(lab, host)),
-                    ("/etc/systemd/system/halab-banner.service", render.node_file("halab-banner.service")),
-                ),
-            )
-        )
+    # Both on every backend: each converges what this backend serves, and stops what it must not
+    # (a backend in no HTTP pool runs no Apache; in no TCP pool, no banner).
+    steps += [
+        Step(
+            h,
+            "web",
+            "backend-web.sh",
+            files=(
+                ("/etc/apache2/ports.conf", render.apache_ports_conf(lab, host)),
+                ("/etc/apache2/sites-available/halab.conf", render.apache_site(lab, host)),
+                ("/var/www/halab/index.shtml", render.template("index.shtml.tmpl", host=h)),
+            ),
+        ),
+        Step(
+            h,
+            "tcp",
+            "backend-tcp.sh",
+            files=(
+                ("/usr/local/sbin/halab-banner", render.node_file("halab-banner")),
+                ("/etc/halab/banner.conf", render.banner_conf(lab, host)),
+                ("/etc/systemd/system/halab-banner.service", render.node_file("halab-banner.service")),
+            ),
+        ),
+    ]
     return (
         *steps,
         Step(

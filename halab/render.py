@@ -103,7 +103,7 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
         # next check would (layer 7: failed HTTP responses as well, where haproxy speaks HTTP).
         opts += f" observe {'layer7' if http else 'layer4'} error-limit {lab.health_check.fall} on-error mark-down"
         # Server names are the backends' names: unique, and they read well in logs and stats.
-        servers = "\n".join(f"    server {b.name} {b.address}:{svc.backend_port} check{opts}" for b in lab.backends)
+        servers = "\n".join(f"    server {b.name} {b.address}:{svc.backend_port} check{opts}" for b in lab.pool(svc))
         blocks.append(
             template(
                 "haproxy-service.cfg.tmpl",
@@ -282,28 +282,35 @@ def _unique_ports(services: list[Service]) -> list[Service]:
     return list({s.backend_port: s for s in services}.values())
 
 
-def http_services(lab: Lab) -> list[Service]:
-    return _unique_ports([s for s in lab.services if s.protocol == "http"])
+def http_services(lab: Lab, host: Node) -> list[Service]:
+    """The HTTP services this backend serves (its pools), one per backend port."""
+    return _unique_ports([s for s in lab.served_by(host) if s.protocol == "http"])
 
 
-def tcp_services(lab: Lab) -> list[Service]:
-    return _unique_ports([s for s in lab.services if s.protocol == "tcp"])
+def tcp_services(lab: Lab, host: Node) -> list[Service]:
+    """The TCP services this backend serves (its pools), one per backend port."""
+    return _unique_ports([s for s in lab.served_by(host) if s.protocol == "tcp"])
 
 
-def apache_ports_conf(lab: Lab) -> str:
-    ports = sorted(s.backend_port for s in http_services(lab))
-    return "# Rendered by ha-lb-lab: one Listen per balanced HTTP service.\n" + "".join(f"Listen {p}\n" for p in ports)
+def apache_ports_conf(lab: Lab, host: Node) -> str:
+    """Apache listens on the ports of the HTTP services this backend serves, and no other: a
+    port outside its pools is refused."""
+    ports = sorted(s.backend_port for s in http_services(lab, host))
+    head = f"# Rendered by ha-lb-lab for {host.name}: one Listen per HTTP service it serves.\n"
+    return head + "".join(f"Listen {p}\n" for p in ports)
 
 
 def apache_site(lab: Lab, host: Node) -> str:
-    return template("apache-site.conf.tmpl", host=host.name, vhosts="".join(_vhost(lab, s) for s in http_services(lab)))
+    vhosts = "".join(_vhost(lab, s) for s in http_services(lab, host))
+    return template("apache-site.conf.tmpl", host=host.name, vhosts=vhosts)
 
 
 def banner_conf(lab: Lab, host: Node) -> str:
     """Read by /usr/local/sbin/halab-banner: the TCP services' ports on this backend."""
     lines = [f"# halab-banner on {host.name}: PORT and whether a PROXY protocol header comes first."]
     lines += [
-        f"{s.backend_port} {'proxy' if s.transparency == 'proxy-protocol' else 'plain'}" for s in tcp_services(lab)
+        f"{s.backend_port} {'proxy' if s.transparency == 'proxy-protocol' else 'plain'}"
+        for s in tcp_services(lab, host)
     ]
     return "\n".join(lines) + "\n"
 

@@ -13,14 +13,16 @@ sys.path.insert(0, str(ROOT))
 from halab import stackfile  # noqa: E402
 
 # verify's rows per stack, every one asserted by the lab tests (README, "What verify proves")
-VERIFY_ROWS = {"dev": 29, "lab3": 48}
+VERIFY_ROWS = {"dev": 30, "lab3": 49, "pools": 45}
 
 
 def expected_rows(lab) -> list[str]:
     """The name of every row `verify` must print for this stack, in order, as patterns: `{LB}`
     stands for whichever load balancer was master, `{ADDR}` for an address. Written from the
     claims, not from the verifier's code: a row that goes missing or changes meaning fails."""
-    lbs, first, last = [lb.name for lb in lab.load_balancers], lab.backends[0].name, lab.backends[-1].name
+    lbs, last = [lb.name for lb in lab.load_balancers], lab.backends[-1].name
+    web = next(s for s in lab.services if s.protocol == "http")  # the backend drills' service
+    first = lab.pool(web)[0].name  # their victim
     rows = [
         "exactly one load balancer holds the VIP, the one expected",
         "VRRP adverts flow from the master to every backup",
@@ -31,14 +33,17 @@ def expected_rows(lab) -> list[str]:
     for s in lab.services:
         rows.append(
             {
-                "first": f"{s.name}: concurrent clients all go to the first backend, {first} (first)",
+                "first": f"{s.name}: concurrent clients all go to the first backend, {lab.pool(s)[0].name} (first)",
                 "source": f"{s.name}: each client address hashes to one backend, burst after burst (source)",
-            }.get(s.balance, f"{s.name}: concurrent clients spread over every backend, within one ({s.balance})")
+            }.get(s.balance, f"{s.name}: concurrent clients spread over its backends, within one ({s.balance})")
         )
+    rows += [f"{s.name}: backends outside its pool refuse :{s.backend_port}" for s in lab.services
+             if len(lab.pool(s)) < len(lab.backends)]  # fmt: skip
     rows += [f"{s.name}: each client address sticks to its backend" for s in lab.services if s.sticky]
     rows += [
         "VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays",
         "stats page on every load balancer, behind its password",
+        "Prometheus metrics on every load balancer: each server's state, the node's VRRP state",
         f"haproxy reloads under load ({last} removed, then back): no request fails",
         f"{first} stopped: out of rotation on every load balancer, no failure after detection",
         f"{first} started: back in rotation",
@@ -85,6 +90,7 @@ STACKS = {
     "dev": ROOT / "Pulumi.dev.yaml",
     "large": ROOT / "tests" / "stacks" / "Pulumi.large.yaml",
     "lab3": ROOT / "tests" / "stacks" / "Pulumi.lab3.yaml",
+    "pools": ROOT / "tests" / "stacks" / "Pulumi.pools.yaml",
 }
 
 

@@ -405,3 +405,33 @@ def test_service_checks_default_to_what_the_lab_serves_and_are_validated():
     ):
         (msg,) = problems({"halab:services": [{"name": "mail", "port": 25, "protocol": "tcp", "check": check}]})
         assert msg.startswith(f"halab:services[0].{key}: {value} "), msg
+
+
+def test_service_pools_name_the_stack_backends():
+    """services[].backends: each service's own backends; by default every backend."""
+    raw = stackfile.load_stack_file(str(STACKS["pools"]))
+    lab = parse(raw)
+    pools = {s.name: [b.name for b in lab.pool(s)] for s in lab.services}
+    assert pools == {
+        "http": ["web-1", "web-2"],
+        "https": ["web-1", "web-2"],
+        "smtp": ["mail-1", "mail-2"],
+        "imap": ["mail-1", "mail-2"],  # in the stack's order, whatever the list's
+        "status": ["web-1", "web-2", "mail-1", "mail-2"],
+    }
+    assert [s.name for s in lab.served_by(lab.node("mail-1"))] == ["smtp", "imap", "status"]
+    services = raw["halab:services"]
+
+    def with_pool(pool) -> list[str]:
+        return problems({**raw, "halab:services": [{**services[0], "backends": pool}, *services[1:]]})
+
+    assert with_pool([]) == [
+        "halab:services[0].backends: [] must be a non-empty list of backend names (web-1, web-2, mail-1, mail-2)"
+    ]
+    assert with_pool("web-1") == [
+        "halab:services[0].backends: 'web-1' must be a non-empty list of backend names (web-1, web-2, mail-1, mail-2)"
+    ]
+    assert with_pool(["web-1", "www9"]) == [
+        "halab:services[0].backends[1]: 'www9' is not a backend of this stack (backends: web-1, web-2, mail-1, mail-2)"
+    ]
+    assert with_pool(["web-1", "web-1"]) == ["halab:services[0].backends[1]: 'web-1' is listed twice"]

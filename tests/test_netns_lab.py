@@ -17,7 +17,7 @@ from halab.netns import lab, topology
 from halab.verify import checks
 from halab.verify.rows import table
 
-LABS = ("dev", "lab3")
+LABS = ("dev", "lab3", "pools")
 DAEMONS = ("haproxy", "keepalived", "apache2")
 TABLES: dict[str, str] = {}  # each lab's full verify table, as test_verify_passes printed it
 
@@ -66,16 +66,16 @@ def test_verify_passes(labs, name):
     assert text.count(" s, from the timers)") == 4, shown
 
 
-def test_the_two_labs_are_separate(labs):
+def test_the_labs_are_separate(labs):
     topos, *_ = labs
-    dev, lab3 = (lab.nodes(topos[n]) for n in LABS)
+    dev, lab3 = (lab.nodes(topos[n]) for n in ("dev", "lab3"))
     assert "10.77.0.10/32" not in dev["lb1"].run("ip -4 -o addr").stdout
     # a node sees only its own processes: one haproxy master and its worker, not every lab's
     assert dev["lb1"].run("pgrep -c -x haproxy").stdout.strip() == "2"
     assert lab3["lb-a"].run("pgrep -c -x keepalived").stdout.strip() == "2"
     # no lab address leaked into the host's own namespace
     host = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True).stdout
-    assert "192.168.69." not in host and "10.77.0." not in host and "198.51.100." not in host
+    assert not any(net in host for net in ("192.168.69.", "10.77.0.", "10.78.0.", "198.51.100.")), host
 
 
 def script(*args: str) -> subprocess.CompletedProcess[str]:

@@ -172,8 +172,12 @@ def test_secrets_stay_secret(dev):
     assert dev.secret_outputs == {"ssh_private_key"}, dev.secret_outputs
 
 
-def test_stats_urls_are_outputs(dev):
+def test_stats_and_metrics_urls_are_outputs(dev):
     assert dev.outputs["stats"] == {"lb1": "http://192.168.69.111:8404/", "lb2": "http://192.168.69.112:8404/"}
+    assert dev.outputs["metrics"] == {
+        "lb1": "http://192.168.69.111:8404/metrics",
+        "lb2": "http://192.168.69.112:8404/metrics",
+    }
 
 
 def test_generated_ssh_key_is_authorised_and_its_private_half_is_secret(dev):
@@ -284,8 +288,48 @@ def test_changing_one_backend_changes_only_the_bundles_that_carry_it():
     after = {r.name: r.inputs["triggers"] for r in after_prog.of_type("command:remote:Command")}
     changed = sorted(n for n in before if before[n] != after[n])
     assert changed == ["halab-lb1-haproxy", "halab-lb2-haproxy"]
-    new_steps = ("gateway", "packages", "ready", "sysctl", "web")
+    new_steps = ("gateway", "packages", "ready", "sysctl", "tcp", "web")
     assert sorted(set(after) - set(before)) == [f"halab-www3-{s}" for s in new_steps]
+
+
+def test_adding_a_backend_to_one_pool_changes_only_the_haproxy_steps():
+    """A web backend added to the web pool (tests/stacks/Pulumi.pools.yaml): the load balancers'
+    haproxy steps re-run, every other step of every node stays, and the only new resources are
+    the new backend's (its VM and its steps)."""
+    cfg, secret = stack_config("pools", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    before_prog = run_program(cfg, secret)
+    backends = json.loads(cfg["halab:backends"]) + [{"name": "web-3", "address": "10.78.0.23"}]
+    services = json.loads(cfg["halab:services"])
+    for svc in services:
+        if svc.get("backends") == ["web-1", "web-2"]:
+            svc["backends"].append("web-3")
+    after_prog = run_program(
+        {**cfg, "halab:backends": json.dumps(backends), "halab:services": json.dumps(services)}, secret
+    )
+    triggers = [
+        {r.name: r.inputs["triggers"] for r in p.of_type("command:remote:Command")} for p in (before_prog, after_prog)
+    ]
+    changed = sorted(n for n in triggers[0] if triggers[0][n] != triggers[1][n])
+    assert changed == ["halab-lb1-haproxy", "halab-lb2-haproxy"]
+    new = sorted({r.name for r in after_prog.regs} - {r.name for r in before_prog.regs})
+    assert new and all(n == "halab-web-3" or n.startswith("halab-web-3-") for n in new), new
+    # the new server is in the web pool's services and the one served by every backend
+    (cmd,) = (r for r in after_prog.regs if r.name == "halab-lb1-haproxy")
+    cfg_text = _unbundle(cmd.inputs["stdin"])
+    assert cfg_text.count("server web-3 ") == 3 and "server mail-1 " in cfg_text  # http, https, status
+    for block in cfg_text.split("\nbackend ")[1:]:
+        assert ("server web-3 " in block) == block.startswith(("bk_http\n", "bk_https\n", "bk_status\n")), block[:20]
+
+
+def test_a_key_without_the_halab_namespace_is_refused_not_ignored():
+    """`pulumi config set vip ...` writes ha-lb-lab:vip (the project's namespace): the program
+    names it instead of deploying the defaults without it."""
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    recorder = Recorder(Mocks())
+    with pytest.raises(Exception) as err:
+        run_program({**cfg, "ha-lb-lab:vip": "192.168.69.120"}, secret, recorder)
+    assert "ha-lb-lab:vip: this project reads halab:<key>: pulumi config set halab:vip ..." in str(err.value)
+    assert recorder.regs == []
 
 
 def test_bad_config_fails_before_any_resource_is_created():

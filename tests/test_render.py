@@ -32,13 +32,20 @@ def sections(cfg: str) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("stack", ["dev", "large", "lab3"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools"])
 def test_haproxy_cfg_fixes_the_seed(stack):
     lab = lab_of(stack)
     for lb in lab.load_balancers:
         cfg = render.haproxy_cfg(lab, lb)
         secs = sections(cfg)
         assert not any(line.startswith(("user ", "group ")) for line in secs["global"]), "haproxy must not run as root"
+        # the stats page and the Prometheus exporter, both behind the password from the environment
+        stats = secs["listen stats"]
+        assert secs["userlist halab-stats"] == [
+            f'user {lab.haproxy.stats_user} insecure-password "${{HALAB_STATS_PASSWORD}}"'
+        ]
+        auth = stats.index('http-request auth realm "HAProxy statistics" unless { http_auth(halab-stats) }')
+        assert auth < stats.index("http-request use-service prometheus-exporter if { path /metrics }")
         # the servers' checks, at the stack's timers
         hc = lab.health_check
         assert f"default-server inter {hc.interval} rise {hc.rise} fall {hc.fall}" in secs["defaults"]
@@ -54,10 +61,10 @@ def test_haproxy_cfg_fixes_the_seed(stack):
             back = secs[f"backend bk_{svc.name}"]
             servers = [line for line in back if line.startswith("server ")]
             names = [s.split()[1] for s in servers]
-            assert len(names) == len(set(names)) == len(lab.backends), f"{lb.name} bk_{svc.name}: {names}"
+            assert len(names) == len(set(names)) == len(lab.pool(svc)), f"{lb.name} bk_{svc.name}: {names}"
             assert all(re.search(r"\scheck(\s|$)", s) for s in servers), servers
             assert sorted(s.split()[2] for s in servers) == sorted(
-                f"{b.address}:{svc.backend_port}" for b in lab.backends
+                f"{b.address}:{svc.backend_port}" for b in lab.pool(svc)
             )
             assert f"balance {svc.balance}" in back
             # how the backend learns the client's address
@@ -88,7 +95,7 @@ def test_haproxy_cfg_fixes_the_seed(stack):
             assert not any(line.startswith("stick store-request") for line in back)
 
 
-@pytest.mark.parametrize("stack", ["dev", "large", "lab3"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools"])
 def test_keepalived_conf_fixes_the_seed(stack):
     lab = lab_of(stack)
     confs = [render.keepalived_conf(lab, lb, CREDS) for lb in lab.load_balancers]
@@ -126,7 +133,7 @@ def test_keepalived_conf_fixes_the_seed(stack):
         assert 'notify "/etc/keepalived/halab-notify" root' in conf
 
 
-@pytest.mark.parametrize("stack", ["dev", "large", "lab3"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools"])
 def test_haproxy_accepts_every_rendered_config(stack, tmp_path):
     need_commands("haproxy")  # as any user: haproxy -c needs no privilege
     lab = lab_of(stack)
@@ -164,7 +171,7 @@ def lb_node():
         n.destroy()
 
 
-@pytest.mark.parametrize("stack", ["dev", "large", "lab3"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools"])
 def test_keepalived_accepts_every_rendered_config(stack, lb_node):
     lab = lab_of(stack)
     node = lb_node(lab.network.interface)
@@ -189,7 +196,7 @@ def test_backends_serve_each_service_as_configured():
     lab = lab_of("lab3")
     be = lab.backends[0]
     site = render.apache_site(lab, be)
-    assert render.apache_ports_conf(lab).split("\n")[1:-1] == [
+    assert render.apache_ports_conf(lab, be).split("\n")[1:-1] == [
         "Listen 80",
         "Listen 443",
         "Listen 8080",
@@ -202,8 +209,20 @@ def test_backends_serve_each_service_as_configured():
     assert render.banner_conf(lab, be).splitlines()[1:] == ["25 plain", "143 proxy"]
     names = [s.name for s in plan.host_steps(lab, be, CREDS)]
     assert names == ["ready", "packages", "sysctl", "web", "tcp", "gateway"]
-    # a lab with HTTP services only has no banner step
-    assert "tcp" not in [s.name for s in plan.host_steps(lab_of("dev"), lab_of("dev").backends[0], CREDS)]
+
+
+def test_each_backend_serves_only_its_pools():
+    """A web backend listens on the web ports and runs no banner; a mail backend runs the banner
+    on the mail ports and Apache only for the service every backend serves. Both steps are on
+    every backend: one with nothing to serve turns its daemon off (scripts/steps)."""
+    lab = lab_of("pools")
+    ports = {b.name: render.apache_ports_conf(lab, b).splitlines()[1:] for b in lab.backends}
+    banner = {b.name: render.banner_conf(lab, b).splitlines()[1:] for b in lab.backends}
+    assert ports["web-1"] == ["Listen 80", "Listen 443", "Listen 8080"] and banner["web-1"] == []
+    assert ports["mail-1"] == ["Listen 8080"] and banner["mail-1"] == ["25 plain", "143 plain"]
+    assert "<VirtualHost *:443>" not in render.apache_site(lab, lab.node("mail-1"))
+    for b in lab.backends:
+        assert [s.name for s in plan.host_steps(lab, b, CREDS)][3:5] == ["web", "tcp"]
 
 
 def test_cloud_init_gives_a_static_address_and_the_key():

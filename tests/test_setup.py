@@ -193,7 +193,7 @@ def test_a_lab_test_fails_naming_what_is_missing_where_labs_must_run(tmp_path):
         for name in os.listdir(d):
             if name != "keepalived" and not (bin_dir / name).exists():
                 os.symlink(os.path.join(d, name), bin_dir / name)
-    test = "tests/test_netns_lab.py::test_the_two_labs_are_separate"
+    test = "tests/test_netns_lab.py::test_the_labs_are_separate"
     for required, outcome, code in (("1", "failed", 1), ("", "skipped", 0)):
         p = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],

@@ -420,3 +420,37 @@ def test_keepalived_script_sees_a_hung_haproxy_and_a_port_not_listening(stand_in
     server.kill()
     server.wait()
     assert check(port)[0] == 1
+
+
+def test_a_backend_moved_out_of_every_pool_stops_serving(nodes):
+    """Pools change: a backend that served web and mail (every service) is then left out of
+    every pool. Its web and tcp steps stop Apache and the banner, so its ports refuse; the
+    second run changes nothing; put back, it serves again."""
+    import dataclasses
+
+    lab = config.parse(stackfile.load_stack_file(str(STACKS["pools"])))
+    host = lab.node("mail-1")
+    be, gw = wired_backend(nodes, lab, host)
+    both = dataclasses.replace(lab, services=tuple(dataclasses.replace(s, backends=()) for s in lab.services))
+    others = tuple(b.name for b in lab.backends if b != host)
+    neither = dataclasses.replace(lab, services=tuple(dataclasses.replace(s, backends=others) for s in lab.services))
+
+    def steps(model):
+        return [s for s in plan.host_steps(model, host, CREDS) if s.name in ("web", "tcp")]
+
+    def listening() -> str:
+        return be.run("ss -H -l -t -n | awk '{print $4}' | sort").stdout
+
+    for st in steps(both):
+        be.run_bundle(st.bundle())
+    assert ":80" in listening() and ":25" in listening()
+    out = [be.run_bundle(st.bundle()).stdout for st in steps(neither)]
+    assert "stopped apache2" in out[0] and "stopped halab-banner" in out[1], out
+    assert ":80" not in listening() and ":25" not in listening() and ":8080" not in listening(), listening()
+    refused = gw.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 http://{host.address}/", check=False)
+    assert refused.stdout == "000", refused.stdout
+    again = [be.run_bundle(st.bundle()).stdout for st in steps(neither)]
+    assert not any("stopped" in o for o in again), again
+    for st in steps(both):
+        be.run_bundle(st.bundle())
+    assert ":80" in listening() and ":25" in listening()

@@ -112,7 +112,7 @@ def data_plane(t: Transport, site: Site, seconds: int) -> dict[str, dict[str, Wr
     request and keep-alive, measured one after the other in the same run, each path from its
     own client address."""
     lab = site.lab
-    backend = lab.backends[0]
+    backend = lab.pool(lab.services[0])[0]  # one that serves the service measured
     # wrk sends from one address: at thousands of new connections per second its ~28k ephemeral
     # ports all sit in TIME_WAIT within seconds, and then each destination gets ~470 connections/s
     # (the ports TIME_WAIT frees), whatever the path. A load generator reuses them.

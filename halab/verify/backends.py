@@ -26,9 +26,9 @@ def _server_status(t: Transport, lb: str) -> dict[tuple[str, str], str]:
 
 
 def check_backends_up(t: Transport, site: Site) -> list[Row]:
-    """Every server of every service is UP on every load balancer (its health check passes)."""
+    """Every server of every service's pool is UP on every load balancer (its check passes)."""
     lab = site.lab
-    want = {(f"bk_{svc.name}", b.name) for svc in lab.services for b in lab.backends}
+    want = {(f"bk_{svc.name}", b.name) for svc in lab.services for b in lab.pool(svc)}
     rows = []
     for lb in lab.load_balancers:
         status = _server_status(t, lb.name)
@@ -58,7 +58,7 @@ def check_backend_health(t: Transport, site: Site) -> list[Row]:
 
 def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]:
     lab = site.lab
-    victim = lab.backends[0]
+    victim = lab.pool(svc)[0]
     lbs = [lb.name for lb in lab.load_balancers]
     fault, restore = BACKEND_FAULTS[how]
 

@@ -15,9 +15,10 @@ from halab.verify.failover import (
     check_failovers,
     check_persistence_across_failover,
 )
+from halab.verify.observe import check_metrics, check_stats_pages
 from halab.verify.reload import check_hitless_reload
 from halab.verify.rows import Row, table
-from halab.verify.traffic import check_services, check_spread, check_stats_pages, check_stickiness
+from halab.verify.traffic import check_pools, check_services, check_spread, check_stickiness
 from halab.verify.transport import Site, Transport
 from halab.verify.vrrp import (
     check_transition_log,
@@ -30,9 +31,11 @@ CHECKS = (
     check_backends_up,
     check_services,
     check_spread,
+    check_pools,
     check_stickiness,
     check_vrrp_filter,
     check_stats_pages,
+    check_metrics,
     check_hitless_reload,
     check_backend_health,
     check_persistence_across_failover,

@@ -26,8 +26,10 @@ def check_services(t: Transport, site: Site) -> list[Row]:
             continue
         for svc in site.lab.services:
             (s,) = sample(t, host, site.lab.url(svc), [source], "--count", "1", "--timeout", "3").finish()
-            ok = s.ok and s.seen == source
+            pool = [b.name for b in site.lab.pool(svc)]
+            ok = s.ok and s.seen == source and s.backend in pool
             fig = f"{s.backend} saw {s.seen}" if s.ok else "request failed"
+            fig += "" if not s.ok or s.backend in pool else f", outside the pool ({', '.join(pool)})"
             rows.append(Row(f"{svc.name} (:{svc.port}) from the {label} {source}: backend sees it", ok, fig))
     return rows
 
@@ -42,14 +44,14 @@ def check_spread(t: Transport, site: Site) -> list[Row]:
     """Concurrent clients, one connection each held open: what the service's balance algorithm
     promises. The counts are from one burst on tables emptied first (sticky services)."""
     lab = site.lab
-    backends = [b.name for b in lab.backends]
     sources = list(site.client_sources)
     rows = []
     for svc in lab.services:
+        backends = [b.name for b in lab.pool(svc)]  # its pool: the only servers it may reach
         name = {
             "first": f"{svc.name}: concurrent clients all go to the first backend, {backends[0]} (first)",
             "source": f"{svc.name}: each client address hashes to one backend, burst after burst (source)",
-        }.get(svc.balance, f"{svc.name}: concurrent clients spread over every backend, within one ({svc.balance})")
+        }.get(svc.balance, f"{svc.name}: concurrent clients spread over its backends, within one ({svc.balance})")
         if len(sources) < len(backends):
             rows.append(skip(name, f"{len(sources)} client address(es) for {len(backends)} backends"))
             continue
@@ -71,12 +73,49 @@ def check_spread(t: Transport, site: Site) -> list[Row]:
         elif svc.balance == "source":
             again = _held_burst(t, site, svc, sources)
             same = sum(held[s] is not None and held[s] == again[s] for s in sources)
-            ok = same == len(sources) and len(got) > 1
+            ok = same == len(sources) and len(got) > 1 and set(got) <= set(backends)
             fig = f"{same}/{len(sources)} addresses reached the same backend in a second burst; first burst: {counts}"
         else:
             ok = every and set(got) == set(backends) and max(got.values()) - min(got.values()) <= 1
             fig = f"{len(sources)} client addresses: {counts}"
         rows.append(Row(name, ok, fig))
+    return rows
+
+
+PROBE_PORTS = """
+import socket, sys
+port = int(sys.argv[1])
+for addr in sys.argv[2:]:
+    try:
+        socket.create_connection((addr, port), timeout=2).close()
+        print(addr, "open")
+    except ConnectionRefusedError:
+        print(addr, "refused")
+    except OSError as e:
+        print(addr, type(e).__name__)
+"""
+
+
+def check_pools(t: Transport, site: Site) -> list[Row]:
+    """A service with a pool: every backend outside it refuses the service's backend port, asked
+    directly from a load balancer (on the subnet, past haproxy): nothing there serves it."""
+    lab, rows = site.lab, []
+    asker = lab.load_balancers[0].name
+    for svc in lab.services:
+        outside = [b for b in lab.backends if b not in lab.pool(svc)]
+        if not outside:
+            continue
+        args = [str(svc.backend_port), *(str(b.address) for b in outside)]
+        out = t.run(asker, [t.python, "-", *args], input=PROBE_PORTS).stdout
+        answers = dict(line.split() for line in out.splitlines())
+        got = {b.name: answers.get(str(b.address), "no answer") for b in outside}
+        rows.append(
+            Row(
+                f"{svc.name}: backends outside its pool refuse :{svc.backend_port}",
+                all(v == "refused" for v in got.values()),
+                ", ".join(f"{n} {v}" for n, v in got.items()) + f" (pool: {', '.join(b.name for b in lab.pool(svc))})",
+            )
+        )
     return rows
 
 
@@ -89,7 +128,8 @@ def _held_burst(t: Transport, site: Site, svc: Service, sources: list[str]) -> d
 
 
 def check_stickiness(t: Transport, site: Site) -> list[Row]:
-    """Each client address reaches the same backend, request after request (changes nothing)."""
+    """Each client address reaches the same backend of the pool, request after request (changes
+    nothing)."""
     rows = []
     sources = list(site.client_sources)
     for svc in site.lab.services:
@@ -99,7 +139,10 @@ def check_stickiness(t: Transport, site: Site) -> list[Row]:
             t, site.client, site.lab.url(svc), sources * 4, "--count", str(4 * len(sources)), "--interval", "0"
         ).finish()
         first = {s.source: s.backend for s in got[: len(sources)]}
-        kept = sum(bool(first[src]) and all(s.backend == first[src] for s in got if s.source == src) for src in sources)
+        pool = {b.name for b in site.lab.pool(svc)}
+        kept = sum(
+            first[src] in pool and all(s.backend == first[src] for s in got if s.source == src) for src in sources
+        )
         rows.append(
             Row(
                 f"{svc.name}: each client address sticks to its backend",
@@ -108,25 +151,3 @@ def check_stickiness(t: Transport, site: Site) -> list[Row]:
             )
         )
     return rows
-
-
-def check_stats_pages(t: Transport, site: Site) -> list[Row]:
-    lab = site.lab
-    port = lab.haproxy.stats_port
-    if not port:
-        return [skip("stats pages", "disabled (halab:haproxy.statsPort: 0)")]
-    results = []
-    asker = site.lan_client or site.client
-    for lb in lab.load_balancers:
-        u = f"http://{lb.address}:{port}/;csv"
-        anon = t.run(asker, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", u], check=False)
-        auth = t.run(
-            asker,
-            ["curl", "-s", "-m", "5", "-K", "-", u],
-            input=f'user = "{lab.haproxy.stats_user}:{site.stats_password}"\n',
-            check=False,
-        )
-        ok = anon.stdout == "401" and f"bk_{lab.services[0].name}," in auth.stdout
-        results.append((lb.name, ok, anon.stdout, "stats" if f"bk_{lab.services[0].name}," in auth.stdout else "none"))
-    fig = ", ".join(f"{n}: {code} without the password, {got} with it" for n, _, code, got in results)
-    return [Row("stats page on every load balancer, behind its password", all(r[1] for r in results), fig)]

@@ -37,9 +37,9 @@ def units(lab: Lab, node: Node) -> list[str]:
     if node.role == "lb":
         return ["halab-tproxy", "haproxy", "halab-haproxy-watch", "keepalived"]
     out = ["halab-routes"]
-    if render.http_services(lab):
+    if render.http_services(lab, node):
         out.append("apache2")
-    if render.tcp_services(lab):
+    if render.tcp_services(lab, node):
         out.append("halab-banner")
     return out
 

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The TCP banner on a backend, for the balanced services that are not HTTP: it tells each client
-# which backend answered and which client address it saw. Validated (the script compiles, the
-# ports are free or already its own) before it is installed and (re)started.
+# The TCP banner on a backend, for the balanced services that are not HTTP and whose pool holds
+# this backend: it tells each client which backend answered and which client address it saw.
+# Validated (the script compiles, the ports are free or already its own) before it is installed
+# and (re)started. A backend in no TCP service's pool runs no banner.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 need_root
+if ! grep -qE '^[0-9]+ ' "$(staged /etc/halab/banner.conf)"; then
+  service_off halab-banner
+  log "no TCP service here: halab-banner off"
+  exit 0
+fi
 need_cmd python3 ss
 python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged /usr/local/sbin/halab-banner)" \
   || die "staged halab-banner does not parse"

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Apache on a backend: a page that names the backend and the client address it saw, on every
-# balanced service's port. The change is tried on a copy of /etc/apache2 (apache2 -t) before it
-# touches the real one.
+# Apache on a backend: a page that names the backend and the client address it saw, on the port
+# of every HTTP service whose pool holds this backend. The change is tried on a copy of
+# /etc/apache2 (apache2 -t) before it touches the real one. A backend in no HTTP service's pool
+# runs no Apache at all: nothing answers on a web port there.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 need_root
+if ! grep -q '^Listen ' "$(staged /etc/apache2/ports.conf)"; then
+  service_off apache2
+  log "no HTTP service here: apache2 off"
+  exit 0
+fi
 need_cmd apache2ctl apache2 a2enmod
 
 site=$(staged /etc/apache2/sites-available/halab.conf)

@@ -214,6 +214,26 @@ unit_enable() {
   systemctl is-enabled --quiet "$1" 2>/dev/null || systemctl enable --quiet "$1"
 }
 
+# service_off NAME: stopped, and not started at boot: a daemon this node must not run (a
+# packaged Apache on a backend outside every HTTP service's pool). Says so only when it changes
+# something; a daemon never installed here is already off.
+service_off() {
+  local name=$1
+  if has_systemd; then
+    if systemctl is-enabled --quiet "$name" 2>/dev/null; then
+      systemctl disable --quiet "$name"
+      log "disabled $name"
+    fi
+    if systemctl is-active --quiet "$name"; then
+      systemctl stop "$name"
+      log "stopped $name"
+    fi
+  elif direct_service "$name" running; then
+    service_stop "$name"
+    log "stopped $name"
+  fi
+}
+
 # keepalived_test CONF: `keepalived -t` on CONF, before anything is installed. The scripts CONF
 # names are read from this step's bundle where it stages them (copied into a root-only
 # directory, as script security wants), so the new conf is checked with the new scripts, not

@@ -1,0 +1,70 @@
+"""Rows about what an operator watches on each load balancer: the stats page and the Prometheus
+metrics, both behind the stats password, and the VRRP state exported for Prometheus."""
+
+from __future__ import annotations
+
+import re
+
+from halab.verify.probes import holders
+from halab.verify.rows import Row, skip
+from halab.verify.transport import Site, Transport
+
+# Where keepalived's notify hook writes this node's VRRP state for node-exporter's textfile
+# collector (scripts/node/halab-notify; Debian's default textfile directory).
+VRRP_TEXTFILE = "/var/lib/prometheus/node-exporter/halab_vrrp.prom"
+
+
+def _get(t: Transport, site: Site, url: str, password: str | None) -> tuple[str, str]:
+    """(HTTP status, body) of a GET from the on-subnet client, with the stats user or without."""
+    asker = site.lan_client or site.client
+    cmd = ["curl", "-s", "-m", "5", "-w", "\n%{http_code}", "-K", "-", url]
+    creds = f'user = "{site.lab.haproxy.stats_user}:{password}"\n' if password is not None else ""
+    out = t.run(asker, cmd, input=creds, check=False).stdout
+    body, _, code = out.rpartition("\n")
+    return code, body
+
+
+def check_stats_pages(t: Transport, site: Site) -> list[Row]:
+    lab = site.lab
+    port = lab.haproxy.stats_port
+    if not port:
+        return [skip("stats pages", "disabled (halab:haproxy.statsPort: 0)")]
+    results = []
+    for lb in lab.load_balancers:
+        u = f"http://{lb.address}:{port}/;csv"
+        anon, _ = _get(t, site, u, None)
+        _, body = _get(t, site, u, site.stats_password)
+        shown = f"bk_{lab.services[0].name}," in body
+        results.append((lb.name, anon == "401" and shown, anon, "stats" if shown else "none"))
+    fig = ", ".join(f"{n}: {code} without the password, {got} with it" for n, _, code, got in results)
+    return [Row("stats page on every load balancer, behind its password", all(r[1] for r in results), fig)]
+
+
+SERVER_STATE = re.compile(r'^haproxy_server_status\{proxy="([^"]+)",server="([^"]+)",state="([A-Z_]+)"\} 1$', re.M)
+VRRP_STATE = re.compile(r'^halab_vrrp_state\{instance="[^"]+",state="([A-Z]+)"\} 1$', re.M)
+
+
+def check_metrics(t: Transport, site: Site) -> list[Row]:
+    """HAProxy's Prometheus exporter on every load balancer (/metrics on the stats port, behind
+    the same password): every server of every pool is there, UP; and the node's VRRP state as
+    the notify hook exported it: MASTER on the VIP's holder, BACKUP elsewhere."""
+    lab = site.lab
+    name = "Prometheus metrics on every load balancer: each server's state, the node's VRRP state"
+    port = lab.haproxy.stats_port
+    if not port:
+        return [skip(name, "disabled with the stats page (halab:haproxy.statsPort: 0)")]
+    held = holders(t, lab)
+    want = {(f"bk_{s.name}", b.name) for s in lab.services for b in lab.pool(s)}
+    figs, ok = [], True
+    for lb in lab.load_balancers:
+        u = f"http://{lb.address}:{port}/metrics"
+        anon, _ = _get(t, site, u, None)
+        code, body = _get(t, site, u, site.stats_password)
+        servers = {(px, srv): state for px, srv, state in SERVER_STATE.findall(body) if (px, srv) in want}
+        up = sum(1 for v in servers.values() if v == "UP")
+        states = VRRP_STATE.findall(t.run(lb.name, ["cat", VRRP_TEXTFILE], check=False).stdout)
+        vrrp = states[0] if len(states) == 1 else "none"
+        expected = "MASTER" if held == [lb.name] else "BACKUP"
+        ok = ok and anon == "401" and code == "200" and up == len(want) and vrrp == expected
+        figs.append(f"{lb.name}: {anon} without the password; {up}/{len(want)} servers UP; VRRP {vrrp}")
+    return [Row(name, ok, "; ".join(figs) + f" ({VRRP_TEXTFILE})")]
