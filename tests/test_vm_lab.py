@@ -63,7 +63,8 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
     made = changed(vmlab)
     model = config.parse(stackfile.load_stack_file(str(CONFIG)))
     steps = [f"halab-{n.name}-{s}" for n in model.nodes for s in plan.step_names(model, n)]
-    assert len(steps) == 24 and all(made.get(s) == "create" for s in steps), made
+    # 7 steps on each load balancer, 6 on each backend (web and tcp on every one: pools)
+    assert len(steps) == 26 and all(made.get(s) == "create" for s in steps), made
     assert sorted(virsh("list", "--name").split()) == ["halab-lb1", "halab-lb2", "halab-www1", "halab-www2"]
     with lab.Session(str(CONFIG)) as s:
         for node in s.model.nodes:
@@ -146,7 +147,7 @@ def test_a_guest_deleted_out_of_band_is_rebuilt_with_every_step(vmlab, tmp_path)
     assert "gone from libvirt (refresh)" in p.stdout
     assert made.get("halab-www3-vm-domain") == "create" and made.get("halab-www3-vm-root") == "create", made
     steps = [n for n in made if n.startswith("halab-www3-") and not n.startswith("halab-www3-vm")]
-    assert sorted(steps) == sorted(f"halab-www3-{s}" for s in ("ready", "packages", "sysctl", "web", "gateway"))
+    assert sorted(steps) == sorted(f"halab-www3-{s}" for s in ("ready", "packages", "sysctl", "web", "tcp", "gateway"))
     assert all(made[s] == "replace" for s in steps), made  # the new domain's ID is in their triggers
     assert "halab-www3" in virsh("list", "--name").split()
 

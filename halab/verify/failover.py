@@ -147,8 +147,9 @@ SCHEDULING_SLACK = 0.2
 
 def detection_ceilings(site: Site) -> dict[str, float]:
     """The longest each fault may take to move the VIP (fault to the VIP on one other node
-    alone), from the stack's timers, plus the slack and two holder sampling periods (the node's
-    answer, then the sample that reads it):
+    alone), from the stack's timers, plus the slack and two holder sampling periods (a
+    round's answers come in up to a period after the state they show, and rounds are a period
+    apart):
     - haproxy killed: the watcher's misses in a row (each at once: the pidfile's process is
       gone), keepalived's FAULT and priority-0 advert, the next master's skew;
     - haproxy hung: the watcher's next check and its misses, each waiting out its timeout;

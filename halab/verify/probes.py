@@ -130,17 +130,17 @@ def holders(t: Transport, lab: Lab) -> list[str]:
     return [lb.name for lb in lab.load_balancers if found.get(lb.name)]
 
 
-# An answer older than this, or than 4 sampling periods (its node's next one still awaited), no
-# longer counts as holding: a node cut off from the verifier (its link down, over SSH) cannot be
-# asked, and no client reaches it either. Far longer than an answer takes (a few tens of ms; an
-# emulated guest samples every 0.5 s), shorter than the takeover that follows a cut link.
-HOLDER_ANSWER_STALE = 0.5
+# How long a round of the holder watch waits for a node's answer: far longer than an answer
+# takes (tens of ms; an emulated guest samples every 0.5 s, so 4 periods there), far shorter
+# than a takeover. A node that has not answered by then (its link cut, over SSH) counts as not
+# holding in that round (no client reaches it either), and delays no round by more.
+HOLDER_ANSWER_WAIT = 0.5
 
 
 class HolderWatch:
-    """Samples the VIP's holders in the background: each load balancer asked in a loop of its
-    own, and every 50 ms a sample of what each last answered, so a node that does not answer
-    (its link cut) delays no other's answers.
+    """Samples the VIP's holders in the background, in rounds 50 ms apart: every load balancer
+    asked at once, each round a snapshot of the answers that came within the round's wait. A
+    node still answering an earlier round is not asked again, and counts as not holding.
 
     A VRRP transition can show two holders in one sample: the new master adds the address
     milliseconds before the old one's removal is seen, or the two reads straddle it. Split brain
@@ -148,38 +148,38 @@ class HolderWatch:
 
     def __init__(self, t: Transport, lab: Lab, every: float = 0.05):
         self.samples: list[tuple[float, list[str]]] = []
-        self._answers: dict[str, tuple[float, bool]] = {}  # node -> (when its answer came, holds)
         self._stop = threading.Event()
-        names = [lb.name for lb in lab.load_balancers]
-        self._threads = [threading.Thread(target=self._ask, args=(t, lab, n, every), daemon=True) for n in names]
-        self._threads.append(threading.Thread(target=self._sample, args=(names, every), daemon=True))
-        for th in self._threads:
-            th.start()
+        self._thread = threading.Thread(target=self._run, args=(t, lab, every), daemon=True)
+        self._thread.start()
 
-    def _ask(self, t: Transport, lab: Lab, name: str, every: float) -> None:
-        while not self._stop.is_set():
+    def _run(self, t: Transport, lab: Lab, every: float) -> None:
+        names = [lb.name for lb in lab.load_balancers]
+        wait = max(HOLDER_ANSWER_WAIT, 4 * every)
+        asking: dict[str, threading.Thread] = {}
+
+        def ask(name: str, answers: dict[str, bool]) -> None:
             try:
                 out = t.run(name, ["ip", "-4", "-o", "addr", "show"], check=False, timeout=PROBE_TIMEOUT).stdout
-                self._answers[name] = (time.monotonic(), f" inet {lab.vip}/" in out)
+                answers[name] = f" inet {lab.vip}/" in out
             except subprocess.TimeoutExpired:
-                pass  # its last answer goes stale
-            self._stop.wait(every)
+                pass
 
-    def _sample(self, names: list[str], every: float) -> None:
-        stale = max(HOLDER_ANSWER_STALE, 4 * every)
-        # the first sample once every node has answered (or had the time to)
-        self._stop.wait(min(PROBE_TIMEOUT, 10 * every))
         while not self._stop.is_set():
-            now = time.monotonic()
-            answers = dict(self._answers)
-            held = [n for n in names if n in answers and answers[n][1] and now - answers[n][0] <= stale]
-            self.samples.append((now, held))
+            answers: dict[str, bool] = {}  # this round's: a late answer lands in its own round's
+            for n in names:
+                if n not in asking or not asking[n].is_alive():
+                    asking[n] = threading.Thread(target=ask, args=(n, answers), daemon=True)
+                    asking[n].start()
+            deadline = time.monotonic() + wait
+            for n in names:
+                asking[n].join(max(0.0, deadline - time.monotonic()))
+            # the time the answers are in: the state they show was reached by then at the latest
+            self.samples.append((time.monotonic(), [n for n in names if answers.get(n)]))
             self._stop.wait(every)
 
     def stop(self) -> None:
         self._stop.set()
-        for th in self._threads:
-            th.join(timeout=PROBE_TIMEOUT + 5)
+        self._thread.join(timeout=PROBE_TIMEOUT + 5)
 
     def most(self, start: float, end: float = float("inf")) -> tuple[int, int] | None:
         """(most holders in one sample, most holders sustained over two consecutive samples);
