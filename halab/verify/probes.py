@@ -111,18 +111,20 @@ def sample(t: Transport, host: str, target: str, sources: list[str], *extra: str
     return Sampler(t, host, args + list(extra))
 
 
+def _ask_holds(t: Transport, lab: Lab, name: str, found: dict[str, bool]) -> None:
+    """Whether one load balancer has the VIP on an interface, into found[name]; nothing when it
+    does not answer in time (its link cut): no client reaches it either."""
+    try:
+        out = t.run(name, ["ip", "-4", "-o", "addr", "show"], check=False, timeout=PROBE_TIMEOUT).stdout
+    except subprocess.TimeoutExpired:
+        return
+    found[name] = f" inet {lab.vip}/" in out
+
+
 def holders(t: Transport, lab: Lab) -> list[str]:
     """The load balancers that have the VIP on an interface, asked all at once."""
     found: dict[str, bool] = {}
-
-    def ask(name: str) -> None:
-        try:
-            out = t.run(name, ["ip", "-4", "-o", "addr", "show"], check=False, timeout=PROBE_TIMEOUT).stdout
-        except subprocess.TimeoutExpired:  # unreachable (its link cut): no client reaches it either
-            return
-        found[name] = f" inet {lab.vip}/" in out
-
-    threads = [threading.Thread(target=ask, args=(lb.name,)) for lb in lab.load_balancers]
+    threads = [threading.Thread(target=_ask_holds, args=(t, lab, lb.name, found)) for lb in lab.load_balancers]
     for th in threads:
         th.start()
     for th in threads:
@@ -156,19 +158,11 @@ class HolderWatch:
         names = [lb.name for lb in lab.load_balancers]
         wait = max(HOLDER_ANSWER_WAIT, 4 * every)
         asking: dict[str, threading.Thread] = {}
-
-        def ask(name: str, answers: dict[str, bool]) -> None:
-            try:
-                out = t.run(name, ["ip", "-4", "-o", "addr", "show"], check=False, timeout=PROBE_TIMEOUT).stdout
-                answers[name] = f" inet {lab.vip}/" in out
-            except subprocess.TimeoutExpired:
-                pass
-
         while not self._stop.is_set():
             answers: dict[str, bool] = {}  # this round's: a late answer lands in its own round's
             for n in names:
                 if n not in asking or not asking[n].is_alive():
-                    asking[n] = threading.Thread(target=ask, args=(n, answers), daemon=True)
+                    asking[n] = threading.Thread(target=_ask_holds, args=(t, lab, n, answers), daemon=True)
                     asking[n].start()
             deadline = time.monotonic() + wait
             for n in names:
