@@ -137,13 +137,12 @@ def run_program(cfg: dict[str, str], secret_keys: list[str], recorder: Recorder 
             pulumi.export = real_export
         values = {k: pulumi.Output.from_input(v) for k, v in exported.items()}
         flags = {k: pulumi.Output.from_input(o.is_secret()) for k, o in values.items()}
-        secret.update(k for k, o in values.items())
         return pulumi.Output.all(pulumi.Output.all(**values), pulumi.Output.all(**flags)).apply(keep)
 
     def keep(results: list[dict[str, Any]]) -> None:
         values, flags = results
         exported.update(values)
-        secret.intersection_update(k for k, is_secret in flags.items() if is_secret)
+        secret.update(k for k, is_secret in flags.items() if is_secret)
 
     secret: set[str] = set()
     program()

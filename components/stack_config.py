@@ -20,32 +20,34 @@ class StackConfig:
     ssh_private_key: pulumi.Output[str] | None  # secret; None: the program generates a key pair
 
 
-def raw_config() -> tuple[dict[str, Any], dict[str, str]]:
-    """(every `halab:` key, with secret values masked) and (the secret values)."""
+def raw_config() -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """(every `halab:` key, with secret values masked), (the secret values), and the problems
+    of keys in the project's own namespace: `pulumi config set vip ...` (no `halab:`) writes
+    `ha-lb-lab:vip`, which the program would otherwise ignore, deploying the defaults."""
     keys = sorted(set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env()))
     ours = [k for k in keys if k.startswith(f"{config.NS}:")]
-    return stackfile.from_pulumi((k, runtime_config.get_config(k), runtime_config.is_config_secret(k)) for k in ours)
-
-
-def misplaced_keys() -> list[str]:
-    """Keys in the project's own namespace: `pulumi config set vip ...` (no `halab:`) writes
-    `ha-lb-lab:vip`, which this program would silently ignore, deploying the defaults."""
     project = pulumi.get_project()
-    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
-    return [
+    misplaced = [
         f"{k}: this project reads {config.NS}:<key>: pulumi config set {config.NS}:{k.partition(':')[2]} ..."
-        for k in sorted(keys)
+        for k in keys
         if k.startswith(f"{project}:") and project != config.NS
     ]
+    raw, secrets = stackfile.from_pulumi(
+        (k, runtime_config.get_config(k), runtime_config.is_config_secret(k)) for k in ours
+    )
+    return raw, secrets, misplaced
 
 
 def load() -> StackConfig:
-    """Raises ConfigError, listing every problem, before any resource exists."""
-    misplaced = misplaced_keys()
+    """Raises ConfigError, listing every problem (misplaced keys included), before any resource
+    exists."""
+    raw, secrets, misplaced = raw_config()
+    try:
+        lab = config.parse(raw, secrets=secrets)
+    except config.ConfigError as e:
+        raise config.ConfigError(misplaced + e.problems) from None
     if misplaced:
         raise config.ConfigError(misplaced)
-    raw, secrets = raw_config()
-    lab = config.parse(raw, secrets=secrets)
     key = secrets.get("sshPrivateKey")
     return StackConfig(
         lab=lab,

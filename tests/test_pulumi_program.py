@@ -330,6 +330,10 @@ def test_a_key_without_the_halab_namespace_is_refused_not_ignored():
         run_program({**cfg, "ha-lb-lab:vip": "192.168.69.120"}, secret, recorder)
     assert "ha-lb-lab:vip: this project reads halab:<key>: pulumi config set halab:vip ..." in str(err.value)
     assert recorder.regs == []
+    # listed with the config's other problems, in one pass
+    with pytest.raises(Exception) as err:
+        run_program({**cfg, "ha-lb-lab:vip": "192.168.69.120", "halab:vip": "10.9.9.9"}, secret, Recorder(Mocks()))
+    assert "ha-lb-lab:vip: this project reads" in str(err.value) and "halab:vip: '10.9.9.9'" in str(err.value)
 
 
 def test_bad_config_fails_before_any_resource_is_created():

@@ -90,8 +90,8 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
             Row(
                 f"{victim.name} {how}: out of rotation on every load balancer, no failure after detection",
                 down and failed_after == 0 and bool(after),
-                f"detected in {t_detect - t0:.1f} s; {failed_after} failed of {len(after)} after "
-                f"(from {clients} client addresses), {before} before",
+                (f"detected in {t_detect - t0:.1f} s" if down else f"still in rotation after {t_detect - t0:.1f} s")
+                + f"; {failed_after} failed of {len(after)} after (from {clients} client addresses), {before} before",
             )
         ]
         up = wait_until(lambda: all(status(lb).startswith("UP") for lb in lbs), bound, 0.2)

@@ -28,8 +28,9 @@ def check_services(t: Transport, site: Site) -> list[Row]:
             (s,) = sample(t, host, site.lab.url(svc), [source], "--count", "1", "--timeout", "3").finish()
             pool = [b.name for b in site.lab.pool(svc)]
             ok = s.ok and s.seen == source and s.backend in pool
-            fig = f"{s.backend} saw {s.seen}" if s.ok else "request failed"
-            fig += "" if not s.ok or s.backend in pool else f", outside the pool ({', '.join(pool)})"
+            fig = "request failed" if not s.ok else f"{s.backend} saw {s.seen}"
+            if s.ok and s.backend not in pool:
+                fig += f", outside the pool ({', '.join(pool)})"
             rows.append(Row(f"{svc.name} (:{svc.port}) from the {label} {source}: backend sees it", ok, fig))
     return rows
 
