@@ -114,7 +114,9 @@ def test_split_brain_is_two_holders_sustained_not_one_transition_sample():
     assert w.most(0.0) == (2, 2) and w.most(0.0, 0.15) == (2, 1)  # sustained: split brain
     # a window without two samples proves nothing: no figure, and the drill's rows fail on it
     assert w.most(0.31) is None and w.most(0.27, 0.29) is None
-    assert w.first(0.0, lambda h: h == ["lb2"]) == 0.1 and w.first(0.16, lambda h: h == ["lb2"]) == 0.3
+    # the move: the first answer from another node that it holds, late answers included
+    w.answers = [(0.04, "lb1", True), (0.12, "lb2", False), (0.31, "lb2", True), (0.33, "lb1", True)]
+    assert w.moved(0.0, "lb1") == 0.31 and w.moved(0.32, "lb1") is None and w.moved(0.0, "lb2") == 0.04
 
 
 def test_a_drill_window_without_holder_samples_fails_its_rows(monkeypatch):

@@ -52,8 +52,8 @@ class Drill:
     master: str
     ok: bool  # the VIP moved to one other node and requests recovered, within the bound
     out: Outage
-    # from the fault to the first holder sample with the VIP on one other node alone (None:
-    # never seen): what the fault's detection and the takeover cost, without the client's noise
+    # from the fault to the first answer of another node that it holds the VIP (None: never
+    # seen): what the fault's detection and the takeover cost, without the client's noise
     detect: float | None
     after_fault: list[str]  # the VIP's holders once recovered
     split: tuple[int, int] | None  # most holders while faulted: in one sample, sustained
@@ -89,7 +89,7 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
             t1 = time.monotonic()
             out, new = outage(s.samples, t0, t1), holders(t, lab)
             split = watch.most(t0, t1)
-            t_moved = watch.first(t0, lambda h: _single_other(h, master))
+            t_moved = watch.moved(t0, master)
             restore(master)
             restored = True
         finally:
@@ -146,10 +146,9 @@ SCHEDULING_SLACK = 0.2
 
 
 def detection_ceilings(site: Site) -> dict[str, float]:
-    """The longest each fault may take to move the VIP (fault to the VIP on one other node
-    alone), from the stack's timers, plus the slack and two holder sampling periods (a
-    round's answers come in up to a period after the state they show, and rounds are a period
-    apart):
+    """The longest each fault may take to move the VIP (fault to another node's answer that it
+    holds the VIP), from the stack's timers, plus the slack and two holder sampling periods (an
+    answer comes up to a period after the state it shows, and asks are a period apart):
     - haproxy killed: the watcher's misses in a row (each at once: the pidfile's process is
       gone), keepalived's FAULT and priority-0 advert, the next master's skew;
     - haproxy hung: the watcher's next check and its misses, each waiting out its timeout;

@@ -132,17 +132,21 @@ def holders(t: Transport, lab: Lab) -> list[str]:
     return [lb.name for lb in lab.load_balancers if found.get(lb.name)]
 
 
-# How long a round of the holder watch waits for a node's answer: far longer than an answer
-# takes (tens of ms; an emulated guest samples every 0.5 s, so 4 periods there), far shorter
-# than a takeover. A node that has not answered by then (its link cut, over SSH) counts as not
+# How long a round of the holder watch waits for a node's answer at least: far longer than an
+# answer takes on a quiet host (tens of ms), far shorter than a takeover. The wait grows to twice
+# the slowest recent answer (an emulated guest, or SSH on a loaded host), so a node that answers
+# slowly still counts; one that does not answer at all (its link cut, over SSH) counts as not
 # holding in that round (no client reaches it either), and delays no round by more.
 HOLDER_ANSWER_WAIT = 0.5
 
 
 class HolderWatch:
     """Samples the VIP's holders in the background, in rounds 50 ms apart: every load balancer
-    asked at once, each round a snapshot of the answers that came within the round's wait. A
-    node still answering an earlier round is not asked again, and counts as not holding.
+    asked at once, each round a snapshot of the answers that came within the round's wait (so
+    no round mixes an old answer from one node with a new one from another). A node still
+    answering an earlier round is not asked again, and counts as not holding. Every answer, in
+    time or late, is also kept with the time it came: when the VIP reached another node is
+    read from those (`moved`), whatever the rounds missed.
 
     A VRRP transition can show two holders in one sample: the new master adds the address
     milliseconds before the old one's removal is seen, or the two reads straddle it. Split brain
@@ -150,20 +154,31 @@ class HolderWatch:
 
     def __init__(self, t: Transport, lab: Lab, every: float = 0.05):
         self.samples: list[tuple[float, list[str]]] = []
+        self.answers: list[tuple[float, str, bool]] = []  # (when it came, node, holds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(t, lab, every), daemon=True)
         self._thread.start()
 
     def _run(self, t: Transport, lab: Lab, every: float) -> None:
         names = [lb.name for lb in lab.load_balancers]
-        wait = max(HOLDER_ANSWER_WAIT, 4 * every)
+        took: list[float] = []  # how long recent answers took
         asking: dict[str, threading.Thread] = {}
+
+        def ask(name: str, answers: dict[str, bool]) -> None:
+            asked = time.monotonic()
+            _ask_holds(t, lab, name, answers)
+            if name in answers:
+                now = time.monotonic()
+                took.append(now - asked)
+                self.answers.append((now, name, answers[name]))
+
         while not self._stop.is_set():
             answers: dict[str, bool] = {}  # this round's: a late answer lands in its own round's
             for n in names:
                 if n not in asking or not asking[n].is_alive():
-                    asking[n] = threading.Thread(target=_ask_holds, args=(t, lab, n, answers), daemon=True)
+                    asking[n] = threading.Thread(target=ask, args=(n, answers), daemon=True)
                     asking[n].start()
+            wait = min(PROBE_TIMEOUT, max(HOLDER_ANSWER_WAIT, 4 * every, 2 * max(took[-20:], default=0.0)))
             deadline = time.monotonic() + wait
             for n in names:
                 asking[n].join(max(0.0, deadline - time.monotonic()))
@@ -183,6 +198,7 @@ class HolderWatch:
             return None
         return max(window), max(min(a, b) for a, b in zip(window, window[1:], strict=False))
 
-    def first(self, start: float, pred: Callable[[list[str]], bool]) -> float | None:
-        """When the holders first satisfied pred at or after start (a sample's time), or None."""
-        return next((ts for ts, h in list(self.samples) if ts >= start and pred(h)), None)
+    def moved(self, start: float, master: str) -> float | None:
+        """When a node other than `master` first answered that it holds the VIP, at or after
+        start; None if none did."""
+        return next((ts for ts, n, holds in list(self.answers) if ts >= start and holds and n != master), None)

@@ -27,4 +27,12 @@ if stage_install /usr/local/sbin/halab-banner 0755; then restart=yes; fi
 if stage_install /etc/halab/banner.conf 0644; then restart=yes; fi
 if unit_install /etc/systemd/system/halab-banner.service; then restart=yes; fi
 service_converge halab-banner "$restart" no
-log "halab-banner serving ports: $(grep -oE '^[0-9]+' /etc/halab/banner.conf | tr '\n' ' ')"
+# running is not serving: each port listens before the step says so (a started banner binds
+# its ports a moment later)
+ports=$(grep -oE '^[0-9]+' /etc/halab/banner.conf)
+for port in $ports; do
+  # shellcheck disable=SC2016  # expanded by the inner bash, $1 being the port
+  wait_until 5 bash -c '[ -n "$(ss -H -l -t -n "sport = :$1")" ]' _ "$port" \
+    || die "halab-banner runs but does not listen on port $port"
+done
+log "halab-banner serving ports: $(tr '\n' ' ' <<<"$ports")"
