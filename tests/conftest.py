@@ -94,6 +94,15 @@ STACKS = {
 }
 
 
+def setup_tree(tree: Path) -> None:
+    """A copy of scripts/setup in `tree` (run there, it reads that tree's stack files), with the
+    project's render, which it runs to check a stack file."""
+    (tree / "scripts").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "scripts/setup", tree / "scripts/setup")
+    if not (tree / "scripts/render").exists():
+        os.symlink(ROOT / "scripts/render", tree / "scripts/render")
+
+
 def need_commands(*commands: str) -> None:
     """A test that runs these tools (as any user): CI installs them (.ci/run), so under
     HALAB_REQUIRE_LABS=1 a missing one fails the test instead of skipping it."""

@@ -1,16 +1,18 @@
 """Every script that reads a stack file answers an unusable one the same way: exit status 2 and
 one line naming the file (and, for broken YAML, the line and column), no traceback, and nothing
-made. (`pulumi up` and `scripts/verify` read the stack through the Pulumi CLI, which parses the
-file itself; their own bad-config errors are in test_pulumi_program.py and test_verify_ssh.py.)"""
+made; `scripts/setup` too, for its stack's file. (`pulumi up` and `scripts/verify` read the
+stack through the Pulumi CLI, which parses the file itself; their own bad-config errors are in
+test_pulumi_program.py and test_verify_ssh.py.)"""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, setup_tree
 
 # the file's text (None: no file), and the line that must name the problem after the file's path
 CASES = {
@@ -55,3 +57,25 @@ def test_an_unusable_stack_file_is_one_line_and_exit_2(script, case, tmp_path):
     (line,) = p.stderr.splitlines()
     assert line.startswith(str(f)) and re.search(expected, line), line
     assert sorted(x.name for x in tmp_path.iterdir()) == (["Pulumi.bad.yaml"] if text is not None else [])
+
+
+@pytest.mark.parametrize("mode", [[], ["--check"]])
+@pytest.mark.parametrize("case", [c for c in CASES if CASES[c][0] is not None])
+def test_setup_refuses_an_unusable_stack_file_before_anything(case, mode, tmp_path):
+    """`scripts/setup --stack bad` with Pulumi.bad.yaml beside it: the same one line and exit 2,
+    before the host checks and with nothing made (.halab-env, .pulumi-state, the passphrase).
+    A stack with no file yet is no error: setup creates new stacks."""
+    text, expected = CASES[case]
+    tree = tmp_path / "tree"
+    setup_tree(tree)
+    os.symlink(ROOT / ".venv", tree / ".venv")
+    f = tree / "Pulumi.bad.yaml"
+    f.write_text(text)
+    p = subprocess.run(
+        [str(tree / "scripts/setup"), *mode, "--stack", "bad"], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == "", p.stdout + p.stderr
+    (line,) = p.stderr.splitlines()
+    assert line.startswith(str(f)) and re.search(expected, line), line
+    assert sorted(x.name for x in tree.iterdir()) == [".venv", "Pulumi.bad.yaml", "scripts"]

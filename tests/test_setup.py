@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, setup_tree
+
+from halab import hostpackages
 
 BASIC = ("bash", "python3", "sed", "head", "grep", "id", "cat", "dirname", "printf")
 
@@ -83,8 +85,7 @@ def test_scripts_run_the_project_venv_whatever_python_starts_them(tmp_path):
 
 def setup_check_in(tree, bin_dir, home, stack: str = "dev", env: dict | None = None):
     """scripts/setup --check run from a copy of the script in `tree` (its own stack files)."""
-    (tree / "scripts").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "scripts/setup", tree / "scripts/setup")
+    setup_tree(tree)
     return subprocess.run(
         [str(tree / "scripts/setup"), "--check", "--stack", stack],
         env={"PATH": str(bin_dir), "HOME": str(home), **(env or {})},
@@ -163,8 +164,7 @@ def test_setup_with_a_tool_missing_creates_nothing(tmp_path):
     link_basic_tools(bin_dir)
     stand_ins(bin_dir, **{k: v for k, v in HOST_TOOLS.items() if k != "pulumi"}, mkisofs="exit 0")
     tree = tmp_path / "tree"
-    (tree / "scripts").mkdir(parents=True)
-    shutil.copy(ROOT / "scripts/setup", tree / "scripts/setup")
+    setup_tree(tree)
     shutil.copy(ROOT / "requirements.txt", tree / "requirements.txt")
     shutil.copy(ROOT / "Pulumi.dev.yaml", tree / "Pulumi.dev.yaml")
     before = sorted(p.name for p in tree.iterdir())
@@ -206,3 +206,33 @@ def test_a_lab_test_fails_naming_what_is_missing_where_labs_must_run(tmp_path):
         out = p.stdout + p.stderr
         assert p.returncode == code and "command keepalived" in out, out
         assert (f"1 {outcome}" if outcome == "skipped" else "1 error") in out, out
+
+
+def test_setup_without_apt_names_the_packages_to_install_and_changes_nothing(tmp_path):
+    """On a host without apt-get (not Debian or Ubuntu), `--lab` says which packages the lab
+    needs, from the one list, instead of failing somewhere later."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    link_basic_tools(bin_dir)
+    for tool in ("tr", "dpkg-query"):
+        if shutil.which(tool):
+            os.symlink(os.path.realpath(shutil.which(tool)), bin_dir / tool)
+    p = subprocess.run(
+        [str(ROOT / "scripts/setup"), "--lab"],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert p.returncode == 1, p.stdout + p.stderr
+    line = p.stderr.strip()
+    assert line.startswith("setup: no apt-get here; install these with this system's package manager:"), line
+    assert line.split(":")[-1].split() == list(hostpackages.debian_packages("lab"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [(["--bogus"], "unknown argument --bogus"), (["--stack"], "--stack needs a stack name")]
+)
+def test_setup_names_a_bad_argument(args, message):
+    p = subprocess.run([str(ROOT / "scripts/setup"), *args], capture_output=True, text=True, check=False)
+    assert p.returncode == 2 and message in p.stderr and p.stdout == "", p.stdout + p.stderr

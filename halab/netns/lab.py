@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from halab import plan, render
+from halab import hostpackages, plan, render
 from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, python_path, remove_tree, veth
 from halab.netns.topology import Topology
 from halab.verify.transport import NetnsTransport, Site
@@ -41,8 +41,9 @@ COMMANDS = (
     "pkill",
     "python3",
 )
-# Packages whose absence makes a step script try apt (which has no network in a node).
-PACKAGES = tuple(sorted(set(plan.LB_PACKAGES + plan.BACKEND_PACKAGES)))
+# Every package the lab needs on the host (the steps' own among them: without one, a step would
+# try apt, which has no network in a node); `scripts/setup --lab` installs exactly these.
+PACKAGES = hostpackages.debian_packages("lab")
 
 Log = Callable[[str], None]
 
@@ -57,10 +58,9 @@ def preflight() -> list[str]:
     if os.geteuid() != 0:
         missing.append("root (network namespaces, mounts): run it with sudo")
     missing += [f"command {c}" for c in COMMANDS if shutil.which(c) is None]
-    for pkg in PACKAGES:
-        p = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True, check=False)
-        if "install ok installed" not in p.stdout:
-            missing.append(f"package {pkg} (apt-get install {pkg})")
+    packages = hostpackages.not_installed(PACKAGES)
+    if packages:
+        missing.append(f"packages {' '.join(packages)}: `scripts/setup --lab` installs them, as root")
     if missing:
         return missing
     return _kernel_features()

@@ -146,8 +146,10 @@ class NsNode:
         raise NodeError(f"node did not start within {timeout}s")
 
     def argv(self, cmd: list[str]) -> list[str]:
-        """A command line that runs `cmd` inside this node (root, cwd /)."""
-        return ["nsenter", f"--target={self.pid}", "--mount", "--pid", "--net", "--uts", "--wd=/", "--", *cmd]
+        """A command line that runs `cmd` inside this node (root, cwd /). `--root`: entering a mount
+        namespace moves a process to that namespace's root, which is not the node's when the lab
+        runs in a chroot (scripts/fresh-root caught steps writing to the outer /etc)."""
+        return ["nsenter", f"--target={self.pid}", "--mount", "--root", "--pid", "--net", "--uts", "--wd=/", "--", *cmd]
 
     def run(
         self,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from components.mocks import run_program
-from halab import config, render, stackfile
+from halab import config, hostpackages, render, stackfile
 from halab.model import Lab
 from halab.netns.node import remove_tree
 from halab.verify import checks, deployed
@@ -46,6 +46,9 @@ def preflight() -> list[str]:
     if os.geteuid() != 0:
         missing.append("root (network namespaces, libvirtd, loop devices): run it with sudo")
     missing += [f"command {c}" for c in COMMANDS + image.HOST_COMMANDS if shutil.which(c) is None]
+    packages = hostpackages.not_installed(hostpackages.debian_packages("vmlab"))
+    if packages:
+        missing.append(f"packages {' '.join(packages)}: `scripts/setup --vm-lab` installs them, as root")
     try:
         pwd.getpwnam("libvirt-qemu")
     except KeyError:
