@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 from halab import stackfile  # noqa: E402
 
 # verify's rows per stack, every one asserted by the lab tests (README, "What verify proves")
-VERIFY_ROWS = {"dev": 30, "lab3": 49, "pools": 45}
+VERIFY_ROWS = {"dev": 30, "lab3": 51, "pools": 47}
 
 
 def expected_rows(lab) -> list[str]:
@@ -49,8 +49,18 @@ def expected_rows(lab) -> list[str]:
         f"{first} started: back in rotation",
         f"{first} hung: out of rotation on every load balancer, no failure after detection",
         f"{first} resumed: back in rotation",
-        "persistence survives failover: each client keeps its backend on the new master",
     ]
+    # the TCP banner hung on the first backend of the first TCP service whose check asks it: out
+    # for every such service it serves (a connect-only check cannot see a hang: no claim)
+    asks = [s for s in lab.services if s.protocol == "tcp" and s.check.kind in ("smtp", "banner")]
+    if asks:
+        victim = lab.pool(asks[0])[0]
+        names = ", ".join(s.name for s in asks if victim in lab.pool(s))
+        rows += [
+            f"{victim.name} banner hung: out of rotation for {names} on every load balancer",
+            f"{victim.name} banner resumed: back in rotation",
+        ]
+    rows += ["persistence survives failover: each client keeps its backend on the new master"]
     rule = "takes the VIP back (preemption)" if lab.vrrp.preempt else "stays backup (nopreempt)"
     for fault in ("haproxy killed", "haproxy hung", "keepalived killed", "link cut"):
         rows += [f"failover, {fault} on {{LB}}", f"restore, {fault}: {{LB}} {rule}"]

@@ -4,8 +4,9 @@ installs the copy on the dev lab's nodes through the very step that installs the
 fails. The original step then restores the nodes, and the row passes again where that is cheap.
 A row that cannot fail proves nothing; these show that the rows catch what they claim to.
 
-Costs about 3 minutes: the dev lab's `up` (15 s), three failover drills with the watcher gone,
-a persistence drill, a rogue's 5 s of adverts, and a hung backend waited out (about 30 s)."""
+Costs about 5 minutes: the dev lab's `up` (15 s), three failover drills with the watcher gone,
+a persistence drill, a rogue's 5 s of adverts, and a hung backend waited out (about 30 s); then
+the pools lab's `up` and a hung banner waited out twice (about 30 s each)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,26 @@ from halab.verify import backends, failover, probes, vrrp
 from halab.verify.rows import Row
 
 
-@pytest.fixture(scope="module")
-def dev() -> Iterator[topology.Topology]:
+def _lab(stack: str) -> Iterator[topology.Topology]:
     need_root_and(*lab.COMMANDS)
     require_lab(lab.preflight())
-    topo = topology.build(config.parse(stackfile.load_stack_file(str(STACKS["dev"]))))
+    topo = topology.build(config.parse(stackfile.load_stack_file(str(STACKS[stack]))))
     try:
         lab.up(topo, log=lambda _: None)
         yield topo
     finally:
         lab.down(topo, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def dev() -> Iterator[topology.Topology]:
+    yield from _lab("dev")
+
+
+@pytest.fixture(scope="module")
+def pools() -> Iterator[topology.Topology]:
+    """The pools stack: TCP services checked with smtpchk (smtp) and by the banner (imap)."""
+    yield from _lab("pools")
 
 
 def _run(topo: topology.Topology, host: str, step: plan.Step) -> None:
@@ -152,19 +163,40 @@ def test_with_a_rogue_among_the_peers_the_vrrp_filter_row_fails(dev):
     assert row.ok, row
 
 
+def connect_only(service: str) -> Callable[[str], str]:
+    """haproxy.cfg with the service's check reduced to a TCP connect (its check lines removed)."""
+
+    def change(cfg: str) -> str:
+        head, sep, rest = cfg.partition(f"backend bk_{service}\n")
+        body, nxt, tail = rest.partition("\nfrontend ")
+        body = re.sub(r"    (# Healthy:.*|option (httpchk|smtpchk|tcp-check).*|(http|tcp)-check .*)\n", "", body)
+        return head + sep + body + nxt + tail
+
+    return change
+
+
 def test_with_a_connect_only_check_the_hung_backend_row_fails(dev):
     """The HTTP service's check reduced to a TCP connect: the kernel still accepts connections for
     a hung Apache, so the server stays UP and clients stuck to it fail: the row fails."""
     t, site = lab.site(dev)
     svc = next(s for s in site.lab.services if s.protocol == "http")
-
-    def connect_only(cfg: str) -> str:
-        head, sep, rest = cfg.partition(f"backend bk_{svc.name}\n")
-        body, nxt, tail = rest.partition("\nfrontend ")
-        body = re.sub(r"    (# Healthy:.*|option httpchk.*|http-check .*)\n", "", body)
-        return head + sep + body + nxt + tail
-
-    with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only):
+    with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only(svc.name)):
         hung, _ = backends.backend_fault(t, site, svc, "hung")
     print(hung.figure)
     assert not hung.ok and hung.figure.startswith("still in rotation after"), hung
+
+
+@pytest.mark.parametrize("service", ["smtp", "imap"])
+def test_with_a_connect_only_check_the_banner_hung_row_fails(pools, service):
+    """smtp is checked with `option smtpchk`, imap by the banner's greeting (tcp-check expect);
+    either reduced to a TCP connect, its server stays UP while the banner hangs (the kernel still
+    accepts), and the row fails naming that service alone: the other one's check saw the hang."""
+    t, site = lab.site(pools)
+    victim, services = backends.banner_hung_services(site.lab)
+    assert victim == "mail-1" and [s.name for s in services] == ["smtp", "imap"]
+    with mutated(pools, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only(service)):
+        hung, resumed = backends.banner_hang(t, site)
+    print(hung.figure)
+    assert not hung.ok and hung.figure.startswith("still in rotation after"), hung
+    assert hung.figure.split(": ", 1)[1] == f"{service} on lb1, {service} on lb2", hung
+    assert resumed.ok, resumed

@@ -8,7 +8,7 @@ import io
 import time
 
 from halab import render
-from halab.model import Service
+from halab.model import Lab, Service
 from halab.verify.probes import (
     drill,
     sample,
@@ -48,12 +48,22 @@ BACKEND_RESTORED = {"stopped": "started", "hung": "resumed"}
 
 def check_backend_health(t: Transport, site: Site) -> list[Row]:
     """A backend's web server stopped, then hung: each time it leaves the rotation once health
-    checks see it, with no failed request after that, and comes back when restored."""
+    checks see it, with no failed request after that, and comes back when restored. Then its
+    TCP banner hung, where TCP services have checks that ask it (banner_hang)."""
     lab = site.lab
     web = [svc for svc in lab.services if svc.protocol == "http"]
     if not web:
-        return [skip("a failed backend leaves the rotation", "no HTTP service (the drill stops Apache)")]
-    return [row for how in BACKEND_FAULTS for row in backend_fault(t, site, web[0], how)]
+        rows = [skip("a failed backend leaves the rotation", "no HTTP service (the drill stops Apache)")]
+    else:
+        rows = [row for how in BACKEND_FAULTS for row in backend_fault(t, site, web[0], how)]
+    return rows + banner_hang(t, site)
+
+
+def _detection_bound(lab: Lab) -> float:
+    """How long health checks may take to mark a server down (or up): each check may wait out
+    its timeout before it counts as failed (a hung server)."""
+    interval = lab.health_check.interval_seconds + render.HAPROXY_CHECK_TIMEOUT
+    return (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
 
 
 def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]:
@@ -65,9 +75,7 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
     def status(lb: str) -> str:
         return _server_status(t, lb).get((f"bk_{svc.name}", victim.name), "absent")
 
-    # each check may wait out its timeout before it counts as failed (a hung server)
-    interval = lab.health_check.interval_seconds + render.HAPROXY_CHECK_TIMEOUT
-    bound = (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
+    bound = _detection_bound(lab)
     args = ["--interval", "0.05", "--timeout", "1", "--duration", str(2 * bound + 15)]
     s = sample(t, site.client, lab.url(svc), list(site.client_sources), *args)
     try:
@@ -105,3 +113,55 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
         return rows
     finally:
         s.stop()
+
+
+def banner_hung_services(lab: Lab) -> tuple[str, list[Service]]:
+    """The TCP banner drill's victim (the first backend of the first TCP service whose check asks
+    the banner) and every TCP service of that backend whose check asks it (banner, smtp); a
+    connect check cannot see a hang, and no row claims it does."""
+    asked = [s for s in lab.services if s.protocol == "tcp" and s.check.kind in ("banner", "smtp")]
+    if not asked:
+        return "", []
+    victim = lab.pool(asked[0])[0]
+    return victim.name, [s for s in asked if victim in lab.pool(s)]
+
+
+def banner_hang(t: Transport, site: Site) -> list[Row]:
+    """The victim's TCP banner hung (SIGSTOP: the kernel still accepts connections for it): every
+    TCP service whose check asks the banner leaves the rotation on every load balancer, and
+    comes back once it is resumed. What proves the smtp and banner checks ask the service."""
+    lab = site.lab
+    victim, services = banner_hung_services(lab)
+    if not services:
+        return []
+    lbs = [lb.name for lb in lab.load_balancers]
+    wanted = [(lb, f"bk_{s.name}") for lb in lbs for s in services]
+    seen: dict[tuple[str, str], str] = {}
+
+    def all_in(state: str) -> bool:
+        by_lb = {lb: _server_status(t, lb) for lb in lbs}
+        seen.update({(lb, bk): by_lb[lb].get((bk, victim), "absent") for lb, bk in wanted})
+        return all(seen[w].startswith(state) for w in wanted)
+
+    bound = _detection_bound(lab)
+    names = ", ".join(s.name for s in services)
+    t0 = time.monotonic()
+    drill(t, victim, "hang", "halab-banner")
+    try:
+        down = wait_until(lambda: all_in("DOWN"), bound, 0.2)
+        waited = time.monotonic() - t0
+    finally:  # resumed whatever happens, Ctrl-C included
+        t1 = time.monotonic()
+        drill(t, victim, "resume", "halab-banner")
+    still = sorted(f"{bk.removeprefix('bk_')} on {lb}" for (lb, bk), st in seen.items() if not st.startswith("DOWN"))
+    rows = [
+        Row(
+            f"{victim} banner hung: out of rotation for {names} on every load balancer",
+            down,
+            f"detected in {waited:.1f} s" if down else f"still in rotation after {waited:.1f} s: {', '.join(still)}",
+        )
+    ]
+    up = wait_until(lambda: all_in("UP"), bound, 0.2)
+    back = f"UP on every load balancer after {time.monotonic() - t1:.1f} s"
+    rows.append(Row(f"{victim} banner resumed: back in rotation", up, back))
+    return rows
