@@ -157,3 +157,33 @@ def test_a_check_with_nothing_to_prove_is_skipped_not_passed():
     rows = [Row("a", True, "fine"), Row("b", False, "broken"), skip("c", "nothing to check")]
     assert [r.result for r in rows] == ["PASS", "FAIL", "SKIP"]
     assert table(rows).splitlines()[-1].split() == ["c", "SKIP", "nothing", "to", "check"]
+
+
+def test_a_faults_clock_starts_when_the_node_says_it_took_effect(monkeypatch):
+    """drill.sh prints "fault at EPOCH" (the node's wall clock, just before the signal): the
+    drill's clock starts there, mapped onto this host's monotonic clock and kept within the call
+    (a VM's clock may run apart from the host's); a drill that prints none starts at the call."""
+    import subprocess
+    import time
+
+    from halab.verify import probes
+
+    def transport(delay: float, node_clock_offset: float, line: bool):
+        class T:
+            def run(self, host, cmd, *, input=None, check=True, timeout=60.0):
+                fault = time.time() + delay + node_clock_offset
+                time.sleep(delay + 0.05)  # the bundle's start-up, the signal, then the wait for it to act
+                out = f"[{host}/drill] fault at {fault:.6f}\n".replace(".", "," if node_clock_offset else ".")
+                return subprocess.CompletedProcess(cmd, 0, out if line else "", "")
+
+        return T()
+
+    for delay, offset, line, lo, hi in (
+        (0.2, 0.0, True, 0.19, 0.23),  # the node's timestamp, 0.2 s after the call began
+        (0.1, -50.0, True, 0.0, 0.01),  # a node clock far behind: clamped to the call's start
+        (0.1, 50.0, True, 0.14, 0.2),  # far ahead: clamped to the call's end
+        (0.2, 0.0, False, 0.0, 0.01),  # no timestamp: the call's start
+    ):
+        t0 = time.monotonic()
+        at = probes.fault_drill(transport(delay, offset, line), "lb1", "kill", "haproxy")
+        assert lo <= at - t0 <= hi, (delay, offset, line, at - t0)

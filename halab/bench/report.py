@@ -95,10 +95,12 @@ def markdown(
         "",
         f"A request every 20 ms (0.3 s timeout) from the outside client through the VIP; {trials} trials "
         "per fault and profile, the three profiles' labs side by side (their timers, not the CPU, set these "
-        "figures). *Seconds*: from the fault to the first successful request after the "
-        "last failed one (0 when none failed). Restore: the faulted node brought back; with preemption it "
-        "takes the VIP back. Median (min–max, n). *VIP holders*: the most load balancers holding the VIP "
-        "at once over two consecutive samples 50 ms apart (split brain), and in brackets in one sample "
+        "figures). *Seconds*: from the moment the fault took effect (the node's own timestamp, taken just "
+        "before the signal or the link cut, not when the benchmark asked for it) to the end of the first "
+        "successful request after the last failed one (0 when none failed). Restore: the faulted node "
+        "brought back; with preemption it takes the VIP back. Median (min–max, n). *VIP holders*: the "
+        "most load balancers holding the VIP at once over two consecutive samples 50 ms apart (split "
+        "brain), and in brackets in one sample "
         "(a VRRP transition can show both nodes for a few milliseconds, or the reads straddle it).",
         "",
         "| fault | profile | seconds | failed requests | restore: seconds | restore: failed | VIP holders |",

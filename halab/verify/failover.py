@@ -14,6 +14,7 @@ from halab.verify.probes import (
     HolderWatch,
     Sample,
     drill,
+    fault_drill,
     holders,
     sample,
     wait_until,
@@ -40,8 +41,8 @@ def outage(samples: list[Sample], t0: float, t_end: float) -> Outage:
     return Outage((after[0].end - t0) if after else float("inf"), len(failed), bool(after))
 
 
-# A fault on a node, or its restore. A fault that takes effect after the call returns says when
-# (monotonic time); None: during the call.
+# A fault on a node, or its restore. A fault says when it took effect (monotonic time: the node's
+# timestamp for a signal, the scheduled moment for a link cut); None: the call's start.
 Fault = Callable[[str], float | None]
 
 
@@ -224,22 +225,27 @@ def faults(t: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault
 
         return run
 
+    def fault(*args: str) -> Fault:
+        def run(host: str) -> float:
+            return fault_drill(t, host, *args)
+
+        return run
+
     def cut(host: str) -> float:
         # The node may be reachable through this link only (a VM over SSH): the cut comes just
         # after the call returns, and the node restores the link itself after `bound` + 5 s.
-        drill(t, host, "link-down", iface, str(LINK_CUT_DELAY), str(bound + 5), gw)
-        return time.monotonic() + LINK_CUT_DELAY
+        return fault_drill(t, host, "link-down", iface, str(LINK_CUT_DELAY), str(bound + 5), gw) + LINK_CUT_DELAY
 
     def uncut(host: str) -> None:
         drill(t, host, "link-up", iface, gw, timeout=bound + 60)  # over SSH: once the link is back
 
     return {
-        "haproxy killed": (action("kill", "haproxy"), action("start", "haproxy")),
+        "haproxy killed": (fault("kill", "haproxy"), action("start", "haproxy")),
         # every haproxy process stopped, its sockets open: alive and listening, answering nothing
-        "haproxy hung": (action("hang", "haproxy"), action("resume", "haproxy")),
-        "keepalived killed": (action("kill", "keepalived"), action("start", "keepalived")),
+        "haproxy hung": (fault("hang", "haproxy"), action("resume", "haproxy")),
+        "keepalived killed": (fault("kill", "keepalived"), action("start", "keepalived")),
         "link cut": (cut, uncut),
-        "clean stop (maintenance)": (action("stop", "keepalived"), action("start", "keepalived")),
+        "clean stop (maintenance)": (fault("stop", "keepalived"), action("start", "keepalived")),
     }
 
 

@@ -5,6 +5,7 @@ shipped as a bundle like any step) on one node. Every wait is bounded."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -29,6 +30,25 @@ def drill(t: Transport, host: str, *args: str, check: bool = True, timeout: floa
     """A drill action (scripts/steps/drill.sh) on one host, from a bundle like any step."""
     bundle = plan.Step(host, "drill", "drill.sh", args).bundle()
     return t.run(host, ["bash", "-s"], input=bundle, check=check, timeout=timeout)
+
+
+# drill.sh's "fault at EPOCH": the node's wall clock just before it sent the fault's signal
+# (bash's $EPOCHREALTIME, whose separator follows the locale)
+FAULT_AT = re.compile(r"fault at (\d+)[.,](\d+)$", re.M)
+
+
+def fault_drill(t: Transport, host: str, *args: str) -> float:
+    """A fault drill (kill, stop, hang) on one host; returns when the fault took effect, on this
+    process's monotonic clock: the node's own timestamp mapped through the wall clock, kept
+    within the call (a VM's clock may run apart from this host's). Without it, the fault's
+    clock would start when it was asked for, before the drill's bundle even reached the node."""
+    start, wall = time.monotonic(), time.time()
+    out = drill(t, host, *args).stdout
+    end = time.monotonic()
+    m = FAULT_AT.search(out)
+    if not m:
+        return start
+    return min(max(start + float(f"{m[1]}.{m[2]}") - wall, start), end)
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:

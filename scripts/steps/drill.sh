@@ -14,6 +14,9 @@
 #   drill.sh link-up IFACE [GW]    restore it now (and the default route via GW if it went with
 #                                  it); cancels the pending restore
 #   drill.sh vrrp-stats            keepalived's counters (its stats file)
+# kill, stop and hang print "fault at EPOCH" (this node's clock, just before the signal), and
+# link-down when its DELAY starts: the verifier's clock starts when the fault takes effect, not
+# when it asked for it.
 #   drill.sh haproxy-api CMD...    a command to this node's haproxy runtime API (show stat, ...)
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -35,6 +38,8 @@ link_up() {
   fi
 }
 
+fault_at() { log "fault at $EPOCHREALTIME"; }
+
 action=${1:?action}
 case "$action" in
   kill)
@@ -44,19 +49,25 @@ case "$action" in
       mkdir -p "$(dirname "$dropin")"
       printf '[Service]\nRestart=no\n' >"$dropin"
       systemctl daemon-reload
+      fault_at
       systemctl kill --signal=KILL "$name"
       wait_until 5 bash -c "! systemctl is-active --quiet '$name'" || die "$name survived SIGKILL"
     else
+      fault_at
       pkill -KILL -x "$name" || true
       wait_until 5 bash -c "! pgrep -x '$name' >/dev/null" || die "$name survived SIGKILL"
     fi
     ;;
-  stop) service_stop "${2:?name}" ;;
+  stop)
+    fault_at
+    service_stop "${2:?name}"
+    ;;
   hang | resume)
     name=${2:?name}
     signal=STOP state=T
     [ "$action" = resume ] && signal=CONT state='[^T]'
     pgrep -x "$name" >/dev/null || die "no $name process here"
+    [ "$action" = resume ] || fault_at
     # every process of the name in this node (a VM, or a lab node's own PID namespace); systemd
     # does not restart a stopped process, so VMs and lab nodes take the same path
     pkill "-$signal" -x "$name"
@@ -75,7 +86,9 @@ case "$action" in
   link-down)
     iface=${2:?iface} delay=${3:?delay} for=${4:?seconds}
     ip link show "$iface" >/dev/null || die "no interface $iface"
-    # its own session, output detached: the SSH session that started it can end at once
+    # its own session, output detached: the SSH session that started it can end at once; the
+    # cut comes DELAY seconds after the fault's timestamp
+    fault_at
     setsid bash -c "echo \$\$ >$LINK_TIMER_PIDFILE; sleep $delay; ip link set '$iface' down; sleep $for
       $(declare -f wait_until link_up); link_up '$iface' '${5:-}'; rm -f $LINK_TIMER_PIDFILE" \
       </dev/null >/dev/null 2>&1 &
