@@ -44,7 +44,7 @@ def test_one_package_list_for_the_steps_the_preflight_and_the_set_up():
 
 
 def test_the_readme_line_sets_up_and_starts_the_lab_on_a_fresh_debian():
-    need_root_and("mmdebstrap", "unshare", "chroot", "git", "ip")
+    need_root_and("mmdebstrap", "unshare", "pivot_root", "ip")
     line = readme_line("scripts/setup --lab")
     assert line == "scripts/setup --lab && scripts/netns-lab up --config Pulumi.dev.yaml"
     netns_before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout

@@ -87,6 +87,10 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
         try:
             t0 = fault(master) or t0
             moved = wait_until(lambda: _single_other(holders(t, lab), master) and s.recovered_since(t0), bound, step)
+            # the faulted window must hold holder samples to rule out split brain: on slow guests
+            # (rounds of seconds over SSH) the VIP may move before two rounds end, so the fault
+            # is held a little longer for them (bounded; at once where samples are frequent)
+            wait_until(lambda: watch.most(t0) is not None, bound, step)
             t1 = time.monotonic()
             out, new = outage(s.samples, t0, t1), holders(t, lab)
             split = watch.most(t0, t1)
