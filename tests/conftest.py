@@ -101,6 +101,7 @@ STACKS = {
     "large": ROOT / "tests" / "stacks" / "Pulumi.large.yaml",
     "lab3": ROOT / "tests" / "stacks" / "Pulumi.lab3.yaml",
     "pools": ROOT / "tests" / "stacks" / "Pulumi.pools.yaml",
+    "fast": ROOT / "examples" / "Pulumi.fast.yaml",  # shipped: users take it as is
 }
 
 

@@ -37,7 +37,13 @@ def test_profiles_are_valid_labs_of_their_own():
     seed, default, fast = labs["seed"].vrrp, labs["default"].vrrp, labs["fast"].vrrp
     assert (seed.unicast, seed.haproxy_check, seed.advert_interval) == (False, "process-name", 1.0)
     assert (default.unicast, default.haproxy_check) == (True, "watch")
-    assert (fast.version, fast.advert_interval, labs["fast"].health_check.interval) == (3, 0.2, "500ms")
+    # fast is the stack file users take as is, not a copy of its settings
+    shipped = config.parse(stackfile.load_stack_file(str(profiles.FAST_STACK)))
+    assert labs["fast"] == replace(shipped, network=replace(shipped.network, name="bench-fast"))
+    assert (fast.version, fast.advert_interval, labs["fast"].health_check.interval) == (3, 0.05, "500ms")
+    assert [lb.priority for lb in labs["fast"].load_balancers] == [254, 253]
+    soak = config.parse(profiles.stack_config(base, "fast", "bench-soak-idle"))
+    assert soak.network.name == "bench-soak-idle" and soak.vrrp == fast
     conf = render.keepalived_conf(labs["seed"], labs["seed"].load_balancers[0], render.Credentials("x", "y" * 12))
     assert 'script "/usr/bin/pgrep -x haproxy"' in conf and "track_file" not in conf.split("vrrp_instance")[1]
     assert set(profiles.DESCRIPTIONS) == set(profiles.PROFILES)
@@ -70,7 +76,7 @@ def fault_result(seconds: list[float]) -> measure.FaultResult:
     drill = a_drill(out=Outage(0.2, 10, True), detect=0.15, split_restore=(2, 1), samples=samples, t_fault=100.1)
     sp = measure.Spread.of(seconds)
     zero = measure.Spread.of([0.0])
-    return measure.FaultResult(sp, sp, zero, zero, 1, 2, [], drill)
+    return measure.FaultResult(sp, sp, zero, zero, measure.Spread.of([0.012, 0.02]), 1, 2, [], drill)
 
 
 def test_report_tables_ratios_and_charts(tmp_path):
@@ -89,8 +95,14 @@ def test_report_tables_ratios_and_charts(tmp_path):
     report.timeline_chart(failover, "link cut", tmp_path / "t.png")
     for png in ("f.png", "t.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = report.markdown(failover, dataplane, reloads, cost, 2, 61.0, ["f.png"], {"lb1": 0, "lb2": 1})
-    assert "| link cut | `seed` | 2.00 s (1.00–3.00, n=2) |" in md and "| 1 (2) |" in md
+    soaks = {
+        "idle": measure.Soak(300.2, {"lb1": 0, "lb2": 0}, None),
+        "load": measure.Soak(301.0, {"lb1": 2, "lb2": 1}, w(4321, 1.0, 5.0, 3)),
+    }
+    md = report.markdown(failover, dataplane, reloads, cost, 2, 61.0, ["f.png"], {"lb1": 0, "lb2": 1}, soaks)
+    assert "| link cut | `seed` | 2.00 s (1.00–3.00, n=2) | 0.016 s (0.012–0.020, n=2) |" in md and "| 1 (2) |" in md
+    assert "| idle | 300 | lb1 0, lb2 0 | none |" in md
+    assert "| load | 301 | lb1 2, lb2 1 | 4,321 requests/s, 3 errors |" in md
     assert "| new connection per request | 3.00 | 4.00 |" in md  # VIP/direct rps and p50, one run
     assert "| keep-alive | 0.75 | 2.00 |" in md
     assert "| backend removed | 2 | 0 | 170 |" in md and "| 2 | 50 | 0.25 | 0.010 |" in md
@@ -100,7 +112,7 @@ def test_report_tables_ratios_and_charts(tmp_path):
     hung.errors[:] = ["trial 1: no recovery within the bound", "trial 2: no recovery within the bound"]
     never = report.markdown({"seed": {"haproxy hung": hung}}, None, None, None, 2, 1.0, [])
     assert "| haproxy hung | `seed` | ∞ s (∞–∞, n=2) |" in never, never
-    assert "- `seed`, haproxy hung: trial 1: no recovery within the bound (and 1 more trials)" in never, never
+    assert "- `seed`, haproxy hung: trial 1: no recovery within the bound; trial 2: no recovery" in never, never
     assert "![f.png](f.png)" in md and Path(tmp_path / "f.png").exists()
 
 
@@ -187,3 +199,94 @@ def test_a_faults_clock_starts_when_the_node_says_it_took_effect(monkeypatch):
         t0 = time.monotonic()
         at = probes.fault_drill(transport(delay, offset, line), "lb1", "kill", "haproxy")
         assert lo <= at - t0 <= hi, (delay, offset, line, at - t0)
+
+
+def test_the_sampler_sends_at_a_fixed_rate_whatever_is_outstanding():
+    """A server that accepts connections and never answers (an outage): the sampler keeps
+    sending a request every interval, each failing after its own timeout, instead of one at a
+    time (which would send 1 s / 0.3 s = 3); and the lines, which come as requests end, are put
+    back in the order they were sent."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from halab.verify import failover, probes
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(128)
+        port = silent.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-", "--url", f"http://127.0.0.1:{port}/", "--source", "127.0.0.1",
+             "--interval", "0.02", "--timeout", "0.3", "--duration", "1"],
+            input=probes.SAMPLER, capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    rows = [json.loads(line) for line in out.stdout.splitlines()[1:]]
+    assert 40 <= len(rows) <= 51 and not any(r[2] for r in rows), len(rows)
+    starts = [r[0] for r in rows]
+    assert max(b - a for a, b in zip(sorted(starts), sorted(starts)[1:], strict=False)) < 0.1
+    # an outage read from samples that ended out of order: the first success after the last failure
+    late_ok, failed, first_ok = (
+        Sample(1.0, 1.5, True, "a", "c", "c"),
+        Sample(1.1, 1.4, False, None, None, "c"),
+        (Sample(1.2, 1.25, True, "b", "c", "c")),
+    )
+    o = failover.outage([late_ok, first_ok, failed], 1.0, 2.0)
+    assert (o.failed, round(o.seconds, 3)) == (1, 0.25)
+
+
+def test_takeover_is_read_from_the_new_masters_vrrp_log():
+    """The VIP's move, from the fault to the new master's MASTER line (halab-notify's timestamp,
+    to the nanosecond): the first such line after the fault, none before it."""
+    import time
+
+    fault_wall = 1_800_000_000.25  # the fault, on the wall clock
+    stamp = "2027-01-15T08:00:00,270000000+00:00"  # 1_800_000_000.27
+    older = "2027-01-15T07:59:59,000000000+00:00"
+
+    class Logs:
+        def run(self, host, cmd, check=True):
+            lines = [f"{older} lb2 INSTANCE VI_1 MASTER priority=140", f"{stamp} lb2 INSTANCE VI_1 MASTER priority=140"]
+            return type("R", (), {"stdout": "\n".join(lines) + "\n"})()
+
+    t_fault = fault_wall - time.time() + time.monotonic()
+    moved = measure.takeover(Logs(), a_drill(after_fault=["lb2"], t_fault=t_fault))  # type: ignore[arg-type]
+    assert moved is not None and abs(moved - 0.02) < 0.005, moved
+    assert measure.takeover(Logs(), a_drill(after_fault=["lb1"], t_fault=t_fault)) is None  # type: ignore[arg-type]
+
+
+def test_the_readmes_benchmark_figures_are_the_committed_runs():
+    """Every figure the README quotes from the committed run (its block and the timer table)
+    is one of docs/benchmarks.md's, to the digits quoted: a new run that changes them fails
+    this until the README says what the run says."""
+    import re
+
+    root = STACKS["dev"].parent
+    readme = (root / "README.md").read_text()
+    bench = (root / "docs" / "benchmarks.md").read_text()
+    block = readme[readme.index("**From the committed run**") : readme.index("An earlier run measured")]
+    timers = readme[readme.index("### Choosing timers") : readme.index("- **The fast stack**")]
+    took = re.search(r"in (\d+) s\.", bench)
+    assert took and f"({took.group(1)} s)" in block, "the run's duration"
+    figures = {float(x) for x in re.findall(r"(?<![\d.])(\d+\.\d+)(?![\d.])", bench.replace(",", ""))}
+    quoted = re.findall(r"(?<![\d.(])(\d+\.\d+) (?:s\b|times)", block + timers)
+    assert len(quoted) >= 15, quoted
+    missing = [q for q in quoted if not any(round(f, len(q.split(".")[1])) == float(q) for f in figures)]
+    assert not missing, f"README figures not in docs/benchmarks.md: {missing}"
+    for n in re.findall(r"(\d[\d,]*) requests/s", block):
+        assert n in bench, n
+    # the README's table, cell by cell: the VIP-moved median of that fault and profile
+    table = [line.strip("| ").split(" | ") for line in bench.splitlines() if re.match(r"\| [a-z ()]+ \| `", line)]
+    moved = {(cells[0], cells[1].strip("`")): cells[3].split(" ")[0] for cells in table}
+    rows = re.findall(r"^\| `?(seed|defaults|fast)`? \| (.+) \|$", block, re.M)
+    assert len(rows) == 3, rows
+    for profile, cells in rows:
+        for fault, cell in zip(("haproxy killed", "haproxy hung", "link cut"), cells.split(" | "), strict=True):
+            want = moved[(fault, "default" if profile == "defaults" else profile)]
+            got = re.match(r"(\d+\.\d+) s", cell)
+            if got is None:  # never recovered: the run has no takeover for it
+                assert want == "-" or cell.startswith("never"), (profile, fault, cell)
+                continue
+            digits = len(got.group(1).split(".")[1])
+            assert float(got.group(1)) == round(float(want), digits), (profile, fault, cell, want)

@@ -32,10 +32,16 @@ def large() -> Program:
     return run_program(*stack_config("large", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS))
 
 
+@pytest.fixture(scope="module")
+def fast() -> Program:
+    """examples/Pulumi.fast.yaml as shipped: VRRPv3, so no VRRP password."""
+    return run_program(*stack_config("fast", statsPassword=STATS_PASS))
+
+
 COMPONENTS = ("halab:index:Lab", "halab:index:LabNetwork", "halab:index:LoadBalancer", "halab:index:Backend")
 
 
-@pytest.mark.parametrize(("stack", "lbs", "backends"), [("dev", 2, 2), ("large", 3, 5)])
+@pytest.mark.parametrize(("stack", "lbs", "backends"), [("dev", 2, 2), ("large", 3, 5), ("fast", 2, 2)])
 def test_resource_counts_follow_the_topology(stack, lbs, backends, request):
     prog: Program = request.getfixturevalue(stack)
     counts = Counter(r.type for r in prog.regs)

@@ -32,7 +32,7 @@ def sections(cfg: str) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools", "fast"])
 def test_haproxy_cfg_fixes_the_seed(stack):
     lab = lab_of(stack)
     for lb in lab.load_balancers:
@@ -95,7 +95,7 @@ def test_haproxy_cfg_fixes_the_seed(stack):
             assert not any(line.startswith("stick store-request") for line in back)
 
 
-@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools", "fast"])
 def test_keepalived_conf_fixes_the_seed(stack):
     lab = lab_of(stack)
     confs = [render.keepalived_conf(lab, lb, CREDS) for lb in lab.load_balancers]
@@ -133,7 +133,7 @@ def test_keepalived_conf_fixes_the_seed(stack):
         assert 'notify "/etc/keepalived/halab-notify" root' in conf
 
 
-@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools", "fast"])
 def test_haproxy_accepts_every_rendered_config(stack, tmp_path):
     need_commands("haproxy")  # as any user: haproxy -c needs no privilege
     lab = lab_of(stack)
@@ -171,7 +171,7 @@ def lb_node():
         n.destroy()
 
 
-@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools"])
+@pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools", "fast"])
 def test_keepalived_accepts_every_rendered_config(stack, lb_node):
     lab = lab_of(stack)
     node = lb_node(lab.network.interface)

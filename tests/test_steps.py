@@ -363,18 +363,20 @@ def wait_for(pred, seconds: float) -> float | None:
     return None
 
 
+def start_watch(tmp_path: Path, port: int, pidfile: Path, period: float, fall: int):
+    """halab-haproxy-watch on the stand-in (0.3 s timeout); (process, verdict(want) -> bool)."""
+    conf, state = tmp_path / "watch.conf", tmp_path / "state"
+    conf.write_text(f"PERIOD={period}\nTIMEOUT=0.3\nFALL={fall}\nHEALTH_PORT={port}\nPIDFILE={pidfile}\n")
+    watch = subprocess.Popen([sys.executable, str(ROOT / "scripts/node/halab-haproxy-watch"), str(conf), str(state)])
+    return watch, lambda want: state.exists() and state.read_text().strip() == want
+
+
 def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path, stand_in_haproxy):
     """The watcher's verdict follows haproxy's answers: a process that keeps its pidfile and its
     listening socket but answers nothing (SIGSTOP: a hang) is unhealthy within FALL x (TIMEOUT +
     PERIOD), and healthy again once it answers."""
     server, port, pidfile = stand_in_haproxy
-    conf, state = tmp_path / "watch.conf", tmp_path / "state"
-    conf.write_text(f"PERIOD=0.1\nTIMEOUT=0.3\nFALL=2\nHEALTH_PORT={port}\nPIDFILE={pidfile}\n")
-    watch = subprocess.Popen([sys.executable, str(ROOT / "scripts/node/halab-haproxy-watch"), str(conf), str(state)])
-
-    def verdict(want: str) -> bool:
-        return state.exists() and state.read_text().strip() == want
-
+    watch, verdict = start_watch(tmp_path, port, pidfile, period=0.1, fall=2)
     try:
         assert wait_for(lambda: verdict("0"), 5) is not None, "a serving haproxy is healthy"
         server.send_signal(signal.SIGSTOP)
@@ -385,6 +387,31 @@ def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path, stand_i
         server.kill()
         server.wait()
         assert wait_for(lambda: verdict("1"), 2) is not None, "a dead haproxy is unhealthy"
+    finally:
+        watch.kill()
+        watch.wait()
+
+
+def test_haproxy_watch_sees_haproxy_exit_as_it_happens_not_at_its_next_poll(tmp_path, stand_in_haproxy):
+    """haproxy's exit needs no poll: with a 2 s period and 3 misses to fail (6 s by polling),
+    the watcher writes 1 within a fraction of a second of the kill (a pidfd on the master named
+    in the pidfile); a new haproxy in the pidfile is followed, and healthy."""
+    server, port, pidfile = stand_in_haproxy
+    watch, verdict = start_watch(tmp_path, port, pidfile, period=2, fall=3)
+    try:
+        assert wait_for(lambda: verdict("0"), 5) is not None, "a serving haproxy is healthy"
+        time.sleep(0.3)  # mid-period: the next poll is 1.7 s away
+        server.kill()
+        server.wait()
+        took = wait_for(lambda: verdict("1"), 3)
+        assert took is not None and took < 0.5, f"haproxy's exit seen after {took}"
+        again = subprocess.Popen(server.args)  # the same stand-in, restarted: a new master
+        try:
+            pidfile.write_text(f"{again.pid}\n")
+            assert wait_for(lambda: verdict("0"), 8) is not None, "the new haproxy is followed"
+        finally:
+            again.kill()
+            again.wait()
     finally:
         watch.kill()
         watch.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from halab import config, review
 from halab.render import Credentials
-from halab.verify import failover, reload
+from halab.verify import failover, reload, vrrp
 from halab.verify.transport import Site, Transport
 
 
@@ -45,17 +46,50 @@ class FaultResult:
     failed: Spread
     restore_seconds: Spread
     restore_failed: Spread
+    takeover: Spread  # from the fault to the new master's own record of its MASTER state
     max_holders: int  # sustained (two consecutive samples, 50 ms apart)
     max_holders_one_sample: int
     errors: list[str]
     example: failover.Drill | None  # one trial's samples, for the chart
 
 
+def _epoch(stamp: str) -> float:
+    """halab-notify's timestamp (date's ISO 8601 to the nanosecond, comma before the fraction)."""
+    whole, _, rest = stamp.partition(",")
+    frac, zone = rest[:9], rest[9:]
+    return datetime.datetime.fromisoformat(whole + zone).timestamp() + float(f"0.{frac}")
+
+
+def takeover(t: Transport, d: failover.Drill) -> float | None:
+    """Seconds from the fault to the moment the new master logged its MASTER state (keepalived's
+    notify hook, which starts a few milliseconds after the transition): the VIP's move itself,
+    without a client's sampling. Nodes of the namespace lab share this host's clock."""
+    if len(d.after_fault) != 1 or d.after_fault[0] == d.master:
+        return None
+    fault_epoch = d.t_fault + time.time() - time.monotonic()
+    for line in vrrp.transition_log(t, d.after_fault[0]):
+        m = vrrp.TRANSITION.match(line)
+        if m and m.group(3) == "MASTER" and (at := _epoch(line.split(" ", 1)[0])) >= fault_epoch:
+            return at - fault_epoch
+    return None
+
+
+# The drills' client: a request every 10 ms (the sampler does not wait for one answer to send
+# the next), each given 0.3 s.
+REQUEST_INTERVAL = 0.01
+# A fault the profile has not recovered from in this many trials is not tried again: each such
+# trial costs the whole bound (20 s), and the profile has no check that sees the fault.
+GIVE_UP_AFTER = 2
+
+
 def failovers(t: Transport, site: Site, trials: int, log) -> dict[str, FaultResult]:
     out = {}
     for name, (fault, restore) in failover.faults(t, site.lab).items():
-        drills, errors = [], []
+        drills, errors, moves = [], [], []
         for i in range(trials):
+            if i == GIVE_UP_AFTER and not any(d.ok for d in drills):
+                errors.append(f"not tried again after {i} trials that never recovered")
+                break
             d = failover.run_drill(t, site, fault, restore)
             if isinstance(d, str) or not d.ok:
                 errors.append(d if isinstance(d, str) else f"trial {i + 1}: no recovery within the bound")
@@ -64,8 +98,11 @@ def failovers(t: Transport, site: Site, trials: int, log) -> dict[str, FaultResu
             if d.split is None or d.split_restore is None:
                 errors.append(f"trial {i + 1}: no holder samples in a window (split brain not ruled out)")
             drills.append(d)
-            log(f"    {name} #{i + 1}: {d.out.seconds:.2f} s, {d.out.failed} failed")
+            if (moved := takeover(t, d)) is not None:
+                moves.append(moved)
+            log(f"    {name} #{i + 1}: {d.out.seconds:.2f} s, {d.out.failed} failed, VIP moved in {moved} s")
         out[name] = FaultResult(
+            takeover=Spread.of(moves),
             seconds=Spread.of([d.out.seconds for d in drills]),
             failed=Spread.of([float(d.out.failed) for d in drills]),
             restore_seconds=Spread.of([d.back_out.seconds for d in drills]),
@@ -139,6 +176,29 @@ def data_plane(t: Transport, site: Site, seconds: int) -> dict[str, dict[str, Wr
     finally:
         t.run(site.client, ["ip", "-4", "route", "del", f"{backend.address}/32"], check=False)
     return out
+
+
+@dataclass
+class Soak:
+    """VRRP state changes on a lab left alone (no fault injected), idle or under load: with
+    timers short enough, a CPU stall alone moves the VIP (a flap)."""
+
+    seconds: float
+    changes: dict[str, int]  # per load balancer
+    load: WrkResult | None  # the load through the VIP all along, if any
+
+
+def soak(t: Transport, site: Site, seconds: int, loaded: bool) -> Soak:
+    before = vrrp.state_changes(t, site.lab)
+    t0 = time.monotonic()
+    load = None
+    if loaded:  # new connections through the VIP, as fast as they go
+        t.run(site.client, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
+        load = wrk(t, site, f"http://{site.lab.vip}/", True, seconds)
+    else:
+        time.sleep(seconds)
+    after = vrrp.state_changes(t, site.lab)
+    return Soak(time.monotonic() - t0, {lb: after[lb] - before[lb] for lb in before}, load)
 
 
 def reloads(t: Transport, site: Site) -> dict[str, reload.ReloadPhase]:

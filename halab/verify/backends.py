@@ -90,6 +90,7 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
         finally:  # restored whatever happens, Ctrl-C included
             t1 = time.monotonic()
             drill(t, victim.name, restore, "apache2")
+        s.settle(t_end)
         before = sum(1 for x in s.since(t0) if not x.ok and x.start < t_detect)
         after = [x for x in s.since(t_detect) if x.start < t_end]
         failed_after = sum(1 for x in after if not x.ok)
@@ -112,7 +113,7 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
         )
         return rows
     finally:
-        s.stop()
+        s.stop(settle=False)  # its windows are read, settled
 
 
 def banner_hung_services(lab: Lab) -> tuple[str, list[Service]]:

@@ -33,12 +33,12 @@ class Outage:
 
 
 def outage(samples: list[Sample], t0: float, t_end: float) -> Outage:
-    window = [s for s in samples if t0 <= s.start <= t_end]
+    window = sorted((s for s in samples if t0 <= s.start <= t_end), key=lambda s: s.start)
     failed = [s for s in window if not s.ok]
     if not failed:
         return Outage(0.0, 0, bool(window))
-    after = [s for s in window if s.ok and s.start > failed[-1].start]
-    return Outage((after[0].end - t0) if after else float("inf"), len(failed), bool(after))
+    after = [s.end for s in window if s.ok and s.start > failed[-1].start]
+    return Outage((min(after) - t0) if after else float("inf"), len(failed), bool(after))
 
 
 # A fault on a node, or its restore. A fault says when it took effect (monotonic time: the node's
@@ -92,7 +92,7 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
             # is held a little longer for them (bounded; at once where samples are frequent)
             wait_until(lambda: watch.most(t0) is not None, bound, step)
             t1 = time.monotonic()
-            out, new = outage(s.samples, t0, t1), holders(t, lab)
+            new = holders(t, lab)
             split = watch.most(t0, t1)
             t_moved = watch.moved(t0, master)
             restore(master)
@@ -103,7 +103,9 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
         # preemption: the master takes the VIP back; nopreempt: it stays where it went
         expected = [master] if lab.vrrp.preempt else new
         back = wait_until(lambda: holders(t, lab) == expected and s.recovered_since(t1), bound, step)
-        back_out = outage(s.samples, t1, time.monotonic())
+        t2 = time.monotonic()
+        s.settle(t2)  # the requests that failed in either window have reported by now
+        out, back_out = outage(s.samples, t0, t1), outage(s.samples, t1, t2)
         split_restore = watch.most(t1)
         return Drill(
             master,
@@ -121,7 +123,7 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
         )
     finally:
         watch.stop()
-        s.stop()
+        s.stop(settle=False)  # its windows are read, settled
 
 
 def _holders_text(split: tuple[int, int] | None) -> str:

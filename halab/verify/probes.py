@@ -5,7 +5,9 @@ shipped as a bundle like any step) on one node. Every wait is bounded."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -101,7 +103,16 @@ class Sampler:
             self.samples.append(Sample(start + offset, end + offset, *rest))
 
     def since(self, t0: float) -> list[Sample]:
-        return [s for s in list(self.samples) if s.start >= t0]
+        """The samples sent from t0 on, in the order they were sent (they end in any order: the
+        sampler does not wait for one answer before it sends the next)."""
+        return sorted((s for s in list(self.samples) if s.start >= t0), key=lambda s: s.start)
+
+    def settle(self, t_end: float) -> None:
+        """Waits until every request sent before t_end has reported: the sampler reports a
+        request when it ends, and one that fails takes its timeouts to end (connect, then the
+        answer). A window read earlier misses exactly the failures it is there to count."""
+        timeout = float(self.args[self.args.index("--timeout") + 1]) if "--timeout" in self.args else 0.5
+        time.sleep(max(0.0, t_end + 2 * timeout + 0.1 - time.monotonic()))
 
     def recovered_since(self, t0: float, n: int = RECOVERED_AFTER) -> bool:
         recent = self.since(t0)[-n:]
@@ -113,13 +124,22 @@ class Sampler:
         self.reader.join(timeout=5)
         return list(self.samples)
 
-    def stop(self) -> list[Sample]:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except Exception:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+    def stop(self, settle: bool = True) -> list[Sample]:
+        """Ends the sampler: its whole process group (spawned in a session of its own), so that
+        nothing is left sending requests or holding the pipe the reader waits on. First, unless
+        the caller has read its windows already, every request sent so far reports (`settle`):
+        a request still failing when the sampler is killed would be lost, not counted."""
+        if settle:
+            self.settle(time.monotonic())
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=5)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
         self.reader.join(timeout=5)
         return list(self.samples)
 

@@ -61,6 +61,7 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
                     out = t.run(lb.name, ["bash", "-s"], input=step, timeout=STEP_TIMEOUT).stdout
                     reloads += "reloading haproxy" in out
                 time.sleep(1.5)
+                s.settle(time.monotonic())
                 window = s.since(t0)
                 phases[phase] = ReloadPhase(reloads, sum(1 for x in window if not x.ok), len(window))
         finally:
@@ -69,7 +70,7 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
                     step = haproxy_step(lab, lb).bundle()
                     t.run(lb.name, ["bash", "-s"], input=step, check=False, timeout=STEP_TIMEOUT)
     finally:
-        s.stop()
+        s.stop(settle=False)  # its windows are read, settled
     return phases
 
 

@@ -1,8 +1,15 @@
 """Request sampler, run *on a client host* (standard library only): sends requests through the
-VIP, spaced by --interval, for at most --duration seconds or --count requests, and prints one
-JSON line per request: [start, end, ok, backend, client_seen, source]. Times are this host's
-CLOCK_MONOTONIC; the first line, ["clock", now], lets the verifier (on another host, over SSH)
-put them on its own clock to line them up with the moment it injected a fault.
+VIP, one every --interval seconds whether or not the earlier ones have answered (a population
+of clients, not one user who waits), for at most --duration seconds or --count requests, and
+prints one JSON line per request as it ends: [start, end, ok, backend, client_seen, source].
+Times are this host's CLOCK_MONOTONIC; the first line, ["clock", now], lets the verifier (on
+another host, over SSH) put them on its own clock to line them up with the moment it injected
+a fault.
+
+At a fixed rate, an outage is seen to end by the first request sent after it ended; a client
+that waits for each answer sees it end only once its pending request times out (up to
+--timeout late: 0.15 s on average in a failover drill). --interval 0 sends the requests one
+after the other, in order (each source once, as the spread checks ask).
 
     python3 sampler.py --url http://192.0.2.10/ --source 198.51.100.10 [--source ...]
 """
@@ -10,10 +17,12 @@ put them on its own clock to line them up with the moment it injected a fault.
 import argparse
 import http.client
 import json
+import os
 import re
 import socket
 import ssl
 import sys
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -78,6 +87,40 @@ def held(url, sources, timeout):
             conn.close()
 
 
+def fixed_rate(args):
+    """A request every --interval, each in its own thread; at most enough of them in flight to
+    cover a request's connect and answer timeouts (one that outlives them has failed anyway), so a dead VIP costs the
+    client host a bounded number of threads and sockets."""
+    lock = threading.Lock()
+    in_flight = threading.BoundedSemaphore(int(2 * args.timeout / args.interval) + 2)
+
+    def one(source):
+        try:
+            start = time.monotonic()
+            ok, backend, seen = once(args.url, source, args.timeout)
+            line = json.dumps([start, time.monotonic(), ok, backend, seen, source])
+            with lock:
+                try:
+                    print(line, flush=True)
+                except OSError:  # the reader is gone (the verifier stopped it): so is this client
+                    os._exit(0)
+        finally:
+            in_flight.release()
+
+    deadline = time.monotonic() + min(args.duration, 120.0)  # bounded, whatever the caller asks
+    due, n, threads = time.monotonic(), 0, []
+    while due < deadline and (args.count == 0 or n < args.count):
+        time.sleep(max(0.0, due - time.monotonic()))
+        in_flight.acquire()
+        th = threading.Thread(target=one, args=(args.source[n % len(args.source)],), daemon=True)
+        th.start()
+        threads = [x for x in threads if x.is_alive()] + [th]
+        n += 1
+        due = max(due + args.interval, time.monotonic())  # behind (a stall): no burst to catch up
+    for th in threads:
+        th.join()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
@@ -91,6 +134,8 @@ def main():
     print(json.dumps(["clock", time.monotonic()]), flush=True)
     if args.hold:
         return held(args.url, args.source, args.timeout)
+    if args.interval > 0:
+        return fixed_rate(args)
     deadline = time.monotonic() + min(args.duration, 120.0)  # bounded, whatever the caller asks
     n = 0
     while time.monotonic() < deadline and (args.count == 0 or n < args.count):
@@ -99,7 +144,6 @@ def main():
         ok, backend, seen = once(args.url, source, args.timeout)
         print(json.dumps([start, time.monotonic(), ok, backend, seen, source]), flush=True)
         n += 1
-        time.sleep(max(0.0, args.interval - (time.monotonic() - start)))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,13 @@ class NetnsTransport:
         return self.nodes[host].run(cmd, input=input, check=check, timeout=timeout)
 
     def spawn(self, host, cmd):
+        # a session of its own: stopping it signals nsenter's child too (nsenter dies of SIGTERM
+        # alone and leaves its child running, the pipe open)
         return subprocess.Popen(
-            self.nodes[host].argv(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self.nodes[host].argv(cmd),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
