@@ -99,7 +99,13 @@ def test_report_tables_ratios_and_charts(tmp_path):
         "idle": measure.Soak(300.2, {"lb1": 0, "lb2": 0}, None),
         "load": measure.Soak(301.0, {"lb1": 2, "lb2": 1}, w(4321, 1.0, 5.0, 3)),
     }
-    md = report.markdown(failover, dataplane, reloads, cost, 2, 61.0, ["f.png"], {"lb1": 0, "lb2": 1}, soaks)
+    labs = [measure.LabCost(2, 14.2, 20.5, 0, 30.0, 12.0, 240.0), measure.LabCost(10, 60.0, 31.0, 1, 31.0, 12.5, 840.0)]
+    report.cost_chart(cost, labs, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = report.markdown(failover, dataplane, reloads, cost, 2, 61.0, ["f.png"], {"lb1": 0, "lb2": 1}, soaks, labs)
+    assert (
+        "| 2 | 14.2 | 20.5 | 0 | 30.0 | 12.0 | 60.0 |" in md and "| 10 | 60.0 | 31.0 | 1 | 31.0 | 12.5 | 70.0 |" in md
+    )
     assert "| link cut | `seed` | 2.00 s (1.00–3.00, n=2) | 0.016 s (0.012–0.020, n=2) |" in md and "| 1 (2) |" in md
     assert "| idle | 300 | lb1 0, lb2 0 | none |" in md
     assert "| load | 301 | lb1 2, lb2 1 | 4,321 requests/s, 3 errors |" in md

@@ -205,6 +205,81 @@ def reloads(t: Transport, site: Site) -> dict[str, reload.ReloadPhase]:
     return reload.reload_under_load(t, site)
 
 
+@dataclass
+class LabCost:
+    """One size of the namespace lab: how long it took to build and to verify, and what its
+    nodes hold in memory."""
+
+    backends: int
+    up_s: float
+    verify_s: float
+    verify_failed: int
+    lb_mib: float  # proportional set size of one load balancer's processes (mean)
+    backend_mib: float  # of one backend's
+    host_mib: float  # the host's available memory that the whole lab took
+
+    @property
+    def host_mib_per_node(self) -> float:
+        return self.host_mib / (self.backends + 2)
+
+
+# A node's processes' proportional set size (shared pages split between their users), in KiB:
+# everything that node runs (its own PID namespace shows only its own).
+PSS = "cat /proc/[0-9]*/smaps_rollup 2>/dev/null | awk '/^Pss:/ {kib += $2} END {print kib + 0}'"
+
+
+def _available_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def sized_config(base: dict, backends: int, name: str) -> dict:
+    """The base stack with 2 load balancers and N backends on a /24 of its own addresses."""
+    cfg = dict(base)
+    cfg["halab:network"] = {**(base.get("halab:network") or {}), "name": name, "cidr": "10.99.0.0/16"}
+    cfg["halab:vip"] = "10.99.0.10"
+    cfg["halab:loadBalancers"] = [{"name": "lb1", "address": "10.99.0.11"}, {"name": "lb2", "address": "10.99.0.12"}]
+    cfg["halab:backends"] = [
+        {"name": f"www{i}", "address": str(ip_address("10.99.1.0") + i)} for i in range(1, backends + 1)
+    ]
+    cfg["halab:testClients"] = None
+    return {k: v for k, v in cfg.items() if v is not None}
+
+
+def lab_cost(base: dict, sizes: tuple[int, ...], log) -> list[LabCost]:
+    """`netns-lab up`, then `verify --read-only`, for 2 load balancers and N backends, one size
+    after the other (each lab down before the next)."""
+    from halab.netns import lab as netns
+    from halab.netns import topology
+    from halab.verify import checks
+
+    out = []
+    for n in sizes:
+        topo = topology.build(config.parse(sized_config(base, n, f"bench-n{n}")))
+        free = _available_mib()
+        try:
+            t0 = time.monotonic()
+            netns.up(topo, log=lambda _: None)
+            t_up = time.monotonic() - t0
+            t, site = netns.site(topo, read_only=True)
+            t0 = time.monotonic()
+            rows = checks.verify(t, site)
+            t_verify = time.monotonic() - t0
+            pss = {h.name: int(t.run(h.name, PSS).stdout.strip() or 0) / 1024 for h in topo.hosts if h.node}
+            taken = free - _available_mib()
+        finally:
+            netns.down(topo, log=lambda _: None)
+        lbs = [pss[lb.name] for lb in topo.lab.load_balancers]
+        bes = [pss[b.name] for b in topo.lab.backends]
+        out.append(
+            LabCost(n, t_up, t_verify, sum(not r.ok for r in rows), statistics.mean(lbs), statistics.mean(bes), taken)
+        )
+        log(f"lab with {n} backends: up {t_up:.1f} s, verify {t_verify:.1f} s, {out[-1].verify_failed} failed")
+    return out
+
+
 def program_cost(base: dict, sizes: tuple[int, ...] = (2, 10, 50, 100)) -> dict[int, dict[str, float]]:
     """Wall time of the Pulumi program under mocks, and of rendering every host's files, for the
     dev stack grown to N backends."""
@@ -212,23 +287,13 @@ def program_cost(base: dict, sizes: tuple[int, ...] = (2, 10, 50, 100)) -> dict[
 
     out = {}
     for n in sizes:
-        cfg = dict(base)
-        cfg["halab:network"] = {**(base.get("halab:network") or {}), "cidr": "10.99.0.0/16"}
-        cfg["halab:vip"] = "10.99.0.10"
-        cfg["halab:loadBalancers"] = [
-            {"name": "lb1", "address": "10.99.0.11"},
-            {"name": "lb2", "address": "10.99.0.12"},
-        ]
-        cfg["halab:backends"] = [
-            {"name": f"www{i}", "address": str(ip_address("10.99.1.0") + i)} for i in range(1, n + 1)
-        ]
-        cfg["halab:testClients"] = None
-        engine = {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items() if v is not None}
+        cfg = sized_config(base, n, "halab")
+        engine = {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items()}
         secrets = {"halab:vrrpAuthPass": "bench123", "halab:statsPassword": "bench-password-123"}
         t0 = time.perf_counter()
         prog = run_program({**engine, **secrets}, list(secrets))
         t_program = time.perf_counter() - t0
-        lab = config.parse({k: v for k, v in cfg.items() if v is not None})
+        lab = config.parse(cfg)
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
             review.write_tree(lab, Path(d), Credentials.placeholder())

@@ -6,7 +6,7 @@ import platform
 import time
 from pathlib import Path
 
-from halab.bench.measure import REQUEST_INTERVAL, FaultResult, Soak, WrkResult
+from halab.bench.measure import REQUEST_INTERVAL, FaultResult, LabCost, Soak, WrkResult
 from halab.bench.profiles import DESCRIPTIONS
 from halab.verify.reload import ReloadPhase
 
@@ -66,6 +66,39 @@ def timeline_chart(results: dict[str, dict[str, FaultResult]], fault: str, path:
     plt.close(fig)
 
 
+def cost_chart(cost: dict[int, dict[str, float]], labs: list[LabCost], path: Path) -> None:
+    """How each cost grows with the number of backends: the program and the render (left), the
+    lab's build and read-only verify (middle), memory per node (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (prog, lab, mem) = plt.subplots(1, 3, figsize=(12, 3.8), dpi=110)
+    ns = list(cost)
+    prog.plot(ns, [cost[n]["program_s"] for n in ns], marker="o", label="program under mocks")
+    prog.plot(ns, [cost[n]["render_s"] for n in ns], marker="o", label="render every host's files")
+    prog.set_title("Pulumi program")
+    if labs:
+        xs = [c.backends for c in labs]
+        lab.plot(xs, [c.up_s for c in labs], marker="o", label="netns-lab up")
+        lab.plot(xs, [c.verify_s for c in labs], marker="o", label="verify --read-only")
+        mem.plot(xs, [c.lb_mib for c in labs], marker="o", label="one load balancer")
+        mem.plot(xs, [c.backend_mib for c in labs], marker="o", label="one backend")
+        mem.plot(xs, [c.host_mib_per_node for c in labs], marker="o", label="host memory taken / node")
+    lab.set_title("namespace lab, 2 load balancers")
+    mem.set_title("memory per node")
+    for ax, unit in ((prog, "seconds"), (lab, "seconds"), (mem, "MiB")):
+        ax.set_xlabel("backends")
+        ax.set_ylabel(unit)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def markdown(
     failover: dict[str, dict[str, FaultResult]],
     dataplane: dict[str, dict[str, WrkResult]] | None,
@@ -76,6 +109,7 @@ def markdown(
     charts: list[str],
     busy: dict[str, int] | None = None,
     soaks: dict[str, Soak] | None = None,
+    labs: list[LabCost] | None = None,
 ) -> str:
     """The report; `busy`: VRRP state changes per load balancer while wrk loaded the data plane;
     `soaks`: the fast stack left alone, idle and under load."""
@@ -191,16 +225,36 @@ def markdown(
             *[f"| {k} | {v.reloads} | {v.failed} | {v.requests} |" for k, v in reloads.items()],
             "",
         ]
+    if cost or labs:
+        lines += ["## How costs grow", ""]
     if cost:
         lines += [
-            "## Program cost",
-            "",
             "Wall time of evaluating the Pulumi program under mocks (no engine, no provider), and of rendering "
-            "every host's files (`scripts/render`), for 2 load balancers and N backends.",
+            "every host's files (`scripts/render`), for 2 load balancers and N backends. The program registers "
+            "11 resources per backend (its component and its VM's, 3 libvirt resources, 6 step Commands); the "
+            "Pulumi SDK's own cost per registration dominates (1,130 bare `remote.Command`s under the same mocks "
+            "take about 2.7 s).",
             "",
             "| backends | resources | program s | render s |",
             "| --- | --- | --- | --- |",
             *[f"| {n} | {c['resources']:.0f} | {c['program_s']:.2f} | {c['render_s']:.3f} |" for n, c in cost.items()],
+            "",
+        ]
+    if labs:
+        lines += [
+            "`netns-lab up` (every node's steps, one node after the other), then `verify --read-only`, "
+            "for 2 load balancers and N backends, one lab at a time. Memory: the proportional set size of a "
+            "node's processes (shared pages split among their users), and the host's available memory the "
+            "whole lab took, per node.",
+            "",
+            "| backends | up s | verify s | verify failed | MiB per load balancer | MiB per backend "
+            "| host MiB per node |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *[
+                f"| {c.backends} | {c.up_s:.1f} | {c.verify_s:.1f} | {c.verify_failed} | {c.lb_mib:.1f} "
+                f"| {c.backend_mib:.1f} | {c.host_mib_per_node:.1f} |"
+                for c in labs
+            ],
             "",
         ]
     return "\n".join(lines)
