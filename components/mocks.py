@@ -5,6 +5,7 @@ would, and make up the few outputs the program reads (the generated SSH key)."""
 
 from __future__ import annotations
 
+import gc
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,5 +146,9 @@ def run_program(cfg: dict[str, str], secret_keys: list[str], recorder: Recorder 
         secret.update(k for k, is_secret in flags.items() if is_secret)
 
     secret: set[str] = set()
-    program()
+    threshold = gc.get_threshold()  # the program sets its own: this process goes on after it
+    try:
+        program()
+    finally:
+        gc.set_threshold(*threshold)
     return Program(recorder.regs, exported, secret)

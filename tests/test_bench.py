@@ -86,8 +86,16 @@ def test_report_tables_ratios_and_charts(tmp_path):
     }
     w = measure.WrkResult
     dataplane = {
-        "through the VIP": {"new connection per request": w(3000, 2.0, 9.0, 0), "keep-alive": w(9000, 0.7, 6.0, 0)},
-        "straight to www1": {"new connection per request": w(1000, 0.5, 2.0, 0), "keep-alive": w(12000, 0.35, 4.0, 0)},
+        "through the VIP": {
+            "new connection per request": w(3000, 2.0, 9.0, 0, {"client": 0.1, "load balancers": 0.3, "backends": 0.2}),
+            "keep-alive": w(9000, 0.7, 6.0, 0),
+        },
+        "straight to www1": {
+            "new connection per request": w(
+                1000, 0.5, 2.0, 0, {"client": 0.1, "load balancers": 0.05, "backends": 0.15}
+            ),
+            "keep-alive": w(12000, 0.35, 4.0, 0),
+        },
     }
     reloads = {"backend removed": ReloadPhase(2, 0, 170)}
     cost = {2: {"program_s": 0.25, "render_s": 0.01, "resources": 50.0}}
@@ -110,7 +118,10 @@ def test_report_tables_ratios_and_charts(tmp_path):
     assert "| idle | 300 | lb1 0, lb2 0 | none |" in md
     assert "| load | 301 | lb1 2, lb2 1 | 4,321 requests/s, 3 errors |" in md
     assert "| new connection per request | 3.00 | 4.00 |" in md  # VIP/direct rps and p50, one run
-    assert "| keep-alive | 0.75 | 2.00 |" in md
+    assert "| keep-alive | 0.75 | 2.00 | 1.50 | - |" in md
+    # what the CPU allows: the direct path's CPU per request over the VIP path's
+    assert "| new connection per request | 3.00 | 4.00 | 4.50 | 0.50 |" in md
+    assert "| through the VIP | new connection per request | 0.100 | 0.300 | 0.200 | 0.600 |" in md
     assert "| backend removed | 2 | 0 | 170 |" in md and "| 2 | 50 | 0.25 | 0.010 |" in md
     assert "while wrk loaded haproxy (the runs above): lb1 0, lb2 1." in md
     # a trial that never recovered: ∞ in the table, one line of reasons per profile and fault

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import re
+import shlex
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -121,6 +123,31 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    # CPU time per request, in ms, of each role's processes (kernel work included: a veth
+    # delivers in the sender's context): client (wrk), load balancers, backends
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+
+
+# CPU time (user + system, in clock ticks) of every process of a node (its own PID namespace):
+# the fields after the command name, whose parentheses may hold spaces
+CPU_TICKS = "cat /proc/[0-9]*/stat 2>/dev/null | sed 's/.*) //' | awk '{t += $12 + $13} END {print t + 0}'"
+
+
+def _cpu_seconds(t: Transport, site: Site) -> dict[str, float]:
+    lab = site.lab
+    roles = {"load balancers": [n.name for n in lab.load_balancers], "backends": [n.name for n in lab.backends]}
+    tick = os.sysconf("SC_CLK_TCK")
+    return {r: sum(int(t.run(h, CPU_TICKS).stdout.strip() or 0) for h in hosts) / tick for r, hosts in roles.items()}
+
+
+def measured_wrk(t: Transport, site: Site, target: str, close: bool, seconds: int) -> WrkResult:
+    """wrk, and the CPU each role spent per request while it ran."""
+    before = _cpu_seconds(t, site)
+    w = wrk(t, site, target, close, seconds)
+    after = _cpu_seconds(t, site)
+    requests = max(1.0, w.rps * seconds)
+    w.cpu_ms.update({r: 1000 * (after[r] - before[r]) / requests for r in before})
+    return w
 
 
 def _ms(text: str) -> float:
@@ -129,11 +156,20 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
+# after wrk, the CPU ticks of the shell's waited-for children (wrk): cutime + cstime
+WRK_CPU = "; echo \"wrk cpu ticks $(sed 's/.*) //' /proc/$$/stat | awk '{print $14 + $15}')\""
+
+
 def wrk(t: Transport, site: Site, target: str, close: bool, seconds: int) -> WrkResult:
     cmd = ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "--timeout", "2s"]
     if close:
         cmd += ["-H", "Connection: close"]
-    return parse_wrk(t.run(site.client, [*cmd, target], timeout=seconds + 30).stdout)
+    out = t.run(site.client, ["bash", "-c", shlex.join([*cmd, target]) + WRK_CPU], timeout=seconds + 30).stdout
+    w = parse_wrk(out)
+    ticks = re.search(r"^wrk cpu ticks (\d+)$", out, re.M)
+    if ticks:
+        w.cpu_ms["client"] = 1000 * int(ticks.group(1)) / os.sysconf("SC_CLK_TCK") / max(1.0, w.rps * seconds)
+    return w
 
 
 def parse_wrk(out: str) -> WrkResult:
@@ -170,7 +206,7 @@ def data_plane(t: Transport, site: Site, seconds: int) -> dict[str, dict[str, Wr
             if route:
                 t.run(site.client, route)
             out[name] = {
-                mode: wrk(t, site, url, mode == "new connection per request", seconds)
+                mode: measured_wrk(t, site, url, mode == "new connection per request", seconds)
                 for mode in ("new connection per request", "keep-alive")
             }
     finally:
