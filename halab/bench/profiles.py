@@ -17,7 +17,7 @@ PROFILES: dict[str, dict[str, Any] | Path] = {
     "seed": {"halab:vrrp": {"mode": "multicast", "advertInterval": 1, "haproxyCheck": "process-name"}},
     # The project's defaults (Pulumi.dev.yaml).
     "default": {},
-    # The fastest timers that kept the VIP from flapping here (the soak): VRRPv3.
+    # Sub-second VRRPv3 that met the failover targets without a flap here (the soak).
     "fast": FAST_STACK,
 }
 DESCRIPTIONS = {

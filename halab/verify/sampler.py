@@ -89,8 +89,8 @@ def held(url, sources, timeout):
 
 def fixed_rate(args):
     """A request every --interval, each in its own thread; at most enough of them in flight to
-    cover a request's connect and answer timeouts (one that outlives them has failed anyway), so a dead VIP costs the
-    client host a bounded number of threads and sockets."""
+    cover a request's connect and answer timeouts (one that outlives them has failed anyway),
+    so a dead VIP costs the client host a bounded number of threads and sockets."""
     lock = threading.Lock()
     in_flight = threading.BoundedSemaphore(int(2 * args.timeout / args.interval) + 2)
 
