@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
@@ -55,13 +54,6 @@ class FaultResult:
     example: failover.Drill | None  # one trial's samples, for the chart
 
 
-def _epoch(stamp: str) -> float:
-    """halab-notify's timestamp (date's ISO 8601 to the nanosecond, comma before the fraction)."""
-    whole, _, rest = stamp.partition(",")
-    frac, zone = rest[:9], rest[9:]
-    return datetime.datetime.fromisoformat(whole + zone).timestamp() + float(f"0.{frac}")
-
-
 def takeover(t: Transport, d: failover.Drill) -> float | None:
     """Seconds from the fault to the moment the new master logged its MASTER state (keepalived's
     notify hook, which starts a few milliseconds after the transition): the VIP's move itself,
@@ -69,11 +61,7 @@ def takeover(t: Transport, d: failover.Drill) -> float | None:
     if len(d.after_fault) != 1 or d.after_fault[0] == d.master:
         return None
     fault_epoch = d.t_fault + time.time() - time.monotonic()
-    for line in vrrp.transition_log(t, d.after_fault[0]):
-        m = vrrp.TRANSITION.match(line)
-        if m and m.group(3) == "MASTER" and (at := _epoch(line.split(" ", 1)[0])) >= fault_epoch:
-            return at - fault_epoch
-    return None
+    return next((at - fault_epoch for at in vrrp.master_times(t, d.after_fault[0]) if at >= fault_epoch), None)
 
 
 # The drills' client: a request every 10 ms (the sampler does not wait for one answer to send

@@ -80,6 +80,7 @@ class Sampler:
     host: str
     args: list[str]
     samples: list[Sample] = field(default_factory=list)
+    timeout: float = 0.0  # each request's, as the sampler says in its first line
 
     def __post_init__(self) -> None:
         self.proc = self.t.spawn(self.host, [self.t.python, "-", *self.args])
@@ -97,7 +98,7 @@ class Sampler:
         for line in self.proc.stdout:
             item = json.loads(line)
             if item[0] == "clock":
-                offset = time.monotonic() - item[1]
+                offset, self.timeout = time.monotonic() - item[1], item[2]
                 continue
             start, end, *rest = item
             self.samples.append(Sample(start + offset, end + offset, *rest))
@@ -111,8 +112,7 @@ class Sampler:
         """Waits until every request sent before t_end has reported: the sampler reports a
         request when it ends, and one that fails takes its timeouts to end (connect, then the
         answer). A window read earlier misses exactly the failures it is there to count."""
-        timeout = float(self.args[self.args.index("--timeout") + 1]) if "--timeout" in self.args else 0.5
-        time.sleep(max(0.0, t_end + 2 * timeout + 0.1 - time.monotonic()))
+        time.sleep(max(0.0, t_end + 2 * self.timeout + 0.1 - time.monotonic()))
 
     def recovered_since(self, t0: float, n: int = RECOVERED_AFTER) -> bool:
         recent = self.since(t0)[-n:]

@@ -2,7 +2,7 @@
 VIP, one every --interval seconds whether or not the earlier ones have answered (a population
 of clients, not one user who waits), for at most --duration seconds or --count requests, and
 prints one JSON line per request as it ends: [start, end, ok, backend, client_seen, source].
-Times are this host's CLOCK_MONOTONIC; the first line, ["clock", now], lets the verifier (on
+Times are this host's CLOCK_MONOTONIC; the first line, ["clock", now, timeout], lets the verifier (on
 another host, over SSH) put them on its own clock to line them up with the moment it injected
 a fault.
 
@@ -131,7 +131,7 @@ def main():
     ap.add_argument("--count", type=int, default=0)
     ap.add_argument("--hold", action="store_true", help="one request per source, connections held open")
     args = ap.parse_args()
-    print(json.dumps(["clock", time.monotonic()]), flush=True)
+    print(json.dumps(["clock", time.monotonic(), args.timeout]), flush=True)  # timeout: for settle()
     if args.hold:
         return held(args.url, args.source, args.timeout)
     if args.interval > 0:

@@ -3,6 +3,7 @@ keepalived, every state change logged."""
 
 from __future__ import annotations
 
+import datetime
 import re
 import time
 from pathlib import Path
@@ -118,6 +119,18 @@ TRANSITION = re.compile(
 def transition_log(t: Transport, host: str) -> list[str]:
     """The VRRP state changes a load balancer has logged (halab-notify), one line each."""
     return t.run(host, ["cat", "/var/log/halab-vrrp.log"], check=False).stdout.splitlines()
+
+
+def master_times(t: Transport, host: str) -> list[float]:
+    """When a load balancer became MASTER, each time, from its log (Unix time): halab-notify
+    stamps its lines with date's ISO 8601 to the nanosecond, a comma before the fraction."""
+    out = []
+    for m in map(TRANSITION.match, transition_log(t, host)):
+        if m and m.group(3) == "MASTER":
+            whole, _, rest = m.group(0).split(" ", 1)[0].partition(",")
+            stamp = datetime.datetime.fromisoformat(whole + rest[9:])
+            out.append(stamp.timestamp() + float(f"0.{rest[:9]}"))
+    return out
 
 
 def state_changes(t: Transport, lab: Lab) -> dict[str, int]:
