@@ -95,6 +95,8 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
                 "lb-haproxy.sh",
                 files=(
                     ("/etc/haproxy/haproxy.cfg", render.haproxy_cfg(lab, host)),
+                    ("/etc/haproxy/halab-new-servers.state", render.haproxy_new_servers_state(lab)),
+                    ("/usr/local/sbin/halab-haproxy-state", render.node_file("halab-haproxy-state")),
                     ("/etc/systemd/system/haproxy.service.d/halab.conf", render.node_file("haproxy-halab.conf")),
                 ),
             ),
@@ -119,14 +121,26 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
                 secret=True,
             ),
         )
-    steps = [
+    # The gateway before the services: a backend whose checks pass gets clients, and their replies
+    # must already go back through the VIP, not to the hypervisor (where a client never sees them).
+    # The gateway step waits for every load balancer's last step (its `extra_after`).
+    return (
         Step(h, "ready", "wait-ready.sh"),
         Step(h, "packages", "packages.sh", BACKEND_PACKAGES),
         Step(h, "sysctl", "sysctl.sh", (BACKEND_SYSCTL,), ((BACKEND_SYSCTL, render.backend_sysctl(lab)),)),
-    ]
-    # Both on every backend: each converges what this backend serves, and stops what it must not
-    # (a backend in no HTTP pool runs no Apache; in no TCP pool, no banner).
-    steps += [
+        Step(
+            h,
+            "gateway",
+            "backend-gateway.sh",
+            files=(
+                ("/etc/halab/routes.conf", render.backend_routes_conf(lab)),
+                ("/usr/local/sbin/halab-routes", render.node_file("halab-routes")),
+                ("/etc/systemd/system/halab-routes.service", render.node_file("halab-routes.service")),
+                (NETWORKD_CONF, render.node_file("networkd-halab.conf")),
+            ),
+        ),
+        # Both on every backend: each converges what this backend serves, and stops what it must
+        # not (a backend in no HTTP pool runs no Apache; in no TCP pool, no banner).
         Step(
             h,
             "web",
@@ -145,20 +159,6 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
                 ("/usr/local/sbin/halab-banner", render.node_file("halab-banner")),
                 ("/etc/halab/banner.conf", render.banner_conf(lab, host)),
                 ("/etc/systemd/system/halab-banner.service", render.node_file("halab-banner.service")),
-            ),
-        ),
-    ]
-    return (
-        *steps,
-        Step(
-            h,
-            "gateway",
-            "backend-gateway.sh",
-            files=(
-                ("/etc/halab/routes.conf", render.backend_routes_conf(lab)),
-                ("/usr/local/sbin/halab-routes", render.node_file("halab-routes")),
-                ("/etc/systemd/system/halab-routes.service", render.node_file("halab-routes.service")),
-                (NETWORKD_CONF, render.node_file("networkd-halab.conf")),
             ),
         ),
     )

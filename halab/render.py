@@ -141,6 +141,26 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
     )
 
 
+# A server new to haproxy at a reload: DOWN (op state 0), its check not run yet (status 1, INI),
+# health 0 (`rise` passes bring it UP), weight 1 as the config leaves it. Format 1 of haproxy's
+# server-state file; matched by backend and server name, so the IDs (0) are not read.
+NEW_SERVER_STATE = "0 {backend} 0 {server} {address} 0 0 1 1 0 1 0 0 0 0 0 0 - {port} -"
+
+
+def haproxy_new_servers_state(lab: Lab) -> str:
+    """Every server of haproxy.cfg as a newcomer: halab-haproxy-state writes these lines into the
+    server-state file for the servers the running haproxy does not have (at that address and
+    port), so they start DOWN and get clients only once their checks pass (every server here is
+    checked). The others keep their state across the reload."""
+    lines = [
+        NEW_SERVER_STATE.format(backend=f"bk_{svc.name}", server=b.name, address=b.address, port=svc.backend_port)
+        for svc in lab.services
+        for b in lab.pool(svc)
+    ]
+    head = "1\n# Rendered by ha-lb-lab: how each server starts when a reload brings it in (halab-haproxy-state).\n"
+    return head + "\n".join(lines) + "\n"
+
+
 def vrrp_peers(lab: Lab, host: Node) -> list[Node]:
     return [lb for lb in lab.load_balancers if lb.name != host.name]
 

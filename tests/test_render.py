@@ -208,7 +208,7 @@ def test_backends_serve_each_service_as_configured():
     assert "RemoteIPHeader X-Forwarded-For" in xff and "RemoteIPInternalProxy 10.77.0.11 10.77.0.12 10.77.0.13" in xff
     assert render.banner_conf(lab, be).splitlines()[1:] == ["25 plain", "143 proxy"]
     names = [s.name for s in plan.host_steps(lab, be, CREDS)]
-    assert names == ["ready", "packages", "sysctl", "web", "tcp", "gateway"]
+    assert names == ["ready", "packages", "sysctl", "gateway", "web", "tcp"]  # serving once replies go via the VIP
 
 
 def test_each_backend_serves_only_its_pools():
@@ -222,7 +222,7 @@ def test_each_backend_serves_only_its_pools():
     assert ports["mail-1"] == ["Listen 8080"] and banner["mail-1"] == ["25 plain", "143 plain"]
     assert "<VirtualHost *:443>" not in render.apache_site(lab, lab.node("mail-1"))
     for b in lab.backends:
-        assert [s.name for s in plan.host_steps(lab, b, CREDS)][3:5] == ["web", "tcp"]
+        assert [s.name for s in plan.host_steps(lab, b, CREDS)][4:6] == ["web", "tcp"]
 
 
 def test_cloud_init_gives_a_static_address_and_the_key():

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -212,7 +213,7 @@ def test_gateway_step_refuses_a_vip_that_does_not_answer(nodes):
     be, other = nodes("www1"), nodes("other")
     veth(be, "eth0", other, "eth0")
     be.run("ip addr add 192.168.69.106/24 dev eth0 && ip route add default via 192.168.69.1")
-    gateway = plan.host_steps(LAB, LAB.backends[0], CREDS)[-1]
+    gateway = {s.name: s for s in plan.host_steps(LAB, LAB.backends[0], CREDS)}["gateway"]
     before = be.run(SNAPSHOT).stdout
     p = be.run_bundle(gateway.bundle(), check=False, env={"HALAB_VIP_WAIT": "2"})
     assert p.returncode != 0 and "does not answer" in p.stderr
@@ -481,3 +482,89 @@ def test_a_backend_moved_out_of_every_pool_stops_serving(nodes):
     for st in steps(both):
         be.run_bundle(st.bundle())
     assert ":80" in listening() and ":25" in listening()
+
+
+def servers_state(lb: NsNode, backend: str) -> dict[str, int]:
+    """haproxy's operational state of each server of one backend: 2 UP, 0 DOWN."""
+    out = lb.run_bundle(drill_bundle("haproxy-api", "show", "servers", "state", backend)).stdout
+    fields = [line.split() for line in out.splitlines()[1:] if line and not line.startswith("#")]
+    return {f[3]: int(f[5]) for f in fields}
+
+
+def test_a_reload_keeps_each_servers_state_and_a_new_server_starts_down(nodes):
+    """haproxy calls every server UP until its first check. After a reload, that sent clients to
+    a server its checks had taken out, and to a backend added to the config before it had
+    booted: the VM lab lost a request to www3 that way (each waits out `timeout connect`). The
+    haproxy step, given a third backend, reloads with each server's state carried over (www1 UP,
+    the unreachable www2 DOWN), and www3 starts DOWN although it serves, then comes UP through its
+    checks."""
+    lb, peer = nodes("lb1"), nodes("peer")
+    veth(lb, "eth0", peer, "eth0")
+    lb.run("ip addr add 192.168.69.111/24 dev eth0")
+    # www1 and the coming www3 answer the checks (a 200 on /); www2 (.107) is nowhere
+    peer.run("ip addr add 192.168.69.106/24 dev eth0 && ip addr add 192.168.69.108/24 dev eth0")
+    web = ["python3", "-m", "http.server", "-b", "0.0.0.0", "-d", "/tmp", "80"]
+    subprocess.Popen(peer.argv(web), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
+    for name in ("sysctl", "tproxy", "secrets", "haproxy"):
+        lb.run_bundle(steps[name].bundle())
+    settled = wait_for(lambda: servers_state(lb, "bk_http") == {"www1": 2, "www2": 0}, 15)
+    assert settled is not None, servers_state(lb, "bk_http")
+
+    backends = [{"name": b.name, "address": str(b.address)} for b in LAB.backends]
+    three = config.parse({"halab:backends": [*backends, {"name": "www3", "address": "192.168.69.108"}]})
+    step = {s.name: s for s in plan.host_steps(three, three.load_balancers[0], CREDS)}["haproxy"]
+    p = lb.run_bundle(step.bundle())
+    assert "reloading haproxy" in p.stdout, p.stdout
+    assert "4 server states kept, 2 servers start DOWN" in p.stderr, p.stderr  # www3 in bk_http and bk_https
+    # the new process's first answer (the old one has no www3): without the state file, www2
+    # and www3 would both be UP in it
+    deadline = time.monotonic() + 5
+    while "www3" not in (first := servers_state(lb, "bk_http")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert first == {"www1": 2, "www2": 0, "www3": 0}
+    assert wait_for(lambda: servers_state(lb, "bk_http")["www3"] == 2, 15) is not None, "www3 comes UP when checked"
+    assert servers_state(lb, "bk_http")["www2"] == 0
+
+
+def test_server_state_keeps_only_servers_at_the_same_address_and_port(tmp_path):
+    """halab-haproxy-state against a canned runtime API: a server the running haproxy has at the
+    same address and port keeps its line (www1 UP, www2 DOWN); one that moved (www2 in the new
+    config, another port) or is new (www3) gets its newcomer line. No answer: no state file (a
+    stale one is removed) and the reload goes on."""
+    backends = [{"name": f"www{i}", "address": f"192.168.69.10{5 + i}"} for i in (1, 2, 3)]
+    lab = config.parse({"halab:services": [{"name": "http", "port": 80}], "halab:backends": backends})
+    newcomers = tmp_path / "new.state"
+    newcomers.write_text(render.haproxy_new_servers_state(lab))
+    running = (
+        "1\n# be_id be_name srv_id srv_name srv_addr ...\n"
+        "4 bk_http 1 www1 192.168.69.106 2 0 1 1 80 6 3 4 6 0 0 0 - 80 - 0 0 - - 0\n"
+        "4 bk_http 2 www2 192.168.69.107 0 0 1 1 12 8 2 0 6 0 0 0 - 8080 - 0 0 - - 0\n\n"
+    )
+    sock_path, state = tmp_path / "admin.sock", tmp_path / "server-state"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    listener.listen(1)
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            assert conn.recv(100) == b"show servers state\n"
+            conn.sendall(running.encode())
+
+    th = threading.Thread(target=answer)
+    th.start()
+    helper = [sys.executable, str(ROOT / "scripts/node/halab-haproxy-state"), *map(str, (newcomers, sock_path, state))]
+    p = subprocess.run(helper, capture_output=True, text=True, timeout=10, check=True)
+    th.join()
+    lines = {f.split()[3]: f for f in state.read_text().splitlines()[1:] if not f.startswith("#")}
+    assert lines["www1"] == running.splitlines()[2]  # kept as it runs
+    assert lines["www2"].split()[4:6] == ["192.168.69.107", "0"] and lines["www2"].split()[18] == "80"
+    assert lines["www2"] in newcomers.read_text() and lines["www2"] != running.splitlines()[3]
+    assert lines["www3"] in newcomers.read_text()
+    assert "1 server states kept, 2 servers start DOWN" in p.stderr, p.stderr  # www2 moved, www3 is new
+    assert state.read_text().startswith("1\n")
+
+    listener.close()
+    p = subprocess.run(helper, capture_output=True, text=True, timeout=10, check=True)
+    assert not state.exists() and "every server starts UP" in p.stderr

@@ -25,16 +25,22 @@ def _server_status(t: Transport, lb: str) -> dict[tuple[str, str], str]:
     return {(r[0], r[1]): r[17] for r in rows if len(r) > 17 and r[1] not in ("FRONTEND", "BACKEND", "svname")}
 
 
+def servers_not_up(t: Transport, lab: Lab, lb: str) -> list[str]:
+    """The pools' servers that lb's haproxy does not call UP, with what it calls them."""
+    want = {(f"bk_{svc.name}", b.name) for svc in lab.services for b in lab.pool(svc)}
+    status = _server_status(t, lb)
+    return sorted(f"{bk}/{srv} {status.get((bk, srv), 'absent')}" for bk, srv in want
+                  if not status.get((bk, srv), "").startswith("UP"))  # fmt: skip
+
+
 def check_backends_up(t: Transport, site: Site) -> list[Row]:
     """Every server of every service's pool is UP on every load balancer (its check passes)."""
     lab = site.lab
-    want = {(f"bk_{svc.name}", b.name) for svc in lab.services for b in lab.pool(svc)}
+    total = sum(len(lab.pool(svc)) for svc in lab.services)
     rows = []
     for lb in lab.load_balancers:
-        status = _server_status(t, lb.name)
-        down = sorted(f"{bk}/{srv} {status.get((bk, srv), 'absent')}" for bk, srv in want
-                      if not status.get((bk, srv), "").startswith("UP"))  # fmt: skip
-        fig = f"{len(want) - len(down)}/{len(want)} UP" + (f"; not UP: {', '.join(down)}" if down else "")
+        down = servers_not_up(t, lab, lb.name)
+        fig = f"{total - len(down)}/{total} UP" + (f"; not UP: {', '.join(down)}" if down else "")
         rows.append(Row(f"every backend server passes its health check on {lb.name}", not down, fig))
     return rows
 
@@ -59,7 +65,7 @@ def check_backend_health(t: Transport, site: Site) -> list[Row]:
     return rows + banner_hang(t, site)
 
 
-def _detection_bound(lab: Lab) -> float:
+def detection_bound(lab: Lab) -> float:
     """How long health checks may take to mark a server down (or up): each check may wait out
     its timeout before it counts as failed (a hung server)."""
     interval = lab.health_check.interval_seconds + render.HAPROXY_CHECK_TIMEOUT
@@ -75,7 +81,7 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
     def status(lb: str) -> str:
         return _server_status(t, lb).get((f"bk_{svc.name}", victim.name), "absent")
 
-    bound = _detection_bound(lab)
+    bound = detection_bound(lab)
     args = ["--interval", "0.05", "--timeout", "1", "--duration", str(2 * bound + 15)]
     s = sample(t, site.client, lab.url(svc), list(site.client_sources), *args)
     try:
@@ -144,7 +150,7 @@ def banner_hang(t: Transport, site: Site) -> list[Row]:
         seen.update({(lb, bk): by_lb[lb].get((bk, victim), "absent") for lb, bk in wanted})
         return all(seen[w].startswith(state) for w in wanted)
 
-    bound = _detection_bound(lab)
+    bound = detection_bound(lab)
     names = ", ".join(s.name for s in services)
     t0 = time.monotonic()
     drill(t, victim, "hang", "halab-banner")

@@ -2,7 +2,7 @@
 # haproxy on a load balancer: validate the staged haproxy.cfg (and that its ports are free of
 # other programs), install it, and start haproxy
 # (as user haproxy with the capabilities transparent mode needs) or reload it without dropping
-# connections.
+# connections, each server's state carried over (halab-haproxy-state, before every reload).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -14,6 +14,9 @@ if grep -q 'HALAB_STATS_PASSWORD' "$cfg"; then
   [ -s /etc/haproxy/halab-secrets.env ] || die "haproxy.cfg needs /etc/haproxy/halab-secrets.env: run the secrets step first"
 fi
 (load_haproxy_env && haproxy -c -q -f "$cfg") || die "staged haproxy.cfg is invalid (haproxy -c)"
+need_cmd python3
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged /usr/local/sbin/halab-haproxy-state)" \
+  || die "staged halab-haproxy-state does not parse"
 # haproxy -c does not bind: a port another program listens on would only fail at the restart,
 # leaving no haproxy at all. Refuse before anything changes.
 need_cmd ss
@@ -23,6 +26,9 @@ while read -r port; do
 done < <(sed -nE 's/^[[:space:]]*bind[[:space:]]+[^[:space:]]*:([0-9]+)([[:space:]].*)?$/\1/p' "$cfg" | sort -u)
 
 restart=no reload=no
+# Before any reload: what it reads to carry server states over.
+stage_install /usr/local/sbin/halab-haproxy-state 0755 || true
+stage_install /etc/haproxy/halab-new-servers.state 0644 || true
 if unit_install /etc/systemd/system/haproxy.service.d/halab.conf; then restart=yes; fi
 if stage_install /etc/haproxy/haproxy.cfg 0644; then reload=yes; fi
 service_converge haproxy "$restart" "$reload"

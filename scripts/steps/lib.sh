@@ -91,12 +91,18 @@ direct_service() {
     haproxy:running) pid_alive "$HAPROXY_PIDFILE" ;;
     haproxy:start)
       install -d -o haproxy -g haproxy -m 0755 /run/haproxy
+      # A start checks every server afresh, as under systemd (RuntimeDirectory goes at a stop).
+      rm -f /run/haproxy/server-state
       load_haproxy_env
       setpriv --reuid=haproxy --regid=haproxy --init-groups \
         --inh-caps="+${HAPROXY_CAPS//,/,+}" --ambient-caps="+${HAPROXY_CAPS//,/,+}" \
         haproxy -W -D -f /etc/haproxy/haproxy.cfg -p "$HAPROXY_PIDFILE" -S /run/haproxy/master.sock
       ;;
-    haproxy:reload) kill -USR2 "$(head -n 1 "$HAPROXY_PIDFILE")" ;;
+    haproxy:reload)
+      # What the unit's ExecReload does: server states carried over first.
+      /usr/local/sbin/halab-haproxy-state
+      kill -USR2 "$(head -n 1 "$HAPROXY_PIDFILE")"
+      ;;
     haproxy:restart)
       service_stop haproxy
       direct_service haproxy start

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the named packages that are missing, and nothing else (a node that has them all is
-# left untouched). Usage: packages.sh PACKAGE...
+# Installs the named packages that are missing, without starting their daemons, and nothing else
+# (a node that has them all is left untouched). Usage: packages.sh PACKAGE...
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -22,5 +22,15 @@ apt=(apt-get -q -o DPkg::Lock::Timeout=300)
 for p in "${missing[@]}"; do
   apt-cache policy "$p" | grep -q 'Candidate: [^(]' || die "no installable candidate for package $p"
 done
+# Installed, not started (policy-rc.d says no to every start): each node's steps start what they
+# configure, in their order, as on the VM image (scripts/vmlab/build-image). A backend's Apache
+# started here would serve Debian's page, pass haproxy's check and get clients before its
+# gateway step: their replies would go to the hypervisor, not back through the VIP.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# ha-lb-lab, while its packages step installs: no daemon starts\nexit 101\n' >"$policy"
+  chmod 0755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 log "installing: ${missing[*]}"
 "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
