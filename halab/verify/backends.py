@@ -86,6 +86,9 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
     s = sample(t, site.client, lab.url(svc), list(site.client_sources), *args)
     try:
         wait_until(lambda: s.recovered_since(0.0), 10)
+        # From a server in rotation: one already out (a reload's newcomer, not yet checked) would
+        # make any detection look instant and prove nothing.
+        ready = wait_until(lambda: all(status(lb).startswith("UP") for lb in lbs), bound, 0.2)
         t0 = time.monotonic()
         drill(t, victim.name, fault, "apache2")
         try:
@@ -104,8 +107,9 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
         rows = [
             Row(
                 f"{victim.name} {how}: out of rotation on every load balancer, no failure after detection",
-                down and failed_after == 0 and bool(after),
-                (f"detected in {t_detect - t0:.1f} s" if down else f"still in rotation after {t_detect - t0:.1f} s")
+                ready and down and failed_after == 0 and bool(after),
+                ("" if ready else "not UP on every load balancer before the fault; ")
+                + (f"detected in {t_detect - t0:.1f} s" if down else f"still in rotation after {t_detect - t0:.1f} s")
                 + f"; {failed_after} failed of {len(after)} after (from {clients} client addresses), {before} before",
             )
         ]
@@ -152,6 +156,7 @@ def banner_hang(t: Transport, site: Site) -> list[Row]:
 
     bound = detection_bound(lab)
     names = ", ".join(s.name for s in services)
+    ready = wait_until(lambda: all_in("UP"), bound, 0.2)  # from in rotation, as backend_fault
     t0 = time.monotonic()
     drill(t, victim, "hang", "halab-banner")
     try:
@@ -161,11 +166,12 @@ def banner_hang(t: Transport, site: Site) -> list[Row]:
         t1 = time.monotonic()
         drill(t, victim, "resume", "halab-banner")
     still = sorted(f"{bk.removeprefix('bk_')} on {lb}" for (lb, bk), st in seen.items() if not st.startswith("DOWN"))
+    found = f"detected in {waited:.1f} s" if down else f"still in rotation after {waited:.1f} s: {', '.join(still)}"
     rows = [
         Row(
             f"{victim} banner hung: out of rotation for {names} on every load balancer",
-            down,
-            f"detected in {waited:.1f} s" if down else f"still in rotation after {waited:.1f} s: {', '.join(still)}",
+            ready and down,
+            ("" if ready else "not UP on every load balancer before the hang; ") + found,
         )
     ]
     up = wait_until(lambda: all_in("UP"), bound, 0.2)
