@@ -546,10 +546,12 @@ def test_server_state_keeps_only_servers_at_the_same_address_and_port(tmp_path):
     listener.bind(str(sock_path))
     listener.listen(1)
 
+    asked: list[bytes] = []  # read here: an assert in the thread would fail nothing
+
     def answer() -> None:
         conn, _ = listener.accept()
         with conn:
-            assert conn.recv(100) == b"show servers state\n"
+            asked.append(conn.recv(100))
             conn.sendall(running.encode())
 
     th = threading.Thread(target=answer)
@@ -557,6 +559,7 @@ def test_server_state_keeps_only_servers_at_the_same_address_and_port(tmp_path):
     helper = [sys.executable, str(ROOT / "scripts/node/halab-haproxy-state"), *map(str, (newcomers, sock_path, state))]
     p = subprocess.run(helper, capture_output=True, text=True, timeout=10, check=True)
     th.join()
+    assert asked == [b"show servers state\n"]
     lines = {f.split()[3]: f for f in state.read_text().splitlines()[1:] if not f.startswith("#")}
     assert lines["www1"] == running.splitlines()[2]  # kept as it runs
     assert lines["www2"].split()[4:6] == ["192.168.69.107", "0"] and lines["www2"].split()[18] == "80"
