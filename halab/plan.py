@@ -13,6 +13,7 @@ import hashlib
 import posixpath
 import shlex
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from halab import render
@@ -39,6 +40,15 @@ class Step:
     secret: bool = False  # a file holds a secret: the driver must keep the bundle secret
 
     def bundle(self) -> str:
+        return self._bundle
+
+    def digest(self) -> str:
+        return hashlib.sha256(self._bundle.encode()).hexdigest()
+
+    @cached_property
+    def _bundle(self) -> str:
+        """Built once per step: the Pulumi program asks each step for its bundle and its digest,
+        a thousand steps at 100 backends."""
         lines = [
             "#!/usr/bin/env bash",
             f"# ha-lb-lab step {self.name!r} for {self.host}: scripts/steps/{self.script} and the files it installs.",
@@ -51,17 +61,19 @@ class Step:
             ("lib.sh", (STEPS_DIR / "lib.sh").read_text()),
             ("step.sh", (STEPS_DIR / self.script).read_text()),
         ] + [("root" + path, content) for path, content in self.files]
-        for rel, content in staged:
-            parent = posixpath.dirname(rel)
-            if parent:
-                lines.append(f'mkdir -p "$HALAB_STAGE/{parent}"')
-            b64 = base64.encodebytes(content.encode()).decode().rstrip("\n")
-            lines.append(f"base64 -d >\"$HALAB_STAGE/{rel}\" <<'HALAB_EOF'\n{b64}\nHALAB_EOF")
+        lines += [_staged(rel, content) for rel, content in staged]
         lines.append(" ".join(["bash", '"$HALAB_STAGE/step.sh"', *map(shlex.quote, self.args)]))
         return "\n".join(lines) + "\n"
 
-    def digest(self) -> str:
-        return hashlib.sha256(self.bundle().encode()).hexdigest()
+
+@lru_cache(maxsize=256)
+def _staged(rel: str, content: str) -> str:
+    """The lines that write one file into the stage. Cached by content: every node's bundles
+    carry lib.sh and the same step scripts."""
+    parent = posixpath.dirname(rel)
+    b64 = base64.encodebytes(content.encode()).decode().rstrip("\n")
+    put = f"base64 -d >\"$HALAB_STAGE/{rel}\" <<'HALAB_EOF'\n{b64}\nHALAB_EOF"
+    return f'mkdir -p "$HALAB_STAGE/{parent}"\n{put}' if parent else put
 
 
 def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, ...]:

@@ -98,7 +98,18 @@ def test_report_tables_ratios_and_charts(tmp_path):
         },
     }
     reloads = {"backend removed": ReloadPhase(2, 0, 170)}
-    cost = {2: {"program_s": 0.25, "render_s": 0.01, "resources": 50.0}}
+    cost = {
+        2: {
+            "program_s": 0.25,
+            "collect_s": 0.3,
+            "bare_s": 0.2,
+            "mib": 9.6,
+            "collect_mib": 8.4,
+            "runs": 3,
+            "render_s": 0.01,
+            "resources": 50.0,
+        }
+    }
     report.failover_chart(failover, tmp_path / "f.png")
     report.timeline_chart(failover, "link cut", tmp_path / "t.png")
     for png in ("f.png", "t.png"):
@@ -122,7 +133,8 @@ def test_report_tables_ratios_and_charts(tmp_path):
     # what the CPU allows: the direct path's CPU per request over the VIP path's
     assert "| new connection per request | 3.00 | 4.00 | 4.50 | 0.50 |" in md
     assert "| through the VIP | new connection per request | 0.100 | 0.300 | 0.200 | 0.600 |" in md
-    assert "| backend removed | 2 | 0 | 170 |" in md and "| 2 | 50 | 0.25 | 0.010 |" in md
+    assert "| backend removed | 2 | 0 | 170 |" in md and "| 2 | 50 | 0.25 | 0.30 | 0.20 | 10 | 8 | 0.010 |" in md
+    assert "At 2 backends the floor is 80% of the program's time." in md and "medians of 3 runs" in md
     assert "while wrk loaded haproxy (the runs above): lb1 0, lb2 1." in md
     # a trial that never recovered: ∞ in the table, one line of reasons per profile and fault
     hung = fault_result([float("inf"), float("inf")])
@@ -307,3 +319,16 @@ def test_the_readmes_benchmark_figures_are_the_committed_runs():
                 continue
             digits = len(got.group(1).split(".")[1])
             assert float(got.group(1)) == round(float(want), digits), (profile, fault, cell, want)
+
+
+def test_the_programs_cost_is_measured_in_fresh_interpreters():
+    """program_cost's figures come from its children (halab/bench/program.py), one fresh
+    interpreter each: the program's resources for the size asked, as many bare Commands, the
+    program with the collector on, and the rendered tree. About 2 s."""
+    base = stackfile.load_stack_file(str(STACKS["dev"]))
+    (size, c), *_ = measure.program_cost(base, (3,), runs=1).items()
+    # 11 per backend (docs/benchmarks.md), 30 for the lab and its 2 load balancers
+    assert size == 3 and c["resources"] == 30 + 11 * 3, c
+    assert all(c[k] > 0 for k in ("program_s", "collect_s", "bare_s", "render_s", "mib", "collect_mib")), c
+    # the floor registered what it claims to: as many bare Commands as the program's resources
+    assert c["bare_resources"] == c["resources"], c

@@ -173,3 +173,40 @@ def test_down_leaves_nothing_behind(labs):
         warnings.warn(f"/run/halab holds what other labs left: {[str(f) for f in found]}", stacklevel=1)
     mounts = open("/proc/self/mountinfo").read()
     assert "halab" not in mounts
+
+
+def test_a_labs_directories_survive_another_lab_removing_their_shared_parents():
+    """Labs come up and down at once (the benchmark's five): one lab's `down` removes
+    /run/halab the moment it is empty, which can fall inside another's `mkdir -p` of its own
+    state directory (the benchmark once died of it: no such file, /run/halab/labs). make_tree
+    makes its tree whatever the other does meanwhile. In memory, about a second."""
+    import tempfile
+    import threading
+
+    from halab.netns.node import make_tree, remove_tree
+
+    root = Path(tempfile.mkdtemp(dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    shared = root / "halab" / "labs"
+    stop = threading.Event()
+    failed: list[OSError] = []
+
+    def other_lab() -> None:
+        try:
+            while not stop.is_set():
+                make_tree(shared / "other")
+                remove_tree(shared / "other", shared, shared.parent)
+        except OSError as e:
+            failed.append(e)
+
+    other = threading.Thread(target=other_lab)
+    other.start()
+    try:
+        for _ in range(3000):
+            make_tree(shared / "mine")
+            assert (shared / "mine").is_dir()
+            remove_tree(shared / "mine", shared, shared.parent)
+    finally:
+        stop.set()
+        other.join()
+        remove_tree(root)
+    assert not failed, failed

@@ -427,20 +427,20 @@ def test_two_hypervisors_one_provider_and_base_image_each():
         assert f"-J ops@{hv} " in prog.outputs["ssh"][node]
 
 
-def test_the_program_spares_full_collections_and_the_mocks_restore_the_processs():
-    """__main__.py raises the full collection's threshold while it builds the graph (full
-    collections rescanned it: 1.3 of 3.2 s for 100 backends); run_program gives this process its
-    own threshold back (it goes on running tests)."""
+def test_the_program_runs_without_the_collector_and_the_mocks_restore_the_processs():
+    """__main__.py turns the cyclic collector off while it builds the graph (it rescanned the
+    graph and freed next to nothing: docs/benchmarks.md); run_program turns it back on for this
+    process, which goes on running tests."""
     import gc
 
-    seen: list[tuple[int, int, int]] = []
+    seen: list[bool] = []
 
     class Watching(Mocks):
         def new_resource(self, args):
-            seen.append(gc.get_threshold())
+            seen.append(gc.isenabled())
             return super().new_resource(args)
 
-    before = gc.get_threshold()
+    assert gc.isenabled()
     run_program(*stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS), Recorder(Watching()))
-    assert seen and {t[2] for t in seen} == {1_000}, set(seen)
-    assert gc.get_threshold() == before
+    assert seen and not any(seen), seen
+    assert gc.isenabled()

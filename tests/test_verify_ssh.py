@@ -101,7 +101,16 @@ def verifier(topo, tmp: Path, *args: str, netns: str | None = None, stack_dir: P
     env = {**os.environ, "PATH": f"{tmp / 'bin'}:{os.environ['PATH']}", "FAKE_PULUMI_DIR": str(stack_dir or tmp)}
     cmd = ["ip", "netns", "exec", netns or topo.client.netns, sys.executable, str(ROOT / "scripts/verify")]
     cmd += ["--stack", STACK, "--jump-key", str(tmp / "key"), *args]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C reaches it as from a terminal: a suite started in the background of a shell without
+    # job control inherits SIGINT ignored, and so would the verifier (Python keeps it ignored)
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def finish(p: subprocess.Popen, timeout: float = 400) -> tuple[int, str, str]:

@@ -8,14 +8,14 @@ import os
 import re
 import shlex
 import statistics
-import tempfile
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 
-from halab import config, review
-from halab.render import Credentials
+from halab import config
 from halab.verify import failover, reload, vrrp
 from halab.verify.transport import Site, Transport
 
@@ -304,23 +304,45 @@ def lab_cost(base: dict, sizes: tuple[int, ...], log) -> list[LabCost]:
     return out
 
 
-def program_cost(base: dict, sizes: tuple[int, ...] = (2, 10, 50, 100)) -> dict[int, dict[str, float]]:
-    """Wall time of the Pulumi program under mocks, and of rendering every host's files, for the
-    dev stack grown to N backends."""
-    from components.mocks import run_program  # imports pulumi: only when measured
+def program_cost(base: dict, sizes: tuple[int, ...] = (2, 10, 50, 100), runs: int = 3) -> dict[int, dict[str, float]]:
+    """For the dev stack grown to N backends, each in a fresh interpreter (halab/bench/program.py):
+    the Pulumi program under mocks (as shipped, and with the cyclic collector kept on), its floor
+    (as many bare Commands as it has resources), and rendering every host's files. Times are
+    medians of `runs` interpreters, taken in turn: this host's speed drifts by 10% within
+    minutes, and a program run and its floor are compared under the same drift."""
+    root = Path(__file__).resolve().parent.parent.parent
+
+    def child(*args: str, stdin: str = "") -> dict[str, float]:
+        p = subprocess.run(
+            [sys.executable, "-m", "halab.bench.program", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd=root,
+            check=False,
+            timeout=300,
+        )
+        if p.returncode != 0:
+            raise RuntimeError(f"halab.bench.program {' '.join(args)}: {p.stderr.strip()[-2000:]}")
+        return json.loads(p.stdout.splitlines()[-1])
 
     out = {}
+    stack = json.dumps(base)
     for n in sizes:
-        cfg = sized_config(base, n, "halab")
-        engine = {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items()}
-        secrets = {"halab:vrrpAuthPass": "bench123", "halab:statsPassword": "bench-password-123"}
-        t0 = time.perf_counter()
-        prog = run_program({**engine, **secrets}, list(secrets))
-        t_program = time.perf_counter() - t0
-        lab = config.parse(cfg)
-        with tempfile.TemporaryDirectory() as d:
-            t0 = time.perf_counter()
-            review.write_tree(lab, Path(d), Credentials.placeholder())
-            t_render = time.perf_counter() - t0
-        out[n] = {"program_s": t_program, "render_s": t_render, "resources": float(len(prog.regs))}
+        shipped, collecting, floor = [], [], []
+        for _ in range(runs):
+            shipped.append(child("program", str(n), stdin=stack))
+            collecting.append(child("program", str(n), "--collect", stdin=stack))
+            floor.append(child("bare", str(shipped[0]["resources"])))
+        out[n] = {
+            "resources": shipped[0]["resources"],
+            "runs": runs,
+            "program_s": statistics.median(r["program_s"] for r in shipped),
+            "mib": statistics.median(r["mib"] for r in shipped),
+            "collect_s": statistics.median(r["program_s"] for r in collecting),
+            "collect_mib": statistics.median(r["mib"] for r in collecting),
+            "bare_s": statistics.median(r["bare_s"] for r in floor),
+            "bare_resources": floor[0]["resources"],
+            **child("render", str(n), stdin=stack),
+        }
     return out

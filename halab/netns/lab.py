@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from halab import hostpackages, plan, render
-from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, python_path, remove_tree, veth
+from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, make_tree, python_path, remove_tree, veth
 from halab.netns.topology import Topology
 from halab.verify.transport import NetnsTransport, Site
 
@@ -101,7 +101,7 @@ def credentials(topo: Topology) -> render.Credentials:
     """The lab's passwords: made at the first `up`, kept for the next ones, gone at `down`."""
     f = state_dir(topo) / "credentials.json"
     if not f.exists():
-        f.parent.mkdir(parents=True, exist_ok=True)
+        make_tree(f.parent)
         fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(dataclasses.asdict(render.Credentials.generate()), out)
@@ -154,7 +154,7 @@ def _remember(topo: Topology) -> None:
     """Records the namespaces before making them: a later `down` removes them even if the
     config has changed since (a backend removed from it still had a namespace)."""
     f = state_dir(topo) / "namespaces"
-    f.parent.mkdir(parents=True, exist_ok=True)
+    make_tree(f.parent)
     f.write_text("\n".join(sorted(_remembered(topo) | {h.netns for h in topo.hosts})) + "\n")
 
 

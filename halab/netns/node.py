@@ -92,7 +92,7 @@ class NsNode:
         subprocess.run(["ip", "netns", "add", netns], check=True)
         scratch = SCRATCH_ROOT / netns
         try:
-            scratch.mkdir(parents=True, exist_ok=True)
+            make_tree(scratch)
             holder = subprocess.Popen(
                 [
                     "ip",
@@ -219,6 +219,20 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def make_tree(path: Path) -> None:
+    """`mkdir -p` that survives labs coming up and down at once: another lab's `down` removes
+    a shared parent (/run/halab) the moment it is empty, which can fall between this call
+    making that parent and making its child (the benchmark's labs come up in parallel); or
+    between making it and checking it is there (pathlib then says it exists)."""
+    for _ in range(10):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        except (FileNotFoundError, FileExistsError):
+            continue
+    path.mkdir(parents=True, exist_ok=True)
 
 
 def remove_tree(path: Path, *parents: Path) -> None:

@@ -96,6 +96,8 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
             # (rounds of seconds over SSH) the VIP may move before two rounds end, so the fault
             # is held a little longer for them (bounded; at once where samples are frequent)
             wait_until(lambda: watch.most(t0) is not None, bound, step)
+            if moved:  # the watch asks in the background: its answers show the move a round later
+                wait_until(lambda: watch.moved(t0, master) is not None, bound, step)
             t1 = time.monotonic()
             new = holders(t, lab)
             split = watch.most(t0, t1)

@@ -190,8 +190,14 @@ service_stop() {
     *) die "service_stop: unknown $name" ;;
   esac
   if pid_alive "$pidfile"; then
-    kill -TERM "$(head -n 1 "$pidfile")"
-    wait_until 10 bash -c "! kill -0 $(head -n 1 "$pidfile") 2>/dev/null" || die "$name did not stop"
+    local pid
+    pid=$(head -n 1 "$pidfile")
+    kill -TERM "$pid"
+    # Apache's own stop may take 10 s: its parent sends a child that has not exited SIGTERM
+    # again at 3, 5 and 7 s, SIGKILL at 9 s, and gives up at 10 s. 20 s covers that on a busy
+    # node (10 s did not, once in the pools lab); a failure names the processes left.
+    wait_until 20 bash -c "! kill -0 $pid 2>/dev/null" \
+      || die "$name did not stop in 20 s: $(ps -C "$name" -o pid=,ppid=,stat=,etime=,wchan:24= | tr -s ' \n' ' ;')"
   fi
   rm -f "$pidfile"
 }

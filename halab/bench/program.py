@@ -1,0 +1,108 @@
+"""The Pulumi program's cost under mocks, one measurement per fresh interpreter, as `pulumi up`
+runs the program: timed in the benchmark's own process, each run would also pay for the runs
+before it (the mocked runtime keeps their graphs reachable, and every collection rescans them).
+
+    python -m halab.bench.program program N [--collect]   < base stack (JSON)
+    python -m halab.bench.program render N                < base stack (JSON)
+    python -m halab.bench.program bare COUNT
+
+`program` evaluates __main__.py for the base stack grown to N backends; `--collect` keeps
+Python's cyclic collector on (__main__.py turns it off), to show what that saves. `render`
+writes every host's files for it (`scripts/render`). `bare` registers COUNT plain remote
+Commands with the collector off: the Pulumi SDK's own cost for that many registrations, the
+floor under the program's. Each prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SECRETS = {"halab:vrrpAuthPass": "bench123", "halab:statsPassword": "bench-password-123"}
+
+
+def _rss_mib() -> float:
+    """Resident memory now: the run's graph stays alive until the interpreter exits (nothing
+    collects it), so what a run added is its peak."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _config(base: dict, backends: int) -> dict:
+    from halab.bench.measure import sized_config
+
+    return sized_config(base, backends, "halab")
+
+
+def program(base: dict, backends: int, collect: bool) -> dict[str, float]:
+    from components.mocks import Counter, Mocks, run_program
+
+    cfg = _config(base, backends)
+    engine = {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items()}
+    if collect:
+        gc.disable = lambda: None  # what __main__.py does, undone
+    else:
+        # off from the start, as __main__.py's first lines turn it off: run_program then leaves
+        # it off, where it would turn it back on and sweep every object the run made, on the clock
+        gc.disable()
+    before = _rss_mib()
+    t0 = time.perf_counter()
+    counter = Counter(Mocks())
+    run_program({**engine, **SECRETS}, list(SECRETS), counter)
+    return {"program_s": time.perf_counter() - t0, "resources": counter.count, "mib": _rss_mib() - before}
+
+
+def render(base: dict, backends: int) -> dict[str, float]:
+    from halab import config, review
+    from halab.render import Credentials
+
+    lab = config.parse(_config(base, backends))
+    # into memory: on this host's disk, creating the 1,500 files of 100 backends takes seconds
+    # that measure the disk, not the rendering
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as d:
+        t0 = time.perf_counter()
+        review.write_tree(lab, Path(d), Credentials.placeholder())
+        return {"render_s": time.perf_counter() - t0}
+
+
+def bare(count: int) -> dict[str, float]:
+    import pulumi
+    import pulumi_command.remote as remote
+
+    from components.mocks import Counter, Mocks
+
+    counter = Counter(Mocks())
+    pulumi.runtime.set_mocks(Mocks(), project="ha-lb-lab", stack="test", preview=False, monitor=counter)
+
+    @pulumi.runtime.test
+    def commands():
+        gc.disable()  # as the program runs
+        conn = remote.ConnectionArgs(host="192.0.2.1", user="halab")
+        for i in range(count):
+            remote.Command(f"bare-{i}", connection=conn, create="true", triggers=[str(i)])
+
+    t0 = time.perf_counter()
+    commands()
+    return {"bare_s": time.perf_counter() - t0, "resources": counter.count}
+
+
+def main(argv: list[str]) -> int:
+    what, n = argv[1], int(argv[2])
+    if what == "program":
+        out = program(json.load(sys.stdin), n, "--collect" in argv[3:])
+    elif what == "render":
+        out = render(json.load(sys.stdin), n)
+    elif what == "bare":
+        out = bare(n)
+    else:
+        raise SystemExit(f"unknown measurement {what!r}: program, render or bare")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
