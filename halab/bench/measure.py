@@ -341,6 +341,9 @@ def program_cost(base: dict, sizes: tuple[int, ...] = (2, 10, 50, 100), runs: in
             "mib": statistics.median(r["mib"] for r in shipped),
             "collect_s": statistics.median(r["program_s"] for r in collecting),
             "collect_mib": statistics.median(r["mib"] for r in collecting),
+            # whether the collector was on at the end: off as shipped, on in the comparison
+            "collector_on": any(r["collector_on"] for r in shipped),
+            "collect_collector_on": all(r["collector_on"] for r in collecting),
             "bare_s": statistics.median(r["bare_s"] for r in floor),
             "bare_resources": floor[0]["resources"],
             **child("render", str(n), stdin=stack),

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SECRETS = {"halab:vrrpAuthPass": "bench123", "halab:statsPassword": "bench-password-123"}
+SECRETS = {"vrrpAuthPass": "bench123", "statsPassword": "bench-password-123"}
 
 
 def _rss_mib() -> float:
@@ -40,20 +40,24 @@ def _config(base: dict, backends: int) -> dict:
 
 def program(base: dict, backends: int, collect: bool) -> dict[str, float]:
     from components.mocks import Counter, Mocks, run_program
+    from halab.stackfile import engine_form
 
-    cfg = _config(base, backends)
-    engine = {k: v if isinstance(v, str) else json.dumps(v) for k, v in cfg.items()}
+    engine, secret_keys = engine_form(_config(base, backends), SECRETS)
     if collect:
         gc.disable = lambda: None  # what __main__.py does, undone
-    else:
-        # off from the start, as __main__.py's first lines turn it off: run_program then leaves
-        # it off, where it would turn it back on and sweep every object the run made, on the clock
-        gc.disable()
+    # run_program turns the collector back on for the process that goes on (a test session),
+    # which would sweep every object of the run on the clock: this one ends with the run
+    gc.enable = lambda: None
     before = _rss_mib()
     t0 = time.perf_counter()
     counter = Counter(Mocks())
-    run_program({**engine, **SECRETS}, list(SECRETS), counter)
-    return {"program_s": time.perf_counter() - t0, "resources": counter.count, "mib": _rss_mib() - before}
+    run_program(engine, secret_keys, counter)
+    return {
+        "program_s": time.perf_counter() - t0,
+        "resources": counter.count,
+        "mib": _rss_mib() - before,
+        "collector_on": gc.isenabled(),  # as the program left it
+    }
 
 
 def render(base: dict, backends: int) -> dict[str, float]:
