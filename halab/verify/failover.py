@@ -80,7 +80,9 @@ def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: flo
     master = held[0]
     step = max(0.2, site.holder_interval)  # how often the drill's own waits ask the holders
     args = ["--interval", str(site.request_interval), "--timeout", str(site.request_timeout)]
-    args += ["--duration", str(3 * bound + 10)]
+    # long enough for every wait below, each at its bound: steady traffic (10 s), the move, the
+    # holder samples, the watch's own answer, the restore (the sampler is stopped at the end)
+    args += ["--duration", str(4 * bound + 15)]
     s = sample(t, site.client, lab.url(lab.services[0]), [site.client_sources[0]], *args)
     watch = HolderWatch(t, lab, site.holder_interval)
     try:
