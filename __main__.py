@@ -5,11 +5,10 @@ and wires the Lab component. Everything else lives in components/ and halab/.
 """
 
 import gc
-import os
 
 import pulumi
 
-from components import stack_config
+from components import remote_steps, stack_config
 from components.lab import Lab, LabArgs
 from halab.config import ConfigError
 
@@ -24,6 +23,8 @@ try:
 except ConfigError as e:
     # Nothing has been created yet: fail with the list of problems, without a traceback.
     raise pulumi.RunError(str(e)) from None
+if (agent := remote_steps.ssh_agent_problem()) is not None:
+    raise pulumi.RunError(agent)
 
 lab = Lab(
     "halab",
@@ -31,7 +32,6 @@ lab = Lab(
         lab=cfg.lab,
         credentials=cfg.credentials,
         ssh_private_key=cfg.ssh_private_key,
-        ssh_agent_socket=os.environ.get("SSH_AUTH_SOCK"),
     ),
 )
 

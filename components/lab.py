@@ -28,8 +28,6 @@ class LabArgs:
     """Secret: the VRRP and stats passwords."""
     ssh_private_key: pulumi.Output[str] | None = None
     """Secret, with `lab.ssh.public_key`; None: an ED25519 pair is generated and kept in the state."""
-    ssh_agent_socket: str | None = None
-    """The user's SSH agent, used to jump through a remote libvirt host."""
 
 
 def base_volume_name(lab: LabModel) -> str:
@@ -92,7 +90,6 @@ class Lab(pulumi.ComponentResource):
                 vm=vm,
                 ssh_private_key=private_key,
                 credentials=args.credentials,
-                ssh_agent_socket=args.ssh_agent_socket,
             )
 
         # keepalived starts on one load balancer after another, the preferred master first: the

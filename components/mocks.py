@@ -93,6 +93,15 @@ class Mocks(pulumi.runtime.Mocks):
         return {}
 
 
+class PreviewMocks(Mocks):
+    """`pulumi preview`, as the engine answers a resource it has yet to create: no ID, and of
+    its outputs only what the program gave as inputs; the rest (the generated key, the IDs
+    every step's trigger holds) is unknown to the program, which must build its graph anyway."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        return "", dict(args.inputs)
+
+
 class Recorder(pmocks.MockMonitor):
     def __init__(self, m):
         super().__init__(m)
@@ -134,9 +143,13 @@ class Program:
         return r
 
 
-def run_program(cfg: dict[str, str], secret_keys: list[str], recorder: Recorder | None = None) -> Program:
-    recorder = recorder or Recorder(Mocks())
-    pulumi.runtime.set_mocks(Mocks(), project="ha-lb-lab", stack="test", preview=False, monitor=recorder)
+def run_program(
+    cfg: dict[str, str], secret_keys: list[str], recorder: Recorder | None = None, preview: bool = False
+) -> Program:
+    """The program run once, as `pulumi up` runs it, or as `pulumi preview` does (`preview`)."""
+    mocks = PreviewMocks() if preview else Mocks()
+    recorder = recorder or Recorder(mocks)
+    pulumi.runtime.set_mocks(mocks, project="ha-lb-lab", stack="test", preview=preview, monitor=recorder)
     set_all_config(cfg, secret_keys)
     exported: dict[str, Any] = {}
     real_export = pulumi.export

@@ -32,8 +32,9 @@ class LabNetwork(pulumi.ComponentResource):
             autostart=True,
             dhcp=libvirt.NetworkDhcpArgs(enabled=False),
             dns=libvirt.NetworkDnsArgs(enabled=True, local_only=False),
-            # its name stays: a replacement must not be created beside the old one
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            # its name stays: a replacement must not be created beside the old one. The provider
+            # ignores a change of dns.enabled or localOnly (halab/vmlab/schema.py): replaced.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, replace_on_changes=["dns"]),
         )
         self.network_id = self.network.id
         self.register_outputs({"network_id": self.network_id})

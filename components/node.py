@@ -20,8 +20,6 @@ class NodeArgs:
     """Secret: how the remote commands log in."""
     credentials: pulumi.Output[Credentials]
     """Secret: the VRRP and stats passwords (the load balancers' steps use them)."""
-    ssh_agent_socket: str | None = None
-    """The user's SSH agent, for the jump through a remote libvirt host."""
 
 
 class ProvisionedNode(pulumi.ComponentResource):
@@ -40,7 +38,7 @@ class ProvisionedNode(pulumi.ComponentResource):
         super().__init__(type_token, name, None, opts)
         lab, node = args.vm.lab, args.vm.node
         self.vm = Vm(f"{name}-vm", args.vm, opts=pulumi.ResourceOptions(parent=self))
-        conn = remote_steps.connection(lab, node, args.ssh_private_key, args.ssh_agent_socket)
+        conn = remote_steps.connection(lab, node, args.ssh_private_key)
         self.commands = remote_steps.create_steps(
             self, name, lab, node, conn, args.credentials, [self.vm], self.vm.domain.id, extra_after
         )

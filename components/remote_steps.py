@@ -7,7 +7,9 @@ a re-run harmless. A bundle that holds a secret is a secret Output (encrypted in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_command.remote as remote
@@ -20,8 +22,35 @@ SSH_DIAL_ATTEMPTS = 60
 SSH_DIAL_TIMEOUT_S = 10
 
 
-def connection(lab: Lab, node: Node, private_key: pulumi.Input[str], agent_socket: str | None) -> remote.ConnectionArgs:
-    """SSH to the node; through its libvirt host as a jump when that host's URI is qemu+ssh://."""
+def ssh_agent_problem(env: Mapping[str, str] = os.environ) -> str | None:
+    """Why every Command would fail, or None: pulumi-command v1.2.1 dials $SSH_AUTH_SOCK for
+    every connection whenever it is set, private key or not, and returns the dial error before
+    its retries (remote/connection.go 131-145, 191-194; connection_unix.go 12-20). A stale
+    socket (a login's agent gone, under tmux or `sudo -E`) would fail the first step of every
+    node after the VMs exist. The program and the provider inherit the CLI's environment, so
+    the program sees the same socket, and says so before anything is created."""
+    path = env.get("SSH_AUTH_SOCK", "")
+    if not path:
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(path)
+    except OSError as e:
+        return (
+            f"SSH_AUTH_SOCK={path}: no SSH agent answers there ({e.strerror or e}); pulumi-command dials it "
+            "for every step and would fail each one. Unset it (env -u SSH_AUTH_SOCK pulumi up), or start an "
+            "agent (eval $(ssh-agent); ssh-add) if a qemu+ssh:// host needs your key"
+        )
+    return None
+
+
+def connection(lab: Lab, node: Node, private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
+    """SSH to the node; through its libvirt host as a jump when that host's URI is qemu+ssh://.
+
+    The jump host authenticates the user's own key through their SSH agent, which
+    pulumi-command finds in its own environment (SSH_AUTH_SOCK, connection.go): the socket's
+    path is not an input, so a new login (a new path) changes no step and re-runs none."""
     proxy = None
     jump_host = lab.libvirt.hypervisor(node.hypervisor).jump_host
     if jump_host:
@@ -31,8 +60,6 @@ def connection(lab: Lab, node: Node, private_key: pulumi.Input[str], agent_socke
             host=host,
             port=int(port),
             user=user or None,
-            # The jump host authenticates the user's own key, through their SSH agent.
-            agent_socket_path=agent_socket,
             dial_error_limit=SSH_DIAL_ATTEMPTS,
             per_dial_timeout=SSH_DIAL_TIMEOUT_S,
         )

@@ -11,6 +11,16 @@ Replacements, as terraform-provider-libvirt v0.8.1 and the engine make them:
   per-instance modules (users, keys) again on the kept root volume.
 - Names are fixed, and the engine creates a replacement before deleting the old one by default:
   the domain, whose name stays, is deleted first.
+- The provider plans a change inside a block (the root disk's volume, a NIC's network, bridge or
+  MAC) as an update, and its Update then ignores it: `pulumi up` reports success and the guest
+  is unchanged (halab/vmlab/schema.py, pinned to its source). The domain names those blocks in
+  `replace_on_changes`, so such a change replaces it. A replaced lab network (another mode: its
+  name stays, so it is deleted first) replaces every domain on it, deleted before the network:
+  the engine makes a delete-before-replace resource's dependents' inputs unknown and replaces
+  those whose diff, replaceOnChanges applied, says so (pkg/resource/deploy/step_generator.go,
+  calculateDependentReplacements, lines 3220-3361 at v3.259.0).
+- The root disk is attached as a file (the domain's XSLT), so that a stock AppArmor profile
+  allows its backing chain (halab/templates/domain-disk-as-file.xslt.tmpl).
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from halab import render
 from halab.model import Lab, Node
 
 GIB = 1024**3
+# the domain's inputs whose change the provider would apply in place, or not at all: replaced
+DOMAIN_REPLACE_ON_CHANGES = ("cloudinit", "disks", "networkInterfaces", "cpu", "consoles")
 
 
 @dataclass
@@ -87,6 +99,9 @@ class Vm(pulumi.ComponentResource):
             cpu=libvirt.DomainCpuArgs(mode="host-passthrough") if kvm else None,
             cloudinit=cloudinit.id,
             disks=[libvirt.DomainDiskArgs(volume_id=root.id)],
+            # the provider's own `file` disks are always raw (domain.go setDisks): a qcow2 layer
+            # would boot as garbage. The volume's disk, qcow2 driver and all, becomes a file.
+            xml=libvirt.DomainXmlArgs(xslt=root.id.apply(render.domain_disk_xslt)),
             network_interfaces=[
                 # The address is static, from cloud-init (matched by this MAC). No `addresses`
                 # here: the provider would add them as DHCP host entries, and the network has
@@ -103,6 +118,11 @@ class Vm(pulumi.ComponentResource):
             # The provider's default is SPICE, which QEMU builds without SPICE refuse; VNC is in
             # every build, and listens nowhere (the serial console is the way in).
             graphics=libvirt.DomainGraphicsArgs(type="vnc", listen_type="none", autoport=True),
-            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["cloudinit"], delete_before_replace=True),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # cloudinit: updated in place, never read again by the guest; the others: ignored
+                replace_on_changes=list(DOMAIN_REPLACE_ON_CHANGES),
+                delete_before_replace=True,
+            ),
         )
         self.register_outputs({"domain_name": self.domain_name, "address": str(node.address)})

@@ -242,8 +242,18 @@ def _hypervisor(p: Problems, key: str, name: str, uri: Any) -> Hypervisor:
                 p.add(
                     key, uri, "names no SSH user: qemu+ssh://USER@host/system (the provider and the jump log in as it)"
                 )
+            elif u.port is not None:
+                # v0.8.1 dials "[host:PORT]:PORT" for a URI with a port and fails (upstream
+                # #1116, libvirt/uri/ssh.go; fixed in v0.8.2, which no pulumi-libvirt bundles)
+                p.add(
+                    key,
+                    uri,
+                    f"names SSH port {u.port}, which terraform-provider-libvirt v0.8.1 (pulumi-libvirt 0.5.4, "
+                    "the last release) cannot dial (upstream #1116): serve SSH on port 22 of the libvirt host, "
+                    f"or give qemu+ssh://{u.username}@HOST/system a host whose port 22 forwards to it",
+                )
             else:
-                jump = f"{u.username}@{u.hostname}:{u.port or 22}"
+                jump = f"{u.username}@{u.hostname}:22"
     return Hypervisor(name=name, uri=uri, jump_host=jump)
 
 

@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from xml.sax.saxutils import quoteattr
 
 import yaml
 
@@ -388,3 +389,10 @@ def cloud_init(lab: Lab, host: Node, ssh_public_key: str) -> dict[str, str]:
         "meta-data": yaml.safe_dump({"instance-id": instance, "local-hostname": host.name}, sort_keys=False),
         "network-config": network,
     }
+
+
+def domain_disk_xslt(root_path: str) -> str:
+    """The domain's XSLT (the provider's `xml.xslt`): its root disk, a pool volume, attached as
+    the file at `root_path` (the volume's key, which is its path in a directory pool)."""
+    # an attribute value template: braces would be expressions
+    return template("domain-disk-as-file.xslt.tmpl", path=quoteattr(root_path.replace("{", "{{").replace("}", "}}")))

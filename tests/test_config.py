@@ -271,7 +271,6 @@ def test_ssh_key_pair_comes_whole():
 
 def test_remote_uri_gives_a_jump_host():
     assert parse({"halab:libvirtUri": "qemu+ssh://me@hv/system"}).libvirt.hypervisors[0].jump_host == "me@hv:22"
-    assert parse({"halab:libvirtUri": "qemu+ssh://me@hv:2222/system"}).libvirt.hypervisors[0].jump_host == "me@hv:2222"
 
 
 @pytest.mark.parametrize(
@@ -282,6 +281,8 @@ def test_remote_uri_gives_a_jump_host():
         # the provider always uses the system daemon: a session URI would be another libvirt
         ("qemu:///session", "the provider uses the system daemon"),
         ("qemu+ssh://me@hv/session", "the provider uses the system daemon"),
+        # v0.8.1 dials "[hv:2222]:2222" (upstream #1116): pulumi up would fail inside the provider
+        ("qemu+ssh://me@hv:2222/system", "names SSH port 2222, which terraform-provider-libvirt v0.8.1"),
     ],
 )
 def test_uris_the_provider_cannot_use_are_refused(uri, why):

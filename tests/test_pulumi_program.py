@@ -4,14 +4,17 @@ declares, with no engine."""
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
 
 import pytest
 from conftest import STACKS, engine_config
+from pulumi.output import Unknown
 
 from components.mocks import Mocks, Program, Recorder, run_program
 from halab import config, plan, stackfile
 from halab.config import ConfigError
+from halab.vmlab import schema
 
 AUTH_PASS = "pa55wd"
 STATS_PASS = "stats-pa55word-long"
@@ -114,6 +117,96 @@ def test_each_remote_command_connects_to_its_own_node(large):
             assert conn["proxy"]["host"] == "hv1.example.net", c.urn
             assert conn["proxy"]["user"] == "ops", c.urn
             assert c.inputs["create"] == "sudo bash -s", c.urn
+
+
+def test_the_ssh_agents_socket_is_not_in_the_state(monkeypatch, tmp_path):
+    """A new login through a qemu+ssh:// host is a new SSH_AUTH_SOCK path: in any input, it
+    would change every Command and re-run every step on every node. pulumi-command reads the
+    variable itself (the jump host's key comes from the agent), so no input holds it."""
+    cfg = stack_config("large", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    runs = []
+    for login in ("ssh-AAAA", "ssh-BBBB"):
+        (tmp_path / login).mkdir()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as agent:
+            agent.bind(str(tmp_path / login / "agent.101"))
+            agent.listen(1)
+            monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / login / "agent.101"))
+            prog = run_program(*cfg)
+        assert login not in json.dumps([r.inputs for r in prog.regs])
+        runs.append({r.urn: r.inputs for r in prog.of_type("command:remote:Command")})
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_every_stack_previews(stack):
+    """`pulumi preview` (and the first pass of every `pulumi up`) runs the program with the
+    engine's unknowns: no ID, no generated key. It must register the same resources as an up,
+    and the steps' triggers must wait on what is unknown instead of failing on it."""
+    cfg = stack_config(stack, vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    preview = run_program(*cfg, preview=True)
+    up = run_program(*cfg)
+    assert sorted(r.urn for r in preview.regs) == sorted(r.urn for r in up.regs)
+    # what the preview could not know, it did not make up: the guest's identity in every trigger
+    for c in preview.of_type("command:remote:Command"):
+        assert any(isinstance(t, Unknown) for t in c.inputs["triggers"]), c.urn
+    for ci in preview.of_type("libvirt:index/cloudInitDisk:CloudInitDisk"):
+        assert isinstance(ci.inputs["userData"], Unknown), ci.urn  # it authorises the generated key
+
+
+def test_a_stale_ssh_agent_is_named_before_anything_is_created(monkeypatch, tmp_path):
+    """pulumi-command dials SSH_AUTH_SOCK whenever it is set, even with a local URI and the
+    program's own key, and fails every step at its first dial: the program refuses first."""
+    cfg = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    stale = str(tmp_path / "agent.404")
+    monkeypatch.setenv("SSH_AUTH_SOCK", stale)
+    recorder = Recorder(Mocks())
+    with pytest.raises(Exception, match=f"SSH_AUTH_SOCK={stale}: no SSH agent answers there") as e:
+        run_program(*cfg, recorder=recorder)
+    assert "env -u SSH_AUTH_SOCK" in str(e.value)
+    assert recorder.regs == []
+    # a live agent's socket, or none at all: the program goes on
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as agent:
+        agent.bind(str(tmp_path / "agent.ok"))
+        agent.listen(1)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "agent.ok"))
+        assert run_program(*cfg).of_type("libvirt:index/domain:Domain")
+    monkeypatch.delenv("SSH_AUTH_SOCK")
+    assert run_program(*cfg).of_type("libvirt:index/domain:Domain")
+
+
+@pytest.mark.parametrize("stack", ["dev", "large"])
+def test_no_input_is_one_the_provider_would_ignore(stack, request):
+    """terraform-provider-libvirt v0.8.1 plans a change of a field inside a block (the root
+    disk's volume, a NIC's network or MAC) as an update and then ignores it: `pulumi up`
+    succeeds and the guest is unchanged. Every input the program gives a domain or the
+    network is one the provider replaces on, or applies, or that `replace_on_changes` names."""
+    prog: Program = request.getfixturevalue(stack)
+    for r in prog.of_type(schema.DOMAIN) + prog.of_type(schema.NETWORK):
+        for path, _ in schema.leaves(r.inputs):
+            assert schema.kind(r.type, path) != "ignored" or schema.replaced_on(path, r.replace_on_changes), (
+                f"{r.name}: a change of {path} would be planned as an update the provider ignores"
+            )
+
+
+def test_a_new_network_replaces_the_domains_on_it_first(dev):
+    """Another network mode or address range replaces the network (ForceNew, deleted first: its
+    name stays). The engine then replaces, deleted before it, each dependent whose diff with the
+    network's outputs unknown says replace (step_generator.go, calculateDependentReplacements):
+    each domain's NIC names the network and is in its replace_on_changes."""
+    (net,) = dev.of_type(schema.NETWORK)
+    assert net.delete_before_replace
+    for d in dev.of_type(schema.DOMAIN):
+        assert net.urn in d.deps and schema.replaced_on("networkInterfaces[0].networkId", d.replace_on_changes)
+
+
+def test_the_root_disk_is_attached_as_a_file_for_apparmor(dev):
+    """virt-aa-helper leaves a pool volume's backing chain out of the guest's AppArmor profile;
+    the provider's own `file` disks are raw. The domain's XSLT makes the volume's disk (qcow2
+    driver kept) a file disk at the volume's path, which is its key (the domain's volumeId)."""
+    for d in dev.of_type(schema.DOMAIN):
+        (disk,) = d.inputs["disks"]
+        assert disk == {"volumeId": disk["volumeId"]}
+        assert f'<source file="{disk["volumeId"]}"/>' in d.inputs["xml"]["xslt"], d.name
 
 
 def test_steps_run_in_order_and_start_after_the_vm(dev):

@@ -39,7 +39,7 @@ def test_setup_check_names_every_missing_tool(tmp_path):
     p = setup_check(bin_dir, tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "nothing was changed" in p.stderr
-    for needed in ("the Pulumi CLI", "libvirt and its client", "mkisofs", "an SSH client"):
+    for needed in ("the Pulumi CLI", "libvirt and its client", "mkisofs", "xsltproc", "an SSH client"):
         assert needed in p.stderr, f"{needed!r} not reported:\n{p.stderr}"
     assert sorted(p.name for p in ROOT.iterdir()) == before
 
@@ -53,6 +53,7 @@ def test_setup_check_passes_when_everything_is_there(tmp_path):
         "pulumi": "exit 0",
         "virsh": 'case "$3" in version) exit 0;; pool-dumpxml) echo "<path>/var/lib/libvirt/images</path>";; esac',
         "mkisofs": "exit 0",
+        "xsltproc": "exit 0",
         "ssh": "exit 0",
     }.items():
         f = bin_dir / tool
@@ -104,6 +105,7 @@ def stand_ins(bin_dir, **scripts: str) -> None:
 
 HOST_TOOLS = {
     "pulumi": "exit 0",
+    "xsltproc": "exit 0",
     "virsh": 'case "$3" in version) exit 0;; pool-dumpxml) echo "<path>/var/lib/libvirt/images</path>";; esac',
     "ssh": "exit 0",
 }
@@ -120,23 +122,6 @@ def test_setup_check_wants_mkisofs_itself(tmp_path):
     assert p.returncode == 1 and "mkisofs, which the libvirt provider runs" in p.stderr, p.stderr
 
 
-def test_setup_check_wants_the_apparmor_rule_for_the_default_pool_too(tmp_path):
-    """virt-aa-helper leaves the backing chain of pool volumes out of every guest's profile,
-    /var/lib/libvirt/images included: the local abstraction must allow it."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    link_basic_tools(bin_dir)
-    stand_ins(bin_dir, **HOST_TOOLS, mkisofs="exit 0", **{"aa-status": "exit 0"})
-    rules = tmp_path / "libvirt-qemu"
-    env = {"HALAB_AA_LOCAL_RULES": str(rules)}
-    p = setup_check_in(tmp_path / "tree", bin_dir, tmp_path, env=env)
-    assert p.returncode == 1, p.stderr
-    assert f"""echo '"/var/lib/libvirt/images/**" rk,' | sudo tee -a {rules}""" in p.stderr
-    rules.write_text('"/var/lib/libvirt/images/**" rk,\n')
-    p = setup_check_in(tmp_path / "tree", bin_dir, tmp_path, env=env)
-    assert "AppArmor" not in p.stderr, p.stderr
-
-
 def test_setup_check_wants_a_remote_libvirt_host_in_known_hosts(tmp_path):
     """The provider checks ~/.ssh/known_hosts for a qemu+ssh:// host ("knownhosts: key is unknown")."""
     bin_dir = tmp_path / "bin"
@@ -146,12 +131,12 @@ def test_setup_check_wants_a_remote_libvirt_host_in_known_hosts(tmp_path):
     stand_ins(bin_dir, **HOST_TOOLS, mkisofs="exit 0")
     tree = tmp_path / "tree"
     tree.mkdir()
-    (tree / "Pulumi.remote.yaml").write_text("config:\n  halab:libvirtUri: qemu+ssh://ops@hv.example:2222/system\n")
+    (tree / "Pulumi.remote.yaml").write_text("config:\n  halab:libvirtUri: qemu+ssh://ops@hv.example/system\n")
     p = setup_check_in(tree, bin_dir, tmp_path, stack="remote")
-    assert "[hv.example]:2222 is not in ~/.ssh/known_hosts" in p.stderr, p.stderr
-    assert "ssh-keyscan -p 2222 hv.example" in p.stderr
+    assert "hv.example is not in ~/.ssh/known_hosts" in p.stderr, p.stderr
+    assert "ssh-keyscan hv.example" in p.stderr
     (tmp_path / ".ssh").mkdir()
-    (tmp_path / ".ssh/known_hosts").write_text("[hv.example]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHYk\n")
+    (tmp_path / ".ssh/known_hosts").write_text("hv.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHYk\n")
     p = setup_check_in(tree, bin_dir, tmp_path, stack="remote")
     assert "known_hosts" not in p.stderr, p.stderr
 

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from halab import render
 from halab.vmlab.engine import COMMAND, Engine, Entry, State
 from halab.vmlab.provider import Libvirt, ProviderError
 
@@ -77,6 +78,20 @@ def test_domain_xml_is_the_providers():
     assert graphics.get("type") == "vnc" and graphics.find("listen").get("type") == "none"
 
 
+def test_the_root_disk_is_a_qcow2_file_after_the_programs_xslt():
+    """The XML libvirt defines for the program's domain: the provider's volume disk turned by
+    the domain's XSLT (xsltproc, as utils_xslt.go runs it) into a file disk at the volume's
+    path, the qcow2 driver kept; virt-aa-helper reads a file disk's backing chain."""
+    root = DOMAIN["disks"][0]["volumeId"]
+    xml = Libvirt("qemu:///system", fake_run).domain_xml({**DOMAIN, "xml": {"xslt": render.domain_disk_xslt(root)}})
+    disk, cdrom = ET.fromstring(xml).findall("devices/disk")
+    assert disk.get("type") == "file" and disk.get("device") == "disk"
+    assert disk.find("source").attrib == {"file": root}
+    assert disk.find("driver").attrib == {"name": "qemu", "type": "qcow2"}
+    assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+    assert cdrom.get("type") == "file" and cdrom.findtext("serial") == "cloudinit"  # untouched
+
+
 def test_without_graphics_the_provider_gives_spice():
     """Finding 7, as newDomainDef has it: no graphics block means SPICE."""
     dom = ET.fromstring(Libvirt("qemu:///system", fake_run).domain_xml({**DOMAIN, "graphics": None}))
@@ -126,6 +141,10 @@ def engine(tmp_path):
     return Engine(State(tmp_path / "state.json"), fake_run, lambda argv: argv, log=lambda _: None)
 
 
+def NIC(mac: str) -> dict:  # noqa: N802 (reads as the block it builds)
+    return {"networkInterfaces": [{"mac": mac, "networkId": "n"}]}
+
+
 def entry(typ: str, **inputs) -> Entry:
     return Entry("urn:x", typ, "id", inputs, inputs)
 
@@ -141,6 +160,20 @@ def entry(typ: str, **inputs) -> Entry:
         ("libvirt:index/domain:Domain", {"memory": 1}, {"memory": 2}, [], False),
         # ... unless the program asks for a replacement (finding 8)
         ("libvirt:index/domain:Domain", {"cloudinit": "a"}, {"cloudinit": "b"}, ["cloudinit"], False),
+        # a field inside a block is not ForceNew: an update, which the provider then ignores ...
+        ("libvirt:index/domain:Domain", {"disks": [{"volumeId": "a"}]}, {"disks": [{"volumeId": "b"}]}, [], True),
+        ("libvirt:index/domain:Domain", NIC("52:54:00:00:00:01"), NIC("52:54:00:00:00:02"), [], True),
+        # ... so the program names those blocks; a new count of disks is ForceNew
+        (
+            "libvirt:index/domain:Domain",
+            NIC("52:54:00:00:00:01"),
+            NIC("52:54:00:00:00:02"),
+            ["networkInterfaces"],
+            False,
+        ),  # fmt: skip
+        ("libvirt:index/domain:Domain", {"disks": [{"volumeId": "a"}]}, {"disks": []}, [], False),
+        ("libvirt:index/network:Network", {"mode": "nat"}, {"mode": "route"}, [], False),
+        ("libvirt:index/network:Network", {"dns": {"enabled": True}}, {"dns": {"enabled": False}}, [], True),
         ("libvirt:index/volume:Volume", {"size": 1}, {"size": 2}, [], False),
     ],
 )

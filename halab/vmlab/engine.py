@@ -39,7 +39,7 @@ from pulumi.runtime.mocks import _ensure_event_loop, _sync_await
 from pulumi.runtime.proto import resource_pb2
 
 from components.mocks import Mocks, Recorder, Reg, registration
-from halab.vmlab import command
+from halab.vmlab import command, schema
 from halab.vmlab.provider import Libvirt, Outcome
 
 Log = Callable[[str], None]
@@ -196,13 +196,14 @@ class Engine(Recorder):
             self.state.save()
 
     def _updatable(self, typ: str, old: Entry, new: dict[str, Any], replace_on: list[str]) -> bool:
-        changed = {k for k in set(old.inputs) | set(new) if old.inputs.get(k) != new.get(k)}
-        if changed & set(replace_on) or "*" in replace_on:
-            return False
+        """The engine's plan: the provider's diff (schema.py for libvirt: ForceNew replaces, the
+        rest is an update, applied or ignored as the provider does), then replaceOnChanges.
+        pulumi-command: `triggers` replace (its SDK sets replace_on_changes=["triggers[*]"])."""
         if typ == COMMAND:
-            return "triggers" not in changed
-        if typ == "libvirt:index/domain:Domain":
-            return changed <= {"cloudinit", "autostart"}
+            changed = {k for k in set(old.inputs) | set(new) if old.inputs.get(k) != new.get(k)}
+            return "triggers" not in changed and not changed & set(replace_on) and "*" not in replace_on
+        if typ in (schema.DOMAIN, schema.NETWORK):
+            return schema.plan(typ, old.inputs, new, replace_on) == "update"
         return False
 
     def _libvirt(self, provider: str) -> Libvirt:
@@ -222,6 +223,10 @@ class Engine(Recorder):
         raise EngineError(f"the VM lab does not know how to create a {typ}")
 
     def _update(self, typ: str, provider: str, old: Entry, inputs: dict[str, Any]) -> Outcome:
+        for path in sorted(schema.ignored(typ, old.inputs, inputs)):
+            self.say(f"    {old.urn.rsplit('::', 1)[-1]}: {path} changed: the provider ignores it")
+        if typ == schema.NETWORK:
+            return self._libvirt(provider).update_network(old.id, old.inputs, inputs)
         if typ == "libvirt:index/domain:Domain":
             out = self._libvirt(provider).update_domain(old.id, old.inputs, inputs)
             if out is None:

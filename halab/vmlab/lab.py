@@ -31,7 +31,18 @@ from halab.vmlab.hypervisor import Hypervisor
 
 STATE_ROOT = Path("/run/halab/vmlabs")
 EMULATED_INTERVAL = 0.1  # the drills' request interval on TCG guests (0.02 s on real machines)
-COMMANDS = ("virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "mkisofs", "ssh", "ssh-keygen", "nsenter", "ip")
+COMMANDS = (
+    "virsh",
+    "libvirtd",
+    "virtlogd",
+    "qemu-system-x86_64",
+    "mkisofs",
+    "xsltproc",
+    "ssh",
+    "ssh-keygen",
+    "nsenter",
+    "ip",
+)
 
 Log = Callable[[str], None]
 

@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_network
+from pathlib import Path
 from typing import Any
+
+from halab.vmlab import schema
 
 Run = Callable[..., Any]  # Hypervisor.run: (argv or shell text, input=...) -> CompletedProcess
 
@@ -45,6 +50,25 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     if text is not None:
         el.text = text
     return el
+
+
+def transform(xml: str, xslt: str) -> str:
+    """utils_xslt.go transformXML: the resource's XSLT applied by xsltproc on the machine that
+    runs the provider (--nomkdir --nonet --nowrite); an empty one is a no-op."""
+    if not xslt.strip():
+        return xml
+    with tempfile.TemporaryDirectory(prefix="halab-xslt-") as d:
+        (Path(d) / "t.xsl").write_text(xslt.strip())
+        (Path(d) / "d.xml").write_text(xml)
+        p = subprocess.run(
+            ["xsltproc", "--nomkdir", "--nonet", "--nowrite", f"{d}/t.xsl", f"{d}/d.xml"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if p.returncode != 0:
+        raise ProviderError(f"error applying XSLT stylesheet: {p.stderr.strip()}")
+    return p.stdout
 
 
 @dataclass
@@ -127,6 +151,14 @@ class Libvirt:
         if i.get("autostart"):
             self.virsh("net-autostart", i["name"])
         return Outcome(self.virsh("net-uuid", i["name"]).strip(), dict(i))
+
+    def update_network(self, rid: str, old: dict[str, Any], new: dict[str, Any]) -> Outcome:
+        """resourceLibvirtNetworkUpdate: starts it if inactive, and autostart (dns.hosts too,
+        which the program never sets); the rest of an update is ignored (schema.py)."""
+        self.virsh("net-start", rid, check=False)
+        if old.get("autostart") != new.get("autostart"):
+            self.virsh("net-autostart", *([] if new.get("autostart") else ["--disable"]), rid)
+        return Outcome(rid, dict(new))
 
     def delete_network(self, rid: str) -> None:
         self.virsh("net-destroy", rid, check=False)
@@ -263,7 +295,7 @@ class Libvirt:
                 _sub(gr, "listen", type="none")
         rng = _sub(dev, "rng", model="virtio")
         _sub(rng, "backend", "/dev/urandom", model="random")
-        return _xml(dom)
+        return transform(_xml(dom), (i.get("xml") or {}).get("xslt", ""))
 
     def create_domain(self, i: dict[str, Any]) -> Outcome:
         self.with_xml("define", xml=self.domain_xml(i))
@@ -274,10 +306,10 @@ class Libvirt:
         return Outcome(self.virsh("domuuid", i["name"]).strip(), dict(i))
 
     def update_domain(self, rid: str, old: dict[str, Any], new: dict[str, Any]) -> Outcome | None:
-        """resourceLibvirtDomainUpdate: only the cloud-init disk and autostart change in place;
-        None when anything else changed (the provider marks those ForceNew: a replacement)."""
-        in_place = {"cloudinit", "autostart"}
-        if any(old.get(k) != new.get(k) for k in set(old) | set(new) if k not in in_place):
+        """resourceLibvirtDomainUpdate: the cloud-init disk and autostart change in place, every
+        other change the engine plans as an update is ignored (schema.py), yet recorded in the
+        state as the real provider's is; None for a ForceNew change (a replacement)."""
+        if schema.plan(schema.DOMAIN, old, new, []) == "replace":
             return None
         if old.get("cloudinit") != new.get("cloudinit") and new.get("cloudinit"):
             # DomainUpdateDeviceFlags(config|current|live), as the provider does
