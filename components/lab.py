@@ -101,6 +101,10 @@ class Lab(pulumi.ComponentResource):
         self.load_balancers = [made[n.name] for n in lab.load_balancers]
         ready = [lb.done for lb in self.load_balancers]
         self.backends = [Backend(f"{name}-{n.name}", node_args(n), ready, opts=on(n.hypervisor)) for n in lab.backends]
+        # `pulumi up` ends when the lab serves: each load balancer's haproxy calls every pool
+        # server UP, after every node's last step
+        everyone = [*self.load_balancers, *self.backends]
+        self.serving = [c for lb in self.load_balancers for c in lb.serve_after(everyone)]
 
         vip = str(lab.vip)
 

@@ -38,9 +38,10 @@ class ProvisionedNode(pulumi.ComponentResource):
         super().__init__(type_token, name, None, opts)
         lab, node = args.vm.lab, args.vm.node
         self.vm = Vm(f"{name}-vm", args.vm, opts=pulumi.ResourceOptions(parent=self))
-        conn = remote_steps.connection(lab, node, args.ssh_private_key)
+        self._name, self._args = name, args
+        self._conn = remote_steps.connection(lab, node, args.ssh_private_key)
         self.commands = remote_steps.create_steps(
-            self, name, lab, node, conn, args.credentials, [self.vm], self.vm.domain.id, extra_after
+            self, name, lab, node, self._conn, args.credentials, [self.vm], self.vm.domain.id, extra_after
         )
         self.address = str(node.address)
         self.register_outputs({"address": self.address, "domain_name": self.vm.domain_name})

@@ -1,6 +1,6 @@
 """The plan's steps for one node, as pulumi-command remote Commands run in order over SSH.
 
-Each Command pipes the step's bundle to `sudo bash -s`. The bundle's content hash is the
+Each Command pipes the step's bundle to `sudo env HALAB_GUEST=<node> bash -s`. The bundle's content hash is the
 trigger, so a step re-runs exactly when what it applies changes; the steps' own scripts make
 a re-run harmless. A bundle that holds a secret is a secret Output (encrypted in the state).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pulumi
 import pulumi_command.remote as remote
@@ -83,18 +83,21 @@ def create_steps(
     first_after: Sequence[pulumi.Resource],
     guest_id: pulumi.Input[str],
     extra_after: dict[str, Sequence[pulumi.Resource]] | None = None,
+    steps_of: Callable[[Lab, Node, render.Credentials], Sequence[plan.Step]] = plan.host_steps,
+    extra_triggers: Sequence[pulumi.Input[str]] = (),
 ) -> dict[str, remote.Command]:
-    """One Command per step, each after the previous; `extra_after[step]` adds dependencies.
+    """One Command per step of `steps_of`, each after the previous; `extra_after[step]` adds
+    dependencies, `extra_triggers` more reasons to run again.
 
     Each step's triggers are its bundle's hash and the guest's identity (the domain's ID): a
     replaced guest (a new image, a new disk size, a domain deleted out of band and re-created
     by `pulumi up --refresh`) is a blank machine, and every step runs on it again."""
-    public = plan.host_steps(lab, node, render.Credentials.placeholder())
+    public = steps_of(lab, node, render.Credentials.placeholder())
     commands: dict[str, remote.Command] = {}
     previous: list[pulumi.Resource] = list(first_after)
     for i, step in enumerate(public):
         if step.secret:
-            real = credentials.apply(lambda c, i=i: plan.host_steps(lab, node, c)[i])
+            real = credentials.apply(lambda c, i=i: steps_of(lab, node, c)[i])
             bundle: pulumi.Input[str] = pulumi.Output.secret(real.apply(lambda s: s.bundle()))
             digest: pulumi.Input[str] = pulumi.Output.secret(real.apply(lambda s: s.digest()))
         else:
@@ -103,9 +106,10 @@ def create_steps(
         cmd = remote.Command(
             f"{name}-{step.name}",
             connection=conn,
-            create="sudo bash -s",
+            # the steps refuse to run on any other guest that answers at its address (lib.sh)
+            create=f"sudo env HALAB_GUEST={node.name} bash -s",
             stdin=bundle,
-            triggers=[digest, guest_id],
+            triggers=[digest, guest_id, *extra_triggers],
             opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
         )
         commands[step.name] = cmd

@@ -47,6 +47,10 @@ from halab.model import (
 )
 from halab.stackfile import is_secure
 
+# The default guest: Debian 13's generic cloud image, the release the VM lab builds and boots
+# (halab/vmlab/image.py), so every step, unit and drill is proven on it. Ubuntu 24.04 works by
+# the same steps, but is not booted here (docs/real-pulumi-up.md).
+DEBIAN_13_IMAGE = "https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2"
 UBUNTU_2404_IMAGE = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
 
 # Every default in one place. Together they reproduce the seed article's lab (with its
@@ -56,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "libvirtHosts": None,  # {name: URI} to spread nodes over several hypervisors
     "domainType": "kvm",
     "pool": "default",
-    "image": UBUNTU_2404_IMAGE,
+    "image": DEBIAN_13_IMAGE,
     "network": {"name": "halab", "cidr": "192.168.69.0/24", "mode": "nat", "interface": "eth0"},
     "vip": "192.168.69.110",
     "loadBalancers": [

@@ -85,6 +85,7 @@ class HealthCheck:
     interval: str  # HAProxy's syntax: a number and a unit (ms, s, m, h, d); no unit means ms
     rise: int
     fall: int
+    timeout_seconds: int = 2  # haproxy.cfg's `timeout check`: how long a check waits for its answer
 
     @property
     def interval_seconds(self) -> float:
@@ -196,6 +197,14 @@ class Lab:
     @property
     def nodes(self) -> tuple[Node, ...]:
         return self.load_balancers + self.backends
+
+    @property
+    def serving_within(self) -> int:
+        """Seconds `up` waits at its end for every pool server to be UP on each load balancer:
+        a server starts DOWN and needs `rise` checks, each up to an interval plus its timeout;
+        doubled, and 30 s more for a guest slowed by its neighbours' boots."""
+        hc = self.health_check
+        return math.ceil(2 * hc.rise * (hc.interval_seconds + hc.timeout_seconds)) + 30
 
     def url(self, svc: Service) -> str:
         """Where a client reaches a service through the VIP (a stack output; what verify asks)."""

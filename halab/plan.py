@@ -176,6 +176,16 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
     )
 
 
+def serving_steps(lab: Lab, host: Node) -> tuple[Step, ...]:
+    """What a load balancer runs last, after every node's steps: `up` ends when the lab serves
+    (every pool server UP on each haproxy), not when the last file is written."""
+    if host.role != "lb":
+        return ()
+    return (
+        Step(host.name, "serving", "lb-serving.sh", files=(("/etc/halab/serving.conf", render.serving_conf(lab)),)),
+    )
+
+
 def keepalived_order(lab: Lab) -> tuple[Node, ...]:
     """The load balancers in the order their keepalived must first start: highest priority first.
     Each node starts as BACKUP, and the first whose master-down timer runs out becomes master;

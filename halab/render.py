@@ -15,7 +15,7 @@ from xml.sax.saxutils import quoteattr
 
 import yaml
 
-from halab.model import Lab, Node, Service
+from halab.model import HealthCheck, Lab, Node, Service
 
 TEMPLATES = Path(__file__).parent / "templates"
 NODE_FILES = Path(__file__).parent.parent / "scripts" / "node"
@@ -73,8 +73,8 @@ CHECK_LINES = {
     "smtp": "    # Healthy: the server greets and answers HELO (2xx).\n    option smtpchk\n",
     "connect": "    # Checked by a TCP connect only (services[].check.type: connect): a hung server passes.\n",
 }
-# haproxy.cfg's `timeout check`: how long a check waits for its answer.
-HAPROXY_CHECK_TIMEOUT = 2
+# haproxy.cfg's `timeout check`: how long a check waits for its answer (the model's fact)
+HAPROXY_CHECK_TIMEOUT = HealthCheck.timeout_seconds
 
 # haproxy's own health frontend (monitor-uri), on the loopback of each load balancer: what
 # keepalived's checks ask (halab-haproxy-watch, halab-check-haproxy).
@@ -160,6 +160,16 @@ def haproxy_new_servers_state(lab: Lab) -> str:
     ]
     head = "1\n# Rendered by ha-lb-lab: how each server starts when a reload brings it in (halab-haproxy-state).\n"
     return head + "\n".join(lines) + "\n"
+
+
+def serving_conf(lab: Lab) -> str:
+    """What `up` waits for at its end (lb-serving.sh): every server of every pool UP, within
+    the time a server DOWN at haproxy's start needs to rise, and a margin for a slow guest."""
+    servers = " ".join(f"bk_{svc.name}/{b.name}" for svc in lab.services for b in lab.pool(svc))
+    return (
+        "# Rendered by ha-lb-lab: the servers `up` waits for, UP on this haproxy (lb-serving.sh).\n"
+        f"SERVING_WITHIN={lab.serving_within}\nSERVING_SERVERS='{servers}'\n"
+    )
 
 
 def vrrp_peers(lab: Lab, host: Node) -> list[Node]:

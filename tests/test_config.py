@@ -9,7 +9,7 @@ import pytest
 from conftest import STACKS
 
 from halab import stackfile
-from halab.config import ConfigError, parse
+from halab.config import DEBIAN_13_IMAGE, ConfigError, parse
 from halab.model import Hypervisor, ServiceCheck
 from halab.stackfile import Secure
 
@@ -38,7 +38,7 @@ def test_empty_config_is_the_seed_lab():
     assert lab.test_clients == (ip_address("192.168.69.1"),)  # the hypervisor on the lab network
     assert lab.libvirt.hypervisors == (Hypervisor("default", "qemu:///system", None),)
     assert lab.libvirt.domain_type == "kvm" and all(n.hypervisor == "default" for n in lab.nodes)
-    assert lab.libvirt.image.startswith("https://cloud-images.ubuntu.com/noble/")
+    assert lab.libvirt.image == DEBIAN_13_IMAGE  # the release the VM lab proves (trixie)
 
 
 def test_dev_stack_file_is_the_defaults_plus_the_seeds_test_machine():

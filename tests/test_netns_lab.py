@@ -16,12 +16,13 @@ from conftest import ROOT, STACKS, assert_rows, need_root_and, require_lab
 
 from halab import config, stackfile
 from halab.netns import lab, topology
-from halab.verify import checks
+from halab.verify import checks, traffic
 from halab.verify.rows import table
 
 LABS = ("dev", "lab3", "pools")
 DAEMONS = ("haproxy", "keepalived", "apache2")
 TABLES: dict[str, str] = {}  # each lab's full verify table, as test_verify_passes printed it
+FIRST: dict[str, list] = {}  # each lab's first request per service, sent as its `up` returned
 
 
 def topo_of(name: str) -> topology.Topology:
@@ -43,10 +44,21 @@ def labs():
     try:
         for name, t in topos.items():
             lab.up(t, log=logs[name].append)
+            FIRST[name] = traffic.check_services(*lab.site(t))  # no wait: `up` ends when it serves
         yield topos, before, logs
     finally:
         for t in topos.values():
             lab.down(t, log=lambda _: None)
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_a_first_request_right_after_up_is_served(labs, name):
+    """`up` returned only once each haproxy called every pool server UP (its last step): a
+    request per service from each client, sent as it returned, is served and transparent. It
+    was not: the first curl got an empty reply while the servers' first checks ran."""
+    shown = table(FIRST[name])
+    assert FIRST[name] and all(r.ok for r in FIRST[name]), shown
+    assert any("serving: every server UP" in line for line in labs[2][name]), labs[2][name][-5:]
 
 
 @pytest.mark.parametrize("name", LABS)

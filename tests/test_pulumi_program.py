@@ -63,7 +63,8 @@ def test_resource_counts_follow_the_topology(stack, lbs, backends, request):
     assert counts["libvirt:index/cloudInitDisk:CloudInitDisk"] == nodes
     assert counts["libvirt:index/domain:Domain"] == nodes
     assert counts["tls:index/privateKey:PrivateKey"] == 1
-    assert counts["command:remote:Command"] == lbs * lb_steps + backends * be_steps
+    # and each load balancer's wait until it serves, after every node's steps
+    assert counts["command:remote:Command"] == lbs * (lb_steps + 1) + backends * be_steps
 
 
 def _model(stack):
@@ -108,7 +109,8 @@ def test_each_remote_command_connects_to_its_own_node(large):
     model = _model("large")
     for node in model.nodes:
         cmds = [r for r in large.of_type("command:remote:Command") if r.name.startswith(f"halab-{node.name}-")]
-        assert [c.name.removeprefix(f"halab-{node.name}-") for c in cmds] == list(plan.step_names(model, node))
+        serving = [s.name for s in plan.serving_steps(model, node)]
+        assert [c.name.removeprefix(f"halab-{node.name}-") for c in cmds] == [*plan.step_names(model, node), *serving]
         for c in cmds:
             conn = c.inputs["connection"]
             assert conn["host"] == str(node.address), c.urn
@@ -116,7 +118,7 @@ def test_each_remote_command_connects_to_its_own_node(large):
             # remote libvirt: SSH through the hypervisor, authenticated by the user's agent
             assert conn["proxy"]["host"] == "hv1.example.net", c.urn
             assert conn["proxy"]["user"] == "ops", c.urn
-            assert c.inputs["create"] == "sudo bash -s", c.urn
+            assert c.inputs["create"] == f"sudo env HALAB_GUEST={node.name} bash -s", c.urn
 
 
 def test_the_ssh_agents_socket_is_not_in_the_state(monkeypatch, tmp_path):
@@ -207,6 +209,17 @@ def test_the_root_disk_is_attached_as_a_file_for_apparmor(dev):
         (disk,) = d.inputs["disks"]
         assert disk == {"volumeId": disk["volumeId"]}
         assert f'<source file="{disk["volumeId"]}"/>' in d.inputs["xml"]["xslt"], d.name
+
+
+def test_pulumi_up_ends_when_every_load_balancer_serves(large):
+    """The last Command on each load balancer waits until its haproxy calls every pool server
+    UP, after every node's last step: `pulumi up` returns when a first request is served."""
+    model = _model("large")
+    last = {large.by_name(f"halab-{n.name}-{plan.step_names(model, n)[-1]}").urn for n in model.nodes}
+    for lb in model.load_balancers:
+        serving = large.by_name(f"halab-{lb.name}-serving")
+        assert last <= set(serving.deps), serving.urn
+        assert "bk_smtp/app5" in _unbundle(serving.inputs["stdin"])
 
 
 def test_steps_run_in_order_and_start_after_the_vm(dev):
@@ -386,7 +399,8 @@ def test_changing_one_backend_changes_only_the_bundles_that_carry_it():
     after_prog = run_program({**cfg, "halab:backends": json.dumps(backends)}, secret)
     after = {r.name: r.inputs["triggers"] for r in after_prog.of_type("command:remote:Command")}
     changed = sorted(n for n in before if before[n] != after[n])
-    assert changed == ["halab-lb1-haproxy", "halab-lb2-haproxy"]
+    # and the wait until the lab serves, which runs again whenever a step of the lab does
+    assert changed == ["halab-lb1-haproxy", "halab-lb1-serving", "halab-lb2-haproxy", "halab-lb2-serving"]
     new_steps = ("gateway", "packages", "ready", "sysctl", "tcp", "web")
     assert sorted(set(after) - set(before)) == [f"halab-www3-{s}" for s in new_steps]
 
@@ -409,7 +423,7 @@ def test_adding_a_backend_to_one_pool_changes_only_the_haproxy_steps():
         {r.name: r.inputs["triggers"] for r in p.of_type("command:remote:Command")} for p in (before_prog, after_prog)
     ]
     changed = sorted(n for n in triggers[0] if triggers[0][n] != triggers[1][n])
-    assert changed == ["halab-lb1-haproxy", "halab-lb2-haproxy"]
+    assert changed == ["halab-lb1-haproxy", "halab-lb1-serving", "halab-lb2-haproxy", "halab-lb2-serving"]
     new = sorted({r.name for r in after_prog.regs} - {r.name for r in before_prog.regs})
     assert new and all(n == "halab-web-3" or n.startswith("halab-web-3-") for n in new), new
     # the new server is in the web pool's services and the one served by every backend

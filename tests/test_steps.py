@@ -491,6 +491,49 @@ def servers_state(lb: NsNode, backend: str) -> dict[str, int]:
     return {f[3]: int(f[5]) for f in fields}
 
 
+def test_a_step_on_another_guest_than_the_one_meant_changes_nothing(nodes):
+    """pulumi up reaches a node by its address: a renamed node (or one given another's address)
+    is created while the old guest still answers there. The driver names the node it means
+    (HALAB_GUEST), and a step that lands on any other fails, naming both, before any change."""
+    lb = nodes("lb1")
+    steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
+    p = lb.run_bundle(steps["sysctl"].bundle(), check=False, env={"HALAB_GUEST": "lb3"})
+    assert p.returncode != 0 and "this is lb1, not lb3: another guest answers at this address" in p.stderr
+    assert lb.run(["test", "-e", plan.LB_SYSCTL], check=False).returncode != 0  # nothing written
+    assert "node ready: lb1" in lb.run_bundle(steps["ready"].bundle(), env={"HALAB_GUEST": "lb1"}).stdout
+
+
+def test_the_serving_step_waits_for_every_server_up_and_names_those_that_are_not(nodes):
+    """`up` ends with lb-serving.sh: it returns once haproxy calls every listed server UP, and
+    past its bound fails naming each server that is not, with haproxy's word for it."""
+    lb, peer = nodes("lb1"), nodes("peer")
+    veth(lb, "eth0", peer, "eth0")
+    lb.run("ip addr add 192.168.69.111/24 dev eth0")
+    peer.run("ip addr add 192.168.69.106/24 dev eth0")  # www1 answers; www2 (.107) is nowhere
+    web = ["python3", "-m", "http.server", "-b", "0.0.0.0", "-d", "/tmp", "80"]
+    subprocess.Popen(peer.argv(web), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
+    (serving,) = plan.serving_steps(LAB, LAB.load_balancers[0])
+    assert "SERVING_SERVERS='bk_http/www1 bk_http/www2 bk_https/www1 bk_https/www2'" in serving.files[0][1]
+
+    def waiting_for(servers: str, within: int) -> plan.Step:
+        conf = f"SERVING_WITHIN={within}\nSERVING_SERVERS='{servers}'\n"
+        return plan.Step("lb1", "serving", serving.script, files=(("/etc/halab/serving.conf", conf),))
+
+    for name in ("sysctl", "tproxy", "secrets", "haproxy"):
+        lb.run_bundle(steps[name].bundle())
+    # a fresh haproxy calls the unreachable www2 UP until its first check: not serving yet
+    p = lb.run_bundle(waiting_for("bk_http/www2", 1).bundle(), check=False)
+    assert p.returncode != 0 and "not serving after 1s: not UP: bk_http/www2 " in p.stderr, p.stderr
+    started = time.monotonic()
+    p = lb.run_bundle(waiting_for("bk_http/www1 bk_http/www2 bk_http/www9", 3).bundle(), check=False)
+    assert p.returncode != 0 and time.monotonic() - started < 10, p.stdout
+    assert "not serving after 3s: not UP: bk_http/www2 DOWN, bk_http/www9 absent" in p.stderr, p.stderr
+    # www1 (it serves :80 only) passes its checks: the step returns
+    p = lb.run_bundle(waiting_for("bk_http/www1", 20).bundle())
+    assert "serving: every server UP (1 in the pools)" in p.stdout, p.stdout
+
+
 def test_a_reload_keeps_each_servers_state_and_a_new_server_starts_down(nodes):
     """haproxy calls every server UP until its first check. After a reload, that sent clients to
     a server its checks had taken out, and to a backend added to the config before it had

@@ -19,7 +19,8 @@ import yaml
 from conftest import ROOT, VERIFY_ROWS, assert_rows, require_lab, row_names
 
 from halab import config, plan, stackfile
-from halab.verify import probes, reload, vrrp
+from halab.verify import probes, reload, traffic, vrrp
+from halab.verify.rows import table
 from halab.vmlab import hypervisor, lab
 
 CONFIG = ROOT / "Pulumi.dev.yaml"
@@ -35,6 +36,9 @@ def vm_lab(*args: str, config=CONFIG, timeout: float = 1400) -> subprocess.Compl
     )
     print(p.stdout[-6000:], p.stderr[-6000:])
     return p
+
+
+FIRST: list = []  # the first request per service and client, sent as `up` returned
 
 
 def changed(output: str) -> dict[str, str]:
@@ -54,6 +58,8 @@ def vmlab():
     vm_lab("down")
     p = vm_lab("up")
     assert p.returncode == 0, p.stderr
+    with lab.Session(str(CONFIG)) as s:  # no wait: `up` ends when the lab serves
+        FIRST.extend(traffic.check_services(s.t, s.site))
     yield p.stdout
     assert vm_lab("down").returncode == 0
     assert lab.leftovers(PREFIX) == []
@@ -63,8 +69,9 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
     made = changed(vmlab)
     model = config.parse(stackfile.load_stack_file(str(CONFIG)))
     steps = [f"halab-{n.name}-{s}" for n in model.nodes for s in plan.step_names(model, n)]
-    # 7 steps on each load balancer, 6 on each backend (web and tcp on every one: pools)
-    assert len(steps) == 26 and all(made.get(s) == "create" for s in steps), made
+    steps += [f"halab-{n.name}-{s.name}" for n in model.load_balancers for s in plan.serving_steps(model, n)]
+    # 7 steps on each load balancer and its wait until it serves, 6 on each backend (pools)
+    assert len(steps) == 28 and all(made.get(s) == "create" for s in steps), made
     assert sorted(virsh("list", "--name").split()) == ["halab-lb1", "halab-lb2", "halab-www1", "halab-www2"]
     with lab.Session(str(CONFIG)) as s:
         for node in s.model.nodes:
@@ -75,6 +82,12 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
             assert out.startswith(f"{node.name}\nroot\n"), out  # sudo -n as the stack's user
             assert f"inet {node.address}/24" in out
             assert s.t.run(node.name, ["sudo", "-u", "halab", "id", "-un"]).stdout.strip() == "halab"
+
+
+def test_a_first_request_right_after_up_is_served(vmlab):
+    """`up` ended with each load balancer's serving step (every pool server UP): a request per
+    service from each client, sent as it returned, is served, the client's address seen."""
+    assert FIRST and all(r.ok for r in FIRST), table(FIRST)
 
 
 def test_up_again_changes_nothing(vmlab):
@@ -126,7 +139,8 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     assert p.returncode == 0, p.stderr
     made = changed(p.stdout)
     others = {n for n in made if not n.startswith("halab-www3-")}
-    assert others == {"halab-lb1-haproxy", "halab-lb2-haproxy"}, made
+    # and each load balancer's wait until it serves, as after any step ran again
+    assert others == {"halab-lb1-haproxy", "halab-lb2-haproxy", "halab-lb1-serving", "halab-lb2-serving"}, made
     assert {made[n] for n in others} == {"replace"}  # their triggers changed: the step runs again
     assert len(samples) > 50
     failed = [x for x in samples if not x.ok]

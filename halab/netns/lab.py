@@ -189,20 +189,22 @@ def _create(topo: Topology) -> dict[str, NsNode]:
 def configure(topo: Topology, running: dict[str, NsNode], log: Log = print) -> None:
     """Every node's steps, in the order the Pulumi path runs them: load balancers first, the
     preferred master first (plan.keepalived_order), then the backends (whose gateway step needs
-    the VIP up)."""
+    the VIP up); last, each load balancer waits until it serves."""
     creds = credentials(topo)
     lbs = [topo.host(n.name) for n in plan.keepalived_order(topo.lab)]  # the preferred master first
-    for h in lbs + list(topo.by_role("backend")):
-        assert h.node is not None
-        for step in plan.host_steps(topo.lab, h.node, creds):
-            p = running[h.name].run_bundle(step.bundle(), check=False)
-            if p.returncode != 0:
-                raise LabError(f"{h.name}: step {step.name} failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
-            # every line the step printed: what it changed, or that it changed nothing; and its
-            # warnings, marked
-            lines = p.stdout.splitlines() + [f"stderr: {e}" for e in p.stderr.splitlines()]
-            for line in lines or ["ok"]:
-                log(f"  {h.name:10} {step.name:10} {line}")
+    everyone = lbs + list(topo.by_role("backend"))
+    # every node's steps, then each load balancer's wait until it serves (plan.serving_steps)
+    work = [(h, step) for h in everyone if h.node for step in plan.host_steps(topo.lab, h.node, creds)]
+    work += [(h, step) for h in lbs if h.node for step in plan.serving_steps(topo.lab, h.node)]
+    for h, step in work:
+        p = running[h.name].run_bundle(step.bundle(), check=False)
+        if p.returncode != 0:
+            raise LabError(f"{h.name}: step {step.name} failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+        # every line the step printed: what it changed, or that it changed nothing; and its
+        # warnings, marked
+        lines = p.stdout.splitlines() + [f"stderr: {e}" for e in p.stderr.splitlines()]
+        for line in lines or ["ok"]:
+            log(f"  {h.name:10} {step.name:10} {line}")
 
 
 def down(topo: Topology, log: Log = print) -> list[str]:

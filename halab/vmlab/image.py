@@ -1,7 +1,7 @@
-"""The guest image the VM lab gives the program through `halab:image`: Debian 12 built from
-Debian packages (scripts/vmlab/build-image), cached under /var/cache/halab keyed by a hash of
-its recipe (the build script and the package list), so a changed recipe builds a new image and
-an unchanged one is built once."""
+"""The guest image the VM lab gives the program through `halab:image`: Debian 13 (trixie, the
+release of the program's default image) built from Debian packages (scripts/vmlab/build-image),
+cached under /var/cache/halab keyed by a hash of its recipe (the build script, the suite and the
+package list), so a changed recipe builds a new image and an unchanged one is built once."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 BUILD_SCRIPT = ROOT / "scripts" / "vmlab" / "build-image"
 CACHE = Path("/var/cache/halab/images")
 SIZE_GIB = 3  # the image's own disk; each VM's root volume is vm.diskGiB on top of it
+SUITE, RELEASE = "trixie", 13  # config.DEBIAN_13_IMAGE's release: the guests run what users get
 # What a cloud image has, then everything the steps install: no guest needs a mirror, and the
 # `packages` step finds every package present.
 BASE_PACKAGES = (
@@ -43,12 +44,12 @@ def packages() -> tuple[str, ...]:
 def recipe_hash() -> str:
     h = hashlib.sha256(BUILD_SCRIPT.read_bytes())
     h.update("\n".join(packages()).encode())
-    h.update(str(SIZE_GIB).encode())
+    h.update(f"{SIZE_GIB} {SUITE}".encode())
     return h.hexdigest()[:16]
 
 
 def path() -> Path:
-    return CACHE / f"debian12-{recipe_hash()}.qcow2"
+    return CACHE / f"debian{RELEASE}-{recipe_hash()}.qcow2"
 
 
 def ensure(log: Callable[[str], None] = print) -> Path:
@@ -60,7 +61,7 @@ def ensure(log: Callable[[str], None] = print) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     log(f"image: building {out.name} with mmdebstrap ({len(packages())} packages)...")
     p = subprocess.run(
-        [str(BUILD_SCRIPT), str(out), str(SIZE_GIB), *packages()],
+        [str(BUILD_SCRIPT), str(out), str(SIZE_GIB), SUITE, *packages()],
         capture_output=True,
         text=True,
         check=False,

@@ -21,7 +21,17 @@ die() {
   exit 1
 }
 
-need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
+# A driver that reaches a node by its address names the node it means in HALAB_GUEST: another
+# guest may answer there (a node renamed, or its address given to another node, while the old
+# guest still runs until the end of the update), and a step on it must change nothing.
+need_guest() {
+  [ -z "${HALAB_GUEST:-}" ] || [ "$(hostname)" = "$HALAB_GUEST" ] \
+    || die "this is $(hostname), not $HALAB_GUEST: another guest answers at this address (a node renamed, or its address given to another, while the old guest runs); nothing was changed. Rename in two updates: remove the node, then add it under its new name"
+}
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root"
+  need_guest
+}
 need_cmd() {
   local c
   for c in "$@"; do command -v "$c" >/dev/null 2>&1 || die "command not found: $c"; done
