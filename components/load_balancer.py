@@ -28,11 +28,12 @@ class LoadBalancer(ProvisionedNode):
         )
 
     def serve_after(self, nodes: Sequence[ProvisionedNode]) -> list[remote.Command]:
-        """The serving step, after every node's last step. It runs again whenever any step of
-        the lab ran again (a replaced Command has a new ID, and the IDs' hash is a trigger), so
-        every `pulumi up` that changed the lab ends when the lab serves."""
-        ran = pulumi.Output.all(*(c.id for n in nodes for c in n.commands.values())).apply(
-            lambda ids: hashlib.sha256("\n".join(ids).encode()).hexdigest()
+        """The serving step, after every node's last step. Its trigger holds every step's
+        triggers (each node's `content`), so an `up` that runs any step again for what it
+        applies, or on a new guest, ends when the lab serves. (A step re-run only for another
+        connection, an update that pulumi-command applies in place, does not count.)"""
+        ran = pulumi.Output.all(*(n.content for n in nodes)).apply(
+            lambda c: hashlib.sha256("\n".join(c).encode()).hexdigest()
         )
         a = self._args
         made = remote_steps.create_steps(
@@ -47,4 +48,4 @@ class LoadBalancer(ProvisionedNode):
             steps_of=lambda lab, node, _creds: plan.serving_steps(lab, node),
             extra_triggers=[ran],
         )
-        return list(made.values())
+        return list(made.commands.values())

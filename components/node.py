@@ -40,9 +40,10 @@ class ProvisionedNode(pulumi.ComponentResource):
         self.vm = Vm(f"{name}-vm", args.vm, opts=pulumi.ResourceOptions(parent=self))
         self._name, self._args = name, args
         self._conn = remote_steps.connection(lab, node, args.ssh_private_key)
-        self.commands = remote_steps.create_steps(
+        made = remote_steps.create_steps(
             self, name, lab, node, self._conn, args.credentials, [self.vm], self.vm.domain.id, extra_after
         )
+        self.commands, self.content = made.commands, made.content
         self.address = str(node.address)
         self.register_outputs({"address": self.address, "domain_name": self.vm.domain_name})
 

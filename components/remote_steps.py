@@ -7,9 +7,11 @@ a re-run harmless. A bundle that holds a secret is a secret Output (encrypted in
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_command.remote as remote
@@ -73,6 +75,16 @@ def connection(lab: Lab, node: Node, private_key: pulumi.Input[str]) -> remote.C
     )
 
 
+@dataclass
+class StepCommands:
+    commands: dict[str, remote.Command]
+    """By step name, in the order they run."""
+    content: pulumi.Output[str]
+    """A hash of every step's triggers (bundles and guest): it changes when any step runs again
+    for what it applies, the way a serving step knows to run after them (secret when a bundle
+    is)."""
+
+
 def create_steps(
     parent: pulumi.Resource,
     name: str,
@@ -85,7 +97,7 @@ def create_steps(
     extra_after: dict[str, Sequence[pulumi.Resource]] | None = None,
     steps_of: Callable[[Lab, Node, render.Credentials], Sequence[plan.Step]] = plan.host_steps,
     extra_triggers: Sequence[pulumi.Input[str]] = (),
-) -> dict[str, remote.Command]:
+) -> StepCommands:
     """One Command per step of `steps_of`, each after the previous; `extra_after[step]` adds
     dependencies, `extra_triggers` more reasons to run again.
 
@@ -94,6 +106,7 @@ def create_steps(
     by `pulumi up --refresh`) is a blank machine, and every step runs on it again."""
     public = steps_of(lab, node, render.Credentials.placeholder())
     commands: dict[str, remote.Command] = {}
+    triggers: list[pulumi.Input[str]] = []
     previous: list[pulumi.Resource] = list(first_after)
     for i, step in enumerate(public):
         if step.secret:
@@ -113,5 +126,7 @@ def create_steps(
             opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
         )
         commands[step.name] = cmd
+        triggers += [digest, guest_id, *extra_triggers]
         previous = [cmd]
-    return commands
+    content = pulumi.Output.all(*triggers).apply(lambda t: hashlib.sha256("\n".join(t).encode()).hexdigest())
+    return StepCommands(commands, content)

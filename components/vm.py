@@ -35,8 +35,9 @@ from halab import render
 from halab.model import Lab, Node
 
 GIB = 1024**3
-# the domain's inputs whose change the provider would apply in place, or not at all: replaced
-DOMAIN_REPLACE_ON_CHANGES = ("cloudinit", "disks", "networkInterfaces", "cpu", "consoles")
+# The domain's inputs whose change the provider would apply in place (cloudinit: the guest never
+# reads it again) or not at all (the rest, inside blocks: halab/vmlab/schema.py): replaced.
+DOMAIN_REPLACE_ON_CHANGES = ("cloudinit", "disks", "networkInterfaces", "cpu", "consoles", "xml")
 
 
 @dataclass
@@ -120,7 +121,6 @@ class Vm(pulumi.ComponentResource):
             graphics=libvirt.DomainGraphicsArgs(type="vnc", listen_type="none", autoport=True),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                # cloudinit: updated in place, never read again by the guest; the others: ignored
                 replace_on_changes=list(DOMAIN_REPLACE_ON_CHANGES),
                 delete_before_replace=True,
             ),

@@ -47,9 +47,10 @@ from halab.model import (
 )
 from halab.stackfile import is_secure
 
-# The default guest: Debian 13's generic cloud image, the release the VM lab builds and boots
-# (halab/vmlab/image.py), so every step, unit and drill is proven on it. Ubuntu 24.04 works by
-# the same steps, but is not booted here (docs/real-pulumi-up.md).
+# The default guest: Debian 13's generic cloud image. The VM lab boots its own build of the same
+# release and packages (halab/vmlab/image.py), so every step, unit and drill is proven on what
+# this image runs; the image itself is not booted here, nor is Ubuntu 24.04, which works by the
+# same steps (docs/real-pulumi-up.md).
 DEBIAN_13_IMAGE = "https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2"
 UBUNTU_2404_IMAGE = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
 

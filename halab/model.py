@@ -79,6 +79,12 @@ class Service:
     # service then never reaches the web servers: Lab.pool.
     backends: tuple[str, ...] = ()
 
+    @property
+    def haproxy_backend(self) -> str:
+        """Its backend's name in haproxy.cfg, which the runtime API, the stats and the server
+        state file name it by."""
+        return f"bk_{self.name}"
+
 
 @dataclass(frozen=True)
 class HealthCheck:

@@ -15,7 +15,7 @@ from xml.sax.saxutils import quoteattr
 
 import yaml
 
-from halab.model import HealthCheck, Lab, Node, Service
+from halab.model import Lab, Node, Service
 
 TEMPLATES = Path(__file__).parent / "templates"
 NODE_FILES = Path(__file__).parent.parent / "scripts" / "node"
@@ -73,8 +73,6 @@ CHECK_LINES = {
     "smtp": "    # Healthy: the server greets and answers HELO (2xx).\n    option smtpchk\n",
     "connect": "    # Checked by a TCP connect only (services[].check.type: connect): a hung server passes.\n",
 }
-# haproxy.cfg's `timeout check`: how long a check waits for its answer (the model's fact)
-HAPROXY_CHECK_TIMEOUT = HealthCheck.timeout_seconds
 
 # haproxy's own health frontend (monitor-uri), on the loopback of each load balancer: what
 # keepalived's checks ask (halab-haproxy-watch, halab-check-haproxy).
@@ -109,6 +107,7 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
             template(
                 "haproxy-service.cfg.tmpl",
                 name=svc.name,
+                backend=svc.haproxy_backend,
                 vip=lab.vip,
                 port=svc.port,
                 mode="http" if http else "tcp",
@@ -137,7 +136,7 @@ def haproxy_cfg(lab: Lab, host: Node) -> str:
         watch_period=f"{lab.vrrp.watch_period:g}",
         check_rise=hc.rise,
         check_fall=hc.fall,
-        check_timeout=HAPROXY_CHECK_TIMEOUT,
+        check_timeout=hc.timeout_seconds,
         services="".join(blocks),
     )
 
@@ -154,7 +153,7 @@ def haproxy_new_servers_state(lab: Lab) -> str:
     port), so they start DOWN and get clients only once their checks pass (every server here is
     checked). The others keep their state across the reload."""
     lines = [
-        NEW_SERVER_STATE.format(backend=f"bk_{svc.name}", server=b.name, address=b.address, port=svc.backend_port)
+        NEW_SERVER_STATE.format(backend=svc.haproxy_backend, server=b.name, address=b.address, port=svc.backend_port)
         for svc in lab.services
         for b in lab.pool(svc)
     ]
@@ -165,7 +164,7 @@ def haproxy_new_servers_state(lab: Lab) -> str:
 def serving_conf(lab: Lab) -> str:
     """What `up` waits for at its end (lb-serving.sh): every server of every pool UP, within
     the time a server DOWN at haproxy's start needs to rise, and a margin for a slow guest."""
-    servers = " ".join(f"bk_{svc.name}/{b.name}" for svc in lab.services for b in lab.pool(svc))
+    servers = " ".join(f"{svc.haproxy_backend}/{b.name}" for svc in lab.services for b in lab.pool(svc))
     return (
         "# Rendered by ha-lb-lab: the servers `up` waits for, UP on this haproxy (lb-serving.sh).\n"
         f"SERVING_WITHIN={lab.serving_within}\nSERVING_SERVERS='{servers}'\n"

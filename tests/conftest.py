@@ -12,6 +12,10 @@ sys.path.insert(0, str(ROOT))
 
 from halab import stackfile  # noqa: E402
 
+# The program refuses a stale SSH agent, as pulumi-command would fail on it: the suite does not
+# depend on the shell it is run from (the agent tests set their own sockets).
+os.environ.pop("SSH_AUTH_SOCK", None)
+
 # verify's rows per stack, every one asserted by the lab tests (README, "What verify proves")
 VERIFY_ROWS = {"dev": 30, "lab3": 51, "pools": 47}
 
@@ -110,6 +114,7 @@ def setup_tree(tree: Path) -> None:
     project's render, which it runs to check a stack file."""
     (tree / "scripts").mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "scripts/setup", tree / "scripts/setup")
+    shutil.copy(ROOT / "Pulumi.yaml", tree / "Pulumi.yaml")  # its requiredPulumiVersion
     if not (tree / "scripts/render").exists():
         os.symlink(ROOT / "scripts/render", tree / "scripts/render")
 

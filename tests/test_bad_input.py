@@ -78,4 +78,4 @@ def test_setup_refuses_an_unusable_stack_file_before_anything(case, mode, tmp_pa
     assert "Traceback" not in p.stderr and p.stdout == "", p.stdout + p.stderr
     (line,) = p.stderr.splitlines()
     assert line.startswith(str(f)) and re.search(expected, line), line
-    assert sorted(x.name for x in tree.iterdir()) == [".venv", "Pulumi.bad.yaml", "scripts"]
+    assert sorted(x.name for x in tree.iterdir()) == [".venv", "Pulumi.bad.yaml", "Pulumi.yaml", "scripts"]

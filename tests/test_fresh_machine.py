@@ -1,5 +1,5 @@
 """A new user's first lines: the README's set-up-and-up line, run verbatim on a fresh minimal
-Debian 12 (scripts/fresh-root: mmdebstrap's minbase, its own mount, PID and network namespaces,
+Debian 12, and Debian 13 (scripts/fresh-root: mmdebstrap's minbase, its own mount, PID and network namespaces,
 apt reaching only a local archive), brings the namespace lab up and `verify --read-only` passes
 there; the README's test line is the one CI runs; the package list is the one every tool reads.
 
@@ -13,6 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, need_root_and
 
 from halab import hostpackages, plan
@@ -44,7 +45,9 @@ def test_one_package_list_for_the_steps_the_preflight_and_the_set_up():
     assert "scripts/debian-packages.txt" in setup and "apt-get install" not in (ROOT / ".ci/run").read_text()
 
 
-def test_the_readme_line_sets_up_and_starts_the_lab_on_a_fresh_debian():
+@pytest.mark.parametrize("suite", ["bookworm", "trixie"])
+def test_the_readme_line_sets_up_and_starts_the_lab_on_a_fresh_debian(suite):
+    """On Debian 12 and on Debian 13 (haproxy 3.0, keepalived 2.3, the default image's release)."""
     need_root_and("mmdebstrap", "unshare", "pivot_root", "ip")
     line = readme_line("scripts/setup --lab")
     assert line == "scripts/setup --lab && scripts/netns-lab up --config Pulumi.dev.yaml"
@@ -55,7 +58,11 @@ def test_the_readme_line_sets_up_and_starts_the_lab_on_a_fresh_debian():
     # then the proof, and the set-up once more: it installs nothing the second time
     command = f"{line} && scripts/netns-lab verify --read-only --config Pulumi.dev.yaml && scripts/setup --lab"
     p = subprocess.run(
-        [str(ROOT / "scripts/fresh-root"), "run", command], capture_output=True, text=True, timeout=1500, check=False
+        [str(ROOT / "scripts/fresh-root"), "--suite", suite, "run", command],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
     )
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-6000:]

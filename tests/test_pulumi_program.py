@@ -190,11 +190,13 @@ def test_no_input_is_one_the_provider_would_ignore(stack, request):
             )
 
 
-def test_a_new_network_replaces_the_domains_on_it_first(dev):
+def test_the_domains_hold_what_makes_a_new_network_replace_them_first(dev):
     """Another network mode or address range replaces the network (ForceNew, deleted first: its
     name stays). The engine then replaces, deleted before it, each dependent whose diff with the
-    network's outputs unknown says replace (step_generator.go, calculateDependentReplacements):
-    each domain's NIC names the network and is in its replace_on_changes."""
+    network's outputs unknown says replace (step_generator.go, calculateDependentReplacements;
+    replaceOnChanges honoured there since 3.163.0, Pulumi.yaml's requiredPulumiVersion). What
+    that rests on, asserted here (the order itself is the engine's): each domain's NIC takes the
+    network's ID and `networkInterfaces` is in its replace_on_changes."""
     (net,) = dev.of_type(schema.NETWORK)
     assert net.delete_before_replace
     for d in dev.of_type(schema.DOMAIN):
@@ -403,6 +405,17 @@ def test_changing_one_backend_changes_only_the_bundles_that_carry_it():
     assert changed == ["halab-lb1-haproxy", "halab-lb1-serving", "halab-lb2-haproxy", "halab-lb2-serving"]
     new_steps = ("gateway", "packages", "ready", "sysctl", "tcp", "web")
     assert sorted(set(after) - set(before)) == [f"halab-www3-{s}" for s in new_steps]
+
+
+def test_a_step_run_again_for_its_content_runs_the_serving_steps_again():
+    """Another VRRP timer changes only the load balancers' keepalived steps (their bundles):
+    the serving steps run again after them, so that `up` ends when the lab serves."""
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    before = {r.name: r.inputs["triggers"] for r in run_program(cfg, secret).of_type("command:remote:Command")}
+    after_prog = run_program({**cfg, "halab:vrrp": json.dumps({"advertInterval": 2})}, secret)
+    after = {r.name: r.inputs["triggers"] for r in after_prog.of_type("command:remote:Command")}
+    changed = sorted(n for n in before if before[n] != after[n])
+    assert changed == ["halab-lb1-keepalived", "halab-lb1-serving", "halab-lb2-keepalived", "halab-lb2-serving"]
 
 
 def test_adding_a_backend_to_one_pool_changes_only_the_haproxy_steps():

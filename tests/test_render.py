@@ -49,7 +49,7 @@ def test_haproxy_cfg_fixes_the_seed(stack):
         # the servers' checks, at the stack's timers
         hc = lab.health_check
         assert f"default-server inter {hc.interval} rise {hc.rise} fall {hc.fall}" in secs["defaults"]
-        assert f"timeout check {render.HAPROXY_CHECK_TIMEOUT}s" in secs["defaults"]
+        assert f"timeout check {hc.timeout_seconds}s" in secs["defaults"]
         # stick tables replicated: every load balancer a peer, this one named as the local one
         assert f"localpeer {lb.name}" in secs["global"]
         assert sorted(secs["peers halab"]) == sorted(

@@ -12,7 +12,14 @@ from conftest import ROOT, setup_tree
 
 from halab import hostpackages
 
-BASIC = ("bash", "python3", "sed", "head", "grep", "id", "cat", "dirname", "printf")
+BASIC = ("bash", "python3", "sed", "head", "grep", "id", "cat", "dirname", "printf", "sort")
+
+
+# libvirt's default pool, as `virsh pool-dumpxml default` shows it
+VIRSH = (
+    'case "$3" in version) exit 0;; '
+    'pool-dumpxml) echo "<pool type=\'dir\'>"; echo "<target><path>/var/lib/libvirt/images</path></target>";; esac'
+)
 
 
 def link_basic_tools(bin_dir) -> None:
@@ -50,8 +57,8 @@ def test_setup_check_passes_when_everything_is_there(tmp_path):
     link_basic_tools(bin_dir)
     # stand-ins that answer like the real tools
     for tool, script in {
-        "pulumi": "exit 0",
-        "virsh": 'case "$3" in version) exit 0;; pool-dumpxml) echo "<path>/var/lib/libvirt/images</path>";; esac',
+        "pulumi": "echo v3.272.0",
+        "virsh": VIRSH,
         "mkisofs": "exit 0",
         "xsltproc": "exit 0",
         "ssh": "exit 0",
@@ -104,11 +111,37 @@ def stand_ins(bin_dir, **scripts: str) -> None:
 
 
 HOST_TOOLS = {
-    "pulumi": "exit 0",
+    "pulumi": "echo v3.272.0",
     "xsltproc": "exit 0",
-    "virsh": 'case "$3" in version) exit 0;; pool-dumpxml) echo "<path>/var/lib/libvirt/images</path>";; esac',
+    "virsh": VIRSH,
     "ssh": "exit 0",
 }
+
+
+def test_setup_check_wants_a_pulumi_cli_that_replaces_dependents_as_the_program_needs(tmp_path):
+    """Before 3.163.0 the engine ignored a dependent's replaceOnChanges when it replaced a
+    delete-before-replace resource (pulumi #19188): a new lab network would be deleted under
+    its running guests. The minimum is Pulumi.yaml's requiredPulumiVersion."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    link_basic_tools(bin_dir)
+    stand_ins(bin_dir, **{**HOST_TOOLS, "pulumi": "echo v3.162.9"}, mkisofs="exit 0")
+    p = setup_check_in(tmp_path / "tree", bin_dir, tmp_path)
+    assert p.returncode == 1 and "the Pulumi CLI is 3.162.9; 3.163.0 or newer is needed" in p.stderr, p.stderr
+    stand_ins(bin_dir, pulumi="echo v3.163.0")
+    assert "Pulumi CLI" not in setup_check_in(tmp_path / "tree", bin_dir, tmp_path).stderr
+
+
+def test_setup_check_wants_a_directory_pool(tmp_path):
+    """Each root disk is attached by its volume's key as a path (the domain's XSLT): a path in
+    a directory pool only. An LVM pool is named before anything is created."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    link_basic_tools(bin_dir)
+    lvm = VIRSH.replace("type='dir'", "type='logical'").replace("/var/lib/libvirt/images", "/dev/vg")
+    stand_ins(bin_dir, **{**HOST_TOOLS, "virsh": lvm}, mkisofs="exit 0")
+    p = setup_check_in(tmp_path / "tree", bin_dir, tmp_path)
+    assert p.returncode == 1 and "libvirt pool 'default' is not a directory pool" in p.stderr, p.stderr
 
 
 def test_setup_check_wants_mkisofs_itself(tmp_path):

@@ -504,8 +504,10 @@ def test_a_step_on_another_guest_than_the_one_meant_changes_nothing(nodes):
 
 
 def test_the_serving_step_waits_for_every_server_up_and_names_those_that_are_not(nodes):
-    """`up` ends with lb-serving.sh: it returns once haproxy calls every listed server UP, and
-    past its bound fails naming each server that is not, with haproxy's word for it."""
+    """`up` ends with lb-serving.sh: it returns once haproxy calls every listed server UP and
+    checked. Past its bound, a pool without one server UP fails it, naming each server with
+    haproxy's word for it; a server down in a pool that still serves is a warning; stats it
+    cannot read are never a pass."""
     lb, peer = nodes("lb1"), nodes("peer")
     veth(lb, "eth0", peer, "eth0")
     lb.run("ip addr add 192.168.69.111/24 dev eth0")
@@ -524,14 +526,20 @@ def test_the_serving_step_waits_for_every_server_up_and_names_those_that_are_not
         lb.run_bundle(steps[name].bundle())
     # a fresh haproxy calls the unreachable www2 UP until its first check: not serving yet
     p = lb.run_bundle(waiting_for("bk_http/www2", 1).bundle(), check=False)
-    assert p.returncode != 0 and "not serving after 1s: not UP: bk_http/www2 " in p.stderr, p.stderr
-    started = time.monotonic()
-    p = lb.run_bundle(waiting_for("bk_http/www1 bk_http/www2 bk_http/www9", 3).bundle(), check=False)
-    assert p.returncode != 0 and time.monotonic() - started < 10, p.stdout
-    assert "not serving after 3s: not UP: bk_http/www2 DOWN, bk_http/www9 absent" in p.stderr, p.stderr
+    assert p.returncode != 0 and "not serving after 1s: no server UP in bk_http; not UP: bk_http/www2 " in p.stderr
     # www1 (it serves :80 only) passes its checks: the step returns
     p = lb.run_bundle(waiting_for("bk_http/www1", 20).bundle())
     assert "serving: every server UP (1 in the pools)" in p.stdout, p.stdout
+    started = time.monotonic()
+    p = lb.run_bundle(waiting_for("bk_http/www2 bk_http/www9", 3).bundle(), check=False)
+    assert p.returncode != 0 and time.monotonic() - started < 10, p.stdout
+    assert "no server UP in bk_http; not UP: bk_http/www2 DOWN, bk_http/www9 absent" in p.stderr, p.stderr
+    p = lb.run_bundle(waiting_for("bk_http/www1 bk_http/www2", 2).bundle())  # bk_http serves
+    assert "warning: serving, but after 2s not UP: bk_http/www2 DOWN" in p.stderr, p.stderr
+    # haproxy gone, its socket left: the stats cannot be read, which is no pass
+    lb.run(["pkill", "-KILL", "-x", "haproxy"])
+    p = lb.run_bundle(waiting_for("bk_http/www1", 1).bundle(), check=False)
+    assert p.returncode != 0 and "not serving after 1s: haproxy's runtime API:" in p.stderr, p.stderr
 
 
 def test_a_reload_keeps_each_servers_state_and_a_new_server_starts_down(nodes):

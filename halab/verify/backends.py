@@ -7,7 +7,6 @@ import csv
 import io
 import time
 
-from halab import render
 from halab.model import Lab, Service
 from halab.verify.probes import (
     drill,
@@ -27,7 +26,7 @@ def _server_status(t: Transport, lb: str) -> dict[tuple[str, str], str]:
 
 def servers_not_up(t: Transport, lab: Lab, lb: str) -> list[str]:
     """The pools' servers that lb's haproxy does not call UP, with what it calls them."""
-    want = {(f"bk_{svc.name}", b.name) for svc in lab.services for b in lab.pool(svc)}
+    want = {(svc.haproxy_backend, b.name) for svc in lab.services for b in lab.pool(svc)}
     status = _server_status(t, lb)
     return sorted(f"{bk}/{srv} {status.get((bk, srv), 'absent')}" for bk, srv in want
                   if not status.get((bk, srv), "").startswith("UP"))  # fmt: skip
@@ -68,7 +67,7 @@ def check_backend_health(t: Transport, site: Site) -> list[Row]:
 def detection_bound(lab: Lab) -> float:
     """How long health checks may take to mark a server down (or up): each check may wait out
     its timeout before it counts as failed (a hung server)."""
-    interval = lab.health_check.interval_seconds + render.HAPROXY_CHECK_TIMEOUT
+    interval = lab.health_check.interval_seconds + lab.health_check.timeout_seconds
     return (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
 
 
@@ -79,7 +78,7 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
     fault, restore = BACKEND_FAULTS[how]
 
     def status(lb: str) -> str:
-        return _server_status(t, lb).get((f"bk_{svc.name}", victim.name), "absent")
+        return _server_status(t, lb).get((svc.haproxy_backend, victim.name), "absent")
 
     bound = detection_bound(lab)
     args = ["--interval", "0.05", "--timeout", "1", "--duration", str(2 * bound + 15)]
@@ -146,7 +145,7 @@ def banner_hang(t: Transport, site: Site) -> list[Row]:
     if not services:
         return []
     lbs = [lb.name for lb in lab.load_balancers]
-    wanted = [(lb, f"bk_{s.name}") for lb in lbs for s in services]
+    wanted = [(lb, s.haproxy_backend) for lb in lbs for s in services]
     seen: dict[tuple[str, str], str] = {}
 
     def all_in(state: str) -> bool:

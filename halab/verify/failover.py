@@ -293,7 +293,7 @@ STUCK = re.compile(r"key=(\S+) .*server_key=(\S+)")
 
 def _stuck(t: Transport, lb: str, svc: Service) -> dict[str, str]:
     """A load balancer's stick table for the service: client address -> backend name."""
-    out = drill(t, lb, "haproxy-api", "show", "table", f"bk_{svc.name}").stdout
+    out = drill(t, lb, "haproxy-api", "show", "table", svc.haproxy_backend).stdout
     return dict(STUCK.findall(out))
 
 

@@ -34,7 +34,7 @@ def check_stats_pages(t: Transport, site: Site) -> list[Row]:
         u = f"http://{lb.address}:{port}/;csv"
         anon, _ = _get(t, site, u, None)
         _, body = _get(t, site, u, site.stats_password)
-        shown = f"bk_{lab.services[0].name}," in body
+        shown = f"{lab.services[0].haproxy_backend}," in body
         results.append((lb.name, anon == "401" and shown, anon, "stats" if shown else "none"))
     fig = ", ".join(f"{n}: {code} without the password, {got} with it" for n, _, code, got in results)
     return [Row("stats page on every load balancer, behind its password", all(r[1] for r in results), fig)]
@@ -54,7 +54,7 @@ def check_metrics(t: Transport, site: Site) -> list[Row]:
     if not port:
         return [skip(name, "disabled with the stats page (halab:haproxy.statsPort: 0)")]
     held = holders(t, lab)
-    want = {(f"bk_{s.name}", b.name) for s in lab.services for b in lab.pool(s)}
+    want = {(s.haproxy_backend, b.name) for s in lab.services for b in lab.pool(s)}
     figs, ok = [], True
     for lb in lab.load_balancers:
         u = f"http://{lb.address}:{port}/metrics"

@@ -61,7 +61,7 @@ def check_spread(t: Transport, site: Site) -> list[Row]:
                 rows.append(skip(name, "read-only: the stick table decides, and clearing it moves clients"))
                 continue
             for lb in lab.load_balancers:
-                drill(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
+                drill(t, lb.name, "haproxy-api", "clear", "table", svc.haproxy_backend)
         held = _held_burst(t, site, svc, sources)
         got = Counter(held.values())
         counts = ", ".join(f"{b} {got.get(b, 0)}" for b in backends)

@@ -232,8 +232,9 @@ class Engine(Recorder):
             if out is None:
                 raise EngineError(f"{old.urn}: no in-place update for this change")
             return out
-        if typ == COMMAND:
-            return self._create(typ, old.urn.rsplit("::", 1)[-1], provider, inputs)
+        if typ == COMMAND:  # `create` runs again, under the same ID (commandController.go Update)
+            ran = self._create(typ, old.urn.rsplit("::", 1)[-1], provider, inputs)
+            return Outcome(old.id, ran.outputs)
         raise EngineError(f"the VM lab does not know how to update a {typ}")
 
     def _delete(self, entry: Entry | None) -> None:

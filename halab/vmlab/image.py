@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 BUILD_SCRIPT = ROOT / "scripts" / "vmlab" / "build-image"
 CACHE = Path("/var/cache/halab/images")
 SIZE_GIB = 3  # the image's own disk; each VM's root volume is vm.diskGiB on top of it
-SUITE, RELEASE = "trixie", 13  # config.DEBIAN_13_IMAGE's release: the guests run what users get
+SUITE, RELEASE = "trixie", 13  # config.DEBIAN_13_IMAGE's release and packages, built here
 # What a cloud image has, then everything the steps install: no guest needs a mirror, and the
 # `packages` step finds every package present.
 BASE_PACKAGES = (

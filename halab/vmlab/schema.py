@@ -88,6 +88,7 @@ SCHEMA: dict[str, dict[str, Kind]] = {
                 "mode",
                 "bridge",
                 "addresses",
+                "dhcp#",
                 "dhcp.enabled",
                 "routes[].cidr",
                 "routes[].gateway",
@@ -113,8 +114,11 @@ ALL_FORCE_NEW = {VOLUME, CLOUDINIT}
 
 
 def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """(path, value) of every field in an input, lists as `a[]` with their count as `a#`."""
+    """(path, value) of every field in an input, lists as `a[]`; a block's count as `a#` (a
+    block of at most one item, which Pulumi gives as an object, counts 1)."""
     if isinstance(value, dict):
+        if path:
+            yield f"{path}#", 1
         for k, v in value.items():
             yield from leaves(v, f"{path}.{k}" if path else k)
     elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
@@ -152,9 +156,13 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
 
 
 def replaced_on(path: str, replace_on_changes: list[str]) -> bool:
-    """The engine's replaceOnChanges match: `*`, the path itself, or any block above it."""
+    """The engine's replaceOnChanges match (PropertyPath.Contains): `*`, the path itself, or any
+    block above it; `[*]` and `[N]` in either stand for any item."""
     top = _generic(path).replace("[]", "").replace("#", "")
-    return any(r == "*" or top == r or top.startswith(f"{r}.") for r in replace_on_changes)
+    return any(
+        r == "*" or top == (want := re.sub(r"\[(\*|\d+)\]", "", r)) or top.startswith(f"{want}.")
+        for r in replace_on_changes
+    )
 
 
 def plan(typ: str, old: dict[str, Any], new: dict[str, Any], replace_on_changes: list[str]) -> str:
