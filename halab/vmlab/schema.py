@@ -74,7 +74,7 @@ SCHEMA: dict[str, dict[str, Kind]] = {
                 "xml.xslt",
             ],
             "replace",
-        ),  # fmt: skip
+        ),
         "cloudinit": "update",
         "autostart": "update",
         # ignored, among others: disks[].volumeId/file/url/blockDevice, networkInterfaces[].*,
@@ -104,7 +104,7 @@ SCHEMA: dict[str, dict[str, Kind]] = {
                 "dns.srvs[].priority",
             ],
             "replace",
-        ),  # fmt: skip
+        ),
         "autostart": "update",
         "dns.hosts": "update",
         # ignored: mtu, dns.enabled, dns.localOnly, dnsmasqOptions
@@ -143,9 +143,12 @@ def kind(typ: str, path: str) -> Kind:
     while generic:  # the field, then each block above it (a block given whole: cmdlines)
         if generic in table:
             return table[generic]
-        generic = generic.removesuffix("#") if generic.endswith("#") else (
-            generic[:-2] if generic.endswith("[]") else generic.rpartition(".")[0]
-        )  # fmt: skip
+        if generic.endswith("#"):
+            generic = generic[:-1]
+        elif generic.endswith("[]"):
+            generic = generic[:-2]
+        else:
+            generic = generic.rpartition(".")[0]
     return "ignored"
 
 
