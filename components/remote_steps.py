@@ -1,8 +1,9 @@
 """The plan's steps for one node, as pulumi-command remote Commands run in order over SSH.
 
-Each Command pipes the step's bundle to `sudo env HALAB_GUEST=<node> bash -s`. The bundle's content hash is the
-trigger, so a step re-runs exactly when what it applies changes; the steps' own scripts make
-a re-run harmless. A bundle that holds a secret is a secret Output (encrypted in the state).
+Each Command pipes the step's bundle to `sudo env HALAB_GUEST=<node> bash -s` (the steps refuse
+another guest). The bundle's content hash is the trigger, so a step re-runs exactly when what it
+applies changes; the steps' own scripts make a re-run harmless. A bundle that holds a secret is
+a secret Output (encrypted in the state).
 """
 
 from __future__ import annotations
@@ -119,8 +120,7 @@ def create_steps(
         cmd = remote.Command(
             f"{name}-{step.name}",
             connection=conn,
-            # the steps refuse to run on any other guest that answers at its address (lib.sh)
-            create=f"sudo env HALAB_GUEST={node.name} bash -s",
+            create=f"sudo env HALAB_GUEST={node.name} bash -s",  # lib.sh: need_guest
             stdin=bundle,
             triggers=[digest, guest_id, *extra_triggers],
             opts=pulumi.ResourceOptions(parent=parent, depends_on=after),

@@ -24,6 +24,7 @@ ANSWERS = {
     "vol-dumpxml": "<volume><name>halab-lb1-root-1234.qcow2</name><target><format type='qcow2'/></target></volume>",
     "vol-path": "/var/lib/libvirt/images/halab-lb1-cloudinit-abcd.iso\n",
     "net-name": "halab\n",
+    "start": "",  # an update starts a stopped domain (the provider does, whatever changed)
 }
 
 
@@ -152,9 +153,11 @@ def entry(typ: str, **inputs) -> Entry:
 @pytest.mark.parametrize(
     ("typ", "old", "new", "replace_on", "updatable"),
     [
-        # pulumi-command: triggers replace; any other change runs `create` again (an update)
-        (COMMAND, {"triggers": ["a"], "stdin": "x"}, {"triggers": ["b"], "stdin": "y"}, [], False),
-        (COMMAND, {"triggers": ["a"], "stdin": "x"}, {"triggers": ["a"], "stdin": "y"}, [], True),
+        # pulumi-command: triggers replace (as its SDK registers every Command); any other change
+        # runs `create` again (an update), as does a trigger without that registration
+        (COMMAND, {"triggers": ["a"], "stdin": "x"}, {"triggers": ["b"], "stdin": "y"}, ["triggers[*]"], False),
+        (COMMAND, {"triggers": ["a"], "stdin": "x"}, {"triggers": ["a"], "stdin": "y"}, ["triggers[*]"], True),
+        (COMMAND, {"triggers": ["a"]}, {"triggers": ["b"]}, [], True),
         # the provider: a domain's cloud-init disk and autostart in place, the rest ForceNew ...
         ("libvirt:index/domain:Domain", {"cloudinit": "a"}, {"cloudinit": "b"}, [], True),
         ("libvirt:index/domain:Domain", {"memory": 1}, {"memory": 2}, [], False),

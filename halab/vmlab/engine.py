@@ -51,7 +51,7 @@ LIBVIRT_TYPES = {
     "libvirt:index/cloudInitDisk:CloudInitDisk": ("create_cloudinit", "delete_volume", "volume_exists"),
     "libvirt:index/domain:Domain": ("create_domain", "delete_domain", "domain_exists"),
 }
-COMMAND = "command:remote:Command"
+COMMAND = schema.COMMAND
 TLS_KEY = "tls:index/privateKey:PrivateKey"
 LIBVIRT_PROVIDER = "pulumi:providers:libvirt"
 
@@ -196,13 +196,10 @@ class Engine(Recorder):
             self.state.save()
 
     def _updatable(self, typ: str, old: Entry, new: dict[str, Any], replace_on: list[str]) -> bool:
-        """The engine's plan: the provider's diff (schema.py for libvirt: ForceNew replaces, the
-        rest is an update, applied or ignored as the provider does), then replaceOnChanges.
-        pulumi-command: `triggers` replace (its SDK sets replace_on_changes=["triggers[*]"])."""
-        if typ == COMMAND:
-            changed = {k for k in set(old.inputs) | set(new) if old.inputs.get(k) != new.get(k)}
-            return "triggers" not in changed and not changed & set(replace_on) and "*" not in replace_on
-        if typ in (schema.DOMAIN, schema.NETWORK):
+        """The engine's plan: the provider's diff (schema.py: ForceNew replaces, the rest is an
+        update, applied or ignored as the provider does), then the registration's
+        replaceOnChanges (a Command's `triggers[*]`, which its SDK adds)."""
+        if typ in (COMMAND, schema.DOMAIN, schema.NETWORK):
             return schema.plan(typ, old.inputs, new, replace_on) == "update"
         return False
 

@@ -311,6 +311,7 @@ class Libvirt:
         state as the real provider's is; None for a ForceNew change (a replacement)."""
         if schema.plan(schema.DOMAIN, old, new, []) == "replace":
             return None
+        self.virsh("start", rid, check=False)  # it starts a stopped domain, whatever the change
         if old.get("cloudinit") != new.get("cloudinit") and new.get("cloudinit"):
             # DomainUpdateDeviceFlags(config|current|live), as the provider does
             self.with_xml("update-device", "--config", "--live", rid, xml=_xml(self.cloudinit_disk(new["cloudinit"])))

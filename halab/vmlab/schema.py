@@ -15,8 +15,9 @@ field itself is ForceNew. So `disks[0].volumeId` or a NIC's network is an ignore
 - Volume (`resource_libvirt_volume.go` 20-77) and cloud-init disk
   (`resource_libvirt_cloud_init.go` 18-42): every attribute ForceNew, no Update.
 
-The VM lab's engine decides with this table, and a test holds the program to it: no input the
-program sets may be one the provider ignores, unless `replace_on_changes` names it.
+The VM lab's engine decides with this table (and pulumi-command's one rule), and a test holds
+the program to it: no input the program sets may be one the provider ignores, unless
+`replace_on_changes` names it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Literal
 
 Kind = Literal["replace", "update", "ignored"]
 
+COMMAND = "command:remote:Command"
 DOMAIN = "libvirt:index/domain:Domain"
 NETWORK = "libvirt:index/network:Network"
 VOLUME = "libvirt:index/volume:Volume"
@@ -111,6 +113,9 @@ SCHEMA: dict[str, dict[str, Kind]] = {
     },
 }
 ALL_FORCE_NEW = {VOLUME, CLOUDINIT}
+# pulumi-command v1.2.1 applies every change in place (Update runs `create` again, under the same
+# ID: commandController.go); its SDK registers each Command with replace_on_changes=["triggers[*]"].
+ALL_IN_PLACE = {COMMAND}
 
 
 def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -138,6 +143,8 @@ def kind(typ: str, path: str) -> Kind:
     """What the provider does when the field at `path` (items numbered or not) changes."""
     if typ in ALL_FORCE_NEW:
         return "replace"
+    if typ in ALL_IN_PLACE:
+        return "update"
     table = SCHEMA.get(typ, {})
     generic = _generic(path)
     while generic:  # the field, then each block above it (a block given whole: cmdlines)
