@@ -9,12 +9,13 @@ import pulumi
 import pulumi_libvirt as libvirt
 import pulumi_tls as tls
 
+from components import rollout
 from components.backend import Backend
 from components.load_balancer import LoadBalancer
 from components.network import LabNetwork, LabNetworkArgs
 from components.node import NodeArgs
 from components.vm import VmArgs
-from halab import plan
+from halab import plan, rolling
 from halab.model import Lab as LabModel
 from halab.model import Node
 from halab.render import Credentials
@@ -77,6 +78,12 @@ class Lab(pulumi.ComponentResource):
             for hv in lab.libvirt.hypervisors
         }
 
+        # A change that replaces guests rolls out one load balancer, then one batch of backends,
+        # at a time, once the lab is deployed (components/rollout.py): each domain waits for the
+        # gates of the guests before it, known only once every node exists (resolved below).
+        is_deployed = rollout.deployed(name, self)
+        replace_after = {n.name: pulumi.deferred_output() for n in lab.nodes}
+
         def node_args(node: Node) -> NodeArgs:
             vm = VmArgs(
                 lab=lab,
@@ -85,6 +92,7 @@ class Lab(pulumi.ComponentResource):
                 base_volume_name=base_name,
                 network_id=self.network.network_id if self.network else None,
                 ssh_public_key=public_key,
+                replace_after=replace_after[node.name][0],
             )
             return NodeArgs(
                 vm=vm,
@@ -92,15 +100,27 @@ class Lab(pulumi.ComponentResource):
                 credentials=args.credentials,
             )
 
-        # keepalived starts on one load balancer after another, the preferred master first: the
-        # first master is then the one the config prefers, nopreempt or not (plan.keepalived_order)
+        # keepalived first starts on one load balancer after another, the preferred master first:
+        # the first master is then the one the config prefers, nopreempt or not
+        # (plan.keepalived_order). Not once deployed: the roll-out's order is the reverse.
         made: dict[str, LoadBalancer] = {}
         for n in plan.keepalived_order(lab):
-            after = [made[prev].commands["keepalived"] for prev in list(made)[-1:]]
+            after = rollout.until_deployed(is_deployed, [made[prev].commands["keepalived"] for prev in list(made)[-1:]])
             made[n.name] = LoadBalancer(f"{name}-{n.name}", node_args(n), after, opts=on(n.hypervisor))
         self.load_balancers = [made[n.name] for n in lab.load_balancers]
         ready = [lb.done for lb in self.load_balancers]
         self.backends = [Backend(f"{name}-{n.name}", node_args(n), ready, opts=on(n.hypervisor)) for n in lab.backends]
+        self.handoffs = {lb.node.name: lb.handoff(self.backends, is_deployed) for lb in self.load_balancers}
+        self.drains = {(lb.node.name, b.node.name): lb.drain(b) for lb in self.load_balancers for b in self.backends}
+        # the order: each guest after the gates of the guests before it (halab/rolling.py)
+        before: list[pulumi.Resource] = []
+        for n in rolling.load_balancer_order(lab):
+            replace_after[n.name][1](rollout.once_deployed(is_deployed, before))
+            before = [self.handoffs[n.name]]
+        for batch in rolling.backend_batches(lab):
+            for n in batch:
+                replace_after[n.name][1](rollout.once_deployed(is_deployed, before))
+            before = [self.drains[(lb.name, n.name)] for lb in lab.load_balancers for n in batch]
         # `pulumi up` ends when the lab serves: each load balancer's haproxy calls every pool
         # server UP, after every node's last step
         everyone = [*self.load_balancers, *self.backends]

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_command.remote as remote
 
-from components import remote_steps
+from components import remote_steps, rollout
 from components.node import NodeArgs, ProvisionedNode
-from halab import plan
+from halab import plan, rolling
 
 
 class LoadBalancer(ProvisionedNode):
@@ -19,13 +19,11 @@ class LoadBalancer(ProvisionedNode):
         self,
         name: str,
         args: NodeArgs,
-        keepalived_after: Sequence[pulumi.Resource] = (),
+        keepalived_after: pulumi.Input[Sequence[pulumi.Resource]] = (),
         opts: pulumi.ResourceOptions | None = None,
     ):
         # keepalived_after: the keepalived steps of the load balancers preferred to this one
-        super().__init__(
-            "halab:index:LoadBalancer", name, args, opts, extra_after={"keepalived": list(keepalived_after)}
-        )
+        super().__init__("halab:index:LoadBalancer", name, args, opts, extra_after={"keepalived": keepalived_after})
 
     def serve_after(self, nodes: Sequence[ProvisionedNode]) -> list[remote.Command]:
         """The serving step, after every node's last step. Its trigger holds every step's
@@ -49,3 +47,34 @@ class LoadBalancer(ProvisionedNode):
             extra_triggers=[ran],
         )
         return list(made.commands.values())
+
+    def handoff(self, backends: Sequence[ProvisionedNode], is_deployed: pulumi.Output[bool]) -> remote.Command:
+        """The VIP's hand-off around this guest's replacement (lb-handoff.sh): its create passes
+        once this node serves every service, its delete stops keepalived here first. On the first
+        `up` it waits for the backends too: the services have no server before."""
+        lab = self._args.vm.lab
+        return rollout.gate(
+            self,
+            f"{self._name}-handoff",
+            self.node,
+            self._conn,
+            rolling.handoff_step(lab, self.node),
+            ("HALAB_GUEST_ID", self.vm.domain.id),
+            [self.vm.domain.id],
+            rollout.until_deployed(is_deployed, [b.done for b in backends]).apply(lambda wait: [self.done, *wait]),
+        )
+
+    def drain(self, backend: ProvisionedNode) -> remote.Command:
+        """One backend out of this haproxy's service before its guest goes, and back in after
+        (lb-drain.sh); replaced with that backend's guest, or with this one."""
+        lab = self._args.vm.lab
+        return rollout.gate(
+            self,
+            f"{self._name}-drain-{backend.node.name}",
+            self.node,
+            self._conn,
+            rolling.drain_step(lab, self.node, backend.node),
+            ("HALAB_BACKEND_ID", backend.vm.domain.id),
+            [backend.vm.domain.id, self.vm.domain.id],
+            [self.done, backend.done],
+        )

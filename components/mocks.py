@@ -34,6 +34,8 @@ class Reg:
     provider: str
     replace_on_changes: list[str] = field(default_factory=list)
     delete_before_replace: bool = False
+    property_deps: dict[str, list[str]] = field(default_factory=dict)
+    """By input: the resources its value came from (the engine's PropertyDependencies)."""
 
 
 def _is_secret(value: Any) -> bool:
@@ -78,12 +80,22 @@ def registration(urn: str, request) -> Reg:
         provider=request.provider,
         replace_on_changes=list(request.replaceOnChanges),
         delete_before_replace=bool(request.deleteBeforeReplace),
+        property_deps={k: sorted(pd.urns) for k, pd in request.propertyDependencies.items() if pd.urns},
     )
 
 
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+
+
 class Mocks(pulumi.runtime.Mocks):
+    def __init__(self, previous: dict[str, Any] | None = None):
+        self.previous = previous or {}
+        """The stack's outputs from its last `up`, as a StackReference to itself reads them."""
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
+        if args.typ == STACK_REFERENCE:
+            return args.name, {**state, "outputs": dict(self.previous), "secretOutputNames": []}
         if args.typ == "tls:index/privateKey:PrivateKey":
             state["public_key_openssh"] = "ssh-ed25519 AAAAmockpublic halab"
             state["private_key_openssh"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n"
@@ -99,6 +111,8 @@ class PreviewMocks(Mocks):
     every step's trigger holds) is unknown to the program, which must build its graph anyway."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        if args.typ == STACK_REFERENCE:  # read in a preview too (the builtin provider's Read)
+            return super().new_resource(args)
         return "", dict(args.inputs)
 
 
@@ -144,12 +158,19 @@ class Program:
 
 
 def run_program(
-    cfg: dict[str, str], secret_keys: list[str], recorder: Recorder | None = None, preview: bool = False
+    cfg: dict[str, str],
+    secret_keys: list[str],
+    recorder: Recorder | None = None,
+    preview: bool = False,
+    previous: dict[str, Any] | None = None,
 ) -> Program:
-    """The program run once, as `pulumi up` runs it, or as `pulumi preview` does (`preview`)."""
-    mocks = PreviewMocks() if preview else Mocks()
+    """The program run once, as `pulumi up` runs it, or as `pulumi preview` does (`preview`);
+    on a stack whose last `up` exported `previous` (None: never deployed)."""
+    mocks = PreviewMocks(previous) if preview else Mocks(previous)
     recorder = recorder or Recorder(mocks)
-    pulumi.runtime.set_mocks(mocks, project="ha-lb-lab", stack="test", preview=preview, monitor=recorder)
+    pulumi.runtime.set_mocks(
+        mocks, project="ha-lb-lab", stack="test", preview=preview, monitor=recorder, organization="organization"
+    )
     set_all_config(cfg, secret_keys)
     exported: dict[str, Any] = {}
     real_export = pulumi.export

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -33,12 +34,12 @@ class ProvisionedNode(pulumi.ComponentResource):
         name: str,
         args: NodeArgs,
         opts: pulumi.ResourceOptions | None,
-        extra_after: dict[str, list[pulumi.Resource]] | None = None,
+        extra_after: dict[str, pulumi.Input[Sequence[pulumi.Resource]]] | None = None,
     ):
         super().__init__(type_token, name, None, opts)
         lab, node = args.vm.lab, args.vm.node
         self.vm = Vm(f"{name}-vm", args.vm, opts=pulumi.ResourceOptions(parent=self))
-        self._name, self._args = name, args
+        self._name, self._args, self.node = name, args, node
         self._conn = remote_steps.connection(lab, node, args.ssh_private_key)
         made = remote_steps.create_steps(
             self, name, lab, node, self._conn, args.credentials, [self.vm], self.vm.domain.id, extra_after

@@ -95,7 +95,7 @@ def create_steps(
     credentials: pulumi.Output[render.Credentials],
     first_after: Sequence[pulumi.Resource],
     guest_id: pulumi.Input[str],
-    extra_after: dict[str, Sequence[pulumi.Resource]] | None = None,
+    extra_after: dict[str, pulumi.Input[Sequence[pulumi.Resource]]] | None = None,
     steps_of: Callable[[Lab, Node, render.Credentials], Sequence[plan.Step]] = plan.host_steps,
     extra_triggers: Sequence[pulumi.Input[str]] = (),
 ) -> StepCommands:
@@ -116,7 +116,12 @@ def create_steps(
             digest: pulumi.Input[str] = pulumi.Output.secret(real.apply(lambda s: s.digest()))
         else:
             bundle, digest = step.bundle(), step.digest()
-        after = previous + list((extra_after or {}).get(step.name, ()))
+        extra = (extra_after or {}).get(step.name, ())
+        after: pulumi.Input[Sequence[pulumi.Resource]] = (
+            extra.apply(lambda e, p=previous: p + list(e))
+            if isinstance(extra, pulumi.Output)
+            else previous + list(extra)
+        )
         cmd = remote.Command(
             f"{name}-{step.name}",
             connection=conn,

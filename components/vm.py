@@ -26,6 +26,7 @@ Replacements, as terraform-provider-libvirt v0.8.1 and the engine make them:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -54,6 +55,9 @@ class VmArgs:
     """The lab network to attach to; None in bridge mode (the lab model names the bridge)."""
     ssh_public_key: pulumi.Input[str]
     """Authorised for the lab's SSH user by cloud-init."""
+    replace_after: pulumi.Input[Sequence[pulumi.Resource]] = ()
+    """What the domain waits for: the gates of the guests replaced before it in a roll-out
+    (components/rollout.py)."""
 
 
 class Vm(pulumi.ComponentResource):
@@ -123,6 +127,7 @@ class Vm(pulumi.ComponentResource):
                 parent=self,
                 replace_on_changes=list(DOMAIN_REPLACE_ON_CHANGES),
                 delete_before_replace=True,
+                depends_on=args.replace_after,
             ),
         )
         self.register_outputs({"domain_name": self.domain_name, "address": str(node.address)})

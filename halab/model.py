@@ -212,6 +212,20 @@ class Lab:
         hc = self.health_check
         return math.ceil(2 * hc.rise * (hc.interval_seconds + hc.timeout_seconds)) + 30
 
+    @property
+    def drain_within(self) -> int:
+        """Seconds a backend taken out of service (a roll-out, a removal) is given for the
+        connections in flight on it to end before its guest is deleted: the lab's services are
+        short requests; past this, the rest are cut and the step says how many."""
+        return 30
+
+    @property
+    def handoff_within(self) -> int:
+        """Seconds a load balancer stopping its keepalived waits for a peer to answer on the
+        VIP: the peer takes it on the priority-0 advert at once, or at worst when its
+        master-down timer (3 adverts) runs out; and 10 s more for a guest slowed by a neighbour."""
+        return math.ceil(3 * self.vrrp.advert_interval) + 10
+
     def url(self, svc: Service) -> str:
         """Where a client reaches a service through the VIP (a stack output; what verify asks)."""
         scheme = "tcp" if svc.protocol == "tcp" else "https" if svc.backend_tls else "http"

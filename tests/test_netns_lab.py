@@ -8,15 +8,17 @@ import os
 import re
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, STACKS, assert_rows, need_root_and, require_lab
 
-from halab import config, stackfile
+from halab import config, plan, rolling, stackfile
 from halab.netns import lab, topology
-from halab.verify import checks, traffic
+from halab.netns.node import NsNode
+from halab.verify import checks, probes, traffic
 from halab.verify.rows import table
 
 LABS = ("dev", "lab3", "pools")
@@ -121,6 +123,48 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
     lb = lab.nodes(t)[t.lab.load_balancers[0].name]
     modes = lb.run("stat -c '%a %U' /etc/keepalived/keepalived.conf /etc/haproxy/halab-secrets.env").stdout
     assert modes.split("\n")[:2] == ["600 root", "600 root"], modes
+
+
+def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_request(labs):
+    """The gates' deletes on real daemons (halab/rolling.py), under steady requests: the master's
+    hand-off (keepalived stopped there, a peer holds the VIP at once), then a backend drained on
+    every load balancer. No request fails. Their creates, and the keepalived step, put both back."""
+    topo = labs[0]["dev"]
+    model = topo.lab
+    t, site = lab.site(topo)
+    master = plan.keepalived_order(model)[0]
+    www1 = model.backends[0]
+    on = {n.name: NsNode.attach(topo.host(n.name).netns) for n in model.nodes}
+    delete = {"HALAB_ON_DELETE": "1"}
+    url = model.url(model.services[0])
+    rate = ("--interval", "0.05", "--duration", "90")
+    sampler = probes.sample(t, site.client, url, list(site.client_sources[:2]), *rate)
+    time.sleep(1)
+    handoff = on[master.name].run_bundle(rolling.handoff_step(model, master).bundle(), env=delete).stdout
+    holders_after = probes.holders(t, model)
+    drains = [
+        on[lb.name].run_bundle(rolling.drain_step(model, lb, www1).bundle(), env=delete).stdout
+        for lb in model.load_balancers
+    ]
+    time.sleep(2)
+    after_drain = traffic.check_services(t, site)
+    samples = sampler.stop()
+    # put back: keepalived on the master (its step), www1 in service (the drains' creates)
+    creds = lab.credentials(topo)
+    step = next(s for s in plan.host_steps(model, master, creds) if s.name == "keepalived")
+    on[master.name].run_bundle(step.bundle())
+    back = [on[lb.name].run_bundle(rolling.drain_step(model, lb, www1).bundle()).stdout for lb in model.load_balancers]
+    failed = [x for x in samples if not x.ok]
+    assert "keepalived stopped (it held the VIP: yes)" in handoff and "VIP answered by a peer" in handoff, handoff
+    assert holders_after and master.name not in holders_after, holders_after
+    assert all(f"{www1.name} drained" in d for d in drains), drains
+    assert all(r.ok and not r.figure.startswith(f"{www1.name} ") for r in after_drain), table(after_drain)
+    assert len(samples) > 100 and failed == [], f"{len(failed)} of {len(samples)} requests failed"
+    assert all(f"{www1.name} in service here" in b for b in back), back
+    deadline = time.monotonic() + 15  # the master takes the VIP back (the dev stack preempts)
+    while probes.holders(t, model) != [master.name] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert probes.holders(t, model) == [master.name]
 
 
 @pytest.mark.parametrize("name", LABS)

@@ -12,7 +12,7 @@ from conftest import STACKS, engine_config
 from pulumi.output import Unknown
 
 from components.mocks import Mocks, Program, Recorder, run_program
-from halab import config, plan, stackfile
+from halab import config, plan, rolling, stackfile
 from halab.config import ConfigError
 from halab.vmlab import schema
 
@@ -63,8 +63,10 @@ def test_resource_counts_follow_the_topology(stack, lbs, backends, request):
     assert counts["libvirt:index/cloudInitDisk:CloudInitDisk"] == nodes
     assert counts["libvirt:index/domain:Domain"] == nodes
     assert counts["tls:index/privateKey:PrivateKey"] == 1
-    # and each load balancer's wait until it serves, after every node's steps
-    assert counts["command:remote:Command"] == lbs * (lb_steps + 1) + backends * be_steps
+    # and each load balancer's wait until it serves, after every node's steps; its roll-out
+    # gates: its hand-off, and one drain per backend
+    gates = lbs * (1 + backends)
+    assert counts["command:remote:Command"] == lbs * (lb_steps + 1) + backends * be_steps + gates
 
 
 def _model(stack):
@@ -110,7 +112,10 @@ def test_each_remote_command_connects_to_its_own_node(large):
     for node in model.nodes:
         cmds = [r for r in large.of_type("command:remote:Command") if r.name.startswith(f"halab-{node.name}-")]
         serving = [s.name for s in plan.serving_steps(model, node)]
-        assert [c.name.removeprefix(f"halab-{node.name}-") for c in cmds] == [*plan.step_names(model, node), *serving]
+        gates = {s.name for s in rolling.gate_steps(model, node)} if node.role == "lb" else set()
+        names = [c.name.removeprefix(f"halab-{node.name}-") for c in cmds]
+        assert [n for n in names if n not in gates] == [*plan.step_names(model, node), *serving]
+        assert {n for n in names if n in gates} == gates
         for c in cmds:
             conn = c.inputs["connection"]
             assert conn["host"] == str(node.address), c.urn
@@ -118,7 +123,7 @@ def test_each_remote_command_connects_to_its_own_node(large):
             # remote libvirt: SSH through the hypervisor, authenticated by the user's agent
             assert conn["proxy"]["host"] == "hv1.example.net", c.urn
             assert conn["proxy"]["user"] == "ops", c.urn
-            assert c.inputs["create"] == f"sudo env HALAB_GUEST={node.name} bash -s", c.urn
+            assert c.inputs["create"].startswith(f"sudo env HALAB_GUEST={node.name} "), c.urn
 
 
 def test_the_ssh_agents_socket_is_not_in_the_state(monkeypatch, tmp_path):
@@ -322,6 +327,8 @@ def test_a_replaced_guest_gets_every_step_again(dev):
     """Finding 3: a step's triggers hold its guest's identity (the domain's ID, which a
     replacement changes), not only its bundle's hash."""
     for c in dev.of_type("command:remote:Command"):
+        if "-drain-" in c.name or c.name.endswith("-handoff"):
+            continue  # a roll-out gate: test_rolling.py
         node = c.name.split("-")[1]
         assert c.inputs["triggers"][1] == f"halab-{node}-vm-domain-id", c.name
         assert f"halab-{node}-vm-domain" in {d.rsplit("::", 1)[-1] for d in c.deps}, c.name
@@ -404,7 +411,8 @@ def test_changing_one_backend_changes_only_the_bundles_that_carry_it():
     # and the wait until the lab serves, which runs again whenever a step of the lab does
     assert changed == ["halab-lb1-haproxy", "halab-lb1-serving", "halab-lb2-haproxy", "halab-lb2-serving"]
     new_steps = ("gateway", "packages", "ready", "sysctl", "tcp", "web")
-    assert sorted(set(after) - set(before)) == [f"halab-www3-{s}" for s in new_steps]
+    drains = ["halab-lb1-drain-www3", "halab-lb2-drain-www3"]  # its roll-out gates
+    assert sorted(set(after) - set(before)) == drains + [f"halab-www3-{s}" for s in new_steps]
 
 
 def test_a_step_run_again_for_its_content_runs_the_serving_steps_again():
@@ -438,7 +446,9 @@ def test_adding_a_backend_to_one_pool_changes_only_the_haproxy_steps():
     changed = sorted(n for n in triggers[0] if triggers[0][n] != triggers[1][n])
     assert changed == ["halab-lb1-haproxy", "halab-lb1-serving", "halab-lb2-haproxy", "halab-lb2-serving"]
     new = sorted({r.name for r in after_prog.regs} - {r.name for r in before_prog.regs})
-    assert new and all(n == "halab-web-3" or n.startswith("halab-web-3-") for n in new), new
+    gates = {f"halab-{lb}-drain-web-3" for lb in ("lb1", "lb2")}
+    assert new and all(n == "halab-web-3" or n.startswith("halab-web-3-") or n in gates for n in new), new
+    assert gates <= set(new)
     # the new server is in the web pool's services and the one served by every backend
     (cmd,) = (r for r in after_prog.regs if r.name == "halab-lb1-haproxy")
     cfg_text = _unbundle(cmd.inputs["stdin"])

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import ROOT, VERIFY_ROWS, assert_rows, require_lab, row_names
 
-from halab import config, plan, stackfile
+from halab import config, plan, rolling, stackfile
 from halab.verify import probes, reload, traffic, vrrp
 from halab.verify.rows import table
 from halab.vmlab import hypervisor, lab
@@ -70,8 +70,10 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
     model = config.parse(stackfile.load_stack_file(str(CONFIG)))
     steps = [f"halab-{n.name}-{s}" for n in model.nodes for s in plan.step_names(model, n)]
     steps += [f"halab-{n.name}-{s.name}" for n in model.load_balancers for s in plan.serving_steps(model, n)]
-    # 7 steps on each load balancer and its wait until it serves, 6 on each backend (pools)
-    assert len(steps) == 28 and all(made.get(s) == "create" for s in steps), made
+    # the roll-out's gates: on each load balancer, its hand-off and a drain per backend
+    steps += [f"halab-{n.name}-{s.name}" for n in model.load_balancers for s in rolling.gate_steps(model, n)]
+    # 7 steps on each load balancer, its wait until it serves and 3 gates; 6 on each backend
+    assert len(steps) == 34 and all(made.get(s) == "create" for s in steps), made
     assert sorted(virsh("list", "--name").split()) == ["halab-lb1", "halab-lb2", "halab-www1", "halab-www2"]
     with lab.Session(str(CONFIG)) as s:
         for node in s.model.nodes:
@@ -138,7 +140,9 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
         after = vrrp.state_changes(s.t, s.model)
     assert p.returncode == 0, p.stderr
     made = changed(p.stdout)
-    others = {n for n in made if not n.startswith("halab-www3-")}
+    drains = {"halab-lb1-drain-www3", "halab-lb2-drain-www3"}  # its gates on the load balancers
+    assert all(made.get(n) == "create" for n in drains), made
+    others = {n for n in made if not n.startswith("halab-www3-")} - drains
     # and each load balancer's wait until it serves, as after any step ran again
     assert others == {"halab-lb1-haproxy", "halab-lb2-haproxy", "halab-lb1-serving", "halab-lb2-serving"}, made
     assert {made[n] for n in others} == {"replace"}  # their triggers changed: the step runs again
@@ -163,11 +167,17 @@ def test_a_guest_deleted_out_of_band_is_rebuilt_with_every_step(vmlab, tmp_path)
     steps = [n for n in made if n.startswith("halab-www3-") and not n.startswith("halab-www3-vm")]
     assert sorted(steps) == sorted(f"halab-www3-{s}" for s in ("ready", "packages", "sysctl", "gateway", "web", "tcp"))
     assert all(made[s] == "replace" for s in steps), made  # the new domain's ID is in their triggers
+    # its drains too, created first: the old ones' deletes, at the end, leave the new guest in service
+    assert made.get("halab-lb1-drain-www3") == made.get("halab-lb2-drain-www3") == "replace", made
+    assert p.stdout.count("a newer guest") == 2, p.stdout
     assert "halab-www3" in virsh("list", "--name").split()
 
 
 def test_down_after_an_interrupted_up_leaves_nothing(vmlab):
-    assert vm_lab("down").returncode == 0
+    d = vm_lab("down")
+    assert d.returncode == 0
+    # `pulumi destroy` through the engine first: the gates' delete scripts ran, in the log
+    assert "destroy stopped" not in d.stdout and "keepalived stopped" in d.stdout, d.stdout
     assert lab.leftovers(PREFIX) == []
     proc = subprocess.Popen([str(VM_LAB), "up", "--config", str(CONFIG)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

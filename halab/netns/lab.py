@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from halab import hostpackages, plan, render
+from halab import hostpackages, plan, render, rolling
 from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, make_tree, python_path, remove_tree, veth
 from halab.netns.topology import Topology
 from halab.verify.transport import NetnsTransport, Site
@@ -196,6 +196,8 @@ def configure(topo: Topology, running: dict[str, NsNode], log: Log = print) -> N
     # every node's steps, then each load balancer's wait until it serves (plan.serving_steps)
     work = [(h, step) for h in everyone if h.node for step in plan.host_steps(topo.lab, h.node, creds)]
     work += [(h, step) for h in lbs if h.node for step in plan.serving_steps(topo.lab, h.node)]
+    # and the roll-out's gates, as the Pulumi path creates them (halab/rolling.py)
+    work += [(h, step) for h in lbs if h.node for step in rolling.gate_steps(topo.lab, h.node)]
     for h, step in work:
         p = running[h.name].run_bundle(step.bundle(), check=False)
         if p.returncode != 0:

@@ -57,7 +57,9 @@ def run(
     wrap: Callable[[list[str]], list[str]],
     log: Callable[[str], None] = lambda _: None,
     timeout: float = 1800,
+    script: str = "create",
 ) -> Result:
+    """Runs the Command's `create` (or `script`: `delete`, from the state's inputs)."""
     conn = inputs["connection"]
     if not conn.get("privateKey"):
         raise CommandError(f"{conn.get('host')}: the VM lab needs a private key in the connection")
@@ -69,7 +71,7 @@ def run(
             f.write(key if key.endswith("\n") else key + "\n")
         base = ssh_argv(conn, key_file, os.path.join(d, "conn"))
         try:
-            return _dial_and_run(inputs, base, wrap, log, timeout)
+            return _dial_and_run(inputs, base, wrap, log, timeout, script)
         finally:  # the connection ends with the command, as pulumi-command's
             subprocess.run(wrap([*base[:-1], "-O", "exit", base[-1]]), capture_output=True, check=False, timeout=30)
 
@@ -80,6 +82,7 @@ def _dial_and_run(
     wrap: Callable[[list[str]], list[str]],
     log: Callable[[str], None],
     timeout: float,
+    script: str,
 ) -> Result:
     conn = inputs["connection"]
     limit = int(conn.get("dialErrorLimit") or 10)
@@ -96,7 +99,7 @@ def _dial_and_run(
             log(f"waiting for SSH on {conn['host']} ({attempt}/{limit}: {p.stderr.strip()[:80]})")
         time.sleep(max(0.0, per_dial - (time.monotonic() - started)))
     p = subprocess.run(
-        wrap([*base, inputs["create"]]),
+        wrap([*base, inputs[script]]),
         input=inputs.get("stdin") or "",
         capture_output=True,
         text=True,
@@ -105,7 +108,7 @@ def _dial_and_run(
     )
     if p.returncode != 0:
         raise CommandError(
-            f"{conn['host']}: `{inputs['create']}` exited {p.returncode}\n--- stdout\n{p.stdout[-3000:]}"
+            f"{conn['host']}: `{inputs[script]}` exited {p.returncode}\n--- stdout\n{p.stdout[-3000:]}"
             f"\n--- stderr\n{p.stderr[-3000:]}"
         )
     return Result(p.stdout, p.stderr)

@@ -13,11 +13,17 @@ exists (deleted out of band) is dropped first, then each registration is diffed 
 state:
 - same inputs: nothing is done (the old ID and outputs are returned);
 - a Command whose `triggers` changed, or a resource whose `replaceOnChanges` inputs changed, or
-  a libvirt resource with any change the provider cannot update in place: replaced (deleted
-  first when `deleteBeforeReplace` is set, else created first, as the engine does);
+  a libvirt resource with any change the provider cannot update in place: replaced. With
+  `deleteBeforeReplace`, the resources of the state whose inputs come from it and whose diff,
+  with those inputs unknown, replaces them are deleted first, dependents first, then it is
+  deleted, then created (step_generator.go calculateDependentReplacements); without, it is
+  created first and the old one deleted at the end;
 - other changes: an update (a Domain's cloud-init disk or autostart; a Command runs `create`
   again);
-and resources of the state the program no longer registers are deleted, dependents first.
+and at the end, the replaced resources' old selves and the resources of the state the program
+no longer registers are deleted, dependents first. A Command's delete runs its `delete` on its
+old connection with its old stdin, as pulumi-command does. `destroy` deletes everything in
+that same order (`pulumi destroy`).
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ class Entry:
     outputs: dict[str, Any]
     provider: str = ""  # the provider's URN
     deps: list[str] = field(default_factory=list)
+    property_deps: dict[str, list[str]] = field(default_factory=dict)
+    replace_on_changes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -116,7 +124,8 @@ class Engine(Recorder):
         wrap_net: Callable[[list[str]], list[str]],
         log: Log = print,
     ):
-        super().__init__(Mocks())
+        # a StackReference to the stack itself reads its last `up`'s outputs (components/rollout.py)
+        super().__init__(Mocks(state.extra.get("outputs")))
         self.state = state
         self.run_on_hypervisor = run_on_hypervisor
         self.wrap_net = wrap_net
@@ -125,6 +134,7 @@ class Engine(Recorder):
         self.events: dict[str, Event] = {}
         self.providers: dict[str, Libvirt] = {}  # by provider URN
         self.registered: set[str] = set()
+        self.condemned: list[Entry] = []  # replaced, created first: the old ones, deleted at the end
         self.errors: list[str] = []
         self.lock = threading.Lock()
 
@@ -157,7 +167,7 @@ class Engine(Recorder):
 
     # -- diff and act --------------------------------------------------------------------------
     def _apply(self, reg: Reg, custom: bool) -> tuple[str, dict[str, Any], str]:
-        urn, typ, name, inputs, deps = reg.urn, reg.type, reg.name, reg.inputs, reg.deps
+        urn, typ, name, inputs = reg.urn, reg.type, reg.name, reg.inputs
         if not custom:
             return "", dict(inputs), "same"
         provider = _provider_urn(reg.provider)
@@ -165,10 +175,10 @@ class Engine(Recorder):
         if typ == LIBVIRT_PROVIDER:
             rid = old.id if old else str(uuid.uuid4())
             self.providers[urn] = Libvirt(inputs.get("uri", ""), self.run_on_hypervisor)
-            self._track(urn, typ, rid, inputs, dict(inputs), provider, deps)
+            self._track(reg, rid, dict(inputs))
             return rid, dict(inputs), "same" if old is not None and old.inputs == inputs else "create"
         if old is not None and old.inputs == inputs:
-            self._track(urn, typ, old.id, inputs, old.outputs, provider, deps)
+            self._track(reg, old.id, old.outputs)
             return old.id, old.outputs, "same"
         if old is None:
             action = "create"
@@ -179,21 +189,70 @@ class Engine(Recorder):
         started = time.monotonic()
         self.say(f"  + {name}: {action} ({typ.split(':')[-1]})...")
         if action == "replace" and reg.delete_before_replace:
+            for dependent in reversed(self.dependent_replacements(old)):
+                self.say(f"  - {dependent.urn.rsplit('::', 1)[-1]}: delete (replaced with {name})")
+                self._delete(dependent)
             self._delete(old)
         if action == "update":
             outcome = self._update(typ, provider, old, inputs)
         else:
             outcome = self._create(typ, name, provider, inputs)
         if action == "replace" and not reg.delete_before_replace:
-            self._delete(old)
-        self._track(urn, typ, outcome.id, inputs, outcome.outputs, provider, deps)
+            with self.lock:
+                self.condemned.append(old)
+        self._track(reg, outcome.id, outcome.outputs)
         self.say(f"  + {name}: {action}d in {time.monotonic() - started:.1f}s")
         return outcome.id, outcome.outputs, action
 
-    def _track(self, urn, typ, rid, inputs, outputs, provider, deps) -> None:
+    def _track(self, reg: Reg, rid: str, outputs: dict[str, Any]) -> None:
+        entry = Entry(
+            reg.urn,
+            reg.type,
+            rid,
+            reg.inputs,
+            outputs,
+            _provider_urn(reg.provider),
+            reg.deps,
+            reg.property_deps,
+            reg.replace_on_changes,
+        )
         with self.state.lock:
-            self.state.entries[urn] = Entry(urn, typ, rid, inputs, outputs, provider, deps)
+            self.state.entries[reg.urn] = entry
             self.state.save()
+
+    def dependent_replacements(self, root: Entry) -> list[Entry]:
+        """The resources of the state a delete-before-replace of `root` replaces, in dependency
+        order: each whose inputs come from a resource so replaced, and whose diff with those
+        inputs unknown replaces it (step_generator.go calculateDependentReplacements, lines
+        3220-3361 at v3.259.0). Resources this run registered already cannot depend on it."""
+        entries = self.state.entries
+        replaced: dict[str, Entry] = {root.urn: root}
+        order: list[Entry] = []
+        for e in self._depending_on(root.urn):
+            unknown = [k for k, urns in e.property_deps.items() if any(u in replaced for u in urns)]
+            if not unknown or e.urn in self.registered or e.urn not in entries:
+                continue
+            guess = {**e.inputs, **{k: UNKNOWN for k in unknown}}
+            if (
+                e.type in (COMMAND, schema.DOMAIN, schema.NETWORK)
+                and schema.plan(e.type, e.inputs, guess, e.replace_on_changes) != "replace"
+            ):
+                continue
+            replaced[e.urn] = e
+            order.append(e)
+        return order
+
+    def _depending_on(self, urn: str) -> list[Entry]:
+        """Every resource of the state that depends on `urn`, directly or not, in dependency order."""
+        found: dict[str, Entry] = {}
+        frontier = [urn]
+        while frontier:
+            u = frontier.pop()
+            for e in self.state.entries.values():
+                if u in e.deps and e.urn not in found:
+                    found[e.urn] = e
+                    frontier.append(e.urn)
+        return _dependency_order(list(found.values()))
 
     def _updatable(self, typ: str, old: Entry, new: dict[str, Any], replace_on: list[str]) -> bool:
         """The engine's plan: the provider's diff (schema.py: ForceNew replaces, the rest is an
@@ -234,15 +293,23 @@ class Engine(Recorder):
             return Outcome(old.id, ran.outputs)
         raise EngineError(f"the VM lab does not know how to update a {typ}")
 
-    def _delete(self, entry: Entry | None) -> None:
+    def _delete(self, entry: Entry | None, forget: bool = True) -> None:
+        """Deletes the resource; `forget`: and its entry (not for an old self replaced by a new
+        one under the same URN)."""
         if entry is None:
             return
         if entry.type in LIBVIRT_TYPES:
             lv = self.providers.get(entry.provider) or Libvirt("qemu:///system", self.run_on_hypervisor)
             getattr(lv, LIBVIRT_TYPES[entry.type][1])(entry.id)
-        with self.state.lock:
-            self.state.entries.pop(entry.urn, None)
-            self.state.save()
+        if entry.type == COMMAND and entry.inputs.get("delete"):
+            name = entry.urn.rsplit("::", 1)[-1]
+            r = command.run(entry.inputs, self.wrap_net, log=lambda m: self.say(f"    {name}: {m}"), script="delete")
+            for line in (r.stdout + r.stderr).splitlines():
+                self.say(f"    {name} (delete): {line}")
+        if forget:
+            with self.state.lock:
+                self.state.entries.pop(entry.urn, None)
+                self.state.save()
 
     # -- before and after the program -----------------------------------------------------------
     def refresh(self) -> list[str]:
@@ -257,18 +324,22 @@ class Engine(Recorder):
         return gone
 
     def delete_unregistered(self) -> list[str]:
-        """Deletes what the state holds and the program no longer registers, dependents first."""
+        """The end of an update (the engine's ScheduleDeletes): the old selves of resources
+        replaced create-first, and what the state holds that the program no longer registers,
+        dependents first."""
         stale = [e for e in self.state.entries.values() if e.urn not in self.registered]
-        order: list[Entry] = []
-        left = {e.urn: e for e in stale}
-        while left:
-            leaves = [e for e in left.values() if not any(e.urn in o.deps for o in left.values())]
-            for e in leaves or list(left.values()):
-                order.append(left.pop(e.urn))
+        order = list(reversed(_dependency_order(self.condemned + stale)))
         for e in order:
-            self.say(f"  - {e.urn.rsplit('::', 1)[-1]}: delete")
-            self._delete(e)
+            old_self = any(e is c for c in self.condemned)
+            self.say(f"  - {e.urn.rsplit('::', 1)[-1]}: delete{' (replaced)' if old_self else ''}")
+            self._delete(e, forget=not old_self)
+        self.condemned = []
         return [e.urn for e in order]
+
+    def destroy(self) -> list[str]:
+        """`pulumi destroy`: every resource of the state, dependents first, delete scripts run."""
+        self.registered = set()
+        return self.delete_unregistered()
 
     def order_violations(self) -> list[str]:
         """Every resource started after all it depends on had finished (data links and
@@ -286,6 +357,21 @@ class Engine(Recorder):
         """What was done to each resource, by name: create, update, replace or same."""
         names = {r.urn: r.name for r in self.regs}
         return {names[u]: e.action for u, e in self.events.items()}
+
+
+UNKNOWN = object()  # an input the engine does not know yet: it differs from any value
+
+
+def _dependency_order(entries: list[Entry]) -> list[Entry]:
+    """`entries` with each after those of them it depends on (a cycle, which the engine never
+    records, is broken in state order)."""
+    left = {e.urn: e for e in entries}
+    order: list[Entry] = []
+    while left:
+        ready = [e for e in left.values() if not any(d in left and d != e.urn for d in e.deps)]
+        for e in ready or list(left.values())[:1]:
+            order.append(left.pop(e.urn))
+    return order
 
 
 def generate_ed25519() -> dict[str, str]:

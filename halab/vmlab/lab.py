@@ -208,9 +208,18 @@ def verify(config_file: str, read_only: bool = False) -> int:
 
 
 def down(config_file: str, log: Log = print) -> list[str]:
-    """Removes the hypervisor node (and with it every guest, volume, network and daemon) and the
-    state; returns what is still left (nothing, unless something resisted)."""
+    """`pulumi destroy` first, through the engine (dependents first, every Command's delete
+    script run, their output in the log), where the lab's daemons still run; then removes the
+    hypervisor node (and with it whatever is left: guests, volumes, network, daemons) and the
+    state. Returns what is still left (nothing, unless something resisted)."""
     prefix = _prefix(config_file)
+    hv = Hypervisor.attach(prefix)
+    state_file = state_dir(prefix) / "state.json"
+    if hv is not None and hv.daemons_running() and state_file.exists():
+        try:
+            Engine(State(state_file), hv.run, hv.net_argv, log).destroy()
+        except Exception as e:  # a failed delete leaves the rest to the sweep, which removes all
+            log(f"vm-lab {prefix}: destroy stopped ({str(e).splitlines()[0][:200]}): the sweep removes the rest")
     removed = hypervisor.destroy(prefix)
     remove_tree(state_dir(prefix), STATE_ROOT, STATE_ROOT.parent)
     log(f"vm-lab {prefix}: {'removed' if removed else 'nothing to remove'}")

@@ -1,0 +1,95 @@
+"""Rolling a change out without losing the service: the order in which guests may be replaced,
+and the steps that take a node out of service before its guest goes and gate the next one.
+
+- The load balancers one at a time, the backups first and the preferred master last, so the VIP
+  moves once. Before a load balancer's guest is deleted, its `handoff` step's delete stops
+  keepalived there (a priority-0 advert: a peer takes the VIP at once) and waits for a peer to
+  answer on the VIP and for the connections in flight through it to end.
+- Then the backends in batches, each batch leaving at least half of every pool it touches (and
+  one server at least) in service. Before a backend's guest is deleted, each load balancer's
+  `drain-<backend>` step's delete puts it in maintenance in haproxy (no new connection) and
+  waits, bounded, for its connections to end.
+- A step's create is the gate: the next guest in the order is replaced only once it passed (a
+  load balancer that serves every service again; a backend UP on every load balancer).
+
+The Pulumi components express the order with what the engine honours (components/lab.py); the
+namespace lab runs the same steps' creates as the end of its `up` and their deletes in its drills.
+"""
+
+from __future__ import annotations
+
+from halab import plan, render
+from halab.model import Lab, Node
+
+CTL = "/usr/local/sbin/halab-haproxy-ctl"
+
+
+def load_balancer_order(lab: Lab) -> tuple[Node, ...]:
+    """The load balancers in the order their guests are replaced: the lowest priority first, the
+    preferred master last, so the VIP leaves its holder once (the reverse of their first start)."""
+    return tuple(reversed(plan.keepalived_order(lab)))
+
+
+def backend_batches(lab: Lab) -> tuple[tuple[Node, ...], ...]:
+    """The backends in batches replaced one after the other. A batch takes at most half of each
+    pool it touches, and one server at least (a pool of one is out of service while its only
+    server is replaced: nothing can keep it serving, and the docs say so)."""
+    pools = [set(lab.pool(s)) for s in lab.services]
+    batches: list[list[Node]] = []
+    for b in lab.backends:
+        fits = batches and all(
+            len([n for n in batches[-1] if n in pool]) + 1 <= max(1, len(pool) // 2) for pool in pools if b in pool
+        )
+        if fits:
+            batches[-1].append(b)
+        else:
+            batches.append([b])
+    return tuple(tuple(batch) for batch in batches)
+
+
+def servers(lab: Lab, backend: Node | None = None) -> str:
+    """haproxy's BACKEND/SERVER names: of one backend, or of every pool."""
+    return " ".join(
+        f"{svc.haproxy_backend}/{b.name}" for svc in lab.services for b in lab.pool(svc) if backend in (None, b)
+    )
+
+
+def handoff_conf(lab: Lab) -> str:
+    port = lab.services[0].port
+    return (
+        "# Rendered by ha-lb-lab: the VIP's hand-off around this load balancer's replacement (lb-handoff.sh).\n"
+        f"HANDOFF_VIP={lab.vip}\nHANDOFF_PORT={port}\nHANDOFF_WITHIN={lab.handoff_within}\n"
+        f"DRAIN_WITHIN={lab.drain_within}\nREADY_WITHIN={lab.serving_within}\n"
+        f"READY_SERVERS='{servers(lab)}'\n"
+    )
+
+
+def drain_conf(lab: Lab, backend: Node) -> str:
+    return (
+        f"# Rendered by ha-lb-lab: {backend.name} out of and back into this haproxy's service (lb-drain.sh).\n"
+        f"DRAIN_BACKEND={backend.name}\nDRAIN_ADDRESS={backend.address}\nDRAIN_SERVERS='{servers(lab, backend)}'\n"
+        f"DRAIN_WITHIN={lab.drain_within}\nREADY_WITHIN={lab.serving_within}\n"
+    )
+
+
+def handoff_step(lab: Lab, lb: Node) -> plan.Step:
+    return plan.Step(
+        lb.name,
+        "handoff",
+        "lb-handoff.sh",
+        files=(("/etc/halab/handoff.conf", handoff_conf(lab)), (CTL, render.node_file("halab-haproxy-ctl"))),
+    )
+
+
+def drain_step(lab: Lab, lb: Node, backend: Node) -> plan.Step:
+    return plan.Step(
+        lb.name,
+        f"drain-{backend.name}",
+        "lb-drain.sh",
+        files=(("/etc/halab/drain.conf", drain_conf(lab, backend)), (CTL, render.node_file("halab-haproxy-ctl"))),
+    )
+
+
+def gate_steps(lab: Lab, lb: Node) -> tuple[plan.Step, ...]:
+    """A load balancer's gates: its hand-off, then one drain step per backend."""
+    return (handoff_step(lab, lb), *(drain_step(lab, lb, b) for b in lab.backends))

@@ -1,0 +1,108 @@
+"""The VM lab's engine orders deletes as Pulumi's does (pkg/resource/deploy/step_generator.go):
+the dependents a delete-before-replace replaces go first, a Command's delete script runs, a
+resource replaced create-first loses its old self at the end, and a destroy goes dependents
+first. Without libvirt or guests: the Commands' runs are recorded."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from components.mocks import STACK_REFERENCE
+from halab.vmlab import engine as engine_mod
+from halab.vmlab.engine import COMMAND, Engine, Entry, State
+
+DOMAIN = "libvirt:index/domain:Domain"
+TRIGGERS = ["triggers[*]"]
+
+
+@pytest.fixture
+def ran(monkeypatch) -> list[tuple[str, str]]:
+    """Each Command script the engine runs: (its host, the script's input name)."""
+    calls: list[tuple[str, str]] = []
+
+    def run(inputs, wrap, log=None, timeout=0, script="create"):
+        calls.append((inputs["connection"]["host"], script))
+        return engine_mod.command.Result("", "")
+
+    monkeypatch.setattr(engine_mod.command, "run", run)
+    return calls
+
+
+def cmd(urn: str, host: str, deps: list[str], triggers_from: list[str], delete: bool = False) -> Entry:
+    inputs = {"connection": {"host": host}, "create": "c", "triggers": ["t"], "stdin": "s"}
+    if delete:
+        inputs["delete"] = "d"
+    return Entry(urn, COMMAND, urn, inputs, inputs, "", deps, {"triggers": triggers_from}, TRIGGERS)
+
+
+def lab_state(tmp_path) -> State:
+    """Two guests (domains a, b); on a: a step, then a second one after it (depends_on only);
+    on the load balancer (host lb): a gate for a, with a delete script, after a's second step."""
+    state = State(tmp_path / "state.json")
+    for e in [
+        Entry("a", DOMAIN, "uuid-a", {"memory": 1}, {}, "", [], {}, []),
+        Entry("b", DOMAIN, "uuid-b", {"memory": 1}, {}, "", [], {}, []),
+        cmd("a-step1", "10.0.0.1", ["a"], ["a"]),
+        cmd("a-step2", "10.0.0.1", ["a-step1", "a"], ["a"]),
+        cmd("a-gate", "lb", ["a", "a-step2"], ["a"], delete=True),
+        cmd("b-step1", "10.0.0.2", ["b", "a-gate"], ["b"]),  # after a's gate, not made from a
+    ]:
+        state.entries[e.urn] = e
+    return state
+
+
+def make_engine(state: State) -> Engine:
+    return Engine(state, lambda *a, **k: None, lambda argv: argv, log=lambda _: None)
+
+
+def test_a_delete_before_replace_replaces_the_dependents_made_from_it(tmp_path):
+    eng = make_engine(lab_state(tmp_path))
+    found = [e.urn for e in eng.dependent_replacements(eng.state.entries["a"])]
+    # every Command whose trigger holds a's ID, in dependency order; b's step depends on a's
+    # gate only by order, so stays
+    assert found == ["a-step1", "a-step2", "a-gate"]
+    eng.registered.add("a-step2")  # registered already this run: it cannot depend on a
+    assert [e.urn for e in eng.dependent_replacements(eng.state.entries["a"])] == ["a-step1", "a-gate"]
+
+
+def test_a_commands_delete_runs_its_delete_script(tmp_path, ran):
+    eng = make_engine(lab_state(tmp_path))
+    eng._delete(eng.state.entries["a-step1"])  # no delete script: nothing runs
+    eng._delete(eng.state.entries["a-gate"])
+    assert ran == [("lb", "delete")]
+    assert "a-gate" not in eng.state.entries
+
+
+def test_a_destroy_deletes_dependents_first_and_runs_the_delete_scripts(tmp_path, ran, monkeypatch):
+    eng = make_engine(lab_state(tmp_path))
+    gone: list[str] = []
+    real = eng._delete
+    monkeypatch.setattr(eng, "_delete", lambda e, forget=True: (gone.append(e.urn), real(e, forget)))
+    monkeypatch.setattr(engine_mod, "LIBVIRT_TYPES", {})  # no libvirt here
+    eng.destroy()
+    assert not eng.state.entries
+    assert gone.index("a-gate") < gone.index("a-step2") < gone.index("a-step1") < gone.index("a")
+    assert gone.index("b-step1") < gone.index("a-gate")
+    assert ran == [("lb", "delete")]
+
+
+def test_an_old_self_replaced_create_first_is_deleted_at_the_end_and_its_successor_kept(tmp_path, ran):
+    eng = make_engine(lab_state(tmp_path))
+    old = eng.state.entries["a-gate"]
+    new = Entry(**{**old.__dict__, "id": "new-id"})
+    eng.state.entries["a-gate"] = new
+    eng.condemned.append(old)
+    eng.registered = set(eng.state.entries)
+    assert eng.delete_unregistered() == ["a-gate"]
+    assert ran == [("lb", "delete")]
+    assert eng.state.entries["a-gate"].id == "new-id"
+
+
+def test_the_program_reads_its_last_outputs_through_a_stack_reference(tmp_path):
+    state = State(tmp_path / "state.json")
+    state.extra["outputs"] = {"load_balancers": {"lb1": "10.0.0.1"}}
+    eng = make_engine(state)
+    args = pulumi.runtime.MockResourceArgs(STACK_REFERENCE, "halab-deployed", {"name": "o/p/s"}, "", "", True)
+    _, outputs = eng.mocks.new_resource(args)
+    assert outputs["outputs"] == {"load_balancers": {"lb1": "10.0.0.1"}}
