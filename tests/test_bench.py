@@ -328,9 +328,9 @@ def test_the_programs_cost_is_measured_with_and_without_the_collector_and_agains
     tree. About 2 s."""
     base = stackfile.load_stack_file(str(STACKS["dev"]))
     (size, c), *_ = measure.program_cost(base, (3,), runs=1).items()
-    # 11 per backend (docs/benchmarks.md), 32 for the lab and its 2 load balancers (30 before
-    # each got its serving step)
-    assert size == 3 and c["resources"] == 32 + 11 * 3, c
+    # 13 per backend (docs/benchmarks.md: 11, and a drain gate on each of the 2 load balancers),
+    # 34 for the lab and its 2 load balancers (each with its serving step and its hand-off gate)
+    assert size == 3 and c["resources"] == 34 + 13 * 3, c
     assert not c["collector_on"] and c["collect_collector_on"], c
     assert all(c[k] > 0 for k in ("program_s", "collect_s", "bare_s", "render_s", "mib", "collect_mib")), c
     # the floor registered what it claims to: as many bare Commands as the program's resources
