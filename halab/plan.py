@@ -129,6 +129,9 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
                         "/etc/systemd/system/halab-haproxy-watch.service",
                         render.node_file("halab-haproxy-watch.service"),
                     ),
+                    # a first start beside a peer that holds the VIP waits until haproxy serves
+                    ("/etc/halab/join.conf", render.join_conf(lab)),
+                    ("/usr/local/sbin/halab-haproxy-ctl", render.node_file("halab-haproxy-ctl")),
                 ),
                 secret=True,
             ),

@@ -164,10 +164,46 @@ def haproxy_new_servers_state(lab: Lab) -> str:
 def serving_conf(lab: Lab) -> str:
     """What `up` waits for at its end (lb-serving.sh): every server of every pool UP, within
     the time a server DOWN at haproxy's start needs to rise, and a margin for a slow guest."""
-    servers = " ".join(f"{svc.haproxy_backend}/{b.name}" for svc in lab.services for b in lab.pool(svc))
     return (
         "# Rendered by ha-lb-lab: the servers `up` waits for, UP on this haproxy (lb-serving.sh).\n"
-        f"SERVING_WITHIN={lab.serving_within}\nSERVING_SERVERS='{servers}'\n"
+        f"SERVING_WITHIN={lab.serving_within}\nSERVING_SERVERS='{pool_servers(lab)}'\n"
+    )
+
+
+def pool_servers(lab: Lab, backend: Node | None = None) -> str:
+    """haproxy's BACKEND/SERVER names: of one backend, or of every pool."""
+    return " ".join(
+        f"{svc.haproxy_backend}/{b.name}" for svc in lab.services for b in lab.pool(svc) if backend in (None, b)
+    )
+
+
+def handoff_conf(lab: Lab) -> str:
+    """The VIP's hand-off around a load balancer's replacement (lb-handoff.sh)."""
+    port = lab.services[0].port
+    return (
+        "# Rendered by ha-lb-lab: the VIP's hand-off around this load balancer's replacement (lb-handoff.sh).\n"
+        f"HANDOFF_VIP={lab.vip}\nHANDOFF_PORT={port}\nHANDOFF_WITHIN={lab.handoff_within}\n"
+        f"DRAIN_WITHIN={lab.drain_within}\nREADY_WITHIN={lab.serving_within}\n"
+        f"READY_SERVERS='{pool_servers(lab)}'\n"
+    )
+
+
+def join_conf(lab: Lab) -> str:
+    """When a first keepalived start waits for haproxy (lb-keepalived.sh): nothing of the pools,
+    so that a backend added does not run the keepalived step again."""
+    return (
+        "# Rendered by ha-lb-lab: a first keepalived start beside a peer that holds the VIP (lb-keepalived.sh).\n"
+        f"JOIN_VIP={lab.vip}\nJOIN_PORT={lab.services[0].port}\nJOIN_WITHIN={lab.serving_within}\n"
+    )
+
+
+def drain_conf(lab: Lab, backend: Node) -> str:
+    """One backend out of and back into a load balancer's haproxy (lb-drain.sh)."""
+    return (
+        f"# Rendered by ha-lb-lab: {backend.name} out of and back into this haproxy's service (lb-drain.sh).\n"
+        f"DRAIN_BACKEND={backend.name}\nDRAIN_ADDRESS={backend.address}\n"
+        f"DRAIN_SERVERS='{pool_servers(lab, backend)}'\n"
+        f"DRAIN_WITHIN={lab.drain_within}\nREADY_WITHIN={lab.serving_within}\n"
     )
 
 

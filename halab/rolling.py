@@ -47,37 +47,12 @@ def backend_batches(lab: Lab) -> tuple[tuple[Node, ...], ...]:
     return tuple(tuple(batch) for batch in batches)
 
 
-def servers(lab: Lab, backend: Node | None = None) -> str:
-    """haproxy's BACKEND/SERVER names: of one backend, or of every pool."""
-    return " ".join(
-        f"{svc.haproxy_backend}/{b.name}" for svc in lab.services for b in lab.pool(svc) if backend in (None, b)
-    )
-
-
-def handoff_conf(lab: Lab) -> str:
-    port = lab.services[0].port
-    return (
-        "# Rendered by ha-lb-lab: the VIP's hand-off around this load balancer's replacement (lb-handoff.sh).\n"
-        f"HANDOFF_VIP={lab.vip}\nHANDOFF_PORT={port}\nHANDOFF_WITHIN={lab.handoff_within}\n"
-        f"DRAIN_WITHIN={lab.drain_within}\nREADY_WITHIN={lab.serving_within}\n"
-        f"READY_SERVERS='{servers(lab)}'\n"
-    )
-
-
-def drain_conf(lab: Lab, backend: Node) -> str:
-    return (
-        f"# Rendered by ha-lb-lab: {backend.name} out of and back into this haproxy's service (lb-drain.sh).\n"
-        f"DRAIN_BACKEND={backend.name}\nDRAIN_ADDRESS={backend.address}\nDRAIN_SERVERS='{servers(lab, backend)}'\n"
-        f"DRAIN_WITHIN={lab.drain_within}\nREADY_WITHIN={lab.serving_within}\n"
-    )
-
-
 def handoff_step(lab: Lab, lb: Node) -> plan.Step:
     return plan.Step(
         lb.name,
         "handoff",
         "lb-handoff.sh",
-        files=(("/etc/halab/handoff.conf", handoff_conf(lab)), (CTL, render.node_file("halab-haproxy-ctl"))),
+        files=(("/etc/halab/handoff.conf", render.handoff_conf(lab)), (CTL, render.node_file("halab-haproxy-ctl"))),
     )
 
 
@@ -86,7 +61,10 @@ def drain_step(lab: Lab, lb: Node, backend: Node) -> plan.Step:
         lb.name,
         f"drain-{backend.name}",
         "lb-drain.sh",
-        files=(("/etc/halab/drain.conf", drain_conf(lab, backend)), (CTL, render.node_file("halab-haproxy-ctl"))),
+        files=(
+            ("/etc/halab/drain.conf", render.drain_conf(lab, backend)),
+            (CTL, render.node_file("halab-haproxy-ctl")),
+        ),
     )
 
 

@@ -128,7 +128,8 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
 def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_request(labs):
     """The gates' deletes on real daemons (halab/rolling.py), under steady requests: the master's
     hand-off (keepalived stopped there, a peer holds the VIP at once), then a backend drained on
-    every load balancer. No request fails. Their creates, and the keepalived step, put both back."""
+    every load balancer; their creates put both back, and the master returns as a replaced guest
+    does (a fresh haproxy, then keepalived, which waits until it serves). No request fails."""
     topo = labs[0]["dev"]
     model = topo.lab
     t, site = lab.site(topo)
@@ -137,7 +138,7 @@ def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_requ
     on = {n.name: NsNode.attach(topo.host(n.name).netns) for n in model.nodes}
     delete = {"HALAB_ON_DELETE": "1"}
     url = model.url(model.services[0])
-    rate = ("--interval", "0.05", "--duration", "90")
+    rate = ("--interval", "0.05", "--duration", "120")
     sampler = probes.sample(t, site.client, url, list(site.client_sources[:2]), *rate)
     time.sleep(1)
     handoff = on[master.name].run_bundle(rolling.handoff_step(model, master).bundle(), env=delete).stdout
@@ -148,12 +149,18 @@ def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_requ
     ]
     time.sleep(2)
     after_drain = traffic.check_services(t, site)
-    samples = sampler.stop()
-    # put back: keepalived on the master (its step), www1 in service (the drains' creates)
-    creds = lab.credentials(topo)
-    step = next(s for s in plan.host_steps(model, master, creds) if s.name == "keepalived")
-    on[master.name].run_bundle(step.bundle())
     back = [on[lb.name].run_bundle(rolling.drain_step(model, lb, www1).bundle()).stdout for lb in model.load_balancers]
+    # the master back as a replaced guest comes back: a fresh haproxy (no server checked yet),
+    # then keepalived, which must not take the VIP back (preempt) before that haproxy serves
+    steps = {s.name: s for s in plan.host_steps(model, master, lab.credentials(topo))}
+    on[master.name].run("pkill -x haproxy; while pgrep -x haproxy >/dev/null; do sleep 0.1; done")
+    on[master.name].run_bundle(steps["haproxy"].bundle())
+    joined = on[master.name].run_bundle(steps["keepalived"].bundle()).stdout
+    deadline = time.monotonic() + 15  # the master takes the VIP back (the dev stack preempts)
+    while probes.holders(t, model) != [master.name] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    samples = sampler.stop()
     failed = [x for x in samples if not x.ok]
     assert "keepalived stopped (it held the VIP: yes)" in handoff and "VIP answered by a peer" in handoff, handoff
     assert holders_after and master.name not in holders_after, holders_after
@@ -161,9 +168,7 @@ def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_requ
     assert all(r.ok and not r.figure.startswith(f"{www1.name} ") for r in after_drain), table(after_drain)
     assert len(samples) > 100 and failed == [], f"{len(failed)} of {len(samples)} requests failed"
     assert all(f"{www1.name} in service here" in b for b in back), back
-    deadline = time.monotonic() + 15  # the master takes the VIP back (the dev stack preempts)
-    while probes.holders(t, model) != [master.name] and time.monotonic() < deadline:
-        time.sleep(0.5)
+    assert "joining once this haproxy serves" in joined, joined
     assert probes.holders(t, model) == [master.name]
 
 

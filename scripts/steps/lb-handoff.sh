@@ -21,11 +21,6 @@ read -r -a servers <<<"$READY_SERVERS"
 holds_vip() {
   ip -o addr show to "$HANDOFF_VIP/32" | grep -q .
 }
-# a connection to the VIP from here, once it left this node, reaches the peer that took it
-# shellcheck disable=SC2317 # called through wait_until
-peer_answers() {
-  ! holds_vip && timeout 1 bash -c ": </dev/tcp/$HANDOFF_VIP/$HANDOFF_PORT" 2>/dev/null
-}
 in_flight() {
   ss -Htn state established src "$HANDOFF_VIP" | wc -l
 }
@@ -46,7 +41,7 @@ if [ -n "${HALAB_ON_DELETE:-}" ]; then
   log "keepalived stopped (it held the VIP: $held)"
   start=$SECONDS
   if [ "$held" = yes ]; then
-    if wait_until "$HANDOFF_WITHIN" peer_answers; then
+    if wait_until "$HANDOFF_WITHIN" peer_holds_vip "$HANDOFF_VIP" "$HANDOFF_PORT"; then
       log "VIP answered by a peer after $((SECONDS - start)) s"
     else
       echo "[$HALAB_STEP] warning: no peer answers on $HANDOFF_VIP:$HANDOFF_PORT after ${HANDOFF_WITHIN}s: the service is down until a load balancer holds the VIP" >&2

@@ -35,5 +35,22 @@ if stage_install /etc/halab/vrrp.conf 0644; then
 fi
 if unit_install /etc/systemd/system/keepalived.service.d/halab.conf; then restart=yes; fi
 if stage_install /etc/keepalived/keepalived.conf 0600; then reload=yes; fi
+# A first start while a peer holds the VIP (this guest replaced in a roll-out, or keepalived
+# stopped by a hand-off): with `preempt` this node would take the VIP at once, into a fresh
+# haproxy whose servers are not yet checked UP. It joins once this haproxy serves every service
+# (bounded: past that it joins anyway, and says so).
+if ! direct_service keepalived running; then
+  # shellcheck source=/dev/null
+  . "$(staged /etc/halab/join.conf)"
+  if peer_holds_vip "$JOIN_VIP" "$JOIN_PORT"; then
+    ctl=$(staged /usr/local/sbin/halab-haproxy-ctl)
+    start=$SECONDS
+    if wait_until "$JOIN_WITHIN" python3 "$ctl" serving >/dev/null; then
+      log "a peer holds the VIP: joining once this haproxy serves ($((SECONDS - start)) s)"
+    else
+      echo "[$HALAB_STEP] warning: joining after ${JOIN_WITHIN}s though this haproxy does not serve every service: $(python3 "$ctl" serving 2>&1 || true)" >&2
+    fi
+  fi
+fi
 service_converge keepalived "$restart" "$reload"
 log "keepalived running ($(head -n 1 "$KEEPALIVED_PIDFILE"))"

@@ -63,6 +63,12 @@ pid_alive() {
   [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
 }
 
+# peer_holds_vip VIP PORT: another node holds the VIP and answers on PORT (a connection from
+# here, the VIP not being on this node, reaches the node that has it).
+peer_holds_vip() {
+  ! ip -o addr show to "$1/32" | grep -q . && timeout 1 bash -c ": </dev/tcp/$1/$2" 2>/dev/null
+}
+
 # wait_until SECONDS CMD...: polls CMD every 0.2 s, bounded.
 wait_until() {
   local deadline=$((SECONDS + $1))
