@@ -3,6 +3,7 @@ declares, with no engine."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import socket
 from collections import Counter
@@ -410,7 +411,7 @@ def test_changing_one_backend_changes_only_the_bundles_that_carry_it():
     changed = sorted(n for n in before if before[n] != after[n])
     # and the wait until the lab serves, which runs again whenever a step of the lab does
     assert changed == ["halab-lb1-haproxy", "halab-lb1-serving", "halab-lb2-haproxy", "halab-lb2-serving"]
-    new_steps = ("gateway", "packages", "ready", "sysctl", "tcp", "web")
+    new_steps = ("gateway", "library", "packages", "ready", "sysctl", "tcp", "web")
     drains = ["halab-lb1-drain-www3", "halab-lb2-drain-www3"]  # its roll-out gates
     assert sorted(set(after) - set(before)) == drains + [f"halab-www3-{s}" for s in new_steps]
 
@@ -497,13 +498,13 @@ def test_missing_or_plain_text_vrrp_password_is_refused():
 
 
 def _unbundle(bundle: str) -> str:
-    """The files of a step bundle, decoded (what the node receives)."""
+    """The files a step bundle carries, as the node receives them: text in plain heredocs, a
+    file with a NUL byte in base64 (halab/plan.py `_staged`)."""
     import base64
     import re
 
-    return "\n".join(
-        base64.b64decode(m).decode() for m in re.findall(r"<<'HALAB_EOF'\n(.*?)\nHALAB_EOF", bundle, flags=re.S)
-    )
+    found = re.findall(r"^(cat|base64 -d) >\S+ <<'(HALAB_EOF\w*)'\n(.*?)^\2$", bundle, flags=re.S | re.M)
+    return "\n".join(base64.b64decode(body).decode() if cmd == "base64 -d" else body for cmd, _, body in found)
 
 
 def test_config_error_type_is_what_main_reports():
@@ -574,3 +575,44 @@ def test_the_program_runs_without_the_collector_and_the_mocks_restore_the_proces
     run_program(*stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS), Recorder(Watching()))
     assert seen and not any(seen), seen
     assert gc.isenabled()
+
+
+def _plan_commands(prog: Program) -> dict[str, dict]:
+    """The inputs of every Command that runs one of the plan's steps (host_steps, serving_steps),
+    by name (halab-<node>-<step>): not the roll-out's gates."""
+    model = _model("dev")
+    steps = {s for n in model.nodes for s in plan.step_names(model, n)} | {"serving"}
+    return {r.name: r.inputs for r in prog.of_type("command:remote:Command") if r.name.split("-", 2)[2] in steps}
+
+
+def test_a_preview_of_an_added_backend_shows_the_new_server_lines_in_plain_text():
+    """`pulumi preview --diff` shows each changed input: a backend added to the dev stack changes
+    each load balancer's haproxy step by exactly the new backend's lines of its rendered files
+    (haproxy.cfg's `server` lines, and the lines that start them DOWN), readable, not base64;
+    the serving step's list of servers; and no other step of any node."""
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    backends = json.loads(cfg["halab:backends"]) + [{"name": "www3", "address": "192.168.69.108"}]
+    before = _plan_commands(run_program(cfg, secret))
+    after = _plan_commands(run_program({**cfg, "halab:backends": json.dumps(backends)}, secret))
+    changed = sorted(n for n in before if before[n] != after[n])
+    assert changed == ["halab-lb1-haproxy", "halab-lb1-serving", "halab-lb2-haproxy", "halab-lb2-serving"]
+    for name in changed:
+        assert {k for k in before[name] if before[name][k] != after[name][k]} == {"stdin", "triggers"}, name
+    for lb in ("lb1", "lb2"):
+        diff = list(
+            difflib.unified_diff(
+                before[f"halab-{lb}-haproxy"]["stdin"].splitlines(),
+                after[f"halab-{lb}-haproxy"]["stdin"].splitlines(),
+                lineterm="",
+                n=0,
+            )
+        )
+        lines = [d for d in diff if not d.startswith(("---", "+++", "@@"))]
+        assert lines == [
+            "+    server www3 192.168.69.108:80 check observe layer4 error-limit 3 on-error mark-down",
+            "+    server www3 192.168.69.108:443 check check-ssl verify none observe layer4 error-limit 3 on-error"
+            " mark-down",
+            "+0 bk_http 0 www3 192.168.69.108 0 0 1 1 0 1 0 0 0 0 0 0 - 80 -",
+            "+0 bk_https 0 www3 192.168.69.108 0 0 1 1 0 1 0 0 0 0 0 0 - 443 -",
+        ], lines
+    assert sorted(set(after) - set(before)) == [f"halab-www3-{s}" for s in sorted(plan.step_names(*_be("dev")))]

@@ -208,7 +208,15 @@ def test_backends_serve_each_service_as_configured():
     assert "RemoteIPHeader X-Forwarded-For" in xff and "RemoteIPInternalProxy 10.77.0.11 10.77.0.12 10.77.0.13" in xff
     assert render.banner_conf(lab, be).splitlines()[1:] == ["25 plain", "143 proxy"]
     names = [s.name for s in plan.host_steps(lab, be, CREDS)]
-    assert names == ["ready", "packages", "sysctl", "gateway", "web", "tcp"]  # serving once replies go via the VIP
+    assert names == [
+        "library",
+        "ready",
+        "packages",
+        "sysctl",
+        "gateway",
+        "web",
+        "tcp",
+    ]  # serving once replies go via the VIP
 
 
 def test_each_backend_serves_only_its_pools():
@@ -222,7 +230,7 @@ def test_each_backend_serves_only_its_pools():
     assert ports["mail-1"] == ["Listen 8080"] and banner["mail-1"] == ["25 plain", "143 plain"]
     assert "<VirtualHost *:443>" not in render.apache_site(lab, lab.node("mail-1"))
     for b in lab.backends:
-        assert [s.name for s in plan.host_steps(lab, b, CREDS)][4:6] == ["web", "tcp"]
+        assert [s.name for s in plan.host_steps(lab, b, CREDS)][5:7] == ["web", "tcp"]
 
 
 def test_cloud_init_gives_a_static_address_and_the_key():
@@ -263,7 +271,12 @@ def test_render_cli_writes_every_host(tmp_path):
     for lb in lab.load_balancers:
         assert (out / lb.name / "etc/haproxy/haproxy.cfg").read_text() == render.haproxy_cfg(lab, lb)
         assert "auth_pass REDACTED" in (out / lb.name / "etc/keepalived/keepalived.conf").read_text()
-        assert (out / lb.name / "STEPS").read_text().splitlines()[0] == "1. ready scripts/steps/wait-ready.sh"
+        steps = (out / lb.name / "STEPS").read_text().splitlines()
+        assert steps[:2] == [
+            "1. library scripts/steps/library.sh /usr/local/lib/halab",
+            "2. ready scripts/steps/wait-ready.sh",
+        ]
+        assert (out / lb.name / "usr/local/lib/halab/lib.sh").read_text() == (ROOT / "scripts/steps/lib.sh").read_text()
     for be in lab.backends:
         assert f"backend={be.name} " in (out / be.name / "var/www/halab/index.shtml").read_text()
         assert (out / be.name / "cloud-init/network-config").exists()
@@ -281,3 +294,53 @@ def test_render_cli_reports_bad_config(tmp_path):
     assert p.returncode == 2
     assert "halab:vip: '10.0.0.1' is outside" in p.stderr and "halab:vrrp.routerId: 0" in p.stderr
     assert not Path(tmp_path / "o").exists()
+
+
+def test_a_changed_script_or_node_file_runs_again_exactly_the_steps_that_use_it(tmp_path, monkeypatch):
+    """A step's trigger is its bundle's digest. lib.sh, the step scripts and the static node files
+    travel once per node, in its library step, and no other bundle carries them: each names
+    them by sha256, so a change to one still changes the digest of every step that uses it (and
+    of its node's library step), and of no other step."""
+    import base64
+    import shutil
+
+    lab = lab_of("dev")
+
+    def digests() -> dict[tuple[str, str], str]:
+        plan._library_names.cache_clear()  # what it read from the files, before a test changed one
+        steps = {n.name: (*plan.host_steps(lab, n, CREDS), *plan.serving_steps(lab, n)) for n in lab.nodes}
+        return {(node, s.name): s.digest() for node, ss in steps.items() for s in ss}
+
+    before = digests()
+    lib = (plan.STEPS_DIR / "lib.sh").read_text()
+    for node in lab.nodes:
+        library, *others = (*plan.host_steps(lab, node, CREDS), *plan.serving_steps(lab, node))
+        assert library.name == "library"
+        for s in others:  # neither as text nor as base64
+            assert lib not in s.bundle() and base64.b64encode(lib.encode())[:300].decode() not in s.bundle(), s.name
+            assert len(s.bundle()) < len(lib), (node.name, s.name)
+    steps_dir, node_dir = tmp_path / "steps", tmp_path / "node"
+    shutil.copytree(plan.STEPS_DIR, steps_dir)
+    shutil.copytree(render.NODE_FILES, node_dir)
+    monkeypatch.setattr(plan, "STEPS_DIR", steps_dir)
+    monkeypatch.setattr(render, "NODE_FILES", node_dir)
+    try:
+        assert digests() == before  # the same files elsewhere: nothing runs again
+
+        def runs_again(path) -> set[tuple[str, str]]:
+            original = path.read_text()
+            path.write_text(original + "# changed\n")
+            now = digests()
+            path.write_text(original)
+            return {k for k in before if now[k] != before[k]}
+
+        backends, lbs = ("www1", "www2"), ("lb1", "lb2")
+        assert runs_again(node_dir / "halab-routes") == {(b, s) for b in backends for s in ("library", "gateway")}
+        assert runs_again(steps_dir / "lb-haproxy.sh") == {(lb, s) for lb in lbs for s in ("library", "haproxy")}
+        assert runs_again(node_dir / "halab-haproxy-watch") == {
+            (lb, s) for lb in lbs for s in ("library", "keepalived")
+        }
+        assert runs_again(steps_dir / "lb-serving.sh") == {(lb, s) for lb in lbs for s in ("library", "serving")}
+        assert runs_again(steps_dir / "lib.sh") == set(before)
+    finally:
+        plan._library_names.cache_clear()

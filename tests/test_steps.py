@@ -134,7 +134,7 @@ def test_invalid_haproxy_config_changes_nothing(nodes):
     lb, peer = nodes("lb1"), nodes("peer")
     veth(lb, "eth0", peer, "eth0")
     steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
-    for name in ("sysctl", "tproxy", "secrets", "haproxy"):
+    for name in ("library", "sysctl", "tproxy", "secrets", "haproxy"):
         lb.run_bundle(steps[name].bundle())
     before = lb.run(SNAPSHOT).stdout
     cfg_path, cfg = steps["haproxy"].files[0]
@@ -153,7 +153,7 @@ def test_invalid_keepalived_config_changes_nothing(nodes):
     lb, peer = nodes("lb1"), nodes("peer")
     veth(lb, "eth0", peer, "eth0")
     steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
-    for name in ("sysctl", "tproxy", "secrets", "haproxy", "keepalived"):
+    for name in ("library", "sysctl", "tproxy", "secrets", "haproxy", "keepalived"):
         lb.run_bundle(steps[name].bundle())
     before = lb.run(SNAPSHOT).stdout
     assert "/run/keepalived.pid" in before and "/run/halab-haproxy-watch.pid" in before
@@ -213,7 +213,9 @@ def test_gateway_step_refuses_a_vip_that_does_not_answer(nodes):
     be, other = nodes("www1"), nodes("other")
     veth(be, "eth0", other, "eth0")
     be.run("ip addr add 192.168.69.106/24 dev eth0 && ip route add default via 192.168.69.1")
-    gateway = {s.name: s for s in plan.host_steps(LAB, LAB.backends[0], CREDS)}["gateway"]
+    steps = {s.name: s for s in plan.host_steps(LAB, LAB.backends[0], CREDS)}
+    be.run_bundle(steps["library"].bundle())
+    gateway = steps["gateway"]
     before = be.run(SNAPSHOT).stdout
     p = be.run_bundle(gateway.bundle(), check=False, env={"HALAB_VIP_WAIT": "2"})
     assert p.returncode != 0 and "does not answer" in p.stderr
@@ -469,6 +471,7 @@ def test_a_backend_moved_out_of_every_pool_stops_serving(nodes):
     def listening() -> str:
         return be.run("ss -H -l -t -n | awk '{print $4}' | sort").stdout
 
+    be.run_bundle(plan.host_steps(lab, host, CREDS)[0].bundle())  # its library: what the steps take from it
     for st in steps(both):
         be.run_bundle(st.bundle())
     assert ":80" in listening() and ":25" in listening()
@@ -497,7 +500,13 @@ def test_a_step_on_another_guest_than_the_one_meant_changes_nothing(nodes):
     (HALAB_GUEST), and a step that lands on any other fails, naming both, before any change."""
     lb, peer = nodes("lb1"), nodes("peer")
     veth(lb, "eth0", peer, "eth0")  # what the sysctl step needs to succeed on lb1
-    sysctl = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}["sysctl"]
+    steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
+    # the first step, the library, refuses too: nothing of it is written
+    p = lb.run_bundle(steps["library"].bundle(), check=False, env={"HALAB_GUEST": "lb3"})
+    assert p.returncode != 0 and "this is lb1, not lb3: another guest answers at this address" in p.stderr
+    assert lb.run(["test", "-e", plan.LIBRARY_DIR], check=False).returncode != 0
+    lb.run_bundle(steps["library"].bundle(), env={"HALAB_GUEST": "lb1"})
+    sysctl = steps["sysctl"]
     p = lb.run_bundle(sysctl.bundle(), check=False, env={"HALAB_GUEST": "lb3"})
     assert p.returncode != 0 and "this is lb1, not lb3: another guest answers at this address" in p.stderr
     assert lb.run(["test", "-e", plan.LB_SYSCTL], check=False).returncode != 0  # nothing written
@@ -525,7 +534,7 @@ def test_the_serving_step_waits_for_every_server_up_and_names_those_that_are_not
         conf = f"SERVING_WITHIN={within}\nSERVING_SERVERS='{servers}'\n"
         return plan.Step("lb1", "serving", serving.script, files=(("/etc/halab/serving.conf", conf),))
 
-    for name in ("sysctl", "tproxy", "secrets", "haproxy"):
+    for name in ("library", "sysctl", "tproxy", "secrets", "haproxy"):
         lb.run_bundle(steps[name].bundle())
     # a fresh haproxy calls the unreachable www2 UP until its first check: not serving yet
     p = lb.run_bundle(waiting_for("bk_http/www2", 1).bundle(), check=False)
@@ -560,7 +569,7 @@ def test_a_reload_keeps_each_servers_state_and_a_new_server_starts_down(nodes):
     web = ["python3", "-m", "http.server", "-b", "0.0.0.0", "-d", "/tmp", "80"]
     subprocess.Popen(peer.argv(web), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
-    for name in ("sysctl", "tproxy", "secrets", "haproxy"):
+    for name in ("library", "sysctl", "tproxy", "secrets", "haproxy"):
         lb.run_bundle(steps[name].bundle())
     settled = wait_for(lambda: servers_state(lb, "bk_http") == {"www1": 2, "www2": 0}, 15)
     assert settled is not None, servers_state(lb, "bk_http")
@@ -625,3 +634,155 @@ def test_server_state_keeps_only_servers_at_the_same_address_and_port(tmp_path):
     listener.close()
     p = subprocess.run(helper, capture_output=True, text=True, timeout=10, check=True)
     assert not state.exists() and "every server starts UP" in p.stderr
+
+
+# The bundles themselves, run with bash in a temporary directory: what they stage, not what their
+# step does (the line that runs it copies the stage out instead). No namespace: nothing they run
+# touches more than the temporary directory.
+RUNS_THE_STEP = re.compile(r'^bash "\$HALAB_STAGE/step\.sh".*$', re.M)
+
+
+def staged_by(bundle: str, out: Path, library: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs a bundle up to its step, whose line copies the stage to `out` instead; the library
+    at `library` instead of /usr/local/lib/halab."""
+    if library is not None:
+        bundle = bundle.replace(plan.LIBRARY_DIR, str(library))
+    bundle, n = RUNS_THE_STEP.subn(f'cp -a "$HALAB_STAGE/." "{out}"', bundle)
+    assert n == 1, bundle[-300:]
+    env = {k: v for k, v in os.environ.items() if k != "HALAB_GUEST"}
+    return subprocess.run(["bash", "-s"], input=bundle, capture_output=True, text=True, env=env, check=False)
+
+
+def library_for(node, lab=LAB) -> list[plan.Step]:
+    """What a node's library is made for: its steps after the library, and its serving step."""
+    return [*plan.host_steps(lab, node, CREDS)[1:], *plan.serving_steps(lab, node)]
+
+
+def installed_library(tmp_path: Path, steps) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The library step for `steps`, run for real into a temporary directory (it needs root, as
+    on a node: need_root)."""
+    need_root_and("sha256sum", "gzip")
+    lib = tmp_path / "library"
+    step = plan.library_step("node", steps, str(lib))
+    p = subprocess.run(["bash", "-s"], input=step.bundle(), capture_output=True, text=True, check=False)
+    return lib, p
+
+
+def tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `root`: its bytes and its mode."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode) for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+TRICKY = {
+    "/etc/halab/plain.conf": "a=1\n",
+    "/etc/halab/no-final-newline": "last line without one",
+    "/etc/halab/delimiters": "HALAB_EOF\nHALAB_EOF_1\n HALAB_EOF\nHALAB_EOF \n",
+    "/etc/halab/shell-text": "echo \"$HOME\" `id` $(id) \\\n'quoted' \\t %s\n",
+    "/etc/halab/crlf-and-utf8": "première ligne\r\nzweite Zeile — ✓\r\n\n\n",
+    "/etc/halab/empty": "",
+    "/etc/halab/only-newlines": "\n\n",
+    "/etc/halab/nul": "before\0after\n",
+}
+
+
+def test_a_bundle_stages_every_file_byte_for_byte_and_text_in_plain_text(tmp_path):
+    """The files a bundle carries reach the stage exactly, whatever they hold: no final newline, a
+    line that is the heredoc's delimiter, shell syntax, CRLF, UTF-8, nothing, a NUL byte. Text
+    is in the bundle as it is (a preview's diff shows its lines), not base64."""
+    step = plan.Step("node", "t", "wait-ready.sh", files=tuple(TRICKY.items()))
+    bundle = step.bundle()
+    p = staged_by(bundle, tmp_path / "out")
+    assert p.returncode == 0, p.stderr
+    for path, content in TRICKY.items():
+        assert (tmp_path / "out" / "root" / path.lstrip("/")).read_bytes() == content.encode(), path
+        if content and "\0" not in content:
+            assert content in bundle, path
+    assert (tmp_path / "out" / "lib.sh").read_text() == (ROOT / "scripts/steps/lib.sh").read_text()
+    assert (tmp_path / "out" / "step.sh").read_text() == (ROOT / "scripts/steps/wait-ready.sh").read_text()
+    assert bundle.count("base64 -d >") == 1  # a file: the NUL byte's only (the code travels packed)
+
+
+def test_the_library_step_installs_exactly_what_the_steps_name_and_is_idempotent(tmp_path):
+    """A node's library holds lib.sh, its steps' scripts and the static node files they install,
+    byte for byte, and nothing else (a file an older library held goes); a second run changes
+    nothing, and says so."""
+    steps = plan.host_steps(LAB, LAB.load_balancers[0], CREDS)
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "renamed-long-ago").write_text("x\n")
+    lib, p = installed_library(tmp_path, library_for(LAB.load_balancers[0]))
+    assert p.returncode == 0, p.stderr
+    assert "removed " in p.stdout and "library in place" in p.stdout, p.stdout
+    want = {name: c.encode() for name, c in ((path.rsplit("/", 1)[1], c) for path, c in steps[0].files)}
+    assert {name: data for name, (data, _) in tree(lib).items()} == want
+    assert {"lib.sh", "lb-haproxy.sh", "lb-serving.sh", "halab-haproxy-watch", "haproxy-halab.conf"} <= set(want)
+    assert not {"backend-web.sh", "halab-routes", "drill.sh"} & set(want)  # another role's, a drill's
+    before = {n: (f.stat().st_mtime_ns, f.stat().st_ino) for n, f in ((f.name, f) for f in lib.iterdir())}
+    _, again = installed_library(tmp_path, library_for(LAB.load_balancers[0]))
+    assert again.returncode == 0 and "library unchanged: " in again.stdout and "installed" not in again.stdout
+    assert {n: (f.stat().st_mtime_ns, f.stat().st_ino) for n, f in ((f.name, f) for f in lib.iterdir())} == before
+
+
+def test_the_library_step_validates_everything_before_it_changes_anything(tmp_path):
+    """A staged script that does not parse fails the library step before any file of the
+    library changes, the good ones beside it included."""
+    lib, p = installed_library(tmp_path, library_for(LAB.backends[0]))
+    assert p.returncode == 0, p.stderr
+    before = tree(lib)
+    good = plan.library_step("node", library_for(LAB.backends[0]), str(lib))
+    appended = {"lib.sh": "# a new version\n", "halab-routes": "if then fi\n"}  # the second does not parse
+    broken = dataclasses.replace(
+        good, files=tuple((path, c + appended.get(path.rsplit("/", 1)[1], "")) for path, c in good.files)
+    )
+    p = subprocess.run(["bash", "-s"], input=broken.bundle(), capture_output=True, text=True, check=False)
+    assert p.returncode != 0 and "staged halab-routes does not parse" in p.stderr, p.stderr
+    assert tree(lib) == before
+
+
+def test_a_step_takes_its_code_from_the_library_checked_and_refuses_a_stale_one(tmp_path):
+    """A step after the library carries only its rendered files; lib.sh, its script and the
+    static node files come from the node's library, each checked against the sha256 its bundle
+    names. A library missing or stale (lib.sh changed since) stops the step before it runs."""
+    steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
+    haproxy = steps["haproxy"]
+    lib_text = (ROOT / "scripts/steps/lib.sh").read_text()
+    assert lib_text not in haproxy.bundle() and render.node_file("halab-haproxy-state") not in haproxy.bundle()
+    assert render.haproxy_cfg(LAB, LAB.load_balancers[0]) in haproxy.bundle()  # rendered: plain text
+
+    missing = staged_by(haproxy.bundle(), tmp_path / "out", tmp_path / "nowhere")
+    assert missing.returncode != 0 and not (tmp_path / "out").exists()
+    assert "the library on this node is stale or missing" in missing.stderr, missing.stderr
+    assert "the library step must run first" in missing.stderr
+
+    lib, p = installed_library(tmp_path, library_for(LAB.load_balancers[0]))
+    assert p.returncode == 0, p.stderr
+    ok = staged_by(haproxy.bundle(), tmp_path / "out", lib)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "out" / "lib.sh").read_text() == lib_text
+    assert (tmp_path / "out" / "step.sh").read_text() == (ROOT / "scripts/steps/lb-haproxy.sh").read_text()
+    for path, content in haproxy.files:
+        assert (tmp_path / "out" / "root" / path.lstrip("/")).read_bytes() == content.encode(), path
+
+    (lib / "lib.sh").write_text(lib_text + "# changed since this step was built\n")
+    stale = staged_by(haproxy.bundle(), tmp_path / "out2", lib)
+    assert stale.returncode != 0 and not (tmp_path / "out2").exists()
+    assert f"stale or missing ({lib}/lib.sh)" in stale.stderr, stale.stderr
+
+
+@pytest.mark.parametrize("stack", ["dev", "pools"])
+def test_every_step_finds_its_code_in_its_nodes_library(tmp_path, stack):
+    """Each node's library holds everything its later steps and its serving step name: every
+    one of them stages, on that library, exactly the files it was built with."""
+    lab = config.parse(stackfile.load_stack_file(str(STACKS[stack])))
+    for node in lab.nodes:
+        steps = library_for(node, lab)
+        lib, p = installed_library(tmp_path / node.name, steps)
+        assert p.returncode == 0, p.stderr
+        for step in steps:
+            out = tmp_path / node.name / step.name
+            staged = staged_by(step.bundle(), out, lib)
+            assert staged.returncode == 0, f"{node.name}/{step.name}: {staged.stderr}"
+            assert (out / "step.sh").read_text() == (ROOT / "scripts/steps" / step.script).read_text()
+            for path, content in step.files:
+                assert (out / "root" / path.lstrip("/")).read_bytes() == content.encode(), (node.name, path)

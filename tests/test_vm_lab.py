@@ -72,8 +72,9 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
     steps += [f"halab-{n.name}-{s.name}" for n in model.load_balancers for s in plan.serving_steps(model, n)]
     # the roll-out's gates: on each load balancer, its hand-off and a drain per backend
     steps += [f"halab-{n.name}-{s.name}" for n in model.load_balancers for s in rolling.gate_steps(model, n)]
-    # 7 steps on each load balancer, its wait until it serves and 3 gates; 6 on each backend
-    assert len(steps) == 34 and all(made.get(s) == "create" for s in steps), made
+    # 8 steps on each load balancer (its library first), its wait until it serves and 3 gates;
+    # 7 on each backend
+    assert len(steps) == 38 and all(made.get(s) == "create" for s in steps), made
     assert sorted(virsh("list", "--name").split()) == ["halab-lb1", "halab-lb2", "halab-www1", "halab-www2"]
     with lab.Session(str(CONFIG)) as s:
         for node in s.model.nodes:
@@ -169,7 +170,8 @@ def test_a_guest_deleted_out_of_band_is_rebuilt_with_every_step(vmlab, tmp_path)
     assert "gone from libvirt (refresh)" in p.stdout
     assert made.get("halab-www3-vm-domain") == "create" and made.get("halab-www3-vm-root") == "create", made
     steps = [n for n in made if n.startswith("halab-www3-") and not n.startswith("halab-www3-vm")]
-    assert sorted(steps) == sorted(f"halab-www3-{s}" for s in ("ready", "packages", "sysctl", "gateway", "web", "tcp"))
+    names = ("library", "ready", "packages", "sysctl", "gateway", "web", "tcp")
+    assert sorted(steps) == sorted(f"halab-www3-{s}" for s in names)
     assert all(made[s] == "replace" for s in steps), made  # the new domain's ID is in their triggers
     # its drains too, created first: the old ones' deletes, at the end, leave the new guest in service
     assert made.get("halab-lb1-drain-www3") == made.get("halab-lb2-drain-www3") == "replace", made

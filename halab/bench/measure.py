@@ -304,36 +304,36 @@ def lab_cost(base: dict, sizes: tuple[int, ...], log) -> list[LabCost]:
     return out
 
 
+def _program(*args: str, stdin: str = "") -> dict[str, float]:
+    """One measurement of halab/bench/program.py, in a fresh interpreter."""
+    p = subprocess.run(
+        [sys.executable, "-m", "halab.bench.program", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent.parent,
+        check=False,
+        timeout=300,
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"halab.bench.program {' '.join(args)}: {p.stderr.strip()[-2000:]}")
+    return json.loads(p.stdout.splitlines()[-1])
+
+
 def program_cost(base: dict, sizes: tuple[int, ...] = (2, 10, 50, 100), runs: int = 3) -> dict[int, dict[str, float]]:
     """For the dev stack grown to N backends, each in a fresh interpreter (halab/bench/program.py):
     the Pulumi program under mocks (as shipped, and with the cyclic collector kept on), its floor
     (as many bare Commands as it has resources), and rendering every host's files. Times are
     medians of `runs` interpreters, taken in turn: this host's speed drifts by 10% within
     minutes, and a program run and its floor are compared under the same drift."""
-    root = Path(__file__).resolve().parent.parent.parent
-
-    def child(*args: str, stdin: str = "") -> dict[str, float]:
-        p = subprocess.run(
-            [sys.executable, "-m", "halab.bench.program", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            cwd=root,
-            check=False,
-            timeout=300,
-        )
-        if p.returncode != 0:
-            raise RuntimeError(f"halab.bench.program {' '.join(args)}: {p.stderr.strip()[-2000:]}")
-        return json.loads(p.stdout.splitlines()[-1])
-
     out = {}
     stack = json.dumps(base)
     for n in sizes:
         shipped, collecting, floor = [], [], []
         for _ in range(runs):
-            shipped.append(child("program", str(n), stdin=stack))
-            collecting.append(child("program", str(n), "--collect", stdin=stack))
-            floor.append(child("bare", str(shipped[0]["resources"])))
+            shipped.append(_program("program", str(n), stdin=stack))
+            collecting.append(_program("program", str(n), "--collect", stdin=stack))
+            floor.append(_program("bare", str(shipped[0]["resources"])))
         out[n] = {
             "resources": shipped[0]["resources"],
             "runs": runs,
@@ -346,6 +346,13 @@ def program_cost(base: dict, sizes: tuple[int, ...] = (2, 10, 50, 100), runs: in
             "collect_collector_on": all(r["collector_on"] for r in collecting),
             "bare_s": statistics.median(r["bare_s"] for r in floor),
             "bare_resources": floor[0]["resources"],
-            **child("render", str(n), stdin=stack),
+            **_program("render", str(n), stdin=stack),
         }
     return out
+
+
+def state_size(base: dict, sizes: tuple[int, ...] = (2, 20, 100)) -> dict[int, dict[str, float]]:
+    """For the dev stack grown to N backends: the size of the Pulumi state the program makes, under
+    mocks (halab/bench/state.py), and the step bundles' share of it. The same bytes on every run."""
+    stack = json.dumps(base)
+    return {n: _program("state", str(n), stdin=stack) for n in sizes}

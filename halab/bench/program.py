@@ -5,12 +5,14 @@ before it (the mocked runtime keeps their graphs reachable, and every collection
     python -m halab.bench.program program N [--collect]   < base stack (JSON)
     python -m halab.bench.program render N                < base stack (JSON)
     python -m halab.bench.program bare COUNT
+    python -m halab.bench.program state N                 < base stack (JSON)
 
 `program` evaluates __main__.py for the base stack grown to N backends; `--collect` keeps
 Python's cyclic collector on (__main__.py turns it off), to show what that saves. `render`
 writes every host's files for it (`scripts/render`). `bare` registers COUNT plain remote
 Commands with the collector off: the Pulumi SDK's own cost for that many registrations, the
-floor under the program's. Each prints one JSON object.
+floor under the program's. `state` sizes the Pulumi state the program makes for N backends
+(halab/bench/state.py). Each prints one JSON object.
 """
 
 from __future__ import annotations
@@ -94,6 +96,14 @@ def bare(count: int) -> dict[str, float]:
     return {"bare_s": time.perf_counter() - t0, "resources": counter.count}
 
 
+def state(base: dict, backends: int) -> dict[str, float]:
+    from halab.bench.state import state_size
+    from halab.stackfile import engine_form
+
+    size = state_size(*engine_form(_config(base, backends), SECRETS))
+    return {"resources": size.resources, "state_bytes": size.total, "bundle_bytes": size.bundles}
+
+
 def main(argv: list[str]) -> int:
     what, n = argv[1], int(argv[2])
     if what == "program":
@@ -102,8 +112,10 @@ def main(argv: list[str]) -> int:
         out = render(json.load(sys.stdin), n)
     elif what == "bare":
         out = bare(n)
+    elif what == "state":
+        out = state(json.load(sys.stdin), n)
     else:
-        raise SystemExit(f"unknown measurement {what!r}: program, render or bare")
+        raise SystemExit(f"unknown measurement {what!r}: program, render, bare or state")
     print(json.dumps(out))
     return 0
 

@@ -111,9 +111,10 @@ def markdown(
     busy: dict[str, int] | None = None,
     soaks: dict[str, Soak] | None = None,
     labs: list[LabCost] | None = None,
+    state: dict[int, dict[str, float]] | None = None,
 ) -> str:
     """The report; `busy`: VRRP state changes per load balancer while wrk loaded the data plane;
-    `soaks`: the fast stack left alone, idle and under load."""
+    `soaks`: the fast stack left alone, idle and under load; `state`: the Pulumi state's size."""
     lines = [
         "# Benchmarks",
         "",
@@ -252,7 +253,7 @@ def markdown(
             *[f"| {k} | {v.reloads} | {v.failed} | {v.requests} |" for k, v in reloads.items()],
             "",
         ]
-    if cost or labs:
+    if cost or labs or state:
         lines += ["## How costs grow", ""]
     if cost:
         biggest = max(cost)
@@ -262,9 +263,7 @@ def markdown(
             "counts registrations without decoding them), for 2 load "
             "balancers and N backends, each measurement in a fresh interpreter as `pulumi up` runs the program "
             f"(`halab/bench/program.py`; times and memory are medians of {big['runs']:.0f} runs). "
-            "The program registers 13 resources per backend (its component and its "
-            "VM's, 3 libvirt resources, 6 step Commands, a drain gate on each load balancer). "
-            "Beside it: the same program with Python's cyclic "
+            f"{_per_backend(cost)}Beside it: the same program with Python's cyclic "
             "collector on (`__main__.py` turns it off: the graph lives until the program exits, and each "
             "collection only rescans it), the Pulumi SDK's own floor (as many bare `remote.Command`s under the "
             "same mocks), the memory the program added to its interpreter (with and without the collector), and "
@@ -282,6 +281,8 @@ def markdown(
             ],
             "",
         ]
+    if state:
+        lines += state_section(state)
     if labs:
         lines += [
             "`netns-lab up` (every node's steps, one node after the other), then `verify --read-only`, "
@@ -300,3 +301,33 @@ def markdown(
             "",
         ]
     return "\n".join(lines)
+
+
+def _per_backend(cost: dict[int, dict[str, float]]) -> str:
+    """What each backend adds to the program, from two sizes measured (none from one)."""
+    if len(cost) < 2:
+        return ""
+    lo, hi = min(cost), max(cost)
+    per = (cost[hi]["resources"] - cost[lo]["resources"]) / (hi - lo)
+    return f"The program registers {per:.0f} resources per backend. "
+
+
+def state_section(state: dict[int, dict[str, float]]) -> list[str]:
+    """The state's size per size of the lab (measure.state_size): the same on every run."""
+    return [
+        "The Pulumi state the program makes, for 2 load balancers and N backends under the same mocks "
+        "(`halab/bench/state.py`; the same bytes on every run): every resource's inputs and outputs, as the "
+        "engine stores them (a Command's outputs echo its inputs; a secret counted as its ciphertext), in "
+        "compact JSON. Not counted: a Command's stdout and stderr, each resource's URN and dependencies. The "
+        "step bundles are each Command's stdin, stored twice: each node's first step carries its library "
+        "(lib.sh, its step scripts and the static node files, compressed), every later step what was rendered "
+        "for it, in plain text; a roll-out gate carries its code (compressed). 1 MB: 1,000,000 bytes.",
+        "",
+        "| backends | resources | state MB | of which the step bundles MB |",
+        "| --- | --- | --- | --- |",
+        *[
+            f"| {n} | {s['resources']:.0f} | {s['state_bytes'] / 1e6:.2f} | {s['bundle_bytes'] / 1e6:.2f} |"
+            for n, s in state.items()
+        ],
+        "",
+    ]

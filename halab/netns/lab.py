@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from halab import hostpackages, plan, render, rolling
+from halab import hostpackages, plan, progress, render, rolling
 from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, make_tree, python_path, remove_tree, veth
 from halab.netns.topology import Topology
 from halab.verify.transport import NetnsTransport, Site
@@ -95,6 +95,11 @@ def _kernel_features() -> list[str]:
 
 def state_dir(topo: Topology) -> Path:
     return STATE_ROOT / topo.prefix
+
+
+def log_file(topo: Topology) -> Path:
+    """Every line of `up`, timestamped (halab.progress): in the lab's state, so `down` removes it."""
+    return state_dir(topo) / "up.log"
 
 
 def credentials(topo: Topology) -> render.Credentials:
@@ -198,15 +203,18 @@ def configure(topo: Topology, running: dict[str, NsNode], log: Log = print) -> N
     work += [(h, step) for h in lbs if h.node for step in plan.serving_steps(topo.lab, h.node)]
     # and the roll-out's gates, as the Pulumi path creates them (halab/rolling.py)
     work += [(h, step) for h in lbs if h.node for step in rolling.gate_steps(topo.lab, h.node)]
+    # a Progress (the CLI's) shows a line per step and its warnings, and keeps every line in its
+    # file; a caller's own `log` gets every line the step printed, stderr's marked
+    sink = progress.sink(log)
     for h, step in work:
+        sink.started(h.name, step.name)
         p = running[h.name].run_bundle(step.bundle(), check=False)
-        if p.returncode != 0:
+        ok = p.returncode == 0
+        sink.finished(h.name, step.name, ok=ok, stdout=p.stdout, stderr=p.stderr, code=p.returncode)
+        if not ok:
+            if isinstance(sink, progress.Progress):  # it has shown the whole output
+                raise LabError(f"{h.name}: step {step.name} failed: its output is above, and in {sink.path}")
             raise LabError(f"{h.name}: step {step.name} failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
-        # every line the step printed: what it changed, or that it changed nothing; and its
-        # warnings, marked
-        lines = p.stdout.splitlines() + [f"stderr: {e}" for e in p.stderr.splitlines()]
-        for line in lines or ["ok"]:
-            log(f"  {h.name:10} {step.name:10} {line}")
 
 
 def down(topo: Topology, log: Log = print) -> list[str]:

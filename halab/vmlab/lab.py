@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from components.mocks import run_program
-from halab import config, hostpackages, render, stackfile
+from halab import config, hostpackages, progress, render, stackfile
 from halab.model import Lab
 from halab.netns.node import remove_tree
 from halab.verify import checks, deployed
 from halab.verify.ssh import SshTransport
 from halab.vmlab import hypervisor, image
-from halab.vmlab.engine import Engine, State
+from halab.vmlab.engine import COMMAND, Engine, State
 from halab.vmlab.hypervisor import Hypervisor
 
 STATE_ROOT = Path("/run/halab/vmlabs")
@@ -69,6 +69,11 @@ def preflight() -> list[str]:
 
 def state_dir(prefix: str) -> Path:
     return STATE_ROOT / prefix
+
+
+def log_file(config_file: str) -> Path:
+    """Every line of `up`, timestamped (halab.progress): in the lab's state, so `down` removes it."""
+    return state_dir(_prefix(config_file)) / "up.log"
 
 
 def _secrets(state: State) -> dict[str, str]:
@@ -137,6 +142,8 @@ def up(config_file: str, domain_type: str = "qemu", log: Log = print) -> dict[st
         program = run_program(cfg, secret_keys, recorder=engine)
     except Exception as e:
         raise LabError(_failure_report(engine, hv, model, e)) from None
+    finally:
+        _steps_output(engine, state, log)
     if engine.errors:
         raise LabError(_failure_report(engine, hv, model, None))
     engine.delete_unregistered()
@@ -149,6 +156,19 @@ def up(config_file: str, domain_type: str = "qemu", log: Log = print) -> dict[st
     actions = {n: a for n, a in engine.actions().items() if a != "same"}
     log(f"vm-lab {prefix}: up in {time.monotonic() - started:.0f}s; {len(actions)} resources changed")
     return engine.actions()
+
+
+def _steps_output(engine: Engine, state: State, log: Log) -> None:
+    """What each Command that ran this time printed, from the state (the engine's lines say
+    only that it ran): into a Progress's log whole, its warnings shown. A caller's own `log`
+    gets the engine's lines alone, as before; a failed Command's output is in the error."""
+    if not isinstance(log, progress.Progress):
+        return
+    ran = {name for name, action in engine.actions().items() if action != "same"}
+    for e in list(state.entries.values()):
+        name = e.urn.rsplit("::", 1)[-1]
+        if e.type == COMMAND and name in ran:
+            log.output(name, str(e.outputs.get("stdout") or ""), str(e.outputs.get("stderr") or ""))
 
 
 def _failure_report(engine: Engine, hv: Hypervisor, model: Lab, exc: BaseException | None) -> str:

@@ -22,7 +22,7 @@ if grep -q 'SSLEngine on' "$site"; then
   # ssl-cert's postinst makes this pair; some images ship the package without it.
   if [ ! -s /etc/ssl/certs/ssl-cert-snakeoil.pem ]; then
     need_cmd make-ssl-cert
-    make-ssl-cert generate-default-snakeoil
+    DEBIAN_FRONTEND=noninteractive make-ssl-cert generate-default-snakeoil # no debconf frontend lines
     log "generated the snakeoil certificate"
   fi
 fi

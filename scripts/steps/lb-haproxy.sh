@@ -13,7 +13,18 @@ cfg=$(staged /etc/haproxy/haproxy.cfg)
 if grep -q 'HALAB_STATS_PASSWORD' "$cfg"; then
   [ -s /etc/haproxy/halab-secrets.env ] || die "haproxy.cfg needs /etc/haproxy/halab-secrets.env: run the secrets step first"
 fi
-(load_haproxy_env && haproxy -c -q -f "$cfg") || die "staged haproxy.cfg is invalid (haproxy -c)"
+# Quiet when valid: `haproxy -c` prints its version every time, and a warning while the
+# server-state file is not written yet (before a first reload). When invalid, all of it, which
+# says why (`-q` would hide that too), the stats password masked.
+checked=$(
+  load_haproxy_env
+  rc=0
+  out=$(haproxy -c -f "$cfg" 2>&1) || rc=$?
+  [ -z "${HALAB_STATS_PASSWORD:-}" ] || out=${out//"$HALAB_STATS_PASSWORD"/<the stats password>}
+  printf '%s\n' "$out"
+  exit "$rc"
+) || die "staged haproxy.cfg is invalid (haproxy -c):
+$checked"
 need_cmd python3
 python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged /usr/local/sbin/halab-haproxy-state)" \
   || die "staged halab-haproxy-state does not parse"

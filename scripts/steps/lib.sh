@@ -112,7 +112,8 @@ direct_service() {
       load_haproxy_env
       setpriv --reuid=haproxy --regid=haproxy --init-groups \
         --inh-caps="+${HAPROXY_CAPS//,/,+}" --ambient-caps="+${HAPROXY_CAPS//,/,+}" \
-        haproxy -W -D -f /etc/haproxy/haproxy.cfg -p "$HAPROXY_PIDFILE" -S /run/haproxy/master.sock
+        haproxy -W -D -f /etc/haproxy/haproxy.cfg -p "$HAPROXY_PIDFILE" -S /run/haproxy/master.sock \
+        >/run/haproxy/start.log 2>&1 || die "haproxy did not start: $(cat /run/haproxy/start.log)"
       ;;
     haproxy:reload)
       # What the unit's ExecReload does: server states carried over first.
