@@ -59,14 +59,14 @@ class LoadBalancer(ProvisionedNode):
             self.node,
             self._conn,
             rolling.handoff_step(lab, self.node),
-            ("HALAB_GUEST_ID", self.vm.domain.id),
+            [("HALAB_GUEST_ID", self.vm.domain.id)],
             [self.vm.domain.id],
             rollout.until_deployed(is_deployed, [b.done for b in backends]).apply(lambda wait: [self.done, *wait]),
         )
 
     def drain(self, backend: ProvisionedNode) -> remote.Command:
         """One backend out of this haproxy's service before its guest goes, and back in after
-        (lb-drain.sh); replaced with that backend's guest, or with this one."""
+        (lb-drain.sh); replaced with that backend's guest, run again on a new guest of this one."""
         lab = self._args.vm.lab
         return rollout.gate(
             self,
@@ -74,7 +74,7 @@ class LoadBalancer(ProvisionedNode):
             self.node,
             self._conn,
             rolling.drain_step(lab, self.node, backend.node),
-            ("HALAB_BACKEND_ID", backend.vm.domain.id),
-            [backend.vm.domain.id, self.vm.domain.id],
+            [("HALAB_BACKEND_ID", backend.vm.domain.id), ("HALAB_LB_ID", self.vm.domain.id)],
+            [backend.vm.domain.id],
             [self.done, backend.done],
         )

@@ -20,8 +20,11 @@ How the engine is made to honour it (pulumi v3.259.0, pkg/resource/deploy/step_g
 - **A removed node** is deleted after the update's registrations, dependents first
   (ScheduleDeletes): each backend's drain steps before its guest, a load balancer's hand-off
   before its guest.
-- **A drain is replaced with its load balancer too** (its second trigger): its delete on the old
-  guest is harmless, and its create passes once the new one has the backend UP.
+- **A drain is not replaced with its load balancer.** Its delete then would put every backend in
+  maintenance on a load balancer that may still hold the VIP, in an order the engine does not
+  fix against the hand-off. The load balancer's domain ID is in its `create` instead: a new
+  load balancer makes it an update, which runs the create there (the backend in service, UP,
+  and remembered for a later delete) and no delete.
 - **A gate is never replaced for its content.** Its bundle is not a trigger: a changed bundle is
   an update (pulumi-command runs `create` again), which runs no `delete`. A replacement for its
   content would be created first and delete the old one at the end: draining a backend, or
@@ -66,17 +69,19 @@ def gate(
     node: Node,
     conn: remote.ConnectionArgs,
     step: plan.Step,
-    identity: tuple[str, pulumi.Input[str]],
+    ids: Sequence[tuple[str, pulumi.Input[str]]],
     triggers: Sequence[pulumi.Input[str]],
     after: pulumi.Input[Sequence[pulumi.Resource]],
 ) -> remote.Command:
     """A gate on `node` (where it runs): `step` as its create, the same bundle with
     HALAB_ON_DELETE=1 as its delete, replaced (deleted first) exactly when a guest of `triggers`
-    is. `identity` (a variable, a domain ID) names the guest it was made for in both, so that
-    its delete changes nothing once another guest took that place (a replacement created before
-    the old one is deleted, when a guest deleted out of band is made again)."""
-    var, guest = identity
-    env = pulumi.Output.from_input(guest).apply(lambda g: f"HALAB_GUEST={node.name} {var}={g}")
+    is. `ids` (variables, domain IDs) name in both the guests it was made for, so that its delete
+    changes nothing once another guest took that place (a replacement created before the old
+    one is deleted, when a guest deleted out of band is made again); a guest named there but not
+    in `triggers` only runs the create again, in place, when it is replaced."""
+    env = pulumi.Output.all(*(guest for _, guest in ids)).apply(
+        lambda gs: " ".join([f"HALAB_GUEST={node.name}", *(f"{var}={g}" for (var, _), g in zip(ids, gs, strict=True))])
+    )
     return remote.Command(
         name,
         connection=conn,

@@ -88,8 +88,12 @@ def test_a_gate_is_replaced_with_its_guest_only_and_runs_its_delete_there(again)
         assert "HALAB_ON_DELETE=1" in handoff.inputs["delete"]
         for be in ("www1", "www2"):
             drain = again.by_name(f"halab-{lb}-drain-{be}")
-            assert drain.inputs["triggers"] == [f"halab-{be}-vm-domain-id", f"halab-{lb}-vm-domain-id"]
+            # not replaced with its load balancer: its delete would put every backend in
+            # maintenance there, maybe before the hand-off; a new one runs its create again
+            assert drain.inputs["triggers"] == [f"halab-{be}-vm-domain-id"]
             assert f"HALAB_BACKEND_ID=halab-{be}-vm-domain-id" in drain.inputs["delete"]
+            assert f"HALAB_LB_ID=halab-{lb}-vm-domain-id" in drain.inputs["create"]
+            assert f"halab-{lb}-vm-domain" in {d.rsplit("::", 1)[-1] for d in drain.property_deps["create"]}
             assert drain.inputs["connection"]["host"] == str(model_of("dev").node(lb).address)
             assert "HALAB_ON_DELETE=1" in drain.inputs["delete"]
             assert {f"halab-{lb}-keepalived", f"halab-{be}-tcp"} <= deps(again, drain.name)

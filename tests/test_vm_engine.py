@@ -66,6 +66,17 @@ def test_a_delete_before_replace_replaces_the_dependents_made_from_it(tmp_path):
     assert [e.urn for e in eng.dependent_replacements(eng.state.entries["a"])] == ["a-step1", "a-gate"]
 
 
+def test_an_input_that_a_command_applies_in_place_does_not_replace_it(tmp_path):
+    """A drain names its load balancer's guest in `create`, not in its triggers: a new load
+    balancer is an update of it (its create runs again there), never a delete."""
+    eng = make_engine(lab_state(tmp_path))
+    drain = cmd("a-drain", "lb", ["a", "a-step2", "b"], ["b"], delete=True)
+    drain.property_deps["create"] = ["a"]
+    eng.state.entries[drain.urn] = drain
+    assert "a-drain" not in [e.urn for e in eng.dependent_replacements(eng.state.entries["a"])]
+    assert "a-drain" in [e.urn for e in eng.dependent_replacements(eng.state.entries["b"])]
+
+
 def test_a_commands_delete_runs_its_delete_script(tmp_path, ran):
     eng = make_engine(lab_state(tmp_path))
     eng._delete(eng.state.entries["a-step1"])  # no delete script: nothing runs

@@ -24,6 +24,8 @@ drained() {
   [ "$(connections)" -eq 0 ]
 }
 
+# HALAB_LB_ID (this load balancer's guest) is not read here: it is in the driver's command line
+# so that a new guest of this load balancer runs this create again, in place (rollout.py).
 # The backend guest this haproxy last took into service (HALAB_BACKEND_ID, its domain's ID, where
 # the driver knows it): a delete for another guest, once a newer one took its place, changes nothing.
 marker=/var/lib/halab/in-service/$DRAIN_BACKEND
