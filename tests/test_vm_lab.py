@@ -202,24 +202,6 @@ def test_a_change_that_replaces_every_guest_rolls_out_losing_no_request(vmlab, t
         time.sleep(2)
         samples = sampler.stop()
         watch.stop()
-    assert p.returncode == 0, p.stderr
-    order = re.findall(r"\+ (halab-\S+)-vm-domain: replace \(", p.stdout)
-    assert order == ["halab-lb2", "halab-lb1", "halab-www1", "halab-www2"], order
-    lines = p.stdout.splitlines()
-
-    def at(text: str) -> int:
-        return next(i for i, line in enumerate(lines) if text in line)
-
-    # each guest's gates ran their deletes before it went, and it went after the previous came back
-    assert at("halab-lb2-handoff: delete") < at("+ halab-lb2-vm-domain: replace")
-    assert at("+ halab-lb2-handoff: created") < at("+ halab-lb1-vm-domain: replace")
-    assert at("VIP answered by a peer") < at("+ halab-lb1-vm-domain: replace")
-    assert at("+ halab-lb1-handoff: created") < at("+ halab-www1-vm-domain: replace")
-    assert at("halab-lb1-drain-www1: delete") < at("+ halab-www1-vm-domain: replace")
-    assert at("+ halab-lb2-drain-www1: created") < at("+ halab-www2-vm-domain: replace")
-    # www3, removed: drained on each load balancer, then deleted
-    assert at("halab-lb1-drain-www3: delete") < at("halab-www3-vm-domain: delete")
-    assert p.stdout.count("www3 drained") == 2, p.stdout
     failed = [x for x in samples if not x.ok]
     held = [(ts, h) for ts, h in watch.samples if started <= ts <= ended]
     longest, since = 0.0, None  # the longest stretch of samples in which no node held the VIP
@@ -234,6 +216,26 @@ def test_a_change_that_replaces_every_guest_rolls_out_losing_no_request(vmlab, t
         f"roll-out: {len(failed)} of {len(samples)} requests failed; most holders {most}; "
         f"longest without a holder {longest:.1f} s; up took {ended - started:.0f} s"
     )
+    assert p.returncode == 0, p.stderr
+    order = re.findall(r"\+ (halab-\S+)-vm-domain: replace \(", p.stdout)
+    assert order == ["halab-lb2", "halab-lb1", "halab-www1", "halab-www2"], order
+    lines = p.stdout.splitlines()
+
+    def at(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    # each guest's gates ran their deletes before it went, and it went after the previous came back
+    # (the engine logs `+ X: replace (Domain)...`, then its dependents' deletes, then `replaced in`)
+    assert at("+ halab-lb2-vm-domain: replace (") < at("halab-lb2-handoff: delete")
+    assert at("halab-lb2-handoff: delete") < at("halab-lb2-vm-domain: replaced in")
+    assert at("+ halab-lb2-handoff: created") < at("+ halab-lb1-vm-domain: replace")
+    assert at("VIP answered by a peer") < at("halab-lb1-vm-domain: replaced in")
+    assert at("+ halab-lb1-handoff: created") < at("+ halab-www1-vm-domain: replace")
+    assert at("halab-lb1-drain-www1: delete") < at("halab-www1-vm-domain: replaced in")
+    assert at("+ halab-lb2-drain-www1: created") < at("+ halab-www2-vm-domain: replace")
+    # www3, removed: drained on each load balancer, then deleted
+    assert at("halab-lb1-drain-www3: delete") < at("halab-www3-vm-domain: delete")
+    assert p.stdout.count("www3 drained") == 2, p.stdout
     assert len(samples) > 100 and failed == [], [str(x) for x in failed[:5]]
     assert most is not None and most[1] <= 1, most
     assert longest <= 3 * model.vrrp.advert_interval + 1, longest
