@@ -236,6 +236,8 @@ def test_a_change_that_replaces_every_guest_rolls_out_losing_no_request(vmlab, t
     # www3, removed: drained on each load balancer, then deleted
     assert at("halab-lb1-drain-www3: delete") < at("halab-www3-vm-domain: delete")
     assert p.stdout.count("www3 drained") == 2, p.stdout
+    # the requests span the whole `up` (the sampler's own bound is longer than it)
+    assert samples[0].start <= started and max(x.start for x in samples) >= ended - 5, (len(samples), started, ended)
     assert len(samples) > 100 and failed == [], [str(x) for x in failed[:5]]
     assert most is not None and most[1] <= 1, most
     assert longest <= 3 * model.vrrp.advert_interval + 1, longest
