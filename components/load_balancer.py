@@ -52,29 +52,15 @@ class LoadBalancer(ProvisionedNode):
         """The VIP's hand-off around this guest's replacement (lb-handoff.sh): its create passes
         once this node serves every service, its delete stops keepalived here first. On the first
         `up` it waits for the backends too: the services have no server before."""
-        lab = self._args.vm.lab
-        return rollout.gate(
-            self,
-            f"{self._name}-handoff",
-            self.node,
-            self._conn,
-            rolling.handoff_step(lab, self.node),
-            [("HALAB_GUEST_ID", self.vm.domain.id)],
-            [self.vm.domain.id],
-            rollout.until_deployed(is_deployed, [b.done for b in backends]).apply(lambda wait: [self.done, *wait]),
-        )
+        after = rollout.until_deployed(is_deployed, [b.done for b in backends]).apply(lambda wait: [self.done, *wait])
+        step = rolling.handoff_step(self._args.vm.lab, self.node)
+        ids = [("HALAB_GUEST_ID", self.vm.domain.id)]
+        return rollout.gate(self, f"{self._name}-handoff", self.node, self._conn, step, ids, after)
 
     def drain(self, backend: ProvisionedNode) -> remote.Command:
         """One backend out of this haproxy's service before its guest goes, and back in after
         (lb-drain.sh); replaced with that backend's guest, run again on a new guest of this one."""
-        lab = self._args.vm.lab
-        return rollout.gate(
-            self,
-            f"{self._name}-drain-{backend.node.name}",
-            self.node,
-            self._conn,
-            rolling.drain_step(lab, self.node, backend.node),
-            [("HALAB_BACKEND_ID", backend.vm.domain.id), ("HALAB_LB_ID", self.vm.domain.id)],
-            [backend.vm.domain.id],
-            [self.done, backend.done],
-        )
+        step = rolling.drain_step(self._args.vm.lab, self.node, backend.node)
+        ids = [("HALAB_BACKEND_ID", backend.vm.domain.id), ("HALAB_LB_ID", self.vm.domain.id)]
+        name = f"{self._name}-drain-{backend.node.name}"
+        return rollout.gate(self, name, self.node, self._conn, step, ids, [self.done, backend.done])

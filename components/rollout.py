@@ -70,15 +70,14 @@ def gate(
     conn: remote.ConnectionArgs,
     step: plan.Step,
     ids: Sequence[tuple[str, pulumi.Input[str]]],
-    triggers: Sequence[pulumi.Input[str]],
     after: pulumi.Input[Sequence[pulumi.Resource]],
 ) -> remote.Command:
     """A gate on `node` (where it runs): `step` as its create, the same bundle with
-    HALAB_ON_DELETE=1 as its delete, replaced (deleted first) exactly when a guest of `triggers`
-    is. `ids` (variables, domain IDs) name in both the guests it was made for, so that its delete
-    changes nothing once another guest took that place (a replacement created before the old
-    one is deleted, when a guest deleted out of band is made again); a guest named there but not
-    in `triggers` only runs the create again, in place, when it is replaced."""
+    HALAB_ON_DELETE=1 as its delete. `ids` (variables, domain IDs) name in both the guests it
+    was made for, so that its delete changes nothing once another guest took that place (a
+    replacement created before the old one is deleted, when a guest deleted out of band is made
+    again). The first is its only trigger: it is replaced (deleted first) exactly when that
+    guest is; another guest named there, when replaced, only runs its create again, in place."""
     env = pulumi.Output.all(*(guest for _, guest in ids)).apply(
         lambda gs: " ".join([f"HALAB_GUEST={node.name}", *(f"{var}={g}" for (var, _), g in zip(ids, gs, strict=True))])
     )
@@ -88,6 +87,6 @@ def gate(
         create=env.apply(lambda e: f"sudo env {e} bash -s"),
         delete=env.apply(lambda e: f"sudo env {e} HALAB_ON_DELETE=1 bash -s"),
         stdin=step.bundle(),
-        triggers=list(triggers),
+        triggers=[ids[0][1]],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
     )

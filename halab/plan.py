@@ -322,8 +322,11 @@ def serving_steps(lab: Lab, host: Node) -> tuple[Step, ...]:
     (every pool server UP on each haproxy), not when the last file is written."""
     if host.role != "lb":
         return ()
-    conf = render.serving_conf(lab)
-    return (Step(host.name, "serving", "lb-serving.sh", files=(("/etc/halab/serving.conf", conf),), library=True),)
+    files = (
+        ("/etc/halab/serving.conf", render.serving_conf(lab)),
+        ("/usr/local/sbin/halab-haproxy-ctl", render.node_file("halab-haproxy-ctl")),
+    )
+    return (Step(host.name, "serving", "lb-serving.sh", files=files, library=True),)
 
 
 def keepalived_order(lab: Lab) -> tuple[Node, ...]:

@@ -104,13 +104,6 @@ def test_a_gate_is_replaced_with_its_guest_only_and_runs_its_delete_there(again)
     assert schema.plan(schema.COMMAND, old.inputs, new_guest, old.replace_on_changes) == "replace"
 
 
-def test_a_domain_is_deleted_before_its_replacement_so_its_gates_go_first(again):
-    """The engine deletes a delete-before-replace resource's dependents that its replacement
-    replaces, first: the gates only run their delete on the old guest that way."""
-    for d in again.of_type("libvirt:index/domain:Domain"):
-        assert d.delete_before_replace, d.name
-
-
 def test_a_removed_backends_drains_depend_on_it_so_are_deleted_first(first):
     """A removed node is deleted dependents first (the engine's ScheduleDeletes)."""
     cfg, secret = cfg_of("dev")
