@@ -532,7 +532,7 @@ def test_the_serving_step_waits_for_every_server_up_and_names_those_that_are_not
 
     def waiting_for(servers: str, within: int) -> plan.Step:
         conf = f"SERVING_WITHIN={within}\nSERVING_SERVERS='{servers}'\n"
-        return plan.Step("lb1", "serving", serving.script, files=(("/etc/halab/serving.conf", conf),))
+        return plan.Step("lb1", "serving", serving.script, files=(("/etc/halab/serving.conf", conf), serving.files[1]))
 
     for name in ("library", "sysctl", "tproxy", "secrets", "haproxy"):
         lb.run_bundle(steps[name].bundle())
