@@ -35,6 +35,7 @@ LB_SYSCTL = "/etc/sysctl.d/90-halab-lb.conf"
 BACKEND_SYSCTL = "/etc/sysctl.d/90-halab-backend.conf"
 # systemd-networkd leaves the lab's policy rules and routes alone (read at its next start)
 NETWORKD_CONF = "/etc/systemd/networkd.conf.d/90-halab.conf"
+HAPROXY_CTL = "/usr/local/sbin/halab-haproxy-ctl"
 
 
 # The node's library (scripts/steps/library.sh): lib.sh, the node's step scripts and the static
@@ -57,9 +58,9 @@ class Step:
     files: tuple[tuple[str, str], ...] = ()  # (absolute path on the node, content)
     secret: bool = False  # a file holds a secret: the driver must keep the bundle secret
     # The node's library is in place (its `library` step runs first): lib.sh, the step's script
-    # and the static node files come from it, checked by hash. False for a bundle that must run
-    # on a node that may have none, or an older one (a drill, a roll-out gate, a test's step):
-    # it carries them, packed.
+    # and the static node files come from it, by hash (it keeps every version). False for a
+    # bundle that must run on a node that may have no library (a drill, a test's step): it
+    # carries them, packed.
     library: bool = False
 
     def bundle(self) -> str:
@@ -122,12 +123,13 @@ class Step:
         )
 
 
-# A file of the node's library into the stage, refused unless it is the very file the bundle was
-# built with: a step never runs another lib.sh, script or node file than its digest says.
+# A file of the node's library into the stage, by the sha256 it was built with (the library keeps
+# every version), and refused unless it is that very file: a step never runs another lib.sh,
+# script or node file than its digest says.
 _FROM_LIBRARY = f"""halab_library() {{ # NAME SHA256 STAGED
-  cp "{LIBRARY_DIR}/$1" "$HALAB_STAGE/$3" && [ "$(sha256sum <"$HALAB_STAGE/$3")" = "$2  -" ] || {{
-    echo "[$HALAB_STEP] error: the library on this node is stale or missing ({LIBRARY_DIR}/$1): \
-the library step must run first; nothing was changed" >&2
+  cp "{LIBRARY_DIR}/sha256/$2" "$HALAB_STAGE/$3" 2>/dev/null && [ "$(sha256sum <"$HALAB_STAGE/$3")" = "$2  -" ] || {{
+    echo "[$HALAB_STEP] error: the library on this node does not hold this version of $1 \
+({LIBRARY_DIR}/sha256/$2): the library step must run first; nothing was changed" >&2
     exit 1
   }}
 }}"""
@@ -212,7 +214,7 @@ def host_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, .
     every step sources lib.sh, the wait for cloud-init too, and writing one directory of
     /usr/local races nothing cloud-init does. It holds what the node's serving step runs too."""
     steps = tuple(dataclasses.replace(s, library=True) for s in _configuring_steps(lab, host, creds))
-    return (library_step(host.name, steps + serving_steps(lab, host)), *steps)
+    return (library_step(host.name, steps + serving_steps(lab, host) + gate_steps(lab, host)), *steps)
 
 
 def _configuring_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple[Step, ...]:
@@ -269,7 +271,7 @@ def _configuring_steps(lab: Lab, host: Node, creds: render.Credentials) -> tuple
                     ),
                     # a first start beside a peer that holds the VIP waits until haproxy serves
                     ("/etc/halab/join.conf", render.join_conf(lab)),
-                    ("/usr/local/sbin/halab-haproxy-ctl", render.node_file("halab-haproxy-ctl")),
+                    _haproxy_ctl(),
                 ),
                 secret=True,
             ),
@@ -322,11 +324,38 @@ def serving_steps(lab: Lab, host: Node) -> tuple[Step, ...]:
     (every pool server UP on each haproxy), not when the last file is written."""
     if host.role != "lb":
         return ()
-    files = (
-        ("/etc/halab/serving.conf", render.serving_conf(lab)),
-        ("/usr/local/sbin/halab-haproxy-ctl", render.node_file("halab-haproxy-ctl")),
-    )
+    files = (("/etc/halab/serving.conf", render.serving_conf(lab)), _haproxy_ctl())
     return (Step(host.name, "serving", "lb-serving.sh", files=files, library=True),)
+
+
+def _haproxy_ctl() -> tuple[str, str]:
+    """The runtime-API client the keepalived, serving and gate steps install and run."""
+    return (HAPROXY_CTL, render.node_file("halab-haproxy-ctl"))
+
+
+def handoff_step(lab: Lab, lb: Node) -> Step:
+    """The roll-out's gate around a load balancer's replacement (halab/rolling.py)."""
+    files = (("/etc/halab/handoff.conf", render.handoff_conf(lab)), _haproxy_ctl())
+    return Step(lb.name, "handoff", "lb-handoff.sh", files=files, library=True)
+
+
+def drain_step(lab: Lab, lb: Node, backend: Node) -> Step:
+    """The roll-out's gate on a load balancer around a backend's replacement (halab/rolling.py)."""
+    files = (
+        ("/etc/halab/drain.conf", render.drain_conf(lab, backend)),
+        _haproxy_ctl(),
+    )
+    return Step(lb.name, f"drain-{backend.name}", "lb-drain.sh", files=files, library=True)
+
+
+def gate_steps(lab: Lab, host: Node) -> tuple[Step, ...]:
+    """A load balancer's roll-out gates: its hand-off, then one drain step per backend. They run
+    from the node's library like every later step: it keeps each version it was given (by
+    sha256), so a gate's delete, which runs the bundle it was created with, finds its code after
+    an upgrade installed newer files."""
+    if host.role != "lb":
+        return ()
+    return (handoff_step(lab, host), *(drain_step(lab, host, b) for b in lab.backends))
 
 
 def keepalived_order(lab: Lab) -> tuple[Node, ...]:

@@ -9,8 +9,9 @@ and the steps that take a node out of service before its guest goes and gate the
   one server at least) in service. Before a backend's guest is deleted, each load balancer's
   `drain-<backend>` step's delete puts it in maintenance in haproxy (no new connection) and
   waits, bounded, for its connections to end.
-- A step's create is the gate: the next guest in the order is replaced only once it passed (a
-  load balancer that serves every service again; a backend UP on every load balancer).
+- A step's create is the gate (plan.gate_steps): the next guest in the order is replaced only
+  once it passed (a load balancer that serves every service again; a backend UP on every load
+  balancer).
 
 The Pulumi components express the order with what the engine honours (components/lab.py); the
 namespace lab runs the same steps' creates as the end of its `up` and their deletes in its drills.
@@ -18,10 +19,8 @@ namespace lab runs the same steps' creates as the end of its `up` and their dele
 
 from __future__ import annotations
 
-from halab import plan, render
+from halab import plan
 from halab.model import Lab, Node
-
-CTL = "/usr/local/sbin/halab-haproxy-ctl"
 
 
 def load_balancer_order(lab: Lab) -> tuple[Node, ...]:
@@ -45,29 +44,3 @@ def backend_batches(lab: Lab) -> tuple[tuple[Node, ...], ...]:
         else:
             batches.append([b])
     return tuple(tuple(batch) for batch in batches)
-
-
-def handoff_step(lab: Lab, lb: Node) -> plan.Step:
-    return plan.Step(
-        lb.name,
-        "handoff",
-        "lb-handoff.sh",
-        files=(("/etc/halab/handoff.conf", render.handoff_conf(lab)), (CTL, render.node_file("halab-haproxy-ctl"))),
-    )
-
-
-def drain_step(lab: Lab, lb: Node, backend: Node) -> plan.Step:
-    return plan.Step(
-        lb.name,
-        f"drain-{backend.name}",
-        "lb-drain.sh",
-        files=(
-            ("/etc/halab/drain.conf", render.drain_conf(lab, backend)),
-            (CTL, render.node_file("halab-haproxy-ctl")),
-        ),
-    )
-
-
-def gate_steps(lab: Lab, lb: Node) -> tuple[plan.Step, ...]:
-    """A load balancer's gates: its hand-off, then one drain step per backend."""
-    return (handoff_step(lab, lb), *(drain_step(lab, lb, b) for b in lab.backends))

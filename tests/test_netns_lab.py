@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, STACKS, assert_rows, need_root_and, require_lab
 
-from halab import config, plan, rolling, stackfile
+from halab import config, plan, stackfile
 from halab.netns import lab, topology
 from halab.netns.node import NsNode
 from halab.verify import checks, probes, traffic
@@ -141,15 +141,15 @@ def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_requ
     rate = ("--interval", "0.05", "--duration", "120")
     sampler = probes.sample(t, site.client, url, list(site.client_sources[:2]), *rate)
     time.sleep(1)
-    handoff = on[master.name].run_bundle(rolling.handoff_step(model, master).bundle(), env=delete).stdout
+    handoff = on[master.name].run_bundle(plan.handoff_step(model, master).bundle(), env=delete).stdout
     holders_after = probes.holders(t, model)
     drains = [
-        on[lb.name].run_bundle(rolling.drain_step(model, lb, www1).bundle(), env=delete).stdout
+        on[lb.name].run_bundle(plan.drain_step(model, lb, www1).bundle(), env=delete).stdout
         for lb in model.load_balancers
     ]
     time.sleep(2)
     after_drain = traffic.check_services(t, site)
-    back = [on[lb.name].run_bundle(rolling.drain_step(model, lb, www1).bundle()).stdout for lb in model.load_balancers]
+    back = [on[lb.name].run_bundle(plan.drain_step(model, lb, www1).bundle()).stdout for lb in model.load_balancers]
     # the master back as a replaced guest comes back: a fresh haproxy (no server checked yet),
     # then keepalived, which must not take the VIP back (preempt) before that haproxy serves
     steps = {s.name: s for s in plan.host_steps(model, master, lab.credentials(topo))}

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT, STACKS
 
-from halab import config, plan, progress, rolling, stackfile
+from halab import config, plan, progress, stackfile
 from halab.netns import lab, topology
 from halab.progress import Progress, row
 from halab.vmlab import lab as vmlab
@@ -232,7 +232,7 @@ def dev(tmp_path, monkeypatch):
     for n in topo.lab.nodes:
         for s in (*plan.host_steps(topo.lab, n, creds), *plan.serving_steps(topo.lab, n)):
             steps[s.bundle()] = (n.name, s.name)
-        for s in rolling.gate_steps(topo.lab, n) if n.role == "lb" else ():
+        for s in plan.gate_steps(topo.lab, n) if n.role == "lb" else ():
             steps[s.bundle()] = (n.name, s.name)
     ran: list[tuple[str, str]] = []
     answers = {

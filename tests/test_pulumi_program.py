@@ -13,7 +13,7 @@ from conftest import STACKS, engine_config
 from pulumi.output import Unknown
 
 from components.mocks import Mocks, Program, Recorder, run_program
-from halab import config, plan, rolling, stackfile
+from halab import config, plan, stackfile
 from halab.config import ConfigError
 from halab.vmlab import schema
 
@@ -113,7 +113,7 @@ def test_each_remote_command_connects_to_its_own_node(large):
     for node in model.nodes:
         cmds = [r for r in large.of_type("command:remote:Command") if r.name.startswith(f"halab-{node.name}-")]
         serving = [s.name for s in plan.serving_steps(model, node)]
-        gates = {s.name for s in rolling.gate_steps(model, node)} if node.role == "lb" else set()
+        gates = {s.name for s in plan.gate_steps(model, node)} if node.role == "lb" else set()
         names = [c.name.removeprefix(f"halab-{node.name}-") for c in cmds]
         assert [n for n in names if n not in gates] == [*plan.step_names(model, node), *serving]
         assert {n for n in names if n in gates} == gates

@@ -7,6 +7,7 @@ the Pulumi path pipes it to `sudo bash -s` on a VM.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import signal
@@ -654,8 +655,9 @@ def staged_by(bundle: str, out: Path, library: Path | None = None) -> subprocess
 
 
 def library_for(node, lab=LAB) -> list[plan.Step]:
-    """What a node's library is made for: its steps after the library, and its serving step."""
-    return [*plan.host_steps(lab, node, CREDS)[1:], *plan.serving_steps(lab, node)]
+    """What a node's library is made for: its steps after the library, its serving step and its
+    roll-out gates."""
+    return [*plan.host_steps(lab, node, CREDS)[1:], *plan.serving_steps(lab, node), *plan.gate_steps(lab, node)]
 
 
 def installed_library(tmp_path: Path, steps) -> tuple[Path, subprocess.CompletedProcess[str]]:
@@ -706,8 +708,8 @@ def test_a_bundle_stages_every_file_byte_for_byte_and_text_in_plain_text(tmp_pat
 
 def test_the_library_step_installs_exactly_what_the_steps_name_and_is_idempotent(tmp_path):
     """A node's library holds lib.sh, its steps' scripts and the static node files they install,
-    byte for byte, and nothing else (a file an older library held goes); a second run changes
-    nothing, and says so."""
+    byte for byte, by name and by sha256, and nothing else by name (a file an older library
+    held goes); a second run changes nothing, and says so."""
     steps = plan.host_steps(LAB, LAB.load_balancers[0], CREDS)
     (tmp_path / "library").mkdir()
     (tmp_path / "library" / "renamed-long-ago").write_text("x\n")
@@ -715,8 +717,11 @@ def test_the_library_step_installs_exactly_what_the_steps_name_and_is_idempotent
     assert p.returncode == 0, p.stderr
     assert "removed " in p.stdout and "library in place" in p.stdout, p.stdout
     want = {name: c.encode() for name, c in ((path.rsplit("/", 1)[1], c) for path, c in steps[0].files)}
-    assert {name: data for name, (data, _) in tree(lib).items()} == want
+    assert {name: data for name, (data, _) in tree(lib).items() if "/" not in name} == want
+    by_sha = {"sha256/" + hashlib.sha256(data).hexdigest(): data for data in want.values()}
+    assert {name: data for name, (data, _) in tree(lib).items() if "/" in name} == by_sha
     assert {"lib.sh", "lb-haproxy.sh", "lb-serving.sh", "halab-haproxy-watch", "haproxy-halab.conf"} <= set(want)
+    assert {"lb-handoff.sh", "lb-drain.sh", "halab-haproxy-ctl"} <= set(want)  # the roll-out's gates
     assert not {"backend-web.sh", "halab-routes", "drill.sh"} & set(want)  # another role's, a drill's
     before = {n: (f.stat().st_mtime_ns, f.stat().st_ino) for n, f in ((f.name, f) for f in lib.iterdir())}
     _, again = installed_library(tmp_path, library_for(LAB.load_balancers[0]))
@@ -752,7 +757,7 @@ def test_a_step_takes_its_code_from_the_library_checked_and_refuses_a_stale_one(
 
     missing = staged_by(haproxy.bundle(), tmp_path / "out", tmp_path / "nowhere")
     assert missing.returncode != 0 and not (tmp_path / "out").exists()
-    assert "the library on this node is stale or missing" in missing.stderr, missing.stderr
+    assert "the library on this node does not hold this version of " in missing.stderr, missing.stderr
     assert "the library step must run first" in missing.stderr
 
     lib, p = installed_library(tmp_path, library_for(LAB.load_balancers[0]))
@@ -764,10 +769,41 @@ def test_a_step_takes_its_code_from_the_library_checked_and_refuses_a_stale_one(
     for path, content in haproxy.files:
         assert (tmp_path / "out" / "root" / path.lstrip("/")).read_bytes() == content.encode(), path
 
-    (lib / "lib.sh").write_text(lib_text + "# changed since this step was built\n")
+    kept = lib / "sha256" / _sha(lib_text)
+    kept.write_text(lib_text + "# changed since this step was built\n")
     stale = staged_by(haproxy.bundle(), tmp_path / "out2", lib)
     assert stale.returncode != 0 and not (tmp_path / "out2").exists()
-    assert f"stale or missing ({lib}/lib.sh)" in stale.stderr, stale.stderr
+    assert f"does not hold this version of lib.sh ({kept})" in stale.stderr, stale.stderr
+
+
+def test_a_bundle_built_before_an_upgrade_still_runs_after_it(tmp_path):
+    """A roll-out gate's delete runs the bundle it was created with, perhaps after a newer library
+    was installed on its node (the engine deletes a guest's gates before it replaces the guest,
+    late in an `up` whose library steps already ran). The library keeps every version by
+    sha256, so the old bundle stages its own lib.sh and script; the new one, the new."""
+    node = LAB.load_balancers[0]
+    old_drain = plan.drain_step(LAB, node, LAB.backends[0])
+    lib, p = installed_library(tmp_path, library_for(node))
+    assert p.returncode == 0, p.stderr
+    lib_text = (ROOT / "scripts/steps/lib.sh").read_text()
+    newer = lib_text + "# the next version\n"
+    upgrade = plan.library_step("node", library_for(node), str(lib))
+    upgrade = dataclasses.replace(
+        upgrade, files=tuple((path, newer if path.endswith("/lib.sh") else c) for path, c in upgrade.files)
+    )
+    p = subprocess.run(["bash", "-s"], input=upgrade.bundle(), capture_output=True, text=True, check=False)
+    assert p.returncode == 0 and f"installed {lib}/lib.sh" in p.stdout, p.stderr
+    assert (lib / "lib.sh").read_text() == newer  # by name: what this version holds
+    old = staged_by(old_drain.bundle(), tmp_path / "old", lib)
+    assert old.returncode == 0, old.stderr
+    assert (tmp_path / "old" / "lib.sh").read_text() == lib_text
+    new_drain = old_drain.bundle().replace(_sha(lib_text), _sha(newer))
+    new = staged_by(new_drain, tmp_path / "new", lib)
+    assert new.returncode == 0 and (tmp_path / "new" / "lib.sh").read_text() == newer, new.stderr
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @pytest.mark.parametrize("stack", ["dev", "pools"])

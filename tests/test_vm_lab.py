@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import ROOT, VERIFY_ROWS, assert_rows, require_lab, row_names
 
-from halab import config, plan, rolling, stackfile
+from halab import config, plan, stackfile
 from halab.verify import probes, reload, traffic, vrrp
 from halab.verify.rows import table
 from halab.vmlab import hypervisor, lab
@@ -71,7 +71,7 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
     steps = [f"halab-{n.name}-{s}" for n in model.nodes for s in plan.step_names(model, n)]
     steps += [f"halab-{n.name}-{s.name}" for n in model.load_balancers for s in plan.serving_steps(model, n)]
     # the roll-out's gates: on each load balancer, its hand-off and a drain per backend
-    steps += [f"halab-{n.name}-{s.name}" for n in model.load_balancers for s in rolling.gate_steps(model, n)]
+    steps += [f"halab-{n.name}-{s.name}" for n in model.load_balancers for s in plan.gate_steps(model, n)]
     # 8 steps on each load balancer (its library first), its wait until it serves and 3 gates;
     # 7 on each backend
     assert len(steps) == 38 and all(made.get(s) == "create" for s in steps), made

@@ -101,7 +101,12 @@ def state(base: dict, backends: int) -> dict[str, float]:
     from halab.stackfile import engine_form
 
     size = state_size(*engine_form(_config(base, backends), SECRETS))
-    return {"resources": size.resources, "state_bytes": size.total, "bundle_bytes": size.bundles}
+    return {
+        "resources": size.resources,
+        "state_bytes": size.total,
+        "bundle_bytes": size.bundles,
+        "library_bytes": size.libraries,
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -320,13 +320,16 @@ def state_section(state: dict[int, dict[str, float]]) -> list[str]:
         "engine stores them (a Command's outputs echo its inputs; a secret counted as its ciphertext), in "
         "compact JSON. Not counted: a Command's stdout and stderr, each resource's URN and dependencies. The "
         "step bundles are each Command's stdin, stored twice: each node's first step carries its library "
-        "(lib.sh, its step scripts and the static node files, compressed), every later step what was rendered "
-        "for it, in plain text; a roll-out gate carries its code (compressed). 1 MB: 1,000,000 bytes.",
+        "(lib.sh, its step scripts and the static node files, compressed), every later step (a roll-out gate "
+        "too) what was rendered for it, in plain text. The libraries are most of what is left: every guest "
+        "needs its code on its own disk, and a Command's stdin is the way there that the VM lab proves (a "
+        "`CopyToRemote` of file assets would store only their hashes). 1 MB: 1,000,000 bytes.",
         "",
-        "| backends | resources | state MB | of which the step bundles MB |",
-        "| --- | --- | --- | --- |",
+        "| backends | resources | state MB | of which the step bundles MB | of which the libraries MB |",
+        "| --- | --- | --- | --- | --- |",
         *[
-            f"| {n} | {s['resources']:.0f} | {s['state_bytes'] / 1e6:.2f} | {s['bundle_bytes'] / 1e6:.2f} |"
+            f"| {n} | {s['resources']:.0f} | {s['state_bytes'] / 1e6:.2f} | {s['bundle_bytes'] / 1e6:.2f} "
+            f"| {s['library_bytes'] / 1e6:.2f} |"
             for n, s in state.items()
         ],
         "",

@@ -50,6 +50,7 @@ class StateSize:
     resources: int = 0
     total: int = 0  # bytes: every resource's inputs and outputs
     bundles: int = 0  # of which the step bundles (each Command's stdin, input and output)
+    libraries: int = 0  # of which each node's library step's: its code, once per node
 
 
 class StateRecorder(pmocks.MockMonitor):
@@ -71,6 +72,8 @@ class StateRecorder(pmocks.MockMonitor):
         s.total += 2 * _size(inputs)  # the outputs: the inputs echoed
         if "stdin" in inputs:
             s.bundles += 2 * _size(inputs["stdin"])
+            if request.name.endswith("-library"):
+                s.libraries += 2 * _size(inputs["stdin"])
         return resp
 
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from halab import hostpackages, plan, progress, render, rolling
+from halab import hostpackages, plan, progress, render
 from halab.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, make_tree, python_path, remove_tree, veth
 from halab.netns.topology import Topology
 from halab.verify.transport import NetnsTransport, Site
@@ -202,7 +202,7 @@ def configure(topo: Topology, running: dict[str, NsNode], log: Log = print) -> N
     work = [(h, step) for h in everyone if h.node for step in plan.host_steps(topo.lab, h.node, creds)]
     work += [(h, step) for h in lbs if h.node for step in plan.serving_steps(topo.lab, h.node)]
     # and the roll-out's gates, as the Pulumi path creates them (halab/rolling.py)
-    work += [(h, step) for h in lbs if h.node for step in rolling.gate_steps(topo.lab, h.node)]
+    work += [(h, step) for h in lbs if h.node for step in plan.gate_steps(topo.lab, h.node)]
     # a Progress (the CLI's) shows a line per step and its warnings, and keeps every line in its
     # file; a caller's own `log` gets every line the step printed, stderr's marked
     sink = progress.sink(log)
