@@ -175,6 +175,28 @@ def test_invalid_keepalived_config_changes_nothing(nodes):
     assert lb.run("ls /run | grep -c halab-keepalived-test || true").stdout.strip() == "0"  # no leftover
 
 
+def test_a_first_keepalived_start_beside_a_vip_holder_waits_only_for_servers_on_their_way_up(nodes):
+    """keepalived's first start while a peer holds the VIP waits until this haproxy serves (a
+    replaced guest must not preempt into unchecked servers), but not when its checks have
+    settled with nothing on its way UP: on the first `up` the backends are configured after the
+    load balancers, and the VM lab waited out the whole bound (46 s) for them on every `up`."""
+    lb, peer = nodes("lb1"), nodes("peer")
+    veth(lb, "eth0", peer, "eth0")
+    lb.run("ip addr add 192.168.69.111/24 dev eth0")
+    peer.run(f"ip addr add {LAB.vip}/24 dev eth0")  # the peer holds the VIP; no backend answers
+    web = ["python3", "-m", "http.server", "-b", "0.0.0.0", "-d", "/tmp", "80"]
+    subprocess.Popen(peer.argv(web), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: lb.run(f"timeout 1 bash -c ': </dev/tcp/{LAB.vip}/80'", check=False).returncode == 0, 10)
+    steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
+    for name in ("library", "sysctl", "tproxy", "secrets", "haproxy"):
+        lb.run_bundle(steps[name].bundle())
+    started = time.monotonic()
+    p = lb.run_bundle(steps["keepalived"].bundle())
+    took = time.monotonic() - started
+    assert "a peer holds the VIP: joining, no server on its way UP here" in p.stdout, p.stdout + p.stderr
+    assert "warning" not in p.stderr and took < LAB.serving_within / 2, (took, p.stderr)
+
+
 def test_systemd_is_reloaded_and_a_unit_enabled_only_when_needed(tmp_path):
     """The VM lab's guests lost the VIP while every step ran `systemctl daemon-reload` and
     `systemctl enable` (seconds of CPU each): lib.sh reloads systemd only when the step changed a

@@ -21,7 +21,7 @@ from conftest import ROOT, VERIFY_ROWS, assert_rows, require_lab, row_names
 from halab import config, plan, stackfile
 from halab.verify import probes, reload, traffic, vrrp
 from halab.verify.rows import table
-from halab.vmlab import hypervisor, lab
+from halab.vmlab import hypervisor, image, lab
 
 CONFIG = ROOT / "Pulumi.dev.yaml"
 PREFIX = "halab"
@@ -85,6 +85,11 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
             assert out.startswith(f"{node.name}\nroot\n"), out  # sudo -n as the stack's user
             assert f"inet {node.address}/24" in out
             assert s.t.run(node.name, ["sudo", "-u", "halab", "id", "-un"]).stdout.strip() == "halab"
+            # cloud-init grew the root partition and its filesystem to the VM's disk (vm.diskGiB),
+            # past the image's own 3 GiB, as a cloud image's growpart and resizefs do
+            size = int(s.t.run(node.name, ["df", "-B1", "--output=size", "/"]).stdout.split()[-1])
+            assert size > (model.vm.disk_gib - 1) * 2**30 > image.SIZE_GIB * 2**30, (node.name, size)
+    assert "module errors" not in vmlab, vmlab  # cloud-init's: each would be a warning of `ready`
 
 
 def test_a_first_request_right_after_up_is_served(vmlab):

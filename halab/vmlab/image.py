@@ -27,6 +27,8 @@ BASE_PACKAGES = (
     "kmod",
     "linux-image-cloud-amd64",
     "cloud-init",
+    "cloud-guest-utils",  # growpart: cloud-init grows the root partition to the VM's disk
+    "e2fsprogs",  # resize2fs: then its filesystem (minbase has neither)
     "netplan.io",
     "openssh-server",
     "sudo",

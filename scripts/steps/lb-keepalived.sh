@@ -37,18 +37,23 @@ if unit_install /etc/systemd/system/keepalived.service.d/halab.conf; then restar
 if stage_install /etc/keepalived/keepalived.conf 0600; then reload=yes; fi
 # A first start while a peer holds the VIP (this guest replaced in a roll-out, or keepalived
 # stopped by a hand-off): with `preempt` this node would take the VIP at once, into a fresh
-# haproxy whose servers are not yet checked UP. It joins once this haproxy serves every service
-# (bounded: past that it joins anyway, and says so).
+# haproxy whose servers are not yet checked UP. It joins once this haproxy serves every service,
+# or once its checks have settled with no server on its way UP (the first `up`, whose backends
+# are configured after the load balancers: nothing to wait for), bounded: past that it joins
+# anyway, and says so.
 if ! direct_service keepalived running; then
   # shellcheck source=/dev/null
   . "$(staged /etc/halab/join.conf)"
   if peer_holds_vip "$JOIN_VIP" "$JOIN_PORT"; then
     ctl=$(staged /usr/local/sbin/halab-haproxy-ctl)
     start=$SECONDS
-    if wait_until "$JOIN_WITHIN" python3 "$ctl" serving >/dev/null; then
+    serves_or_settled() { python3 "$ctl" serving >/dev/null || python3 "$ctl" settled >/dev/null; }
+    if ! wait_until "$JOIN_WITHIN" serves_or_settled; then
+      echo "[$HALAB_STEP] warning: joining after ${JOIN_WITHIN}s though this haproxy does not serve every service: $(python3 "$ctl" serving 2>&1 || true)" >&2
+    elif python3 "$ctl" serving >/dev/null; then
       log "a peer holds the VIP: joining once this haproxy serves ($((SECONDS - start)) s)"
     else
-      echo "[$HALAB_STEP] warning: joining after ${JOIN_WITHIN}s though this haproxy does not serve every service: $(python3 "$ctl" serving 2>&1 || true)" >&2
+      log "a peer holds the VIP: joining, no server on its way UP here ($((SECONDS - start)) s): $(python3 "$ctl" serving 2>&1 | tr '\n' ' ')"
     fi
   fi
 fi
