@@ -50,7 +50,7 @@ from halab.stackfile import is_secure
 # The default guest: Debian 13's generic cloud image. The VM lab boots its own build of the same
 # release and packages (halab/vmlab/image.py), so every step, unit and drill is proven on what
 # this image runs; the image itself is not booted here, nor is Ubuntu 24.04, which works by the
-# same steps (README, `image`; docs/real-pulumi-up.md).
+# same steps (docs/config.md, `image`; docs/real-pulumi-up.md).
 DEBIAN_13_IMAGE = "https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2"
 
 # Every default in one place. Together they reproduce the seed article's lab (with its

@@ -16,7 +16,7 @@ from halab import stackfile  # noqa: E402
 # depend on the shell it is run from (the agent tests set their own sockets).
 os.environ.pop("SSH_AUTH_SOCK", None)
 
-# verify's rows per stack, every one asserted by the lab tests (README, "What verify proves")
+# verify's rows per stack, every one asserted by the lab tests (docs/verify.md, "What verify proves")
 VERIFY_ROWS = {"dev": 30, "lab3": 51, "pools": 47}
 
 

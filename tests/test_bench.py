@@ -289,42 +289,6 @@ def test_takeover_is_read_from_the_new_masters_vrrp_log():
     assert measure.takeover(Logs(), a_drill(after_fault=["lb1"], t_fault=t_fault)) is None  # type: ignore[arg-type]
 
 
-def test_the_readmes_benchmark_figures_are_the_committed_runs():
-    """Every figure the README quotes from the committed run (its block and the timer table)
-    is one of docs/benchmarks.md's, to the digits quoted: a new run that changes them fails
-    this until the README says what the run says."""
-    import re
-
-    root = STACKS["dev"].parent
-    readme = (root / "README.md").read_text()
-    bench = (root / "docs" / "benchmarks.md").read_text()
-    block = readme[readme.index("**From the committed run**") : readme.index("An earlier run measured")]
-    timers = readme[readme.index("### Choosing timers") : readme.index("- **The fast stack**")]
-    took = re.search(r"in (\d+) s\.", bench)
-    assert took and f"({took.group(1)} s)" in block, "the run's duration"
-    figures = {float(x) for x in re.findall(r"(?<![\d.])(\d+\.\d+)(?![\d.])", bench.replace(",", ""))}
-    quoted = re.findall(r"(?<![\d.(])(\d+\.\d+) (?:s\b|times)", block + timers)
-    assert len(quoted) >= 15, quoted
-    missing = [q for q in quoted if not any(round(f, len(q.split(".")[1])) == float(q) for f in figures)]
-    assert not missing, f"README figures not in docs/benchmarks.md: {missing}"
-    for n in re.findall(r"(\d[\d,]*) requests/s", block):
-        assert n in bench, n
-    # the README's table, cell by cell: the VIP-moved median of that fault and profile
-    table = [line.strip("| ").split(" | ") for line in bench.splitlines() if re.match(r"\| [a-z ()]+ \| `", line)]
-    moved = {(cells[0], cells[1].strip("`")): cells[3].split(" ")[0] for cells in table}
-    rows = re.findall(r"^\| `?(seed|defaults|fast)`? \| (.+) \|$", block, re.M)
-    assert len(rows) == 3, rows
-    for profile, cells in rows:
-        for fault, cell in zip(("haproxy killed", "haproxy hung", "link cut"), cells.split(" | "), strict=True):
-            want = moved[(fault, "default" if profile == "defaults" else profile)]
-            got = re.match(r"(\d+\.\d+) s", cell)
-            if got is None:  # never recovered: the run has no takeover for it
-                assert want == "-" or cell.startswith("never"), (profile, fault, cell)
-                continue
-            digits = len(got.group(1).split(".")[1])
-            assert float(got.group(1)) == round(float(want), digits), (profile, fault, cell, want)
-
-
 def test_the_programs_cost_is_measured_with_and_without_the_collector_and_against_its_floor():
     """program_cost's figures come from its children (halab/bench/program.py), one fresh
     interpreter each: the program as shipped (it turns the collector off), the program with the

@@ -4,7 +4,7 @@ the lab's namespaces (real Debian guests under QEMU, cloud-init, systemd, SSH), 
 One lab for the module, in the order a user meets it: up, up again, verify (drills included),
 reboot, a third backend added under load, a guest deleted out of band, down; then an `up`
 interrupted halfway and a `down` after it. About 20 minutes on 2 cores with TCG: up 5 min,
-verify 7, reboot 3, a third backend 3, a rebuilt guest 2 (README, Tests).
+verify 7, reboot 3, a third backend 3, a rebuilt guest 2 (docs/testing.md).
 """
 
 from __future__ import annotations
