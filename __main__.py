@@ -10,7 +10,7 @@ import pulumi
 
 from components import remote_steps, stack_config
 from components.lab import Lab, LabArgs
-from halab.config import ConfigError
+from halab.core.config import ConfigError
 
 # The program builds one resource graph, which lives until the program exits: the cyclic
 # collector frees almost nothing of it, and only rescans it, more often the bigger it grows.

@@ -15,10 +15,9 @@ from components.load_balancer import LoadBalancer
 from components.network import LabNetwork, LabNetworkArgs
 from components.node import NodeArgs
 from components.vm import VmArgs
-from halab import plan, rolling
-from halab.model import Lab as LabModel
-from halab.model import Node
-from halab.render import Credentials
+from halab.core import plan, rolling
+from halab.core.model import Credentials, Node
+from halab.core.model import Lab as LabModel
 
 
 @dataclass
@@ -112,7 +111,7 @@ class Lab(pulumi.ComponentResource):
         self.backends = [Backend(f"{name}-{n.name}", node_args(n), ready, opts=on(n.hypervisor)) for n in lab.backends]
         self.handoffs = {lb.node.name: lb.handoff(self.backends, is_deployed) for lb in self.load_balancers}
         self.drains = {(lb.node.name, b.node.name): lb.drain(b) for lb in self.load_balancers for b in self.backends}
-        # the order: each guest after the gates of the guests before it (halab/rolling.py)
+        # the order: each guest after the gates of the guests before it (halab/core/rolling.py)
         before: list[pulumi.Resource] = []
         for n in rolling.load_balancer_order(lab):
             replace_after[n.name][1](rollout.once_deployed(is_deployed, before))

@@ -11,7 +11,7 @@ import pulumi_command.remote as remote
 
 from components import remote_steps, rollout
 from components.node import NodeArgs, ProvisionedNode
-from halab import plan
+from halab.core import plan
 
 
 class LoadBalancer(ProvisionedNode):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_libvirt as libvirt
 
-from halab.model import Network
+from halab.core.model import Network
 
 
 @dataclass
@@ -33,7 +33,7 @@ class LabNetwork(pulumi.ComponentResource):
             dhcp=libvirt.NetworkDhcpArgs(enabled=False),
             dns=libvirt.NetworkDnsArgs(enabled=True, local_only=False),
             # its name stays: a replacement must not be created beside the old one. The provider
-            # ignores a change of dns.enabled or localOnly (halab/vmlab/schema.py): replaced.
+            # ignores a change of dns.enabled or localOnly (halab/drivers/vmlab/schema.py): replaced.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True, replace_on_changes=["dns"]),
         )
         self.network_id = self.network.id

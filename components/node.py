@@ -10,7 +10,7 @@ import pulumi_command.remote as remote
 
 from components import remote_steps
 from components.vm import Vm, VmArgs
-from halab.render import Credentials
+from halab.core.model import Credentials
 
 
 @dataclass

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command.remote as remote
 
-from halab import plan, render
-from halab.model import Lab, Node
+from halab.core import plan
+from halab.core.model import Credentials, Lab, Node
 
 # cloud images boot in 20-60 s: keep dialling SSH for up to ~10 minutes before failing.
 SSH_DIAL_ATTEMPTS = 60
@@ -92,11 +92,11 @@ def create_steps(
     lab: Lab,
     node: Node,
     conn: remote.ConnectionArgs,
-    credentials: pulumi.Output[render.Credentials],
+    credentials: pulumi.Output[Credentials],
     first_after: Sequence[pulumi.Resource],
     guest_id: pulumi.Input[str],
     extra_after: dict[str, pulumi.Input[Sequence[pulumi.Resource]]] | None = None,
-    steps_of: Callable[[Lab, Node, render.Credentials], Sequence[plan.Step]] = plan.host_steps,
+    steps_of: Callable[[Lab, Node, Credentials], Sequence[plan.Step]] = plan.host_steps,
     extra_triggers: Sequence[pulumi.Input[str]] = (),
 ) -> StepCommands:
     """One Command per step of `steps_of`, each after the previous; `extra_after[step]` adds
@@ -105,7 +105,7 @@ def create_steps(
     Each step's triggers are its bundle's hash and the guest's identity (the domain's ID): a
     replaced guest (a new image, a new disk size, a domain deleted out of band and re-created
     by `pulumi up --refresh`) is a blank machine, and every step runs on it again."""
-    public = steps_of(lab, node, render.Credentials.placeholder())
+    public = steps_of(lab, node, Credentials.placeholder())
     commands: dict[str, remote.Command] = {}
     triggers: list[pulumi.Input[str]] = []
     previous: list[pulumi.Resource] = list(first_after)

@@ -1,5 +1,5 @@
 """A change that replaces guests, rolled out one load balancer and one batch of backends at a
-time (halab/rolling.py: the order, and the steps that take a node out of service first).
+time (halab/core/rolling.py: the order, and the steps that take a node out of service first).
 
 How the engine is made to honour it (pulumi v3.259.0, pkg/resource/deploy/step_generator.go):
 - **The order.** Once the lab is deployed, each guest's domain `depends_on` the gates of the
@@ -38,8 +38,8 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_command.remote as remote
 
-from halab import plan
-from halab.model import Node
+from halab.core import plan
+from halab.core.model import Node
 
 
 def deployed(name: str, parent: pulumi.Resource) -> pulumi.Output[bool]:

@@ -8,9 +8,8 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from halab import config, stackfile
-from halab.model import Lab
-from halab.render import Credentials
+from halab.core import config, stackfile
+from halab.core.model import Credentials, Lab
 
 
 @dataclass(frozen=True)

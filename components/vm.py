@@ -13,14 +13,14 @@ Replacements, as terraform-provider-libvirt v0.8.1 and the engine make them:
   the domain, whose name stays, is deleted first.
 - The provider plans a change inside a block (the root disk's volume, a NIC's network, bridge or
   MAC) as an update, and its Update then ignores it: `pulumi up` reports success and the guest
-  is unchanged (halab/vmlab/schema.py, pinned to its source). The domain names those blocks in
+  is unchanged (halab/drivers/vmlab/schema.py, pinned to its source). The domain names those blocks in
   `replace_on_changes`, so such a change replaces it. A replaced lab network (another mode: its
   name stays, so it is deleted first) replaces every domain on it, deleted before the network:
   the engine makes a delete-before-replace resource's dependents' inputs unknown and replaces
   those whose diff, replaceOnChanges applied, says so (pkg/resource/deploy/step_generator.go,
   calculateDependentReplacements, lines 3220-3361 at v3.259.0).
 - The root disk is attached as a file (the domain's XSLT), so that a stock AppArmor profile
-  allows its backing chain (halab/templates/domain-disk-as-file.xslt.tmpl).
+  allows its backing chain (halab/node/templates/domain-disk-as-file.xslt.tmpl).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_libvirt as libvirt
 
-from halab import render
-from halab.model import Lab, Node
+from halab.core import render
+from halab.core.model import Lab, Node
 
 GIB = 1024**3
 # The domain's inputs whose change the provider would apply in place (cloudinit: the guest never
-# reads it again) or not at all (the rest, inside blocks: halab/vmlab/schema.py): replaced.
+# reads it again) or not at all (the rest, inside blocks: halab/drivers/vmlab/schema.py): replaced.
 DOMAIN_REPLACE_ON_CHANGES = ("cloudinit", "disks", "networkInterfaces", "cpu", "consoles", "xml")
 
 

@@ -1,1 +1,1 @@
-"""ha-lb-lab below the Pulumi engine: stack config -> model -> rendered files and step bundles."""
+"""ha-lb-lab: the layers are folders (docs/architecture.md): node, core, drivers, verify, bench."""

@@ -1,3 +1,4 @@
+import inspect
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from halab import stackfile  # noqa: E402
+from halab.core import stackfile  # noqa: E402
 
 # The program refuses a stale SSH agent, as pulumi-command would fail on it: the suite does not
 # depend on the shell it is run from (the agent tests set their own sockets).
@@ -119,6 +120,34 @@ def setup_tree(tree: Path) -> None:
         os.symlink(ROOT / "scripts/render", tree / "scripts/render")
 
 
+# What makes a test `slow` (pyproject.toml's marker; `scripts/test --fast` leaves them out): a
+# module of whole labs, a fixture that starts nodes or a lab, or a body that asks for root and
+# the nodes' tools. Read from the tests themselves, so a new test is sorted without a decorator.
+SLOW_MODULES = {
+    "test_netns_lab", "test_vm_lab", "test_fresh_machine", "test_mutations", "test_verify_ssh",
+    "test_libvirt_integration",
+}  # fmt: skip
+SLOW_FIXTURES = {"nodes", "lb_node", "labs", "vmlab", "sshlab"}
+SLOW_CALLS = re.compile(r"\b(need_root_and|need_commands|require_lab)\(")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fn = getattr(item, "function", None)
+        source = ""
+        if fn is not None:
+            try:
+                source = inspect.getsource(fn)
+            except OSError:
+                pass
+        if (
+            item.module.__name__ in SLOW_MODULES
+            or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or SLOW_CALLS.search(source)
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
 def need_commands(*commands: str) -> None:
     """A test that runs these tools (as any user): CI installs them (.ci/run), so under
     HALAB_REQUIRE_LABS=1 a missing one fails the test instead of skipping it."""
@@ -146,7 +175,7 @@ def require_lab(missing: list[str]) -> None:
 
 
 def engine_config(raw: dict, **secrets: str) -> tuple[dict[str, str], list[str]]:
-    """A stack file's keys as the engine hands them to a program (halab/config.py: engine_form)."""
+    """A stack file's keys as the engine hands them to a program (halab/core/config.py: engine_form)."""
     return stackfile.engine_form(raw, secrets)
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import STACKS
 
-from halab import config, render, stackfile
 from halab.bench import measure, profiles, report
+from halab.core import config, render, stackfile
+from halab.core.model import Credentials
 from halab.verify.failover import Drill, Outage
 from halab.verify.probes import Sample
 from halab.verify.reload import ReloadPhase
@@ -44,7 +45,7 @@ def test_profiles_are_valid_labs_of_their_own():
     assert [lb.priority for lb in labs["fast"].load_balancers] == [254, 253]
     soak = config.parse(profiles.stack_config(base, "fast", "bench-soak-idle"))
     assert soak.network.name == "bench-soak-idle" and soak.vrrp == fast
-    conf = render.keepalived_conf(labs["seed"], labs["seed"].load_balancers[0], render.Credentials("x", "y" * 12))
+    conf = render.keepalived_conf(labs["seed"], labs["seed"].load_balancers[0], Credentials("x", "y" * 12))
     assert 'script "/usr/bin/pgrep -x haproxy"' in conf and "track_file" not in conf.split("vrrp_instance")[1]
     assert set(profiles.DESCRIPTIONS) == set(profiles.PROFILES)
 

@@ -8,10 +8,10 @@ from ipaddress import ip_address
 import pytest
 from conftest import STACKS
 
-from halab import stackfile
-from halab.config import DEBIAN_13_IMAGE, ConfigError, parse
-from halab.model import Hypervisor, ServiceCheck
-from halab.stackfile import Secure
+from halab.core import stackfile
+from halab.core.config import DEBIAN_13_IMAGE, ConfigError, parse
+from halab.core.model import Hypervisor, ServiceCheck
+from halab.core.stackfile import Secure
 
 LBS = [{"name": "lb1", "address": "192.168.69.111"}, {"name": "lb2", "address": "192.168.69.112"}]
 

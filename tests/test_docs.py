@@ -206,7 +206,7 @@ def test_the_ceilings_in_docs_verify_are_the_codes() -> None:
     """docs/verify.md quotes each failover row's ceiling for the dev and lab3 stacks: settings
     derived from the timers, not a run's figures, but they drift when the code's slack or
     sampling changes (the old README's had); halab/verify/failover.py is the source."""
-    from halab import config, stackfile
+    from halab.core import config, stackfile
     from halab.verify.failover import detection_ceilings
     from halab.verify.transport import Site
 

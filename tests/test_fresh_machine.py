@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, need_root_and
 
-from halab import hostpackages, plan
-from halab.netns import lab
+from halab.core import plan
+from halab.drivers import host_packages
+from halab.drivers.netns import lab
 
 
 def readme_line(start: str) -> str:
@@ -36,11 +37,11 @@ def test_ci_runs_the_readmes_test_line():
 
 
 def test_one_package_list_for_the_steps_the_preflight_and_the_set_up():
-    listed = set(hostpackages.debian_packages("lab"))
+    listed = set(host_packages.debian_packages("lab"))
     assert set(plan.LB_PACKAGES + plan.BACKEND_PACKAGES) <= listed  # no step reaches for apt
     assert set(lab.PACKAGES) == listed
     for purpose in ("vmlab", "tests"):
-        assert hostpackages.debian_packages(purpose)
+        assert host_packages.debian_packages(purpose)
     setup = (ROOT / "scripts/setup").read_text()
     assert "scripts/debian-packages.txt" in setup and "apt-get install" not in (ROOT / ".ci/run").read_text()
 

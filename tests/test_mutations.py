@@ -18,9 +18,9 @@ from contextlib import contextmanager
 import pytest
 from conftest import STACKS, need_root_and, require_lab
 
-from halab import config, plan, stackfile
-from halab.netns import lab, topology
-from halab.verify import backends, failover, probes, vrrp
+from halab.core import config, plan, stackfile
+from halab.drivers.netns import lab, topology
+from halab.verify import backends, failover, lab_access, probes, vrrp
 from halab.verify.rows import Row
 
 
@@ -74,14 +74,14 @@ def mutated(topo: topology.Topology, role: str, step_name: str, path: str, chang
 
 def _master_settled(topo: topology.Topology) -> str:
     """The VIP on the preferred master again (the dev stack preempts), as verify expects."""
-    t, site = lab.site(topo)
+    t, site = lab_access.netns_site(topo)
     preferred = max(topo.lab.load_balancers, key=lambda lb: lb.priority or 0).name
     assert probes.wait_until(lambda: probes.holders(t, site.lab) == [preferred], 20, 0.2), probes.holders(t, site.lab)
     return preferred
 
 
 def _haproxy_killed(topo: topology.Topology) -> Row:
-    t, site = lab.site(topo)
+    t, site = lab_access.netns_site(topo)
     fault, restore = failover.faults(t, site.lab)["haproxy killed"]
     ceiling = failover.detection_ceilings(site)["haproxy killed"]
     row, _ = failover.failover_drill(t, site, "haproxy killed", fault, restore, ceiling)
@@ -110,7 +110,7 @@ def test_with_the_watcher_stopped_the_haproxy_hung_row_fails(dev):
     """The watcher's process stopped on the master (its reference still there): a hung haproxy
     is seen by the safety net only, 2.95 s at the earliest, past the row's ceiling (1.80 s)."""
     master = _master_settled(dev)
-    t, site = lab.site(dev)
+    t, site = lab_access.netns_site(dev)
     probes.drill(t, master, "stop", "halab-haproxy-watch")
     try:
         fault, restore = failover.faults(t, site.lab)["haproxy hung"]
@@ -127,7 +127,7 @@ def test_without_peers_the_persistence_row_fails(dev):
     """Stick tables not replicated (no `peers` on them): after the VIP moves, the new master's
     table is empty, and the persistence row fails on that, not on a chance of the balancing."""
     _master_settled(dev)
-    t, site = lab.site(dev)
+    t, site = lab_access.netns_site(dev)
 
     def no_peers(cfg: str) -> str:
         return cfg.replace(" peers halab\n", "\n")
@@ -149,7 +149,7 @@ def test_with_a_rogue_among_the_peers_the_vrrp_filter_row_fails(dev):
     """The filter's peer list (vrrp.conf, read by halab-keepalived-hooks) with the rogue's
     address in it: its adverts pass the filter, and the row says none were dropped."""
     _master_settled(dev)
-    t, site = lab.site(dev)
+    t, site = lab_access.netns_site(dev)
     rogue = str(site.lab.node(site.rogue).address)
 
     def rogue_peer(conf: str) -> str:
@@ -180,7 +180,7 @@ def connect_only(service: str) -> Callable[[str], str]:
 def test_with_a_connect_only_check_the_hung_backend_row_fails(dev):
     """The HTTP service's check reduced to a TCP connect: the kernel still accepts connections for
     a hung Apache, so the server stays UP and clients stuck to it fail: the row fails."""
-    t, site = lab.site(dev)
+    t, site = lab_access.netns_site(dev)
     svc = next(s for s in site.lab.services if s.protocol == "http")
     with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only(svc.name)):
         hung, _ = backends.backend_fault(t, site, svc, "hung")
@@ -193,7 +193,7 @@ def test_with_a_connect_only_check_the_banner_hung_row_fails(pools, service):
     """smtp is checked with `option smtpchk`, imap by the banner's greeting (tcp-check expect);
     either reduced to a TCP connect, its server stays UP while the banner hangs (the kernel still
     accepts), and the row fails naming that service alone: the other one's check saw the hang."""
-    t, site = lab.site(pools)
+    t, site = lab_access.netns_site(pools)
     victim, services = backends.banner_hung_services(site.lab)
     assert victim == "mail-1" and [s.name for s in services] == ["smtp", "imap"]
     with mutated(pools, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only(service)):

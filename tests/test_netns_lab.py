@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, STACKS, assert_rows, need_root_and, require_lab
 
-from halab import config, plan, stackfile
-from halab.netns import lab, topology
-from halab.netns.node import NsNode
-from halab.verify import checks, probes, traffic
+from halab.core import config, plan, stackfile
+from halab.drivers.netns import lab, topology
+from halab.drivers.netns.node import NsNode
+from halab.verify import checks, lab_access, probes, traffic
 from halab.verify.rows import table
 
 LABS = ("dev", "lab3", "pools")
@@ -46,7 +46,7 @@ def labs():
     try:
         for name, t in topos.items():
             lab.up(t, log=logs[name].append)
-            FIRST[name] = traffic.check_services(*lab.site(t))  # no wait: `up` ends when it serves
+            FIRST[name] = traffic.check_services(*lab_access.netns_site(t))  # no wait: `up` ends when it serves
         yield topos, before, logs
     finally:
         for t in topos.values():
@@ -66,7 +66,7 @@ def test_a_first_request_right_after_up_is_served(labs, name):
 @pytest.mark.parametrize("name", LABS)
 def test_verify_passes(labs, name):
     topos, *_ = labs
-    transport, site = lab.site(topos[name])
+    transport, site = lab_access.netns_site(topos[name])
     rows = checks.verify(transport, site)
     shown = table(rows)
     TABLES[name] = shown
@@ -107,7 +107,7 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
     t, stack = topos[name], STACKS[name]
     creds = lab.credentials(t)
     if name not in TABLES:  # run on its own: the full table all the same
-        TABLES[name] = table(checks.verify(*lab.site(t)))
+        TABLES[name] = table(checks.verify(*lab_access.netns_site(t)))
     runs = [
         script(ROOT / "scripts/netns-lab", "up", "--config", stack),
         script(ROOT / "scripts/netns-lab", "verify", "--read-only", "--config", stack),
@@ -126,13 +126,13 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
 
 
 def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_request(labs):
-    """The gates' deletes on real daemons (halab/rolling.py), under steady requests: the master's
+    """The gates' deletes on real daemons (halab/core/rolling.py), under steady requests: the master's
     hand-off (keepalived stopped there, a peer holds the VIP at once), then a backend drained on
     every load balancer; their creates put both back, and the master returns as a replaced guest
     does (a fresh haproxy, then keepalived, which waits until it serves). No request fails."""
     topo = labs[0]["dev"]
     model = topo.lab
-    t, site = lab.site(topo)
+    t, site = lab_access.netns_site(topo)
     master = plan.keepalived_order(model)[0]
     www1 = model.backends[0]
     on = {n.name: NsNode.attach(topo.host(n.name).netns) for n in model.nodes}
@@ -244,7 +244,7 @@ def test_a_labs_directories_survive_another_lab_removing_their_shared_parents():
     import tempfile
     import threading
 
-    from halab.netns.node import make_tree, remove_tree
+    from halab.drivers.netns.node import make_tree, remove_tree
 
     root = Path(tempfile.mkdtemp(dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     shared = root / "halab" / "labs"

@@ -1,4 +1,4 @@
-"""What `up` shows (halab/progress.py): one line per node and step with its time, warnings and
+"""What `up` shows (halab/drivers/progress.py): one line per node and step with its time, warnings and
 errors in full, the same lines on a terminal and off one, every line in the log file; and the
 namespace lab's `configure` and the VM lab's step outputs report through it, while a caller's
 own `log` still gets every line. No lab: the nodes and the engine are stand-ins."""
@@ -14,11 +14,12 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT, STACKS
 
-from halab import config, plan, progress, stackfile
-from halab.netns import lab, topology
-from halab.progress import Progress, row
-from halab.vmlab import lab as vmlab
-from halab.vmlab.engine import COMMAND, Entry, State
+from halab.core import config, plan, stackfile
+from halab.drivers import progress
+from halab.drivers.netns import lab, topology
+from halab.drivers.progress import Progress, row
+from halab.drivers.vmlab import lab as vmlab
+from halab.drivers.vmlab.engine import COMMAND, Entry, State
 
 # What a backend's `web` step printed on stderr where make-ssl-cert ran without
 # DEBIAN_FRONTEND (12 lines of the dev stack's `up`), and what haproxy says when it starts.

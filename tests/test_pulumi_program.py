@@ -1,4 +1,4 @@
-"""The Pulumi program under Pulumi's mocks (components/mocks.py): the resource graph it
+"""The Pulumi program under Pulumi's mocks (halab/drivers/program_runtime.py): the resource graph it
 declares, with no engine."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 from conftest import STACKS, engine_config
 from pulumi.output import Unknown
 
-from components.mocks import Mocks, Program, Recorder, run_program
-from halab import config, plan, stackfile
-from halab.config import ConfigError
-from halab.vmlab import schema
+from halab.core import config, plan, stackfile
+from halab.core.config import ConfigError
+from halab.drivers.program_runtime import Mocks, Program, Recorder, run_program
+from halab.drivers.vmlab import schema
 
 AUTH_PASS = "pa55wd"
 STATS_PASS = "stats-pa55word-long"
@@ -499,7 +499,7 @@ def test_missing_or_plain_text_vrrp_password_is_refused():
 
 def _unbundle(bundle: str) -> str:
     """The files a step bundle carries, as the node receives them: text in plain heredocs, a
-    file with a NUL byte in base64 (halab/plan.py `_staged`)."""
+    file with a NUL byte in base64 (halab/core/plan.py `_staged`)."""
     import base64
     import re
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, STACKS, need_commands, need_root_and
 
-from halab import config, plan, render, stackfile
-from halab.model import Lab
-from halab.netns.node import NsNode, veth
+from halab.core import config, plan, render, stackfile
+from halab.core.model import Credentials, Lab
+from halab.drivers.netns.node import NsNode, veth
+from halab.node import STEPS as NODE_STEPS
 
-CREDS = render.Credentials("s3cret", "stats-secret-123")
+CREDS = Credentials("s3cret", "stats-secret-123")
 
 
 def lab_of(stack: str) -> Lab:
@@ -115,9 +116,9 @@ def test_keepalived_conf_fixes_the_seed(stack):
         assert re.search(r"track_file \{\s*haproxy_watch weight 0\s*\}", conf.split("vrrp_instance", 1)[1])
         watch = render.haproxy_watch_conf(lab)
         assert f"PERIOD={v.watch_period:g}\n" in watch and f"TIMEOUT={v.watch_timeout:g}\n" in watch
-        assert f"FALL={render.WATCH_FALL}\n" in watch
+        assert f"FALL={v.watch_fall}\n" in watch
         ports = " ".join(str(s.port) for s in lab.services)
-        assert f'script "/etc/keepalived/halab-check-haproxy {render.HAPROXY_HEALTH_PORT} {ports}"' in conf
+        assert f'script "/etc/keepalived/halab-check-haproxy {lab.haproxy.health_port} {ports}"' in conf
         assert re.search(r"track_script \{\s*chk_haproxy\s*\}", conf)
         assert f"virtual_router_id {lab.vrrp.router_id}" in conf and f"interface {lab.network.interface}" in conf
         assert f"{lab.vip}/32 dev {lab.network.interface}" in conf
@@ -145,8 +146,8 @@ def test_haproxy_accepts_every_rendered_config(stack, tmp_path):
 
 
 def keepalived_test(node: NsNode, conf: str):
-    """The step scripts' own check (scripts/steps/lib.sh keepalived_test), inside the node."""
-    lib = (ROOT / "scripts/steps/lib.sh").read_text()
+    """The step scripts' own check (halab/node/steps/lib.sh keepalived_test), inside the node."""
+    lib = (NODE_STEPS / "lib.sh").read_text()
     script = lib + '\nf=$(mktemp); cat >"$f"; keepalived_test "$f"'
     return node.run(["bash", "-c", script], input=conf, check=False)
 
@@ -222,7 +223,7 @@ def test_backends_serve_each_service_as_configured():
 def test_each_backend_serves_only_its_pools():
     """A web backend listens on the web ports and runs no banner; a mail backend runs the banner
     on the mail ports and Apache only for the service every backend serves. Both steps are on
-    every backend: one with nothing to serve turns its daemon off (scripts/steps)."""
+    every backend: one with nothing to serve turns its daemon off (halab/node/steps)."""
     lab = lab_of("pools")
     ports = {b.name: render.apache_ports_conf(lab, b).splitlines()[1:] for b in lab.backends}
     banner = {b.name: render.banner_conf(lab, b).splitlines()[1:] for b in lab.backends}
@@ -251,8 +252,8 @@ def test_non_secret_bundles_do_not_depend_on_credentials():
     """The Pulumi driver sends these as plain inputs: they must not carry a secret by accident."""
     lab = lab_of("dev")
     for node in lab.nodes:
-        a = plan.host_steps(lab, node, render.Credentials("aaaaaaaa", "aaaaaaaaaaaaaaaa"))
-        b = plan.host_steps(lab, node, render.Credentials("bbbbbbbb", "bbbbbbbbbbbbbbbb"))
+        a = plan.host_steps(lab, node, Credentials("aaaaaaaa", "aaaaaaaaaaaaaaaa"))
+        b = plan.host_steps(lab, node, Credentials("bbbbbbbb", "bbbbbbbbbbbbbbbb"))
         for sa, sb in zip(a, b, strict=True):
             assert (sa.bundle() == sb.bundle()) != sa.secret, f"{node.name}/{sa.name}"
 
@@ -273,10 +274,10 @@ def test_render_cli_writes_every_host(tmp_path):
         assert "auth_pass REDACTED" in (out / lb.name / "etc/keepalived/keepalived.conf").read_text()
         steps = (out / lb.name / "STEPS").read_text().splitlines()
         assert steps[:2] == [
-            "1. library scripts/steps/library.sh /usr/local/lib/halab",
-            "2. ready scripts/steps/wait-ready.sh",
+            "1. library halab/node/steps/library.sh /usr/local/lib/halab",
+            "2. ready halab/node/steps/wait-ready.sh",
         ]
-        assert (out / lb.name / "usr/local/lib/halab/lib.sh").read_text() == (ROOT / "scripts/steps/lib.sh").read_text()
+        assert (out / lb.name / "usr/local/lib/halab/lib.sh").read_text() == (NODE_STEPS / "lib.sh").read_text()
     for be in lab.backends:
         assert f"backend={be.name} " in (out / be.name / "var/www/halab/index.shtml").read_text()
         assert (out / be.name / "cloud-init/network-config").exists()

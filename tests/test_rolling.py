@@ -1,5 +1,5 @@
 """A change that replaces guests rolls out one load balancer, then one batch of backends, at a
-time (halab/rolling.py, components/rollout.py): the order, as dependencies the engine honours,
+time (halab/core/rolling.py, components/rollout.py): the order, as dependencies the engine honours,
 and the gates that take a node out of service before its guest is deleted."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import json
 import pytest
 from conftest import STACKS, engine_config
 
-from components.mocks import Program, run_program
-from halab import config, rolling, stackfile
-from halab.vmlab import schema
+from halab.core import config, rolling, stackfile
+from halab.drivers.program_runtime import Program, run_program
+from halab.drivers.vmlab import schema
 
 SECRETS = {"vrrpAuthPass": "pa55wd", "statsPassword": "stats-pa55word-long"}
 

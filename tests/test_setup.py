@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import ROOT, setup_tree
 
-from halab import hostpackages
+from halab.drivers import host_packages
 
 BASIC = ("bash", "python3", "sed", "head", "grep", "id", "cat", "dirname", "printf", "sort")
 
@@ -84,7 +84,7 @@ def test_scripts_run_the_project_venv_whatever_python_starts_them(tmp_path):
         pytest.skip("needs a Python outside .venv, and .venv (scripts/setup --venv)")
     script = tmp_path / "probe"
     script.write_text(
-        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom halab.entry import use_project_venv\n"
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom halab.drivers.entry import use_project_venv\n"
         f"use_project_venv(__import__('pathlib').Path({str(ROOT)!r}))\nprint(sys.prefix)\n"
     )
     out = subprocess.run([other, str(script)], capture_output=True, text=True, check=True).stdout.strip()
@@ -245,7 +245,7 @@ def test_setup_without_apt_names_the_packages_to_install_and_changes_nothing(tmp
     assert p.returncode == 1, p.stdout + p.stderr
     line = p.stderr.strip()
     assert line.startswith("setup: no apt-get here; install these with this system's package manager:"), line
-    assert line.split(":")[-1].split() == list(hostpackages.debian_packages("lab"))
+    assert line.split(":")[-1].split() == list(host_packages.debian_packages("lab"))
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The step scripts: shellcheck-clean, idempotent, and validating before they change anything.
 
-Each runs from its bundle inside throw-away namespace nodes (halab/netns/node.py), exactly as
+Each runs from its bundle inside throw-away namespace nodes (halab/drivers/netns/node.py), exactly as
 the Pulumi path pipes it to `sudo bash -s` on a VM.
 """
 
@@ -21,10 +21,13 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, STACKS, need_root_and
 
-from halab import config, plan, render, stackfile
-from halab.netns.node import NsNode, veth
+from halab.core import config, plan, render, stackfile
+from halab.core.model import Credentials
+from halab.drivers.netns.node import NsNode, veth
+from halab.node import FILES as NODE_FILES
+from halab.node import STEPS as NODE_STEPS
 
-CREDS = render.Credentials("s3cret", "stats-secret-123")
+CREDS = Credentials("s3cret", "stats-secret-123")
 LAB = config.parse({})
 
 # Everything a step may change, as text: rules, routes, sysctls, files, daemons.
@@ -54,7 +57,8 @@ def _shell_scripts() -> list:
         first = p.read_text(errors="ignore").split("\n", 1)[0]
         return first.startswith("#!") and first.endswith(("bash", "sh")) or first == "# shellcheck shell=bash"
 
-    found = sorted(p for p in (ROOT / "scripts").rglob("*") if p.is_file() and is_shell(p)) + [ROOT / ".ci/run"]
+    trees = (ROOT / "scripts", ROOT / "halab" / "node")
+    found = sorted(p for t in trees for p in t.rglob("*") if p.is_file() and is_shell(p)) + [ROOT / ".ci/run"]
     assert len(found) >= 12, found  # steps, node scripts, lib.sh: a glob that finds none must not pass
     return found
 
@@ -212,7 +216,7 @@ def test_systemd_is_reloaded_and_a_unit_enabled_only_when_needed(tmp_path):
         f'case "$1" in is-enabled) test -e {tmp_path}/enabled ;; enable) touch {tmp_path}/enabled ;; esac\n'
     )
     fake.chmod(0o755)
-    lib = (ROOT / "scripts/steps/lib.sh").read_text()
+    lib = (NODE_STEPS / "lib.sh").read_text()
     step = (
         lib + "\nhas_systemd() { true; }\nrestart=no\n"
         f"if unit_install {unit}; then restart=yes; fi\nservice_converge demo $restart no\n"
@@ -275,13 +279,13 @@ def test_daemons_get_the_same_privileges_with_and_without_systemd():
     (the lab's setpriv): the two lists must not drift apart."""
     import re
 
-    unit = (ROOT / "scripts/node/haproxy-halab.conf").read_text()
-    lib = (ROOT / "scripts/steps/lib.sh").read_text()
+    unit = (NODE_FILES / "haproxy-halab.conf").read_text()
+    lib = (NODE_STEPS / "lib.sh").read_text()
     for key in ("AmbientCapabilities", "CapabilityBoundingSet"):
         systemd = set(re.search(rf"^{key}=(.*)$", unit, re.M).group(1).lower().replace("cap_", "").split())
         direct = set(re.search(r"^HAPROXY_CAPS=(\S+)", lib, re.M).group(1).split(","))
         assert systemd == direct, (key, systemd, direct)
-    banner = (ROOT / "scripts/node/halab-banner.service").read_text()
+    banner = (NODE_FILES / "halab-banner.service").read_text()
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in banner
     assert re.search(r'start_unprivileged "\$BANNER_PIDFILE" \S+ net_bind_service', lib)
 
@@ -344,7 +348,7 @@ def test_drill_restart_override_sorts_after_the_installed_dropins():
     """systemd applies drop-ins in file-name order across directories: the drill's Restart=no
     must come after every drop-in the steps install, or their Restart= wins (no systemd here
     to try it)."""
-    drill = (ROOT / "scripts/steps/drill.sh").read_text()
+    drill = (NODE_STEPS / "drill.sh").read_text()
     (override,) = re.findall(r"service\.d/([\w.-]+\.conf)", drill)
     installed = {Path(dest).name for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS) for dest, _ in s.files
                  if ".service.d/" in dest}  # fmt: skip
@@ -393,7 +397,7 @@ def start_watch(tmp_path: Path, port: int, pidfile: Path, period: float, fall: i
     """halab-haproxy-watch on the stand-in (0.3 s timeout); (process, verdict(want) -> bool)."""
     conf, state = tmp_path / "watch.conf", tmp_path / "state"
     conf.write_text(f"PERIOD={period}\nTIMEOUT=0.3\nFALL={fall}\nHEALTH_PORT={port}\nPIDFILE={pidfile}\n")
-    watch = subprocess.Popen([sys.executable, str(ROOT / "scripts/node/halab-haproxy-watch"), str(conf), str(state)])
+    watch = subprocess.Popen([sys.executable, str(NODE_FILES / "halab-haproxy-watch"), str(conf), str(state)])
     return watch, lambda want: state.exists() and state.read_text().strip() == want
 
 
@@ -453,7 +457,7 @@ def test_keepalived_script_sees_a_hung_haproxy_and_a_port_not_listening(stand_in
     def check(*ports: int) -> tuple[int, float]:
         t0 = time.monotonic()
         p = subprocess.run(
-            [str(ROOT / "scripts/node/halab-check-haproxy"), str(port), *map(str, ports)],
+            [str(NODE_FILES / "halab-check-haproxy"), str(port), *map(str, ports)],
             env=env, capture_output=True, timeout=10, check=False,
         )  # fmt: skip
         return p.returncode, time.monotonic() - t0
@@ -642,7 +646,7 @@ def test_server_state_keeps_only_servers_at_the_same_address_and_port(tmp_path):
 
     th = threading.Thread(target=answer)
     th.start()
-    helper = [sys.executable, str(ROOT / "scripts/node/halab-haproxy-state"), *map(str, (newcomers, sock_path, state))]
+    helper = [sys.executable, str(NODE_FILES / "halab-haproxy-state"), *map(str, (newcomers, sock_path, state))]
     p = subprocess.run(helper, capture_output=True, text=True, timeout=10, check=True)
     th.join()
     assert asked == [b"show servers state\n"]
@@ -723,8 +727,8 @@ def test_a_bundle_stages_every_file_byte_for_byte_and_text_in_plain_text(tmp_pat
         assert (tmp_path / "out" / "root" / path.lstrip("/")).read_bytes() == content.encode(), path
         if content and "\0" not in content:
             assert content in bundle, path
-    assert (tmp_path / "out" / "lib.sh").read_text() == (ROOT / "scripts/steps/lib.sh").read_text()
-    assert (tmp_path / "out" / "step.sh").read_text() == (ROOT / "scripts/steps/wait-ready.sh").read_text()
+    assert (tmp_path / "out" / "lib.sh").read_text() == (NODE_STEPS / "lib.sh").read_text()
+    assert (tmp_path / "out" / "step.sh").read_text() == (NODE_STEPS / "wait-ready.sh").read_text()
     assert bundle.count("base64 -d >") == 1  # a file: the NUL byte's only (the code travels packed)
 
 
@@ -773,7 +777,7 @@ def test_a_step_takes_its_code_from_the_library_checked_and_refuses_a_stale_one(
     names. A library missing or stale (lib.sh changed since) stops the step before it runs."""
     steps = {s.name: s for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)}
     haproxy = steps["haproxy"]
-    lib_text = (ROOT / "scripts/steps/lib.sh").read_text()
+    lib_text = (NODE_STEPS / "lib.sh").read_text()
     assert lib_text not in haproxy.bundle() and render.node_file("halab-haproxy-state") not in haproxy.bundle()
     assert render.haproxy_cfg(LAB, LAB.load_balancers[0]) in haproxy.bundle()  # rendered: plain text
 
@@ -787,7 +791,7 @@ def test_a_step_takes_its_code_from_the_library_checked_and_refuses_a_stale_one(
     ok = staged_by(haproxy.bundle(), tmp_path / "out", lib)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "out" / "lib.sh").read_text() == lib_text
-    assert (tmp_path / "out" / "step.sh").read_text() == (ROOT / "scripts/steps/lb-haproxy.sh").read_text()
+    assert (tmp_path / "out" / "step.sh").read_text() == (NODE_STEPS / "lb-haproxy.sh").read_text()
     for path, content in haproxy.files:
         assert (tmp_path / "out" / "root" / path.lstrip("/")).read_bytes() == content.encode(), path
 
@@ -807,7 +811,7 @@ def test_a_bundle_built_before_an_upgrade_still_runs_after_it(tmp_path):
     old_drain = plan.drain_step(LAB, node, LAB.backends[0])
     lib, p = installed_library(tmp_path, library_for(node))
     assert p.returncode == 0, p.stderr
-    lib_text = (ROOT / "scripts/steps/lib.sh").read_text()
+    lib_text = (NODE_STEPS / "lib.sh").read_text()
     newer = lib_text + "# the next version\n"
     upgrade = plan.library_step("node", library_for(node), str(lib))
     upgrade = dataclasses.replace(
@@ -841,6 +845,6 @@ def test_every_step_finds_its_code_in_its_nodes_library(tmp_path, stack):
             out = tmp_path / node.name / step.name
             staged = staged_by(step.bundle(), out, lib)
             assert staged.returncode == 0, f"{node.name}/{step.name}: {staged.stderr}"
-            assert (out / "step.sh").read_text() == (ROOT / "scripts/steps" / step.script).read_text()
+            assert (out / "step.sh").read_text() == (NODE_STEPS / step.script).read_text()
             for path, content in step.files:
                 assert (out / "root" / path.lstrip("/")).read_bytes() == content.encode(), (node.name, path)

@@ -25,10 +25,10 @@ import pytest
 import yaml
 from conftest import ROOT, STACKS, assert_rows, cli_config, engine_config, need_root_and, require_lab, row_names
 
-from components.mocks import run_program
-from halab import config, stackfile
-from halab.netns import lab, topology
-from halab.verify import deployed, probes, vrrp
+from halab.core import config, stackfile
+from halab.drivers.netns import lab, topology
+from halab.drivers.program_runtime import run_program
+from halab.verify import deployed, lab_access, probes, vrrp
 from halab.verify.ssh import Endpoint, SshTransport
 
 STACK = "sshlab"
@@ -145,7 +145,7 @@ def test_read_only_changes_nothing(sshlab):
         probe = "cat /run/haproxy/haproxy.pid /run/keepalived.pid; ip -4 -o addr show; iptables -w -S"
         return {n.name: nodes[n.name].run(probe).stdout for n in topo.lab.load_balancers}
 
-    t = lab.site(topo)[0]
+    t = lab_access.netns_site(topo)[0]
 
     def stick_entries() -> dict[str, set[str]]:
         """Every load balancer's stick-table entries: (table, client key, server), expiry aside."""
@@ -210,7 +210,7 @@ def test_ctrl_c_during_a_drill_restores_the_node(sshlab):
     assert rc == 130, out + err
     assert "interrupted" in err
     assert alive() and master_pid() != before  # restored: a new haproxy, not the one killed
-    t = lab.site(topo)[0]  # and the VIP goes back to it (preemption)
+    t = lab_access.netns_site(topo)[0]  # and the VIP goes back to it (preemption)
     assert probes.wait_until(lambda: probes.holders(t, topo.lab) == [master], 10), probes.holders(t, topo.lab)
 
 
@@ -218,7 +218,7 @@ def test_vrrp_filter_check_fails_without_the_filter(sshlab):
     """The rogue check can fail: with the load balancers' VRRP filter flushed, the rogue's adverts
     reach keepalived and the row says so; restored, it passes."""
     topo, _ = sshlab
-    t, site = lab.site(topo)
+    t, site = lab_access.netns_site(topo)
     lbs = [lb.name for lb in topo.lab.load_balancers]
     try:
         for lb in lbs:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from components.mocks import STACK_REFERENCE
-from halab.vmlab import engine as engine_mod
-from halab.vmlab.engine import COMMAND, Engine, Entry, State
+from halab.drivers.program_runtime import STACK_REFERENCE
+from halab.drivers.vmlab import engine as engine_mod
+from halab.drivers.vmlab.engine import COMMAND, Engine, Entry, State
 
 DOMAIN = "libvirt:index/domain:Domain"
 TRIGGERS = ["triggers[*]"]

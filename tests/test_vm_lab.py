@@ -18,10 +18,10 @@ import pytest
 import yaml
 from conftest import ROOT, VERIFY_ROWS, assert_rows, require_lab, row_names
 
-from halab import config, plan, stackfile
-from halab.verify import probes, reload, traffic, vrrp
+from halab.core import config, plan, stackfile
+from halab.drivers.vmlab import hypervisor, image, lab
+from halab.verify import lab_access, probes, reload, traffic, vrrp
 from halab.verify.rows import table
-from halab.vmlab import hypervisor, image, lab
 
 CONFIG = ROOT / "Pulumi.dev.yaml"
 PREFIX = "halab"
@@ -58,7 +58,7 @@ def vmlab():
     vm_lab("down")
     p = vm_lab("up")
     assert p.returncode == 0, p.stderr
-    with lab.Session(str(CONFIG)) as s:  # no wait: `up` ends when the lab serves
+    with lab_access.VmSession(str(CONFIG)) as s:  # no wait: `up` ends when the lab serves
         FIRST.extend(traffic.check_services(s.t, s.site))
     yield p.stdout
     assert vm_lab("down").returncode == 0
@@ -76,7 +76,7 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
     # 7 on each backend
     assert len(steps) == 38 and all(made.get(s) == "create" for s in steps), made
     assert sorted(virsh("list", "--name").split()) == ["halab-lb1", "halab-lb2", "halab-www1", "halab-www2"]
-    with lab.Session(str(CONFIG)) as s:
+    with lab_access.VmSession(str(CONFIG)) as s:
         for node in s.model.nodes:
             # address, user and key from the program's cloud-init: the SSH login itself, as halab
             out = s.t.run(
@@ -134,7 +134,7 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     emulated guests: keepalived's safety-net script timed out while the steps' daemon-reload and
     `systemctl enable` starved the guest's one vCPU, and the VIP flapped (issue #11)."""
     three = with_backend(tmp_path, "www3", "192.168.69.108")
-    with lab.Session(str(CONFIG)) as s:
+    with lab_access.VmSession(str(CONFIG)) as s:
         url = s.model.url(s.model.services[0])
         before = vrrp.state_changes(s.t, s.model)
         # the load balancers reload: a request may wait that out, as in verify's reload row
@@ -198,7 +198,7 @@ def test_a_change_that_replaces_every_guest_rolls_out_one_guest_at_a_time(vmlab,
     raw["config"]["halab:vm"] = {**raw["config"].get("halab:vm", {}), "memoryMiB": 1152}
     rolled = tmp_path / "Pulumi.rolled.yaml"
     rolled.write_text(yaml.safe_dump(raw, sort_keys=False))
-    with lab.Session(str(CONFIG)) as s:
+    with lab_access.VmSession(str(CONFIG)) as s:
         model, url = s.model, s.model.url(s.model.services[0])
         rate = ["--interval", str(s.site.request_interval), "--timeout", str(reload.reload_patience(s.site))]
         sampler = probes.sample(s.t, s.site.client, url, list(s.site.client_sources[:4]), *rate, "--duration", "2400")

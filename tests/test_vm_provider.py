@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from halab import render
-from halab.vmlab.engine import COMMAND, Engine, Entry, State
-from halab.vmlab.provider import Libvirt, ProviderError
+from halab.core import render
+from halab.drivers.vmlab.engine import COMMAND, Engine, Entry, State
+from halab.drivers.vmlab.provider import Libvirt, ProviderError
 
 CAPS = """<capabilities><guest><os_type>hvm</os_type><arch name='x86_64'>
 <emulator>/usr/bin/qemu-system-x86_64</emulator>

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 
-from halab import config
+from halab.core import config
 from halab.verify import failover, reload, vrrp
 from halab.verify.transport import Site, Transport
 
@@ -275,9 +275,9 @@ def sized_config(base: dict, backends: int, name: str) -> dict:
 def lab_cost(base: dict, sizes: tuple[int, ...], log) -> list[LabCost]:
     """`netns-lab up`, then `verify --read-only`, for 2 load balancers and N backends, one size
     after the other (each lab down before the next)."""
-    from halab.netns import lab as netns
-    from halab.netns import topology
-    from halab.verify import checks
+    from halab.drivers.netns import lab as netns
+    from halab.drivers.netns import topology
+    from halab.verify import checks, lab_access
 
     out = []
     for n in sizes:
@@ -287,7 +287,7 @@ def lab_cost(base: dict, sizes: tuple[int, ...], log) -> list[LabCost]:
             t0 = time.monotonic()
             netns.up(topo, log=lambda _: None)
             t_up = time.monotonic() - t0
-            t, site = netns.site(topo, read_only=True)
+            t, site = lab_access.netns_site(topo, read_only=True)
             t0 = time.monotonic()
             rows = checks.verify(t, site)
             t_verify = time.monotonic() - t0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from halab import stackfile
+from halab.core import stackfile
 
 FAST_STACK = Path(__file__).resolve().parents[2] / "examples" / "Pulumi.fast.yaml"
 

@@ -41,8 +41,9 @@ def _config(base: dict, backends: int) -> dict:
 
 
 def program(base: dict, backends: int, collect: bool) -> dict[str, float]:
-    from components.mocks import Counter, Mocks, run_program
-    from halab.stackfile import engine_form
+    from halab.bench.counter import Counter
+    from halab.core.stackfile import engine_form
+    from halab.drivers.program_runtime import Mocks, run_program
 
     engine, secret_keys = engine_form(_config(base, backends), SECRETS)
     if collect:
@@ -63,8 +64,8 @@ def program(base: dict, backends: int, collect: bool) -> dict[str, float]:
 
 
 def render(base: dict, backends: int) -> dict[str, float]:
-    from halab import config, review
-    from halab.render import Credentials
+    from halab.core import config, review
+    from halab.core.model import Credentials
 
     lab = config.parse(_config(base, backends))
     # into memory: on this host's disk, creating the 1,500 files of 100 backends takes seconds
@@ -79,7 +80,8 @@ def bare(count: int) -> dict[str, float]:
     import pulumi
     import pulumi_command.remote as remote
 
-    from components.mocks import Counter, Mocks
+    from halab.bench.counter import Counter
+    from halab.drivers.program_runtime import Mocks
 
     counter = Counter(Mocks())
     pulumi.runtime.set_mocks(Mocks(), project="ha-lb-lab", stack="test", preview=False, monitor=counter)
@@ -98,7 +100,7 @@ def bare(count: int) -> dict[str, float]:
 
 def state(base: dict, backends: int) -> dict[str, float]:
     from halab.bench.state import state_size
-    from halab.stackfile import engine_form
+    from halab.core.stackfile import engine_form
 
     size = state_size(*engine_form(_config(base, backends), SECRETS))
     return {

@@ -20,7 +20,7 @@ from typing import Any
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
 
-from components.mocks import SECRET_SIG, SECRET_VALUE, Mocks, run_program
+from halab.drivers.program_runtime import SECRET_SIG, SECRET_VALUE, Mocks, run_program
 
 # The engine's secret wrapper in a state file (apitype.SecretSig / apitype.SecretValue).
 STATE_SECRET_SIG = "4dabf18193072939515e22adb298388d"

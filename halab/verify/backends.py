@@ -7,7 +7,7 @@ import csv
 import io
 import time
 
-from halab.model import Lab, Service
+from halab.core.model import Lab, Service
 from halab.verify.probes import (
     drill,
     sample,
@@ -44,7 +44,7 @@ def check_backends_up(t: Transport, site: Site) -> list[Row]:
     return rows
 
 
-# How a backend fails in the drills, and what undoes it (scripts/steps/drill.sh). Stopped: the
+# How a backend fails in the drills, and what undoes it (halab/node/steps/drill.sh). Stopped: the
 # kernel refuses its port. Hung: the kernel still accepts connections for it, it answers nothing;
 # only a check that asks the service itself (httpchk, a banner) sees it.
 BACKEND_FAULTS = {"stopped": ("stop", "start"), "hung": ("hang", "resume")}

@@ -13,8 +13,8 @@ from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Any
 
-from halab import config, stackfile
-from halab.model import Lab
+from halab.core import config, stackfile
+from halab.core.model import Lab
 from halab.verify.ssh import Endpoint, SshTransport
 from halab.verify.transport import Site
 

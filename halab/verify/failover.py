@@ -9,8 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from halab import render
-from halab.model import Lab, Service
+from halab.core.model import Lab, Service
 from halab.verify.probes import (
     HolderWatch,
     Sample,
@@ -180,7 +179,7 @@ def detection_ceilings(site: Site) -> dict[str, float]:
     out = {"keepalived killed": master_down, "link cut": master_down}
     if v.haproxy_check == "watch":
         out["haproxy killed"] = takeover
-        out["haproxy hung"] = v.watch_period + render.WATCH_FALL * v.watch_timeout + takeover
+        out["haproxy hung"] = v.watch_period + v.watch_fall * v.watch_timeout + takeover
     return out
 
 

@@ -10,7 +10,7 @@ from halab.verify.rows import Row, skip
 from halab.verify.transport import Site, Transport
 
 # Where keepalived's notify hook writes this node's VRRP state for node-exporter's textfile
-# collector (scripts/node/halab-notify; Debian's default textfile directory).
+# collector (halab/node/files/halab-notify; Debian's default textfile directory).
 VRRP_TEXTFILE = "/var/lib/prometheus/node-exporter/halab_vrrp.prom"
 
 

@@ -1,5 +1,5 @@
 """How verify looks at a lab and acts on it: request samplers on the client hosts (sampler.py),
-the VIP's holders asked on every load balancer, and drill actions (scripts/steps/drill.sh,
+the VIP's holders asked on every load balancer, and drill actions (halab/node/steps/drill.sh,
 shipped as a bundle like any step) on one node. Every wait is bounded."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from halab import plan
-from halab.model import Lab
+from halab.core import plan
+from halab.core.model import Lab
 from halab.verify.transport import Transport
 
 SAMPLER = (Path(__file__).parent / "sampler.py").read_text()
@@ -29,7 +29,7 @@ PROBE_TIMEOUT = 3.0  # a node that does not answer a probe in this time is count
 
 
 def drill(t: Transport, host: str, *args: str, check: bool = True, timeout: float = 60.0):
-    """A drill action (scripts/steps/drill.sh) on one host, from a bundle like any step."""
+    """A drill action (halab/node/steps/drill.sh) on one host, from a bundle like any step."""
     bundle = plan.Step(host, "drill", "drill.sh", args).bundle()
     return t.run(host, ["bash", "-s"], input=bundle, check=check, timeout=timeout)
 

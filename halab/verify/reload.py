@@ -7,8 +7,8 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from halab import plan, render
-from halab.model import Lab, Node
+from halab.core import plan
+from halab.core.model import Credentials, Lab, Node
 from halab.verify.backends import detection_bound, servers_not_up
 from halab.verify.probes import (
     sample,
@@ -43,7 +43,7 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
     phase (1.5 s after each)."""
     lab = site.lab
     fewer = dataclasses.replace(lab, backends=lab.backends[:-1])
-    creds = render.Credentials.placeholder()  # the haproxy step holds no secret
+    creds = Credentials.placeholder()  # the haproxy step holds no secret
 
     def haproxy_step(model: Lab, lb: Node) -> plan.Step:
         return next(s for s in plan.host_steps(model, lb, creds) if s.name == "haproxy")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from halab.model import Service
+from halab.core.model import Service
 from halab.verify.probes import (
     drill,
     sample,

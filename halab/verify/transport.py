@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Protocol
 
-from halab.model import Lab
+from halab.core.model import Lab
 
 
 class Transport(Protocol):

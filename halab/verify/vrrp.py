@@ -8,8 +8,8 @@ import re
 import time
 from pathlib import Path
 
-from halab import plan
-from halab.model import Lab
+from halab.core import plan
+from halab.core.model import Lab
 from halab.verify.probes import (
     drill,
     holders,

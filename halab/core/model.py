@@ -1,0 +1,286 @@
+"""The validated lab model: what every driver (Pulumi, the namespace lab, `scripts/render`) consumes.
+
+Frozen dataclasses only; nothing here reads files, talks to libvirt or imports Pulumi. The
+facts every renderer and checker shares (ports, timers, credentials) live here, not where one
+of them happens to use them.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Literal
+
+Role = Literal["lb", "backend"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The secrets, which only the driver knows (the stack's secret config, or a lab's own):
+    rendered into files, and never part of the Lab, which a review or a log may print."""
+
+    vrrp_auth_pass: str
+    stats_password: str = ""
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        """Fresh random passwords, for a lab driver that keeps its own (what `scripts/setup`
+        sets as the stack's secrets): 8 characters for keepalived's PASS, 24 for the stats page."""
+        return cls(vrrp_auth_pass=secrets.token_hex(4), stats_password=secrets.token_urlsafe(18))
+
+    @classmethod
+    def placeholder(cls) -> Credentials:
+        """For review renders: obviously fake, yet still valid for `keepalived -t`."""
+        return cls(vrrp_auth_pass="REDACTED", stats_password="REDACTED-REDACTED")
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    cidr: IPv4Network
+    gateway: IPv4Address  # the hypervisor's address on a libvirt network; the LAN's router when bridged
+    mode: Literal["nat", "route", "bridge"]
+    interface: str  # NIC name inside every node; keepalived and the scripts name it
+    bridge: str | None = None  # bridge mode: an existing bridge on every hypervisor, one L2 segment
+
+    @property
+    def prefix(self) -> int:
+        return self.cidr.prefixlen
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    address: IPv4Address
+    role: Role
+    priority: int | None = None  # VRRP priority, load balancers only
+    hypervisor: str = "default"  # the libvirt host it runs on (Libvirt.hypervisors)
+
+    @property
+    def mac(self) -> str:
+        """A stable MAC from the address, so cloud-init can match the NIC before it has a name."""
+        b = self.address.packed
+        return f"52:54:00:{b[1]:02x}:{b[2]:02x}:{b[3]:02x}"
+
+
+@dataclass(frozen=True)
+class ServiceCheck:
+    """How haproxy checks a backend for one service: it asks the service itself, since the
+    kernel still accepts connections for a hung server and a plain connect would pass it.
+    http: `option httpchk GET path`, healthy on `status` (over TLS where the backend speaks it);
+    banner: the greeting contains `expect` (the lab's TCP banner says 220, IMAP says `* OK`);
+    smtp: `option smtpchk` (HELO answered 2xx); connect: a TCP connect only, the seed's check."""
+
+    kind: Literal["http", "banner", "smtp", "connect"]
+    path: str = "/"
+    status: int = 200
+    expect: str = "220"
+
+    @staticmethod
+    def default(protocol: str) -> ServiceCheck:
+        """What works on the lab's backends: the who-am-I page, or the banner's 220 greeting."""
+        return ServiceCheck("http") if protocol == "http" else ServiceCheck("banner")
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    port: int  # on the VIP
+    backend_port: int
+    balance: str
+    sticky: bool
+    sticky_expire: str
+    backend_tls: bool  # the backend's web server speaks TLS on backend_port
+    protocol: Literal["http", "tcp"]  # what the backends serve: Apache, or a TCP banner
+    # How the backend learns the client's address: TPROXY (the seed's way: the connection comes
+    # from the client's own address), the PROXY protocol header, or X-Forwarded-For (HTTP only).
+    transparency: Literal["tproxy", "proxy-protocol", "forwarded-for"]
+    check: ServiceCheck  # how haproxy checks the backends (config: ServiceCheck.default when absent)
+    # The backends that serve it, by name (`services[].backends`); empty: every backend. A mail
+    # service then never reaches the web servers: Lab.pool.
+    backends: tuple[str, ...] = ()
+
+    @property
+    def haproxy_backend(self) -> str:
+        """Its backend's name in haproxy.cfg, which the runtime API, the stats and the server
+        state file name it by."""
+        return f"bk_{self.name}"
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    interval: str  # HAProxy's syntax: a number and a unit (ms, s, m, h, d); no unit means ms
+    rise: int
+    fall: int
+    timeout_seconds: int = 2  # haproxy.cfg's `timeout check`: how long a check waits for its answer
+
+    @property
+    def interval_seconds(self) -> float:
+        number = self.interval.rstrip("smhd")
+        unit = self.interval[len(number) :] or "ms"
+        return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+@dataclass(frozen=True)
+class HaproxyOptions:
+    peers_port: int  # stick tables replicated between the load balancers over TCP
+    stats_port: int  # 0: no stats page
+    stats_user: str
+    # haproxy's own health frontend (monitor-uri), on the loopback of each load balancer: what
+    # keepalived's checks ask (halab-haproxy-watch, halab-check-haproxy).
+    health_port: int = 8405
+
+
+@dataclass(frozen=True)
+class Vrrp:
+    router_id: int
+    advert_interval: float  # seconds: whole with VRRPv2, hundredths with VRRPv3
+    version: int  # 2 (with PASS authentication) or 3 (sub-second adverts, no authentication)
+    unicast: bool  # adverts to the peer load balancers only (multicast is often blocked)
+    preempt: bool  # a recovered higher-priority node takes the VIP back
+    # watch: this node's haproxy answers (pidfile, listening frontends, a request to its health
+    # frontend), fast path (the watcher) + safety-net script;
+    # process-name: the seed's check (any process called haproxy, every second), for comparison
+    haproxy_check: Literal["watch", "process-name"] = "watch"
+    # Misses in a row before the watcher calls haproxy unhealthy: a hang is seen within
+    # 2 x (TIMEOUT + PERIOD) (1.2 s by default), and one slow answer (a reload on a starved CPU
+    # took 0.5 s on an emulated guest) moves no VIP.
+    watch_fall: int = 2
+
+    @property
+    def check_interval(self) -> int:
+        """How often keepalived runs the safety-net script (halab-check-haproxy): whole seconds
+        (keepalived's unit), at least 2. The watcher (every `watch_period`) is the fast path;
+        the script is there should the watcher die, and each run forks a shell and `ss`, which
+        costs a fifth of a second of CPU on an emulated guest."""
+        return max(2, math.ceil(self.advert_interval))
+
+    @property
+    def check_timeout(self) -> int:
+        """How long keepalived lets the safety-net script run before counting a failure: the
+        master-down interval (3 adverts) and a second more. The script bounds its own request
+        to haproxy (0.5 s); past that, only a starved CPU delays it. A node starved longer than
+        the master-down interval loses the VIP through its missed adverts anyway; with a
+        shorter timeout the script alone moved the VIP on every CPU stall VRRP rode out (the VM
+        lab's emulated guests while a new guest booted beside them)."""
+        return math.ceil(3 * self.advert_interval) + 1
+
+    @property
+    def watch_period(self) -> float:
+        """How often the haproxy watcher checks: within one advert interval, not busier than 50/s."""
+        return max(0.02, min(0.1, self.advert_interval / 2))
+
+    @property
+    def watch_timeout(self) -> float:
+        """How long haproxy may take to answer the watcher before it counts as hung: half an
+        advert interval, between 0.1 s and 0.5 s. A hung haproxy is seen within this plus one
+        period; a merely busy one answers its health frontend in milliseconds."""
+        return max(0.1, min(0.5, self.advert_interval / 2))
+
+    @property
+    def advert_text(self) -> str:
+        return f"{self.advert_interval:g}"
+
+
+@dataclass(frozen=True)
+class VmSize:
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+
+
+@dataclass(frozen=True)
+class Ssh:
+    user: str
+    public_key: str | None  # None: the Pulumi program generates a key pair and keeps it secret
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    name: str
+    uri: str
+    jump_host: str | None  # "user@host:port" when the URI is remote (qemu+ssh://)
+
+
+@dataclass(frozen=True)
+class Libvirt:
+    hypervisors: tuple[Hypervisor, ...]
+    domain_type: Literal["kvm", "qemu"]
+    pool: str  # on every hypervisor
+    image: str  # URL or absolute path of the guest cloud image
+
+    def hypervisor(self, name: str) -> Hypervisor:
+        return next(h for h in self.hypervisors if h.name == name)
+
+
+@dataclass(frozen=True)
+class Lab:
+    libvirt: Libvirt
+    network: Network
+    vip: IPv4Address
+    load_balancers: tuple[Node, ...]
+    backends: tuple[Node, ...]
+    services: tuple[Service, ...]
+    health_check: HealthCheck
+    haproxy: HaproxyOptions
+    vrrp: Vrrp
+    vm: VmSize
+    ssh: Ssh
+    test_clients: tuple[IPv4Address, ...]
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.load_balancers + self.backends
+
+    @property
+    def serving_within(self) -> int:
+        """Seconds `up` waits at its end for every pool server to be UP on each load balancer:
+        a server starts DOWN and needs `rise` checks, each up to an interval plus its timeout;
+        doubled, and 30 s more for a guest slowed by its neighbours' boots."""
+        hc = self.health_check
+        return math.ceil(2 * hc.rise * (hc.interval_seconds + hc.timeout_seconds)) + 30
+
+    @property
+    def drain_within(self) -> int:
+        """Seconds a backend taken out of service (a roll-out, a removal) is given for the
+        connections in flight on it to end before its guest is deleted: the lab's services are
+        short requests; past this, the rest are cut and the step says how many."""
+        return 30
+
+    @property
+    def handoff_within(self) -> int:
+        """Seconds a load balancer stopping its keepalived waits for a peer to answer on the
+        VIP: the peer takes it on the priority-0 advert at once, or at worst when its
+        master-down timer (3 adverts) runs out; and 10 s more for a guest slowed by a neighbour."""
+        return math.ceil(3 * self.vrrp.advert_interval) + 10
+
+    def url(self, svc: Service) -> str:
+        """Where a client reaches a service through the VIP (a stack output; what verify asks)."""
+        scheme = "tcp" if svc.protocol == "tcp" else "https" if svc.backend_tls else "http"
+        default = {"http": 80, "https": 443}.get(scheme)
+        return f"{scheme}://{self.vip}/" if svc.port == default else f"{scheme}://{self.vip}:{svc.port}/"
+
+    def pool(self, svc: Service) -> tuple[Node, ...]:
+        """The backends that serve a service, in the stack's order."""
+        return tuple(b for b in self.backends if not svc.backends or b.name in svc.backends)
+
+    def served_by(self, host: Node) -> tuple[Service, ...]:
+        """The services a backend serves: those whose pool holds it."""
+        return tuple(s for s in self.services if host in self.pool(s))
+
+    def http_services(self, host: Node) -> list[Service]:
+        """The HTTP services this backend serves (its pools), one per backend port (services
+        sharing one are served alike: config checks it)."""
+        return list({s.backend_port: s for s in self.served_by(host) if s.protocol == "http"}.values())
+
+    def tcp_services(self, host: Node) -> list[Service]:
+        """The TCP services this backend serves (its pools), one per backend port."""
+        return list({s.backend_port: s for s in self.served_by(host) if s.protocol == "tcp"}.values())
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)

@@ -1,0 +1,395 @@
+"""Renders every file a node needs, from the model and the templates in `halab/node/templates/`.
+
+Pure functions: (model, host, credentials) -> {absolute path on the node: content}. The
+Pulumi driver, the namespace lab and `scripts/render` all call these; none renders its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from string import Template
+from xml.sax.saxutils import quoteattr
+
+import yaml
+
+from halab.core.model import Credentials, Lab, Node, Service
+from halab.node import FILES as NODE_FILES
+from halab.node import TEMPLATES
+
+PLACEHOLDER_SSH_KEY = "ssh-ed25519 AAAA-the-key-pulumi-up-generates halab"
+
+
+def template(template_name: str, /, **values: object) -> str:
+    return Template((TEMPLATES / template_name).read_text()).substitute({k: str(v) for k, v in values.items()})
+
+
+def node_file(name: str) -> str:
+    """A static file shipped to nodes as is (scripts, systemd units): see halab/node/files/."""
+    return (NODE_FILES / name).read_text()
+
+
+TRANSPARENCY_LINES = {
+    "tproxy": "    # Connect to the backend from the client's own address (TPROXY): it sees the real client.\n"
+    "    source 0.0.0.0 usesrc clientip\n",
+    "proxy-protocol": "    # The client's address travels in a PROXY protocol (v1) header, health checks included.\n",
+    "forwarded-for": "    # HTTP mode: HAProxy adds the client's address in X-Forwarded-For.\n    option forwardfor\n",
+}
+
+
+# How haproxy checks a service's backends (model.ServiceCheck): it asks the service itself, as a
+# client would; a hung server (stopped, deadlocked) still gets its TCP connections accepted by
+# the kernel, so a plain connect passes it.
+CHECK_LINES = {
+    "http": "    # Healthy: the page answers with the expected status (a TCP connect alone passes a hung server).\n"
+    "    option httpchk GET {c.path}\n"
+    "    http-check expect status {c.status}\n",
+    "banner": "    # Healthy: the server greets with the expected banner (a TCP connect alone passes a hung server).\n"
+    "    option tcp-check\n"
+    '    tcp-check expect string "{c.expect}"\n',
+    "smtp": "    # Healthy: the server greets and answers HELO (2xx).\n    option smtpchk\n",
+    "connect": "    # Checked by a TCP connect only (services[].check.type: connect): a hung server passes.\n",
+}
+
+
+def haproxy_cfg(lab: Lab, host: Node) -> str:
+    blocks = []
+    for svc in lab.services:
+        persistence = ""
+        if svc.sticky:
+            persistence = (
+                "    # Persistence: a client address keeps its server while the entry lives.\n"
+                f"    stick-table type ip size 200k expire {svc.sticky_expire} peers halab\n"
+                "    stick on src\n"
+            )
+        http = svc.transparency == "forwarded-for"
+        check = svc.check
+        opts = " send-proxy check-send-proxy" if svc.transparency == "proxy-protocol" else ""
+        if check.kind == "http" and svc.backend_tls:
+            opts += " check-ssl verify none"  # the lab's backends: self-signed (snakeoil) certificates
+        # Live traffic counts too: `fall` failed connections in a row take a server out before its
+        # next check would (layer 7: failed HTTP responses as well, where haproxy speaks HTTP).
+        opts += f" observe {'layer7' if http else 'layer4'} error-limit {lab.health_check.fall} on-error mark-down"
+        # Server names are the backends' names: unique, and they read well in logs and stats.
+        servers = "\n".join(f"    server {b.name} {b.address}:{svc.backend_port} check{opts}" for b in lab.pool(svc))
+        blocks.append(
+            template(
+                "haproxy-service.cfg.tmpl",
+                name=svc.name,
+                backend=svc.haproxy_backend,
+                vip=lab.vip,
+                port=svc.port,
+                mode="http" if http else "tcp",
+                frontend_options="    option httplog\n" if http else "",
+                balance=svc.balance,
+                persistence=persistence,
+                check=CHECK_LINES[check.kind].format(c=check),
+                transparency=TRANSPARENCY_LINES[svc.transparency],
+                servers=servers,
+            )
+        )
+    hc = lab.health_check
+    peers = "\n".join(f"    peer {lb.name} {lb.address}:{lab.haproxy.peers_port}" for lb in lab.load_balancers)
+    stats = ""
+    if lab.haproxy.stats_port:
+        stats = template(
+            "haproxy-stats.cfg.tmpl", address=host.address, port=lab.haproxy.stats_port, user=lab.haproxy.stats_user
+        )
+    return template(
+        "haproxy.cfg.tmpl",
+        host=host.name,
+        peers=peers,
+        stats=stats,
+        check_interval=hc.interval,
+        health_port=lab.haproxy.health_port,
+        watch_period=f"{lab.vrrp.watch_period:g}",
+        check_rise=hc.rise,
+        check_fall=hc.fall,
+        check_timeout=hc.timeout_seconds,
+        services="".join(blocks),
+    )
+
+
+# A server new to haproxy at a reload: DOWN (op state 0), its check not run yet (status 1, INI),
+# health 0 (`rise` passes bring it UP), weight 1 as the config leaves it. Format 1 of haproxy's
+# server-state file; matched by backend and server name, so the IDs (0) are not read.
+NEW_SERVER_STATE = "0 {backend} 0 {server} {address} 0 0 1 1 0 1 0 0 0 0 0 0 - {port} -"
+
+
+def haproxy_new_servers_state(lab: Lab) -> str:
+    """Every server of haproxy.cfg as a newcomer: halab-haproxy-state writes these lines into the
+    server-state file for the servers the running haproxy does not have (at that address and
+    port), so they start DOWN and get clients only once their checks pass (every server here is
+    checked). The others keep their state across the reload."""
+    lines = [
+        NEW_SERVER_STATE.format(backend=svc.haproxy_backend, server=b.name, address=b.address, port=svc.backend_port)
+        for svc in lab.services
+        for b in lab.pool(svc)
+    ]
+    head = "1\n# Rendered by ha-lb-lab: how each server starts when a reload brings it in (halab-haproxy-state).\n"
+    return head + "\n".join(lines) + "\n"
+
+
+def serving_conf(lab: Lab) -> str:
+    """What `up` waits for at its end (lb-serving.sh): every server of every pool UP, within
+    the time a server DOWN at haproxy's start needs to rise, and a margin for a slow guest."""
+    return (
+        "# Rendered by ha-lb-lab: the servers `up` waits for, UP on this haproxy (lb-serving.sh).\n"
+        f"SERVING_WITHIN={lab.serving_within}\nSERVING_SERVERS='{pool_servers(lab)}'\n"
+    )
+
+
+def pool_servers(lab: Lab, backend: Node | None = None) -> str:
+    """haproxy's BACKEND/SERVER names: of one backend, or of every pool."""
+    return " ".join(
+        f"{svc.haproxy_backend}/{b.name}" for svc in lab.services for b in lab.pool(svc) if backend in (None, b)
+    )
+
+
+def handoff_conf(lab: Lab) -> str:
+    """The VIP's hand-off around a load balancer's replacement (lb-handoff.sh)."""
+    port = lab.services[0].port
+    return (
+        "# Rendered by ha-lb-lab: the VIP's hand-off around this load balancer's replacement (lb-handoff.sh).\n"
+        f"HANDOFF_VIP={lab.vip}\nHANDOFF_PORT={port}\nHANDOFF_WITHIN={lab.handoff_within}\n"
+        f"DRAIN_WITHIN={lab.drain_within}\nREADY_WITHIN={lab.serving_within}\n"
+        f"READY_SERVERS='{pool_servers(lab)}'\n"
+    )
+
+
+def join_conf(lab: Lab) -> str:
+    """When a first keepalived start waits for haproxy (lb-keepalived.sh): nothing of the pools,
+    so that a backend added does not run the keepalived step again."""
+    return (
+        "# Rendered by ha-lb-lab: a first keepalived start beside a peer that holds the VIP (lb-keepalived.sh).\n"
+        f"JOIN_VIP={lab.vip}\nJOIN_PORT={lab.services[0].port}\nJOIN_WITHIN={lab.serving_within}\n"
+    )
+
+
+def drain_conf(lab: Lab, backend: Node) -> str:
+    """One backend out of and back into a load balancer's haproxy (lb-drain.sh)."""
+    return (
+        f"# Rendered by ha-lb-lab: {backend.name} out of and back into this haproxy's service (lb-drain.sh).\n"
+        f"DRAIN_BACKEND={backend.name}\nDRAIN_ADDRESS={backend.address}\n"
+        f"DRAIN_SERVERS='{pool_servers(lab, backend)}'\n"
+        f"DRAIN_WITHIN={lab.drain_within}\nREADY_WITHIN={lab.serving_within}\n"
+    )
+
+
+def vrrp_peers(lab: Lab, host: Node) -> list[Node]:
+    return [lb for lb in lab.load_balancers if lb.name != host.name]
+
+
+def haproxy_secrets_env(creds: Credentials) -> str:
+    """Secrets haproxy.cfg reads from its environment (systemd EnvironmentFile), so that the
+    config itself holds none and stays reviewable."""
+    return f"HALAB_STATS_PASSWORD={creds.stats_password}\n"
+
+
+def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
+    vrrp = lab.vrrp
+    preempt = (
+        ""
+        if vrrp.preempt
+        else "    # A recovered node stays backup: the VIP moves only when its holder fails.\n    nopreempt\n"
+    )
+    peers = ""
+    if vrrp.unicast:
+        peers = (
+            "    # Unicast adverts, accepted only from the peer load balancers (multicast is often blocked).\n"
+            f"    unicast_src_ip {host.address}\n"
+            "    unicast_peer {\n"
+            + "".join(f"        {lb.address}\n" for lb in vrrp_peers(lab, host))
+            + "    }\n    check_unicast_src\n"
+        )
+    auth = ""
+    if vrrp.version == 2:
+        auth = f"    authentication {{\n        auth_type PASS\n        auth_pass {creds.vrrp_auth_pass}\n    }}\n"
+    watch = vrrp.haproxy_check == "watch"
+    health_check = template(
+        f"keepalived-check-{vrrp.haproxy_check}.tmpl",
+        ports=" ".join(str(s.port) for s in lab.services),
+        health_port=lab.haproxy.health_port,
+        check_interval=vrrp.check_interval,
+        check_timeout=vrrp.check_timeout,
+        watch_period=f"{vrrp.watch_period:g}",
+    )
+    return template(
+        "keepalived.conf.tmpl",
+        host=host.name,
+        version=vrrp.version,
+        health_check=health_check,
+        track_file="    track_file {\n        haproxy_watch weight 0\n    }\n" if watch else "",
+        advert_interval=vrrp.advert_text,
+        router_id=vrrp.router_id,
+        interface=lab.network.interface,
+        priority=host.priority,
+        preempt=preempt,
+        peers=peers,
+        authentication=auth,
+        vip=lab.vip,
+    )
+
+
+def haproxy_watch_conf(lab: Lab) -> str:
+    return (
+        "# Read by halab-haproxy-watch: how often it asks haproxy, how long an answer may take,\n"
+        "# how many misses in a row are a failure, and haproxy's health frontend.\n"
+        f"PERIOD={lab.vrrp.watch_period:g}\n"
+        f"TIMEOUT={lab.vrrp.watch_timeout:g}\n"
+        f"FALL={lab.vrrp.watch_fall}\n"
+        f"HEALTH_PORT={lab.haproxy.health_port}\n"
+    )
+
+
+def vrrp_conf(lab: Lab, host: Node) -> str:
+    """Read by halab-keepalived-hooks (VRRP filter before keepalived starts, VIP release after)."""
+    peers = " ".join(str(lb.address) for lb in vrrp_peers(lab, host))
+    return (
+        "# Read by /usr/local/sbin/halab-keepalived-hooks.\n"
+        f"VIP={lab.vip}\n"
+        f"IFACE={lab.network.interface}\n"
+        "# VRRP (IP protocol 112) is accepted from these addresses only.\n"
+        f'PEERS="{peers}"\n'
+    )
+
+
+def lb_sysctl(lab: Lab) -> str:
+    iface = lab.network.interface
+    return (
+        "# ha-lb-lab load balancer: forward for the backends, listen on the VIP while backup.\n"
+        "net.ipv4.ip_forward = 1\n"
+        "net.ipv4.ip_nonlocal_bind = 1\n"
+        "# Backends route through the VIP on their own subnet: an ICMP redirect would teach them\n"
+        "# to bypass the load balancer, and their replies would then leave without TPROXY.\n"
+        "net.ipv4.conf.all.send_redirects = 0\n"
+        "net.ipv4.conf.default.send_redirects = 0\n"
+        f"net.ipv4.conf.{iface}.send_redirects = 0\n"
+    )
+
+
+def backend_sysctl(lab: Lab) -> str:
+    iface = lab.network.interface
+    return (
+        "# ha-lb-lab backend: replies must go through the VIP; ignore redirects that say otherwise.\n"
+        "net.ipv4.conf.all.accept_redirects = 0\n"
+        "net.ipv4.conf.default.accept_redirects = 0\n"
+        f"net.ipv4.conf.{iface}.accept_redirects = 0\n"
+    )
+
+
+def backend_routes_conf(lab: Lab) -> str:
+    clients = " ".join(str(c) for c in lab.test_clients)
+    return (
+        "# Read by /usr/local/sbin/halab-routes.\n"
+        f"VIP={lab.vip}\n"
+        f"IFACE={lab.network.interface}\n"
+        "# On-subnet test clients: without a route via the VIP the reply would go straight to the\n"
+        "# client, from the backend's address, and the client would reset the connection.\n"
+        f'TEST_CLIENTS="{clients}"\n'
+    )
+
+
+def _vhost(lab: Lab, svc: Service) -> str:
+    extra = ""
+    if svc.backend_tls:
+        extra = (
+            "    SSLEngine on\n"
+            "    SSLCertificateFile /etc/ssl/certs/ssl-cert-snakeoil.pem\n"
+            "    SSLCertificateKeyFile /etc/ssl/private/ssl-cert-snakeoil.key\n"
+        )
+    if svc.transparency == "proxy-protocol":
+        extra += (
+            "    # The client's address from the PROXY protocol header (mod_remoteip).\n    RemoteIPProxyProtocol On\n"
+        )
+    elif svc.transparency == "forwarded-for":
+        lbs = " ".join(str(lb.address) for lb in lab.load_balancers)
+        extra += (
+            "    # The client's address from X-Forwarded-For, believed from the load balancers only (internal\n"
+            "    # proxies: a client address in a private range is accepted too).\n"
+            f"    RemoteIPHeader X-Forwarded-For\n    RemoteIPInternalProxy {lbs}\n"
+        )
+    return template("apache-vhost.conf.tmpl", name=svc.name, port=svc.backend_port, tls=extra)
+
+
+def apache_ports_conf(lab: Lab, host: Node) -> str:
+    """Apache listens on the ports of the HTTP services this backend serves, and no other: a
+    port outside its pools is refused."""
+    ports = sorted(s.backend_port for s in lab.http_services(host))
+    head = f"# Rendered by ha-lb-lab for {host.name}: one Listen per HTTP service it serves.\n"
+    return head + "".join(f"Listen {p}\n" for p in ports)
+
+
+def apache_site(lab: Lab, host: Node) -> str:
+    vhosts = "".join(_vhost(lab, s) for s in lab.http_services(host))
+    return template("apache-site.conf.tmpl", host=host.name, vhosts=vhosts)
+
+
+def banner_conf(lab: Lab, host: Node) -> str:
+    """Read by /usr/local/sbin/halab-banner: the TCP services' ports on this backend."""
+    lines = [f"# halab-banner on {host.name}: PORT and whether a PROXY protocol header comes first."]
+    lines += [
+        f"{s.backend_port} {'proxy' if s.transparency == 'proxy-protocol' else 'plain'}" for s in lab.tcp_services(host)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# The metric of the default route via the hypervisor that cloud-init gives every node: above
+# the gateway step's route via the VIP (metric 0).
+HYPERVISOR_ROUTE_METRIC = 1024
+
+
+def cloud_init(lab: Lab, host: Node, ssh_public_key: str) -> dict[str, str]:
+    """user-data, meta-data and network-config: a static address, so nothing waits for a DHCP lease."""
+    user_data = {
+        "hostname": host.name,
+        "manage_etc_hosts": True,
+        "ssh_pwauth": False,
+        "users": [
+            {
+                "name": lab.ssh.user,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "ssh_authorized_keys": [ssh_public_key.strip()],
+            }
+        ],
+    }
+    net = lab.network
+    network_config = {
+        "version": 2,
+        "ethernets": {
+            "lab": {
+                "match": {"macaddress": host.mac},
+                "set-name": net.interface,
+                "addresses": [f"{host.address}/{net.prefix}"],
+                # Backends start with the hypervisor as gateway (to install packages); their
+                # gateway step adds the default route via the VIP at a lower metric once the
+                # load balancers serve it. Both are kept apart by the metric, so networkd,
+                # re-adding its own at a restart, never replaces the one via the VIP.
+                "routes": [{"to": "default", "via": str(net.gateway), "metric": HYPERVISOR_ROUTE_METRIC}],
+                # networkd keeps what it did not make on this link at a restart (the VIP that
+                # keepalived adds, the routes via the VIP): KeepConfiguration=yes.
+                "critical": True,
+                "nameservers": {"addresses": [str(net.gateway)]},
+            }
+        },
+    }
+    user, network = (
+        "#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False),
+        yaml.safe_dump(network_config, sort_keys=False),
+    )
+    # cloud-init runs its per-instance modules (users and keys, network) again only for a new
+    # instance-id: it changes whenever what they apply changes (a new SSH key, an address).
+    instance = f"{host.name}-{hashlib.sha256((user + network).encode()).hexdigest()[:12]}"
+    return {
+        "user-data": user,
+        "meta-data": yaml.safe_dump({"instance-id": instance, "local-hostname": host.name}, sort_keys=False),
+        "network-config": network,
+    }
+
+
+def domain_disk_xslt(root_path: str) -> str:
+    """The domain's XSLT (the provider's `xml.xslt`): its root disk, a pool volume, attached as
+    the file at `root_path` (the volume's key, which is its path in a directory pool)."""
+    # an attribute value template: braces would be expressions
+    return template("domain-disk-as-file.xslt.tmpl", path=quoteattr(root_path.replace("{", "{{").replace("}", "}}")))

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The VIP around this load balancer's replacement or removal (halab/core/rolling.py). Run as a step
+# (the gate): keepalived runs here and this haproxy serves every service (a server UP in each
+# pool), bounded; the next load balancer is replaced only then. Run with HALAB_ON_DELETE=1 (the
+# step's delete, before the guest is deleted): keepalived stops here, so a holder sends a
+# priority-0 advert and a peer takes the VIP at once; the step waits, bounded, for a peer to
+# answer on the VIP and for the connections in flight through this node to end.
+# HALAB_GUEST_ID, where the driver knows the guest (its libvirt UUID): a delete on another guest
+# at this address (this one was replaced out of band) changes nothing.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_root
+need_cmd python3 ss ip
+# shellcheck source=/dev/null
+. "$(staged /etc/halab/handoff.conf)"
+ctl=$(staged /usr/local/sbin/halab-haproxy-ctl)
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$ctl" || die "staged halab-haproxy-ctl does not parse"
+read -r -a servers <<<"$READY_SERVERS"
+
+holds_vip() {
+  ip -o addr show to "$HANDOFF_VIP/32" | grep -q .
+}
+in_flight() {
+  ss -Htn state established src "$HANDOFF_VIP" | wc -l
+}
+# shellcheck disable=SC2317 # called through wait_until
+quiet() {
+  [ "$(in_flight)" -eq 0 ]
+}
+
+if [ -n "${HALAB_ON_DELETE:-}" ]; then
+  uuid=/sys/class/dmi/id/product_uuid
+  if [ -n "${HALAB_GUEST_ID:-}" ] && [ -r "$uuid" ] && [ "$(tr '[:upper:]' '[:lower:]' <"$uuid")" != "${HALAB_GUEST_ID,,}" ]; then
+    log "this guest is not the one the hand-off was made on (replaced since): nothing to hand off"
+    exit 0
+  fi
+  held=no
+  if holds_vip; then held=yes; fi
+  direct_service keepalived running && service_stop keepalived
+  log "keepalived stopped (it held the VIP: $held)"
+  start=$SECONDS
+  if [ "$held" = yes ]; then
+    if wait_until "$HANDOFF_WITHIN" peer_holds_vip "$HANDOFF_VIP" "$HANDOFF_PORT"; then
+      log "VIP answered by a peer after $((SECONDS - start)) s"
+    else
+      echo "[$HALAB_STEP] warning: no peer answers on $HANDOFF_VIP:$HANDOFF_PORT after ${HANDOFF_WITHIN}s: the service is down until a load balancer holds the VIP" >&2
+    fi
+  fi
+  if wait_until "$DRAIN_WITHIN" quiet; then
+    log "no connection in flight through this node"
+  else
+    echo "[$HALAB_STEP] warning: $(in_flight) connections through this node still open after ${DRAIN_WITHIN}s are cut with its guest" >&2
+  fi
+  exit 0
+fi
+
+direct_service keepalived running || die "keepalived is not running here"
+if wait_until "$READY_WITHIN" python3 "$ctl" serving "${servers[@]}" >/dev/null; then
+  log "ready to hold the VIP: keepalived runs, every service has a server UP here"
+  exit 0
+fi
+die "not serving after ${READY_WITHIN}s: not UP here: $(python3 "$ctl" serving "${servers[@]}" 2>&1 || true)"

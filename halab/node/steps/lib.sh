@@ -1,0 +1,296 @@
+# shellcheck shell=bash
+# Shared by every step script. A step runs as root on a node (a VM over SSH, or a namespace-lab
+# node), from a bundle that staged its files under $HALAB_STAGE/root/<absolute path>.
+#
+# The one place where a VM and a namespace-lab node differ is the service manager: with systemd
+# a step enables and reloads units; without it (the lab) `direct_service` starts and reloads the
+# same daemons from the same files, with the same pidfiles and the same privileges.
+
+HALAB_STEP=${HALAB_STEP:-$(basename "$0" .sh)}
+# Capabilities haproxy keeps after leaving root: same list as halab/node/files/haproxy-halab.conf.
+HAPROXY_CAPS=net_admin,net_raw,net_bind_service,sys_chroot
+HAPROXY_PIDFILE=/run/haproxy/haproxy.pid
+KEEPALIVED_PIDFILE=/run/keepalived.pid
+APACHE_PIDFILE=/run/apache2/apache2.pid # as /etc/apache2/envvars sets it
+BANNER_PIDFILE=/run/halab-banner.pid
+WATCH_PIDFILE=/run/halab-haproxy-watch.pid
+
+log() { printf '[%s] %s\n' "$HALAB_STEP" "$*"; }
+die() {
+  printf '[%s] error: %s\n' "$HALAB_STEP" "$*" >&2
+  exit 1
+}
+
+# A driver that reaches a node by its address names the node it means in HALAB_GUEST: another
+# guest may answer there (a node renamed, or its address given to another node, while the old
+# guest still runs until the end of the update), and a step on it must change nothing.
+need_guest() {
+  [ -z "${HALAB_GUEST:-}" ] || [ "$(uname -n)" = "$HALAB_GUEST" ] \
+    || die "this is $(uname -n), not $HALAB_GUEST: another guest answers at this address (a node renamed, or its address given to another, while the old guest runs); nothing was changed. Rename in two updates: remove the node, then add it under its new name"
+}
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root"
+  need_guest
+}
+need_cmd() {
+  local c
+  for c in "$@"; do command -v "$c" >/dev/null 2>&1 || die "command not found: $c"; done
+}
+
+staged() {
+  local f="${HALAB_STAGE:?HALAB_STAGE is not set: run steps from their bundle}/root/${1#/}"
+  [ -f "$f" ] || die "the bundle lacks /${1#/}"
+  printf '%s\n' "$f"
+}
+
+# stage_install PATH MODE: puts the staged PATH in place atomically; succeeds only if it changed.
+stage_install() {
+  local dst="/${1#/}" mode=$2 src
+  src=$(staged "$1")
+  if [ -f "$dst" ] && cmp -s "$src" "$dst" && [ "$(stat -c %a "$dst")" = "${mode#0}" ]; then
+    return 1
+  fi
+  install -D -m "$mode" "$src" "$dst.halab-new"
+  mv -f "$dst.halab-new" "$dst"
+  log "installed $dst"
+}
+
+has_systemd() { [ -d /run/systemd/system ]; }
+
+pid_alive() {
+  local pid
+  pid=$(head -n 1 "$1" 2>/dev/null) || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# peer_holds_vip VIP PORT: another node holds the VIP and answers on PORT (a connection from
+# here, the VIP not being on this node, reaches the node that has it).
+peer_holds_vip() {
+  ! ip -o addr show to "$1/32" | grep -q . && timeout 1 bash -c ": </dev/tcp/$1/$2" 2>/dev/null
+}
+
+# wait_until SECONDS CMD...: polls CMD every 0.2 s, bounded.
+wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
+# The environment haproxy.cfg expands (systemd: EnvironmentFile in the drop-in).
+load_haproxy_env() {
+  if [ -f /etc/haproxy/halab-secrets.env ]; then
+    set -a
+    # shellcheck source=/dev/null
+    . /etc/haproxy/halab-secrets.env
+    set +a
+  fi
+}
+
+# start_unprivileged PIDFILE LOG CAPS CMD...: CMD in the background as nobody, in its own
+# session, keeping only CAPS (comma-separated, or "" for none), as a unit with User=nobody does.
+start_unprivileged() {
+  local pidfile=$1 logfile=$2 caps=$3
+  shift 3
+  local capargs=(--inh-caps=-all)
+  [ -n "$caps" ] && capargs=(--inh-caps="+${caps//,/,+}" --ambient-caps="+${caps//,/,+}")
+  setsid setpriv --reuid=nobody --regid=nogroup --clear-groups "${capargs[@]}" "$@" </dev/null >>"$logfile" 2>&1 &
+  echo $! >"$pidfile"
+}
+
+# direct_service NAME start|reload|running: the daemons without systemd (namespace lab).
+direct_service() {
+  local name=$1 action=$2
+  case "$name:$action" in
+    haproxy:running) pid_alive "$HAPROXY_PIDFILE" ;;
+    haproxy:start)
+      install -d -o haproxy -g haproxy -m 0755 /run/haproxy
+      # A start checks every server afresh, as under systemd (RuntimeDirectory goes at a stop).
+      rm -f /run/haproxy/server-state
+      load_haproxy_env
+      setpriv --reuid=haproxy --regid=haproxy --init-groups \
+        --inh-caps="+${HAPROXY_CAPS//,/,+}" --ambient-caps="+${HAPROXY_CAPS//,/,+}" \
+        haproxy -W -D -f /etc/haproxy/haproxy.cfg -p "$HAPROXY_PIDFILE" -S /run/haproxy/master.sock \
+        >/run/haproxy/start.log 2>&1 || die "haproxy did not start: $(cat /run/haproxy/start.log)"
+      ;;
+    haproxy:reload)
+      # What the unit's ExecReload does: server states carried over first.
+      /usr/local/sbin/halab-haproxy-state
+      kill -USR2 "$(head -n 1 "$HAPROXY_PIDFILE")"
+      ;;
+    haproxy:restart)
+      service_stop haproxy
+      direct_service haproxy start
+      ;;
+    keepalived:running) pid_alive "$KEEPALIVED_PIDFILE" ;;
+    keepalived:start)
+      # What the systemd drop-in does (halab/node/files/keepalived-halab.conf): hooks before and
+      # after; keepalived in the foreground of its own session, logging to a file (no syslog).
+      # shellcheck disable=SC2016
+      setsid bash -c '/usr/local/sbin/halab-keepalived-hooks pre &&
+        keepalived --dont-fork --log-console --log-detail --no-syslog -f /etc/keepalived/keepalived.conf -p "$1"
+        /usr/local/sbin/halab-keepalived-hooks post' halab-keepalived "$KEEPALIVED_PIDFILE" \
+        </dev/null >>/run/keepalived.log 2>&1 &
+      ;;
+    keepalived:reload) kill -HUP "$(head -n 1 "$KEEPALIVED_PIDFILE")" ;;
+    halab-banner:running) pid_alive "$BANNER_PIDFILE" ;;
+    halab-banner:start)
+      # As its unit runs it: unprivileged, allowed to bind ports below 1024.
+      start_unprivileged "$BANNER_PIDFILE" /run/halab-banner.log net_bind_service \
+        python3 /usr/local/sbin/halab-banner /etc/halab/banner.conf
+      ;;
+    halab-haproxy-watch:running) pid_alive "$WATCH_PIDFILE" ;;
+    halab-haproxy-watch:start)
+      install -d -o nobody -g nogroup -m 0755 /run/halab-watch
+      start_unprivileged "$WATCH_PIDFILE" /run/halab-haproxy-watch.log "" \
+        /usr/local/sbin/halab-haproxy-watch /etc/halab/haproxy-watch.conf /run/halab-watch/haproxy
+      ;;
+    halab-banner:restart | halab-banner:reload | halab-haproxy-watch:restart | halab-haproxy-watch:reload)
+      service_stop "$name"
+      direct_service "$name" start
+      ;;
+    apache2:running) pid_alive "$APACHE_PIDFILE" ;;
+    apache2:start) apache2ctl start ;;
+    apache2:reload) apache2ctl graceful ;;
+    *) die "direct_service: unknown $name $action" ;;
+  esac
+}
+
+# service_converge NAME RESTART RELOAD: enabled and running; restarted or reloaded when asked
+# (yes/no). Reload keeps established connections (haproxy master-worker, keepalived HUP).
+service_converge() {
+  local name=$1 restart=$2 reload=$3
+  if has_systemd; then
+    units_reload
+    unit_enable "$name"
+    if ! systemctl is-active --quiet "$name"; then
+      log "starting $name"
+      systemctl start "$name"
+    elif [ "$restart" = yes ]; then
+      log "restarting $name"
+      systemctl restart "$name"
+    elif [ "$reload" = yes ]; then
+      log "reloading $name"
+      systemctl reload "$name"
+    fi
+    systemctl is-active --quiet "$name" || die "$name is not running: journalctl -u $name"
+  else
+    if ! direct_service "$name" running; then
+      log "starting $name"
+      direct_service "$name" start
+    elif [ "$restart" = yes ] && [ "$name" != keepalived ] && [ "$name" != apache2 ]; then
+      log "restarting $name"
+      direct_service "$name" restart
+    elif [ "$restart" = yes ] || [ "$reload" = yes ]; then
+      log "reloading $name"
+      direct_service "$name" reload
+    fi
+    wait_until 10 direct_service "$name" running || die "$name is not running"
+  fi
+}
+
+# service_stop NAME: stopped (a clean stop: keepalived gives the VIP up, apache finishes requests).
+service_stop() {
+  local name=$1 pidfile
+  if has_systemd; then
+    systemctl stop "$name"
+    return
+  fi
+  case "$name" in
+    haproxy) pidfile=$HAPROXY_PIDFILE ;;
+    keepalived) pidfile=$KEEPALIVED_PIDFILE ;;
+    apache2) pidfile=$APACHE_PIDFILE ;;
+    halab-banner) pidfile=$BANNER_PIDFILE ;;
+    halab-haproxy-watch) pidfile=$WATCH_PIDFILE ;;
+    *) die "service_stop: unknown $name" ;;
+  esac
+  if pid_alive "$pidfile"; then
+    local pid
+    pid=$(head -n 1 "$pidfile")
+    kill -TERM "$pid"
+    # Apache's own stop may take 10 s: its parent sends a child that has not exited SIGTERM
+    # again at 3, 5 and 7 s, SIGKILL at 9 s, and gives up at 10 s. 20 s covers that on a busy
+    # node (10 s did not, once in the pools lab); a failure names the processes left.
+    wait_until 20 bash -c "! kill -0 $pid 2>/dev/null" \
+      || die "$name did not stop in 20 s: $(ps -C "$name" -o pid=,ppid=,stat=,etime=,wchan:24= | tr -s ' \n' ' ;')"
+  fi
+  rm -f "$pidfile"
+}
+
+# unit_install PATH: a systemd unit or drop-in, only where systemd runs; succeeds if it changed.
+UNITS_CHANGED=no
+unit_install() {
+  has_systemd || return 1
+  stage_install "$1" 0644 || return 1
+  UNITS_CHANGED=yes
+}
+
+# units_reload: systemd re-reads its units only when this step changed one. A daemon-reload
+# re-runs every generator and re-parses every unit: seconds of CPU on a small or emulated node,
+# taken from the haproxy and keepalived it is configuring (the VM lab's guests lost the VIP to
+# their own check timing out while a step reloaded systemd).
+units_reload() {
+  [ "$UNITS_CHANGED" = yes ] || return 0
+  systemctl daemon-reload
+  UNITS_CHANGED=no
+}
+
+# unit_enable NAME: enabled at boot; `systemctl enable` only when it is not (for a unit with a
+# SysV script beside it, as haproxy has, enable runs update-rc.d: ten seconds on an emulated CPU).
+unit_enable() {
+  systemctl is-enabled --quiet "$1" 2>/dev/null || systemctl enable --quiet "$1"
+}
+
+# service_off NAME: stopped, and not started at boot: a daemon this node must not run (a
+# packaged Apache on a backend outside every HTTP service's pool). Says so only when it changes
+# something; a daemon never installed here is already off.
+service_off() {
+  local name=$1
+  if has_systemd; then
+    if systemctl is-enabled --quiet "$name" 2>/dev/null; then
+      systemctl disable --quiet "$name"
+      log "disabled $name"
+    fi
+    if systemctl is-active --quiet "$name"; then
+      systemctl stop "$name"
+      log "stopped $name"
+    fi
+  elif direct_service "$name" running; then
+    service_stop "$name"
+    log "stopped $name"
+  fi
+}
+
+# keepalived_test CONF: `keepalived -t` on CONF, before anything is installed. The scripts CONF
+# names are read from this step's bundle where it stages them (copied into a root-only
+# directory, as script security wants), so the new conf is checked with the new scripts, not
+# with whatever an earlier run left in place. keepalived 2.2.x in config-test mode kills itself
+# (SIGTERM, exit 143) after checking a track script as a non-root script_user, so the copy tested
+# says root there; everything else is the file as deployed (a missing or unsafe script fails:
+# exit 5).
+keepalived_test() {
+  local dir rc=0 path
+  dir=$(mktemp -d /run/halab-keepalived-test.XXXXXX)
+  local edits=(-E -e 's/^([[:space:]]*script_user)[[:space:]].*/\1 root/')
+  while read -r path; do
+    if [ -n "${HALAB_STAGE:-}" ] && [ -f "$HALAB_STAGE/root$path" ]; then
+      install -m 0755 "$HALAB_STAGE/root$path" "$dir/${path##*/}"
+      edits+=(-e "s#\"$path([ \"])#\"$dir/${path##*/}\\1#")
+    fi
+  done < <(grep -oE '^[[:space:]]*(script|notify[a-z_]*)[[:space:]]+"/[^" ]+' "$1" | grep -oE '/[^" ]+$' | sort -u)
+  # A tracked file its writer has yet to create (the watcher starts after this test): keepalived
+  # 2.2 ignores it with a warning, 2.3 (Debian 13) fails the test on it (realpath() error 2). A
+  # stand-in that reads healthy ("0") tests the conf as it will run.
+  while read -r path; do
+    if [ ! -e "$path" ]; then
+      echo 0 >"$dir/track-${path//\//_}"
+      edits+=(-e "s#\"$path\"#\"$dir/track-${path//\//_}\"#")
+    fi
+  done < <(grep -oE '^[[:space:]]*file[[:space:]]+"/[^"]+"' "$1" | grep -oE '/[^"]+' | sort -u)
+  sed "${edits[@]}" "$1" >"$dir/keepalived.conf"
+  keepalived -t -f "$dir/keepalived.conf" || rc=$?
+  rm -rf "$dir"
+  return "$rc"
+}
