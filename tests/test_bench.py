@@ -67,9 +67,11 @@ def a_drill(**changes) -> Drill:
 
 
 def dev_site():
-    from halab.verify.transport import Site
+    from halab.verify.transport import VerifyContext
 
-    return Site(config.parse(stackfile.load_stack_file(str(STACKS["dev"]))), "c", ("c",), None, None, None, "www2")
+    return VerifyContext(
+        config.parse(stackfile.load_stack_file(str(STACKS["dev"]))), "c", ("c",), None, None, None, "www2"
+    )
 
 
 def fault_result(seconds: list[float]) -> measure.FaultResult:
@@ -170,16 +172,16 @@ def test_a_drill_window_without_holder_samples_fails_its_rows(monkeypatch):
     split brain: its row fails, saying so, however well the requests went."""
     from halab.verify import failover
 
-    site, good = dev_site(), a_drill()
+    ctx, good = dev_site(), a_drill()
     for blind in ({"split": None}, {"split_restore": None}):
         blind_drill = replace(good, **blind)
         monkeypatch.setattr(failover, "run_drill", lambda *a, d=blind_drill: d)
-        moved, back = failover.failover_drill(None, site, "link cut", None, None, 3.7)  # type: ignore[arg-type]
+        moved, back = failover.failover_drill(None, ctx, "link cut", None, None, 3.7)  # type: ignore[arg-type]
         row = moved if "split" in blind else back
         assert not row.ok and "no holder samples in the window" in row.figure, row
         assert (moved if row is back else back).ok
     monkeypatch.setattr(failover, "run_drill", lambda *a: good)
-    assert all(r.ok for r in failover.failover_drill(None, site, "link cut", None, None, 3.7))  # type: ignore[arg-type]
+    assert all(r.ok for r in failover.failover_drill(None, ctx, "link cut", None, None, 3.7))  # type: ignore[arg-type]
 
 
 def test_a_detection_over_its_ceiling_is_judged_by_the_median_of_three(monkeypatch):
@@ -187,11 +189,11 @@ def test_a_detection_over_its_ceiling_is_judged_by_the_median_of_three(monkeypat
     that never saw the VIP move counts as infinitely slow)."""
     from halab.verify import failover
 
-    site, good = dev_site(), a_drill()
+    ctx, good = dev_site(), a_drill()
     for times, ok in (([1.2, 0.5, 0.6], True), ([1.2, 1.1, 0.6], False), ([0.4], True), ([None, 0.5, 0.6], True)):
         runs = iter(replace(good, detect=x) for x in times)
         monkeypatch.setattr(failover, "run_drill", lambda *a, runs=runs: next(runs))
-        moved, _ = failover.failover_drill(None, site, "haproxy killed", None, None, 0.9)  # type: ignore[arg-type]
+        moved, _ = failover.failover_drill(None, ctx, "haproxy killed", None, None, 0.9)  # type: ignore[arg-type]
         assert moved.ok == ok, (times, moved)
         assert next(runs, "done") == "done", times  # exactly as many trials as judged
         assert ("median" in moved.figure) == (len(times) == 3), moved.figure

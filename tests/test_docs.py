@@ -208,14 +208,14 @@ def test_the_ceilings_in_docs_verify_are_the_codes() -> None:
     sampling changes (the old README's had); halab/verify/failover.py is the source."""
     from halab.core import config, stackfile
     from halab.verify.failover import detection_ceilings
-    from halab.verify.transport import Site
+    from halab.verify.transport import VerifyContext
 
     def ceilings(stack: str) -> dict[str, float]:
         lab = config.parse(stackfile.load_stack_file(str(STACKS[stack])))
-        site = Site(
+        ctx = VerifyContext(
             lab=lab, client="", client_sources=(), outside_source=None, lan_client=None, lan_source=None, rogue=""
         )
-        return detection_ceilings(site)  # the namespace lab's timing: Site's defaults
+        return detection_ceilings(ctx)  # the namespace lab's timing: VerifyContext's defaults
 
     dev, lab3 = ceilings("dev"), ceilings("lab3")
     text = (DOCS / "verify.md").read_text()

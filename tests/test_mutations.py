@@ -74,17 +74,17 @@ def mutated(topo: topology.Topology, role: str, step_name: str, path: str, chang
 
 def _master_settled(topo: topology.Topology) -> str:
     """The VIP on the preferred master again (the dev stack preempts), as verify expects."""
-    t, site = lab_access.netns_site(topo)
+    t, ctx = lab_access.netns_context(topo)
     preferred = max(topo.lab.load_balancers, key=lambda lb: lb.priority or 0).name
-    assert probes.wait_until(lambda: probes.holders(t, site.lab) == [preferred], 20, 0.2), probes.holders(t, site.lab)
+    assert probes.wait_until(lambda: probes.holders(t, ctx.lab) == [preferred], 20, 0.2), probes.holders(t, ctx.lab)
     return preferred
 
 
 def _haproxy_killed(topo: topology.Topology) -> Row:
-    t, site = lab_access.netns_site(topo)
-    fault, restore = failover.faults(t, site.lab)["haproxy killed"]
-    ceiling = failover.detection_ceilings(site)["haproxy killed"]
-    row, _ = failover.failover_drill(t, site, "haproxy killed", fault, restore, ceiling)
+    t, ctx = lab_access.netns_context(topo)
+    fault, restore = failover.faults(t, ctx.lab)["haproxy killed"]
+    ceiling = failover.detection_ceilings(ctx)["haproxy killed"]
+    row, _ = failover.failover_drill(t, ctx, "haproxy killed", fault, restore, ceiling)
     return row
 
 
@@ -110,12 +110,12 @@ def test_with_the_watcher_stopped_the_haproxy_hung_row_fails(dev):
     """The watcher's process stopped on the master (its reference still there): a hung haproxy
     is seen by the safety net only, 2.95 s at the earliest, past the row's ceiling (1.80 s)."""
     master = _master_settled(dev)
-    t, site = lab_access.netns_site(dev)
+    t, ctx = lab_access.netns_context(dev)
     probes.drill(t, master, "stop", "halab-haproxy-watch")
     try:
-        fault, restore = failover.faults(t, site.lab)["haproxy hung"]
-        ceiling = failover.detection_ceilings(site)["haproxy hung"]
-        failed, restored = failover.failover_drill(t, site, "haproxy hung", fault, restore, ceiling)
+        fault, restore = failover.faults(t, ctx.lab)["haproxy hung"]
+        ceiling = failover.detection_ceilings(ctx)["haproxy hung"]
+        failed, restored = failover.failover_drill(t, ctx, "haproxy hung", fault, restore, ceiling)
     finally:
         probes.drill(t, master, "start", "halab-haproxy-watch")
     print(failed.figure)
@@ -127,16 +127,16 @@ def test_without_peers_the_persistence_row_fails(dev):
     """Stick tables not replicated (no `peers` on them): after the VIP moves, the new master's
     table is empty, and the persistence row fails on that, not on a chance of the balancing."""
     _master_settled(dev)
-    t, site = lab_access.netns_site(dev)
+    t, ctx = lab_access.netns_context(dev)
 
     def no_peers(cfg: str) -> str:
         return cfg.replace(" peers halab\n", "\n")
 
     with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", no_peers):
-        for svc in site.lab.services:  # tables emptied as a new deployment's are
-            for lb in site.lab.load_balancers:
+        for svc in ctx.lab.services:  # tables emptied as a new deployment's are
+            for lb in ctx.lab.load_balancers:
                 probes.drill(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
-        (row,) = failover.check_persistence_across_failover(t, site)
+        (row,) = failover.check_persistence_across_failover(t, ctx)
     print(row.figure)
     # moved, and the new master knew none of the clients (whether its own balancing happened to
     # give some of them their old backend or not: leastconn over two servers often does)
@@ -149,19 +149,19 @@ def test_with_a_rogue_among_the_peers_the_vrrp_filter_row_fails(dev):
     """The filter's peer list (vrrp.conf, read by halab-keepalived-hooks) with the rogue's
     address in it: its adverts pass the filter, and the row says none were dropped."""
     _master_settled(dev)
-    t, site = lab_access.netns_site(dev)
-    rogue = str(site.lab.node(site.rogue).address)
+    t, ctx = lab_access.netns_context(dev)
+    rogue = str(ctx.lab.node(ctx.rogue).address)
 
     def rogue_peer(conf: str) -> str:
         return re.sub(r'^PEERS="', f'PEERS="{rogue} ', conf, flags=re.M)
 
     with mutated(dev, "lb", "keepalived", "/etc/halab/vrrp.conf", rogue_peer):
-        (row,) = vrrp.check_vrrp_filter(t, site)
+        (row,) = vrrp.check_vrrp_filter(t, ctx)
     print(row.figure)
     dropped = dict(re.findall(r"(\S+): (\d+) dropped", row.figure))
     assert not row.ok and dropped == {"lb1": "0", "lb2": "0"}, row  # "10 dropped" would not do
     _master_settled(dev)
-    (row,) = vrrp.check_vrrp_filter(t, site)
+    (row,) = vrrp.check_vrrp_filter(t, ctx)
     assert row.ok, row
 
 
@@ -180,10 +180,10 @@ def connect_only(service: str) -> Callable[[str], str]:
 def test_with_a_connect_only_check_the_hung_backend_row_fails(dev):
     """The HTTP service's check reduced to a TCP connect: the kernel still accepts connections for
     a hung Apache, so the server stays UP and clients stuck to it fail: the row fails."""
-    t, site = lab_access.netns_site(dev)
-    svc = next(s for s in site.lab.services if s.protocol == "http")
+    t, ctx = lab_access.netns_context(dev)
+    svc = next(s for s in ctx.lab.services if s.protocol == "http")
     with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only(svc.name)):
-        hung, _ = backends.backend_fault(t, site, svc, "hung")
+        hung, _ = backends.backend_fault(t, ctx, svc, "hung")
     print(hung.figure)
     assert not hung.ok and hung.figure.startswith("still in rotation after"), hung
 
@@ -193,11 +193,11 @@ def test_with_a_connect_only_check_the_banner_hung_row_fails(pools, service):
     """smtp is checked with `option smtpchk`, imap by the banner's greeting (tcp-check expect);
     either reduced to a TCP connect, its server stays UP while the banner hangs (the kernel still
     accepts), and the row fails naming that service alone: the other one's check saw the hang."""
-    t, site = lab_access.netns_site(pools)
-    victim, services = backends.banner_hung_services(site.lab)
+    t, ctx = lab_access.netns_context(pools)
+    victim, services = backends.banner_hung_services(ctx.lab)
     assert victim == "mail-1" and [s.name for s in services] == ["smtp", "imap"]
     with mutated(pools, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only(service)):
-        hung, resumed = backends.banner_hang(t, site)
+        hung, resumed = backends.banner_hang(t, ctx)
     print(hung.figure)
     assert not hung.ok and hung.figure.startswith("still in rotation after"), hung
     assert hung.figure.split(": ", 1)[1] == f"{service} on lb1, {service} on lb2", hung

@@ -46,7 +46,7 @@ def labs():
     try:
         for name, t in topos.items():
             lab.up(t, log=logs[name].append)
-            FIRST[name] = traffic.check_services(*lab_access.netns_site(t))  # no wait: `up` ends when it serves
+            FIRST[name] = traffic.check_services(*lab_access.netns_context(t))  # no wait: `up` ends when it serves
         yield topos, before, logs
     finally:
         for t in topos.values():
@@ -66,8 +66,8 @@ def test_a_first_request_right_after_up_is_served(labs, name):
 @pytest.mark.parametrize("name", LABS)
 def test_verify_passes(labs, name):
     topos, *_ = labs
-    transport, site = lab_access.netns_site(topos[name])
-    rows = checks.verify(transport, site)
+    transport, ctx = lab_access.netns_context(topos[name])
+    rows = checks.verify(transport, ctx)
     shown = table(rows)
     TABLES[name] = shown
     print(f"\n{name}:\n{shown}")
@@ -107,7 +107,7 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
     t, stack = topos[name], STACKS[name]
     creds = lab.credentials(t)
     if name not in TABLES:  # run on its own: the full table all the same
-        TABLES[name] = table(checks.verify(*lab_access.netns_site(t)))
+        TABLES[name] = table(checks.verify(*lab_access.netns_context(t)))
     runs = [
         script(ROOT / "scripts/netns-lab", "up", "--config", stack),
         script(ROOT / "scripts/netns-lab", "verify", "--read-only", "--config", stack),
@@ -132,14 +132,14 @@ def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_requ
     does (a fresh haproxy, then keepalived, which waits until it serves). No request fails."""
     topo = labs[0]["dev"]
     model = topo.lab
-    t, site = lab_access.netns_site(topo)
+    t, ctx = lab_access.netns_context(topo)
     master = plan.keepalived_order(model)[0]
     www1 = model.backends[0]
     on = {n.name: NsNode.attach(topo.host(n.name).netns) for n in model.nodes}
     delete = {"HALAB_ON_DELETE": "1"}
     url = model.url(model.services[0])
     rate = ("--interval", "0.05", "--duration", "120")
-    sampler = probes.sample(t, site.client, url, list(site.client_sources[:2]), *rate)
+    sampler = probes.sample(t, ctx.client, url, list(ctx.client_sources[:2]), *rate)
     time.sleep(1)
     handoff = on[master.name].run_bundle(plan.handoff_step(model, master).bundle(), env=delete).stdout
     holders_after = probes.holders(t, model)
@@ -148,7 +148,7 @@ def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_requ
         for lb in model.load_balancers
     ]
     time.sleep(2)
-    after_drain = traffic.check_services(t, site)
+    after_drain = traffic.check_services(t, ctx)
     back = [on[lb.name].run_bundle(plan.drain_step(model, lb, www1).bundle()).stdout for lb in model.load_balancers]
     # the master back as a replaced guest comes back: a fresh haproxy (no server checked yet),
     # then keepalived, which must not take the VIP back (preempt) before that haproxy serves

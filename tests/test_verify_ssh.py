@@ -145,7 +145,7 @@ def test_read_only_changes_nothing(sshlab):
         probe = "cat /run/haproxy/haproxy.pid /run/keepalived.pid; ip -4 -o addr show; iptables -w -S"
         return {n.name: nodes[n.name].run(probe).stdout for n in topo.lab.load_balancers}
 
-    t = lab_access.netns_site(topo)[0]
+    t = lab_access.netns_context(topo)[0]
 
     def stick_entries() -> dict[str, set[str]]:
         """Every load balancer's stick-table entries: (table, client key, server), expiry aside."""
@@ -210,7 +210,7 @@ def test_ctrl_c_during_a_drill_restores_the_node(sshlab):
     assert rc == 130, out + err
     assert "interrupted" in err
     assert alive() and master_pid() != before  # restored: a new haproxy, not the one killed
-    t = lab_access.netns_site(topo)[0]  # and the VIP goes back to it (preemption)
+    t = lab_access.netns_context(topo)[0]  # and the VIP goes back to it (preemption)
     assert probes.wait_until(lambda: probes.holders(t, topo.lab) == [master], 10), probes.holders(t, topo.lab)
 
 
@@ -218,19 +218,19 @@ def test_vrrp_filter_check_fails_without_the_filter(sshlab):
     """The rogue check can fail: with the load balancers' VRRP filter flushed, the rogue's adverts
     reach keepalived and the row says so; restored, it passes."""
     topo, _ = sshlab
-    t, site = lab_access.netns_site(topo)
+    t, ctx = lab_access.netns_context(topo)
     lbs = [lb.name for lb in topo.lab.load_balancers]
     try:
         for lb in lbs:
             t.run(lb, "iptables -w -F HALAB-VRRP")
-        (row,) = vrrp.check_vrrp_filter(t, site)
+        (row,) = vrrp.check_vrrp_filter(t, ctx)
         dropped = dict(re.findall(r"(\S+): (\d+) dropped", row.figure))
         assert not row.ok and set(dropped.values()) == {"0"} and len(dropped) == 2, row
         assert "reached keepalived" in row.figure and ", 0 reached" not in row.figure, row
     finally:
         for lb in lbs:
             t.run(lb, "/usr/local/sbin/halab-keepalived-hooks pre")
-    (row,) = vrrp.check_vrrp_filter(t, site)
+    (row,) = vrrp.check_vrrp_filter(t, ctx)
     assert row.ok, row
 
 

@@ -59,7 +59,7 @@ def vmlab():
     p = vm_lab("up")
     assert p.returncode == 0, p.stderr
     with lab_access.VmSession(str(CONFIG)) as s:  # no wait: `up` ends when the lab serves
-        FIRST.extend(traffic.check_services(s.t, s.site))
+        FIRST.extend(traffic.check_services(s.t, s.ctx))
     yield p.stdout
     assert vm_lab("down").returncode == 0
     assert lab.leftovers(PREFIX) == []
@@ -138,8 +138,8 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
         url = s.model.url(s.model.services[0])
         before = vrrp.state_changes(s.t, s.model)
         # the load balancers reload: a request may wait that out, as in verify's reload row
-        rate = ["--interval", str(s.site.request_interval), "--timeout", str(reload.reload_patience(s.site))]
-        sampler = probes.sample(s.t, s.site.client, url, list(s.site.client_sources[:4]), *rate, "--duration", "1200")
+        rate = ["--interval", str(s.ctx.request_interval), "--timeout", str(reload.reload_patience(s.ctx))]
+        sampler = probes.sample(s.t, s.ctx.client, url, list(s.ctx.client_sources[:4]), *rate, "--duration", "1200")
         time.sleep(2)
         p = vm_lab("up", config=three)
         samples = sampler.stop()
@@ -200,9 +200,9 @@ def test_a_change_that_replaces_every_guest_rolls_out_one_guest_at_a_time(vmlab,
     rolled.write_text(yaml.safe_dump(raw, sort_keys=False))
     with lab_access.VmSession(str(CONFIG)) as s:
         model, url = s.model, s.model.url(s.model.services[0])
-        rate = ["--interval", str(s.site.request_interval), "--timeout", str(reload.reload_patience(s.site))]
-        sampler = probes.sample(s.t, s.site.client, url, list(s.site.client_sources[:4]), *rate, "--duration", "2400")
-        watch = probes.HolderWatch(s.t, model, s.site.holder_interval)
+        rate = ["--interval", str(s.ctx.request_interval), "--timeout", str(reload.reload_patience(s.ctx))]
+        sampler = probes.sample(s.t, s.ctx.client, url, list(s.ctx.client_sources[:4]), *rate, "--duration", "2400")
+        watch = probes.HolderWatch(s.t, model, s.ctx.holder_interval)
         time.sleep(2)
         started = time.monotonic()
         p = vm_lab("up", config=rolled, timeout=2400)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from halab.core import config
 from halab.verify import failover, reload, vrrp
-from halab.verify.transport import Site, Transport
+from halab.verify.transport import Transport, VerifyContext
 
 
 @dataclass
@@ -72,15 +72,15 @@ REQUEST_INTERVAL = 0.01
 GIVE_UP_AFTER = 2
 
 
-def failovers(t: Transport, site: Site, trials: int, log) -> dict[str, FaultResult]:
+def failovers(t: Transport, ctx: VerifyContext, trials: int, log) -> dict[str, FaultResult]:
     out = {}
-    for name, (fault, restore) in failover.faults(t, site.lab).items():
+    for name, (fault, restore) in failover.faults(t, ctx.lab).items():
         drills, errors, moves = [], [], []
         for i in range(trials):
             if i == GIVE_UP_AFTER and not any(d.ok for d in drills):
                 errors.append(f"not tried again after {i} trials that never recovered")
                 break
-            d = failover.run_drill(t, site, fault, restore)
+            d = failover.run_drill(t, ctx, fault, restore)
             if isinstance(d, str) or not d.ok:
                 errors.append(d if isinstance(d, str) else f"trial {i + 1}: no recovery within the bound")
                 if isinstance(d, str):
@@ -121,18 +121,18 @@ class WrkResult:
 CPU_TICKS = "cat /proc/[0-9]*/stat 2>/dev/null | sed 's/.*) //' | awk '{t += $12 + $13} END {print t + 0}'"
 
 
-def _cpu_seconds(t: Transport, site: Site) -> dict[str, float]:
-    lab = site.lab
+def _cpu_seconds(t: Transport, ctx: VerifyContext) -> dict[str, float]:
+    lab = ctx.lab
     roles = {"load balancers": [n.name for n in lab.load_balancers], "backends": [n.name for n in lab.backends]}
     tick = os.sysconf("SC_CLK_TCK")
     return {r: sum(int(t.run(h, CPU_TICKS).stdout.strip() or 0) for h in hosts) / tick for r, hosts in roles.items()}
 
 
-def measured_wrk(t: Transport, site: Site, target: str, close: bool, seconds: int) -> WrkResult:
+def measured_wrk(t: Transport, ctx: VerifyContext, target: str, close: bool, seconds: int) -> WrkResult:
     """wrk, and the CPU each role spent per request while it ran."""
-    before = _cpu_seconds(t, site)
-    w = wrk(t, site, target, close, seconds)
-    after = _cpu_seconds(t, site)
+    before = _cpu_seconds(t, ctx)
+    w = wrk(t, ctx, target, close, seconds)
+    after = _cpu_seconds(t, ctx)
     requests = max(1.0, w.rps * seconds)
     w.cpu_ms.update({r: 1000 * (after[r] - before[r]) / requests for r in before})
     return w
@@ -148,11 +148,11 @@ def _ms(text: str) -> float:
 WRK_CPU = "; echo \"wrk cpu ticks $(sed 's/.*) //' /proc/$$/stat | awk '{print $14 + $15}')\""
 
 
-def wrk(t: Transport, site: Site, target: str, close: bool, seconds: int) -> WrkResult:
+def wrk(t: Transport, ctx: VerifyContext, target: str, close: bool, seconds: int) -> WrkResult:
     cmd = ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "--timeout", "2s"]
     if close:
         cmd += ["-H", "Connection: close"]
-    out = t.run(site.client, ["bash", "-c", shlex.join([*cmd, target]) + WRK_CPU], timeout=seconds + 30).stdout
+    out = t.run(ctx.client, ["bash", "-c", shlex.join([*cmd, target]) + WRK_CPU], timeout=seconds + 30).stdout
     w = parse_wrk(out)
     ticks = re.search(r"^wrk cpu ticks (\d+)$", out, re.M)
     if ticks:
@@ -168,23 +168,23 @@ def parse_wrk(out: str) -> WrkResult:
     return WrkResult(rps, _ms(lat["50"]), _ms(lat["99"]), errors)
 
 
-def data_plane(t: Transport, site: Site, seconds: int) -> dict[str, dict[str, WrkResult]]:
+def data_plane(t: Transport, ctx: VerifyContext, seconds: int) -> dict[str, dict[str, WrkResult]]:
     """Short HTTP requests through the VIP and straight to a backend, new connection per
     request and keep-alive, measured one after the other in the same run, each path from its
     own client address."""
-    lab = site.lab
+    lab = ctx.lab
     backend = lab.pool(lab.services[0])[0]  # one that serves the service measured
     # wrk sends from one address: at thousands of new connections per second its ~28k ephemeral
     # ports all sit in TIME_WAIT within seconds, and then each destination gets ~470 connections/s
     # (the ports TIME_WAIT frees), whatever the path. A load generator reuses them.
-    t.run(site.client, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
+    t.run(ctx.client, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
     # The direct path sends from another address than the VIP path: the backend keeps the load
     # balancer's transparent connections (from the client's own address) in TIME_WAIT, and a
     # direct SYN on one of those tuples carries the client's TCP timestamps, not the load
     # balancer's: it looks old, is not answered, and waits 1 s to be sent again (~150 requests/s).
     direct = (
         f"ip -4 route replace {backend.address}/32 via $(ip -4 route show default | awk '{{print $3}}') "
-        f"src {site.client_sources[-1]}"
+        f"src {ctx.client_sources[-1]}"
     )
     paths = (("through the VIP", f"http://{lab.vip}/", None),
              (f"straight to {backend.name}", f"http://{backend.address}/", direct))  # fmt: skip
@@ -192,13 +192,13 @@ def data_plane(t: Transport, site: Site, seconds: int) -> dict[str, dict[str, Wr
     try:
         for name, url, route in paths:
             if route:
-                t.run(site.client, route)
+                t.run(ctx.client, route)
             out[name] = {
-                mode: measured_wrk(t, site, url, mode == "new connection per request", seconds)
+                mode: measured_wrk(t, ctx, url, mode == "new connection per request", seconds)
                 for mode in ("new connection per request", "keep-alive")
             }
     finally:
-        t.run(site.client, ["ip", "-4", "route", "del", f"{backend.address}/32"], check=False)
+        t.run(ctx.client, ["ip", "-4", "route", "del", f"{backend.address}/32"], check=False)
     return out
 
 
@@ -212,21 +212,21 @@ class Soak:
     load: WrkResult | None  # the load through the VIP all along, if any
 
 
-def soak(t: Transport, site: Site, seconds: int, loaded: bool) -> Soak:
-    before = vrrp.state_changes(t, site.lab)
+def soak(t: Transport, ctx: VerifyContext, seconds: int, loaded: bool) -> Soak:
+    before = vrrp.state_changes(t, ctx.lab)
     t0 = time.monotonic()
     load = None
     if loaded:  # new connections through the VIP, as fast as they go
-        t.run(site.client, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
-        load = wrk(t, site, f"http://{site.lab.vip}/", True, seconds)
+        t.run(ctx.client, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
+        load = wrk(t, ctx, f"http://{ctx.lab.vip}/", True, seconds)
     else:
         time.sleep(seconds)
-    after = vrrp.state_changes(t, site.lab)
+    after = vrrp.state_changes(t, ctx.lab)
     return Soak(time.monotonic() - t0, {lb: after[lb] - before[lb] for lb in before}, load)
 
 
-def reloads(t: Transport, site: Site) -> dict[str, reload.ReloadPhase]:
-    return reload.reload_under_load(t, site)
+def reloads(t: Transport, ctx: VerifyContext) -> dict[str, reload.ReloadPhase]:
+    return reload.reload_under_load(t, ctx)
 
 
 @dataclass
@@ -287,9 +287,9 @@ def lab_cost(base: dict, sizes: tuple[int, ...], log) -> list[LabCost]:
             t0 = time.monotonic()
             netns.up(topo, log=lambda _: None)
             t_up = time.monotonic() - t0
-            t, site = lab_access.netns_site(topo, read_only=True)
+            t, ctx = lab_access.netns_context(topo, read_only=True)
             t0 = time.monotonic()
-            rows = checks.verify(t, site)
+            rows = checks.verify(t, ctx)
             t_verify = time.monotonic() - t0
             pss = {h.name: int(t.run(h.name, PSS).stdout.strip() or 0) / 1024 for h in topo.hosts if h.node}
             taken = free - _available_mib()

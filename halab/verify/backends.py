@@ -14,7 +14,7 @@ from halab.verify.probes import (
     wait_until,
 )
 from halab.verify.rows import Row, skip
-from halab.verify.transport import Site, Transport
+from halab.verify.transport import Transport, VerifyContext
 
 
 def _server_status(t: Transport, lb: str) -> dict[tuple[str, str], str]:
@@ -32,9 +32,9 @@ def servers_not_up(t: Transport, lab: Lab, lb: str) -> list[str]:
                   if not status.get((bk, srv), "").startswith("UP"))  # fmt: skip
 
 
-def check_backends_up(t: Transport, site: Site) -> list[Row]:
+def check_backends_up(t: Transport, ctx: VerifyContext) -> list[Row]:
     """Every server of every service's pool is UP on every load balancer (its check passes)."""
-    lab = site.lab
+    lab = ctx.lab
     total = sum(len(lab.pool(svc)) for svc in lab.services)
     rows = []
     for lb in lab.load_balancers:
@@ -51,17 +51,17 @@ BACKEND_FAULTS = {"stopped": ("stop", "start"), "hung": ("hang", "resume")}
 BACKEND_RESTORED = {"stopped": "started", "hung": "resumed"}
 
 
-def check_backend_health(t: Transport, site: Site) -> list[Row]:
+def check_backend_health(t: Transport, ctx: VerifyContext) -> list[Row]:
     """A backend's web server stopped, then hung: each time it leaves the rotation once health
     checks see it, with no failed request after that, and comes back when restored. Then its
     TCP banner hung, where TCP services have checks that ask it (banner_hang)."""
-    lab = site.lab
+    lab = ctx.lab
     web = [svc for svc in lab.services if svc.protocol == "http"]
     if not web:
         rows = [skip("a failed backend leaves the rotation", "no HTTP service (the drill stops Apache)")]
     else:
-        rows = [row for how in BACKEND_FAULTS for row in backend_fault(t, site, web[0], how)]
-    return rows + banner_hang(t, site)
+        rows = [row for how in BACKEND_FAULTS for row in backend_fault(t, ctx, web[0], how)]
+    return rows + banner_hang(t, ctx)
 
 
 def detection_bound(lab: Lab) -> float:
@@ -71,8 +71,8 @@ def detection_bound(lab: Lab) -> float:
     return (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
 
 
-def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]:
-    lab = site.lab
+def backend_fault(t: Transport, ctx: VerifyContext, svc: Service, how: str) -> list[Row]:
+    lab = ctx.lab
     victim = lab.pool(svc)[0]
     lbs = [lb.name for lb in lab.load_balancers]
     fault, restore = BACKEND_FAULTS[how]
@@ -82,7 +82,7 @@ def backend_fault(t: Transport, site: Site, svc: Service, how: str) -> list[Row]
 
     bound = detection_bound(lab)
     args = ["--interval", "0.05", "--timeout", "1", "--duration", str(2 * bound + 15)]
-    s = sample(t, site.client, lab.url(svc), list(site.client_sources), *args)
+    s = sample(t, ctx.client, lab.url(svc), list(ctx.client_sources), *args)
     try:
         wait_until(lambda: s.recovered_since(0.0), 10)
         # From a server in rotation: one already out (a reload's newcomer, not yet checked) would
@@ -136,11 +136,11 @@ def banner_hung_services(lab: Lab) -> tuple[str, list[Service]]:
     return victim.name, [s for s in asked if victim in lab.pool(s)]
 
 
-def banner_hang(t: Transport, site: Site) -> list[Row]:
+def banner_hang(t: Transport, ctx: VerifyContext) -> list[Row]:
     """The victim's TCP banner hung (SIGSTOP: the kernel still accepts connections for it): every
     TCP service whose check asks the banner leaves the rotation on every load balancer, and
     comes back once it is resumed. What proves the smtp and banner checks ask the service."""
-    lab = site.lab
+    lab = ctx.lab
     victim, services = banner_hung_services(lab)
     if not services:
         return []

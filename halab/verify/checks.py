@@ -19,7 +19,7 @@ from halab.verify.observe import check_metrics, check_stats_pages
 from halab.verify.reload import check_hitless_reload
 from halab.verify.rows import Row, table
 from halab.verify.traffic import check_pools, check_services, check_spread, check_stickiness
-from halab.verify.transport import Site, Transport
+from halab.verify.transport import Transport, VerifyContext
 from halab.verify.vrrp import (
     check_transition_log,
     check_vip,
@@ -55,21 +55,21 @@ CHANGES_THE_LAB = {
 }
 
 
-def verify(t: Transport, site: Site, log: Callable[[Row], None] = lambda r: None) -> list[Row]:
+def verify(t: Transport, ctx: VerifyContext, log: Callable[[Row], None] = lambda r: None) -> list[Row]:
     rows: list[Row] = []
     for check in CHECKS:
-        if site.read_only and check in CHANGES_THE_LAB:
+        if ctx.read_only and check in CHANGES_THE_LAB:
             continue
-        for row in check(t, site):
+        for row in check(t, ctx):
             log(row)
             rows.append(row)
     return rows
 
 
-def run_and_report(t: Transport, site: Site) -> int:
+def run_and_report(t: Transport, ctx: VerifyContext) -> int:
     """Runs every check, printing each result as it comes, then the table and the counts;
     returns the exit status (0: nothing failed)."""
-    rows = verify(t, site, log=lambda r: print(f"  {r.result}  {r.check}", flush=True))
+    rows = verify(t, ctx, log=lambda r: print(f"  {r.result}  {r.check}", flush=True))
     failed = sum(1 for r in rows if not r.ok)
     skipped = sum(1 for r in rows if r.skipped)
     print(f"\n{table(rows)}\n\n{len(rows) - failed - skipped} passed, {failed} failed, {skipped} skipped")

@@ -16,7 +16,7 @@ from typing import Any
 from halab.core import config, stackfile
 from halab.core.model import Lab
 from halab.verify.ssh import Endpoint, SshTransport
-from halab.verify.transport import Site
+from halab.verify.transport import VerifyContext
 
 CLIENT = "_client"  # the client host's name for the verifier, whichever machine it is
 
@@ -110,12 +110,12 @@ def host_addresses(t: SshTransport, host: str) -> list[IPv4Address]:
     return [a for a in found if isinstance(a, IPv4Address)]
 
 
-def site(
+def context(
     stack: Stack,
     t: SshTransport,
     sources: list[str] | None = None,
     read_only: bool = False,
-) -> Site:
+) -> VerifyContext:
     lab = stack.lab
     owned = host_addresses(t, CLIENT)
     where = t.endpoints[CLIENT].address or "this machine"
@@ -137,7 +137,7 @@ def site(
     if sources:  # given: each is outside the subnet, or on it (and then a test client)
         outside = next((a for a in sources if ip_address(a) not in lab.network.cidr), None)
         lan = next((a for a in sources if ip_address(a) in lab.network.cidr), None)
-    return Site(
+    return VerifyContext(
         lab=lab,
         client=CLIENT,
         client_sources=tuple(chosen),

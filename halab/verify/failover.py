@@ -20,7 +20,7 @@ from halab.verify.probes import (
     wait_until,
 )
 from halab.verify.rows import Row, skip
-from halab.verify.transport import Site, Transport
+from halab.verify.transport import Transport, VerifyContext
 
 LINK_CUT_DELAY = 0.2  # the link goes down this long after the drill call returns (see drill.sh)
 
@@ -69,21 +69,21 @@ class Drill:
 BOUND = 20.0  # seconds a drill waits for the VIP to move and requests to recover, each way
 
 
-def run_drill(t: Transport, site: Site, fault: Fault, restore: Fault, bound: float = BOUND) -> Drill | str:
+def run_drill(t: Transport, ctx: VerifyContext, fault: Fault, restore: Fault, bound: float = BOUND) -> Drill | str:
     """Fault on the master, then the master restored; a string says why it could not start.
     The VIP's holders are sampled all along: two at once is split brain."""
-    lab = site.lab
+    lab = ctx.lab
     held = holders(t, lab)
     if len(held) != 1:
         return f"no single master to fault ({held})"
     master = held[0]
-    step = max(0.2, site.holder_interval)  # how often the drill's own waits ask the holders
-    args = ["--interval", str(site.request_interval), "--timeout", str(site.request_timeout)]
+    step = max(0.2, ctx.holder_interval)  # how often the drill's own waits ask the holders
+    args = ["--interval", str(ctx.request_interval), "--timeout", str(ctx.request_timeout)]
     # long enough for every wait below, each at its bound: steady traffic (10 s), the move, the
     # holder samples, the watch's own answer, the restore (the sampler is stopped at the end)
     args += ["--duration", str(4 * bound + 15)]
-    s = sample(t, site.client, lab.url(lab.services[0]), [site.client_sources[0]], *args)
-    watch = HolderWatch(t, lab, site.holder_interval)
+    s = sample(t, ctx.client, lab.url(lab.services[0]), [ctx.client_sources[0]], *args)
+    watch = HolderWatch(t, lab, ctx.holder_interval)
     try:
         if not wait_until(lambda: s.recovered_since(0.0), 10):
             return "no steady traffic through the VIP before the fault"
@@ -160,7 +160,7 @@ def takeover_seconds(lab: Lab) -> float:
 SCHEDULING_SLACK = 0.2
 
 
-def detection_ceilings(site: Site) -> dict[str, float]:
+def detection_ceilings(ctx: VerifyContext) -> dict[str, float]:
     """The longest each fault may take to move the VIP (fault to another node's answer that it
     holds the VIP), from the stack's timers, plus the slack and two holder sampling periods (an
     answer comes up to a period after the state it shows, and asks are a period apart):
@@ -171,10 +171,10 @@ def detection_ceilings(site: Site) -> dict[str, float]:
       interval (3 adverts) and its skew.
     The haproxy rows assume the watcher (vrrp.haproxy_check: watch); untimed sites (emulated
     VMs) get none."""
-    if not site.timed:
+    if not ctx.timed:
         return {}
-    lab, v = site.lab, site.lab.vrrp
-    takeover = takeover_seconds(lab) + SCHEDULING_SLACK + 2 * site.holder_interval
+    lab, v = ctx.lab, ctx.lab.vrrp
+    takeover = takeover_seconds(lab) + SCHEDULING_SLACK + 2 * ctx.holder_interval
     master_down = 3 * v.advert_interval + takeover
     out = {"keepalived killed": master_down, "link cut": master_down}
     if v.haproxy_check == "watch":
@@ -187,13 +187,13 @@ JUDGED_TRIALS = 3  # a detection over its ceiling is judged by the median of thi
 
 
 def failover_drill(
-    t: Transport, site: Site, name: str, fault: Fault, restore: Fault, ceiling: float | None = None
+    t: Transport, ctx: VerifyContext, name: str, fault: Fault, restore: Fault, ceiling: float | None = None
 ) -> list[Row]:
     """A fault's failover and restore rows. One trial on 2 shared cores can be noisy: a
     detection over the ceiling gets more trials, and their median is judged."""
     drills: list[Drill] = []
     while not drills or (ceiling is not None and len(drills) < JUDGED_TRIALS and _median(drills) > ceiling):
-        d = run_drill(t, site, fault, restore)
+        d = run_drill(t, ctx, fault, restore)
         if isinstance(d, str):
             return [Row(f"failover, {name}", False, d)]
         drills.append(d)
@@ -202,7 +202,7 @@ def failover_drill(
     bad = next((x for x in drills if not (x.back and _no_split(x.split_restore))), None)
     r = bad or d
     detect = _median(drills)
-    rule = "takes the VIP back (preemption)" if site.lab.vrrp.preempt else "stays backup (nopreempt)"
+    rule = "takes the VIP back (preemption)" if ctx.lab.vrrp.preempt else "stays backup (nopreempt)"
     trials = ", ".join(_seconds(x.detect) for x in drills)
     shown = trials if len(drills) == 1 else f"median {_seconds(detect)} of {trials}"
     return [
@@ -272,18 +272,18 @@ def _single_other(held: list[str], master: str) -> bool:
     return len(held) == 1 and held[0] != master
 
 
-def check_failovers(t: Transport, site: Site) -> list[Row]:
+def check_failovers(t: Transport, ctx: VerifyContext) -> list[Row]:
     rows: list[Row] = []
-    for name, (fault, restore) in faults(t, site.lab).items():
+    for name, (fault, restore) in faults(t, ctx.lab).items():
         if name.startswith("clean stop"):
             continue  # the persistence check does a clean stop already
-        rows += failover_drill(t, site, name, fault, restore, detection_ceilings(site).get(name))
+        rows += failover_drill(t, ctx, name, fault, restore, detection_ceilings(ctx).get(name))
     return rows
 
 
-def _each_source_once(t: Transport, site: Site, svc: Service) -> dict[str, str | None]:
-    sources = list(site.client_sources)
-    got = sample(t, site.client, site.lab.url(svc), sources, "--count", str(len(sources)), "--interval", "0").finish()
+def _each_source_once(t: Transport, ctx: VerifyContext, svc: Service) -> dict[str, str | None]:
+    sources = list(ctx.client_sources)
+    got = sample(t, ctx.client, ctx.lab.url(svc), sources, "--count", str(len(sources)), "--interval", "0").finish()
     return {s.source: s.backend if s.ok else None for s in got}
 
 
@@ -296,10 +296,10 @@ def _stuck(t: Transport, lb: str, svc: Service) -> dict[str, str]:
     return dict(STUCK.findall(out))
 
 
-def check_persistence_across_failover(t: Transport, site: Site) -> list[Row]:
+def check_persistence_across_failover(t: Transport, ctx: VerifyContext) -> list[Row]:
     """Stick tables are replicated (HAProxy peers): after a planned stop of the master's
     keepalived moves the VIP, every client address still reaches the backend it had."""
-    lab = site.lab
+    lab = ctx.lab
     name = "persistence survives failover: each client keeps its backend on the new master"
     sticky = [s for s in lab.services if s.sticky]
     held = holders(t, lab)
@@ -308,7 +308,7 @@ def check_persistence_across_failover(t: Transport, site: Site) -> list[Row]:
             return [skip(name, "no sticky service")]
         return [Row(name, False, f"no single master ({held})")]
     svc, master = sticky[0], held[0]
-    before = _each_source_once(t, site, svc)
+    before = _each_source_once(t, ctx, svc)
     drill(t, master, "stop", "keepalived")
     try:
         moved = wait_until(lambda: _single_other(holders(t, lab), master), 20, 0.2)
@@ -316,8 +316,8 @@ def check_persistence_across_failover(t: Transport, site: Site) -> list[Row]:
         # before it serves any of them: the new master already knows each client's backend
         # (replicated), where a coincidence of its own balancing could give the same backends
         known = _stuck(t, new[0], svc) if moved else {}
-        wait_until(lambda: all(_each_source_once(t, site, svc).values()), 10, 0.5)
-        after = _each_source_once(t, site, svc)
+        wait_until(lambda: all(_each_source_once(t, ctx, svc).values()), 10, 0.5)
+        after = _each_source_once(t, ctx, svc)
     finally:
         drill(t, master, "start", "keepalived")
         # settled as the next check expects: the master back (preemption), or the VIP where it went

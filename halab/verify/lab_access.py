@@ -1,4 +1,4 @@
-"""Where the verifier meets each lab: how it reaches the namespace lab's hosts (`netns_site`)
+"""Where the verifier meets each lab: how it reaches the namespace lab's hosts (`netns_context`)
 and the VM lab's guests (`VmSession`), and `vm-lab verify`. The labs themselves (halab/drivers/)
 know nothing of the verifier; their command-line tools bring the two together."""
 
@@ -14,16 +14,16 @@ from halab.drivers.netns.topology import Topology
 from halab.drivers.vmlab import lab as vmlab
 from halab.verify import checks, deployed
 from halab.verify.ssh import SshTransport
-from halab.verify.transport import NetnsTransport, Site
+from halab.verify.transport import NetnsTransport, VerifyContext
 
 EMULATED_INTERVAL = 0.1  # the drills' request interval on TCG guests (0.02 s on real machines)
 
 
-def netns_site(topo: Topology, read_only: bool = False) -> tuple[NetnsTransport, Site]:
+def netns_context(topo: Topology, read_only: bool = False) -> tuple[NetnsTransport, VerifyContext]:
     """What the verifier needs to know of this lab, and how it reaches its hosts."""
     lan = topo.lan_client
     sources = tuple(str(a) for a in topo.client_addresses)
-    s = Site(
+    s = VerifyContext(
         lab=topo.lab,
         client="_client",
         client_sources=sources,
@@ -38,7 +38,7 @@ def netns_site(topo: Topology, read_only: bool = False) -> tuple[NetnsTransport,
 
 
 class VmSession:
-    """The verifier's SSH transport to the guests, from the hypervisor's namespace, and its Site."""
+    """The verifier's SSH transport to the guests, from the hypervisor's namespace, and its VerifyContext."""
 
     def __init__(self, config_file: str, read_only: bool = False):
         self.hv, self.state, self.model, outputs = vmlab.loaded(config_file)
@@ -50,12 +50,12 @@ class VmSession:
 
     def __enter__(self) -> VmSession:
         self.t.connect()
-        self.site = deployed.site(self.stack, self.t, None, self.read_only)
+        self.ctx = deployed.context(self.stack, self.t, None, self.read_only)
         if self.model.libvirt.domain_type == "qemu":
             # emulated guests (TCG) serve a few dozen requests a second: drills press less
             # (and every probe over SSH costs a guest a fork of sshd, sudo and ip: sampled 2/s)
-            self.site = dataclasses.replace(
-                self.site, request_interval=EMULATED_INTERVAL, request_timeout=1.0, holder_interval=0.5, timed=False
+            self.ctx = dataclasses.replace(
+                self.ctx, request_interval=EMULATED_INTERVAL, request_timeout=1.0, holder_interval=0.5, timed=False
             )
         return self
 
@@ -66,5 +66,5 @@ class VmSession:
 
 def vm_verify(config_file: str, read_only: bool = False) -> int:
     with VmSession(config_file, read_only) as s:
-        print(f"requests from {', '.join(s.site.client_sources)} on the hypervisor", flush=True)
-        return checks.run_and_report(s.t, s.site)
+        print(f"requests from {', '.join(s.ctx.client_sources)} on the hypervisor", flush=True)
+        return checks.run_and_report(s.t, s.ctx)

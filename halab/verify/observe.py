@@ -7,33 +7,33 @@ import re
 
 from halab.verify.probes import holders
 from halab.verify.rows import Row, skip
-from halab.verify.transport import Site, Transport
+from halab.verify.transport import Transport, VerifyContext
 
 # Where keepalived's notify hook writes this node's VRRP state for node-exporter's textfile
 # collector (halab/node/files/halab-notify; Debian's default textfile directory).
 VRRP_TEXTFILE = "/var/lib/prometheus/node-exporter/halab_vrrp.prom"
 
 
-def _get(t: Transport, site: Site, url: str, password: str | None) -> tuple[str, str]:
+def _get(t: Transport, ctx: VerifyContext, url: str, password: str | None) -> tuple[str, str]:
     """(HTTP status, body) of a GET from the on-subnet client, with the stats user or without."""
-    asker = site.lan_client or site.client
+    asker = ctx.lan_client or ctx.client
     cmd = ["curl", "-s", "-m", "5", "-w", "\n%{http_code}", "-K", "-", url]
-    creds = f'user = "{site.lab.haproxy.stats_user}:{password}"\n' if password is not None else ""
+    creds = f'user = "{ctx.lab.haproxy.stats_user}:{password}"\n' if password is not None else ""
     out = t.run(asker, cmd, input=creds, check=False).stdout
     body, _, code = out.rpartition("\n")
     return code, body
 
 
-def check_stats_pages(t: Transport, site: Site) -> list[Row]:
-    lab = site.lab
+def check_stats_pages(t: Transport, ctx: VerifyContext) -> list[Row]:
+    lab = ctx.lab
     port = lab.haproxy.stats_port
     if not port:
         return [skip("stats pages", "disabled (halab:haproxy.statsPort: 0)")]
     results = []
     for lb in lab.load_balancers:
         u = f"http://{lb.address}:{port}/;csv"
-        anon, _ = _get(t, site, u, None)
-        _, body = _get(t, site, u, site.stats_password)
+        anon, _ = _get(t, ctx, u, None)
+        _, body = _get(t, ctx, u, ctx.stats_password)
         shown = f"{lab.services[0].haproxy_backend}," in body
         results.append((lb.name, anon == "401" and shown, anon, "stats" if shown else "none"))
     fig = ", ".join(f"{n}: {code} without the password, {got} with it" for n, _, code, got in results)
@@ -44,11 +44,11 @@ SERVER_STATE = re.compile(r'^haproxy_server_status\{proxy="([^"]+)",server="([^"
 VRRP_STATE = re.compile(r'^halab_vrrp_state\{instance="[^"]+",state="([A-Z]+)"\} 1$', re.M)
 
 
-def check_metrics(t: Transport, site: Site) -> list[Row]:
+def check_metrics(t: Transport, ctx: VerifyContext) -> list[Row]:
     """HAProxy's Prometheus exporter on every load balancer (/metrics on the stats port, behind
     the same password): every server of every pool is there, UP; and the node's VRRP state as
     the notify hook exported it: MASTER on the VIP's holder, BACKUP elsewhere."""
-    lab = site.lab
+    lab = ctx.lab
     name = "Prometheus metrics on every load balancer: each server's state, the node's VRRP state"
     port = lab.haproxy.stats_port
     if not port:
@@ -58,8 +58,8 @@ def check_metrics(t: Transport, site: Site) -> list[Row]:
     figs, ok = [], True
     for lb in lab.load_balancers:
         u = f"http://{lb.address}:{port}/metrics"
-        anon, _ = _get(t, site, u, None)
-        code, body = _get(t, site, u, site.stats_password)
+        anon, _ = _get(t, ctx, u, None)
+        code, body = _get(t, ctx, u, ctx.stats_password)
         servers = {(px, srv): state for px, srv, state in SERVER_STATE.findall(body) if (px, srv) in want}
         up = sum(1 for v in servers.values() if v == "UP")
         states = VRRP_STATE.findall(t.run(lb.name, ["cat", VRRP_TEXTFILE], check=False).stdout)

@@ -141,4 +141,4 @@ def run(config_file: str) -> int:
         return 1
     print("verify after the reboots (--read-only: the drills ran in `verify`):", flush=True)
     with VmSession(config_file, read_only=True) as s:
-        return checks.run_and_report(s.t, s.site)
+        return checks.run_and_report(s.t, s.ctx)

@@ -15,7 +15,7 @@ from halab.verify.probes import (
     wait_until,
 )
 from halab.verify.rows import Row, skip
-from halab.verify.transport import Site, Transport
+from halab.verify.transport import Transport, VerifyContext
 
 
 @dataclass
@@ -26,10 +26,10 @@ class ReloadPhase:
     back_up: bool = False  # "backend added": every server UP again afterwards
 
 
-def reload_patience(site: Site) -> float:
+def reload_patience(ctx: VerifyContext) -> float:
     """How long a request may wait out a haproxy reload: 2 s on real machines, longer where a
     reload starves the CPU for seconds (emulated guests). Failing means refused or reset, or that slow."""
-    return max(2.0, 5 * site.request_timeout)
+    return max(2.0, 5 * ctx.request_timeout)
 
 
 # A step run by a check (the haproxy step of the reload drill): as long as `up` would let it run.
@@ -37,11 +37,11 @@ def reload_patience(site: Site) -> float:
 STEP_TIMEOUT = 300.0
 
 
-def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
+def reload_under_load(t: Transport, ctx: VerifyContext) -> dict[str, ReloadPhase]:
     """Under steady load, each load balancer's haproxy step runs with the last backend removed,
     then with it added back: a master-worker reload per node and phase. Failures are counted per
     phase (1.5 s after each)."""
-    lab = site.lab
+    lab = ctx.lab
     fewer = dataclasses.replace(lab, backends=lab.backends[:-1])
     creds = Credentials.placeholder()  # the haproxy step holds no secret
 
@@ -49,9 +49,9 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
         return next(s for s in plan.host_steps(model, lb, creds) if s.name == "haproxy")
 
     # bounded by STEP_TIMEOUT per step; stopped as soon as the phases are done
-    args = ["--interval", str(site.request_interval / 2), "--timeout", str(reload_patience(site))]
+    args = ["--interval", str(ctx.request_interval / 2), "--timeout", str(reload_patience(ctx))]
     args += ["--duration", str(4 * STEP_TIMEOUT)]
-    s = sample(t, site.client, lab.url(lab.services[0]), list(site.client_sources), *args)
+    s = sample(t, ctx.client, lab.url(lab.services[0]), list(ctx.client_sources), *args)
     phases: dict[str, ReloadPhase] = {}
     bound = detection_bound(lab)
     try:
@@ -81,11 +81,11 @@ def reload_under_load(t: Transport, site: Site) -> dict[str, ReloadPhase]:
     return phases
 
 
-def check_hitless_reload(t: Transport, site: Site) -> list[Row]:
-    lab = site.lab
+def check_hitless_reload(t: Transport, ctx: VerifyContext) -> list[Row]:
+    lab = ctx.lab
     if len(lab.backends) < 2:
         return [skip("hitless reloads", "one backend only: none to remove")]
-    phases = reload_under_load(t, site)
+    phases = reload_under_load(t, ctx)
     reloads = sum(p.reloads for p in phases.values())
     failed = sum(p.failed for p in phases.values())
     total = sum(p.requests for p in phases.values())

@@ -11,22 +11,22 @@ from halab.verify.probes import (
     sample,
 )
 from halab.verify.rows import Row, skip
-from halab.verify.transport import Site, Transport
+from halab.verify.transport import Transport, VerifyContext
 
 
-def check_services(t: Transport, site: Site) -> list[Row]:
+def check_services(t: Transport, ctx: VerifyContext) -> list[Row]:
     """One request per service from each client; the backend must report the client's address."""
     rows = []
     for label, host, source in (
-        ("outside client", site.client, site.outside_source),
-        ("on-subnet client", site.lan_client, site.lan_source),
+        ("outside client", ctx.client, ctx.outside_source),
+        ("on-subnet client", ctx.lan_client, ctx.lan_source),
     ):
         if host is None or source is None:
             rows.append(skip(f"every service from the {label}: backend sees it", f"no {label} address to send from"))
             continue
-        for svc in site.lab.services:
-            (s,) = sample(t, host, site.lab.url(svc), [source], "--count", "1", "--timeout", "3").finish()
-            pool = [b.name for b in site.lab.pool(svc)]
+        for svc in ctx.lab.services:
+            (s,) = sample(t, host, ctx.lab.url(svc), [source], "--count", "1", "--timeout", "3").finish()
+            pool = [b.name for b in ctx.lab.pool(svc)]
             ok = s.ok and s.seen == source and s.backend in pool
             fig = "request failed" if not s.ok else f"{s.backend} saw {s.seen}"
             if s.ok and s.backend not in pool:
@@ -41,11 +41,11 @@ def check_services(t: Transport, site: Site) -> list[Row]:
 EVEN_BALANCE = ("roundrobin", "static-rr", "leastconn")
 
 
-def check_spread(t: Transport, site: Site) -> list[Row]:
+def check_spread(t: Transport, ctx: VerifyContext) -> list[Row]:
     """Concurrent clients, one connection each held open: what the service's balance algorithm
     promises. The counts are from one burst on tables emptied first (sticky services)."""
-    lab = site.lab
-    sources = list(site.client_sources)
+    lab = ctx.lab
+    sources = list(ctx.client_sources)
     rows = []
     for svc in lab.services:
         backends = [b.name for b in lab.pool(svc)]  # its pool: the only servers it may reach
@@ -57,12 +57,12 @@ def check_spread(t: Transport, site: Site) -> list[Row]:
             rows.append(skip(name, f"{len(sources)} client address(es) for {len(backends)} backends"))
             continue
         if svc.sticky:  # from empty tables: a previous run's entries would decide instead
-            if site.read_only:
+            if ctx.read_only:
                 rows.append(skip(name, "read-only: the stick table decides, and clearing it moves clients"))
                 continue
             for lb in lab.load_balancers:
                 drill(t, lb.name, "haproxy-api", "clear", "table", svc.haproxy_backend)
-        held = _held_burst(t, site, svc, sources)
+        held = _held_burst(t, ctx, svc, sources)
         got = Counter(held.values())
         counts = ", ".join(f"{b} {got.get(b, 0)}" for b in backends)
         every = None not in held.values()
@@ -72,7 +72,7 @@ def check_spread(t: Transport, site: Site) -> list[Row]:
                 f"{len(sources)} held connections: {counts}",
             )
         elif svc.balance == "source":
-            again = _held_burst(t, site, svc, sources)
+            again = _held_burst(t, ctx, svc, sources)
             same = sum(held[s] is not None and held[s] == again[s] for s in sources)
             ok = same == len(sources) and len(got) > 1 and set(got) <= set(backends)
             fig = f"{same}/{len(sources)} addresses reached the same backend in a second burst; first burst: {counts}"
@@ -97,10 +97,10 @@ for addr in sys.argv[2:]:
 """
 
 
-def check_pools(t: Transport, site: Site) -> list[Row]:
+def check_pools(t: Transport, ctx: VerifyContext) -> list[Row]:
     """A service with a pool: every backend outside it refuses the service's backend port, asked
     directly from a load balancer (on the subnet, past haproxy): nothing there serves it."""
-    lab, rows = site.lab, []
+    lab, rows = ctx.lab, []
     asker = lab.load_balancers[0].name
     for svc in lab.services:
         outside = [b for b in lab.backends if b not in lab.pool(svc)]
@@ -120,27 +120,27 @@ def check_pools(t: Transport, site: Site) -> list[Row]:
     return rows
 
 
-def _held_burst(t: Transport, site: Site, svc: Service, sources: list[str]) -> dict[str, str | None]:
+def _held_burst(t: Transport, ctx: VerifyContext, svc: Service, sources: list[str]) -> dict[str, str | None]:
     """One connection from each source, all held open at once: source -> backend (None: failed)."""
-    held = sample(t, site.client, site.lab.url(svc), sources, "--hold", "--timeout", "3").finish()
+    held = sample(t, ctx.client, ctx.lab.url(svc), sources, "--hold", "--timeout", "3").finish()
     out: dict[str, str | None] = dict.fromkeys(sources)
     out.update({s.source: s.backend if s.ok else None for s in held})
     return out
 
 
-def check_stickiness(t: Transport, site: Site) -> list[Row]:
+def check_stickiness(t: Transport, ctx: VerifyContext) -> list[Row]:
     """Each client address reaches the same backend of the pool, request after request (changes
     nothing)."""
     rows = []
-    sources = list(site.client_sources)
-    for svc in site.lab.services:
+    sources = list(ctx.client_sources)
+    for svc in ctx.lab.services:
         if not svc.sticky:
             continue
         got = sample(
-            t, site.client, site.lab.url(svc), sources * 4, "--count", str(4 * len(sources)), "--interval", "0"
+            t, ctx.client, ctx.lab.url(svc), sources * 4, "--count", str(4 * len(sources)), "--interval", "0"
         ).finish()
         first = {s.source: s.backend for s in got[: len(sources)]}
-        pool = {b.name for b in site.lab.pool(svc)}
+        pool = {b.name for b in ctx.lab.pool(svc)}
         kept = sum(
             first[src] in pool and all(s.backend == first[src] for s in got if s.source == src) for src in sources
         )

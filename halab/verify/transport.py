@@ -22,7 +22,7 @@ class Transport(Protocol):
 
 
 @dataclass(frozen=True)
-class Site:
+class VerifyContext:
     """Where the verifier sends requests from, besides the lab model itself, and how far it may go."""
 
     lab: Lab

@@ -15,7 +15,7 @@ from halab.verify.probes import (
     holders,
 )
 from halab.verify.rows import Row
-from halab.verify.transport import Site, Transport
+from halab.verify.transport import Transport, VerifyContext
 
 ROGUE = (Path(__file__).parent / "rogue.py").read_text()
 
@@ -47,8 +47,8 @@ def expected_master(t: Transport, lab: Lab) -> tuple[str | None, str]:
     return preferred.name, why
 
 
-def check_vip(t: Transport, site: Site) -> list[Row]:
-    lab = site.lab
+def check_vip(t: Transport, ctx: VerifyContext) -> list[Row]:
+    lab = ctx.lab
     held = holders(t, lab)
     expected, why = expected_master(t, lab)
     ok = len(held) == 1 and expected in (None, held[0])
@@ -79,15 +79,15 @@ def _vrrp_counters(t: Transport, host: str) -> tuple[int, int]:
     return dropped, bad
 
 
-def check_vrrp_filter(t: Transport, site: Site) -> list[Row]:
+def check_vrrp_filter(t: Transport, ctx: VerifyContext) -> list[Row]:
     """A rogue on the lab subnet (a backend: on the segment, not a peer) sends VRRP adverts for
     the VIP's router id at priority 254 (rogue.py): the load balancers drop them before
     keepalived sees them."""
-    lab, v = site.lab, site.lab.vrrp
+    lab, v = ctx.lab, ctx.lab.vrrp
     used = {lab.vip, lab.network.gateway, *(n.address for n in lab.nodes), *lab.test_clients}
     # another address than the VIP: had the filter failed, the rogue still takes no traffic
     decoy = next(a for a in reversed(list(lab.network.cidr.hosts())) if a not in used)
-    rogue = lab.node(site.rogue)
+    rogue = lab.node(ctx.rogue)
     to = [str(lb.address) for lb in lab.load_balancers] if v.unicast else ["224.0.0.18"]
     seconds = max(3.0, 5 * v.advert_interval)
     master = holders(t, lab)
@@ -95,12 +95,12 @@ def check_vrrp_filter(t: Transport, site: Site) -> list[Row]:
     args = ["--version", str(v.version), "--vrid", str(v.router_id), "--priority", "254"]
     args += ["--interval", str(v.advert_interval), "--source", str(rogue.address), "--address", str(decoy)]
     args += [a for dst in to for a in ("--to", dst)] + ["--seconds", str(seconds)]
-    sent = t.run(site.rogue, [t.python, "-", *args], input=ROGUE, check=False, timeout=seconds + 10)
+    sent = t.run(ctx.rogue, [t.python, "-", *args], input=ROGUE, check=False, timeout=seconds + 10)
     after = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
     dropped = {n: after[n][0] - before[n][0] for n in before}
     seen = {n: after[n][1] - before[n][1] for n in before}
     ok = all(d > 0 for d in dropped.values()) and not any(seen.values()) and holders(t, lab) == master
-    fig = f"{site.rogue}: {sent.stdout.strip() or sent.stderr.strip()[-200:]}; "
+    fig = f"{ctx.rogue}: {sent.stdout.strip() or sent.stderr.strip()[-200:]}; "
     fig += ", ".join(f"{n}: {dropped[n]} dropped, {seen[n]} reached keepalived" for n in before)
     return [
         Row(
@@ -139,10 +139,10 @@ def state_changes(t: Transport, lab: Lab) -> dict[str, int]:
     return {lb.name: len(transition_log(t, lb.name)) for lb in lab.load_balancers}
 
 
-def check_transition_log(t: Transport, site: Site) -> list[Row]:
+def check_transition_log(t: Transport, ctx: VerifyContext) -> list[Row]:
     """Every load balancer logged its VRRP state changes (the drills made some), timestamped."""
     counts, ok = {}, True
-    for lb in site.lab.load_balancers:
+    for lb in ctx.lab.load_balancers:
         lines = transition_log(t, lb.name)
         good = [m for m in map(TRANSITION.match, lines) if m and m.group(1) == lb.name]
         counts[lb.name] = (len(good), good[-1].group(3) if good else "-")
