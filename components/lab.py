@@ -24,8 +24,8 @@ from halab.core.model import Lab as LabModel
 class LabArgs:
     lab: LabModel
     """The validated lab model (components/stack_config.py)."""
-    credentials: pulumi.Output[Credentials]
-    """Secret: the VRRP and stats passwords."""
+    credentials: Credentials
+    """The VRRP and stats passwords: into resources only as secrets (components/remote_steps.py)."""
     ssh_private_key: pulumi.Output[str] | None = None
     """Secret, with `lab.ssh.public_key`; None: an ED25519 pair is generated and kept in the state."""
 

@@ -19,8 +19,9 @@ class NodeArgs:
     """The VM: lab model, node, base image, network, authorised key."""
     ssh_private_key: pulumi.Input[str]
     """Secret: how the remote commands log in."""
-    credentials: pulumi.Output[Credentials]
-    """Secret: the VRRP and stats passwords (the load balancers' steps use them)."""
+    credentials: Credentials
+    """The VRRP and stats passwords (the load balancers' steps use them): into resources only as
+    secrets."""
 
 
 class ProvisionedNode(pulumi.ComponentResource):

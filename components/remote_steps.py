@@ -92,7 +92,7 @@ def create_steps(
     lab: Lab,
     node: Node,
     conn: remote.ConnectionArgs,
-    credentials: pulumi.Output[Credentials],
+    credentials: Credentials,
     first_after: Sequence[pulumi.Resource],
     guest_id: pulumi.Input[str],
     extra_after: dict[str, pulumi.Input[Sequence[pulumi.Resource]]] | None = None,
@@ -105,17 +105,14 @@ def create_steps(
     Each step's triggers are its bundle's hash and the guest's identity (the domain's ID): a
     replaced guest (a new image, a new disk size, a domain deleted out of band and re-created
     by `pulumi up --refresh`) is a blank machine, and every step runs on it again."""
-    public = steps_of(lab, node, Credentials.placeholder())
     commands: dict[str, remote.Command] = {}
     triggers: list[pulumi.Input[str]] = []
     previous: list[pulumi.Resource] = list(first_after)
-    for i, step in enumerate(public):
-        if step.secret:
-            real = credentials.apply(lambda c, i=i: steps_of(lab, node, c)[i])
-            bundle: pulumi.Input[str] = pulumi.Output.secret(real.apply(lambda s: s.bundle()))
-            digest: pulumi.Input[str] = pulumi.Output.secret(real.apply(lambda s: s.digest()))
-        else:
-            bundle, digest = step.bundle(), step.digest()
+    for step in steps_of(lab, node, credentials):  # the plan, built once
+        bundle: pulumi.Input[str] = step.bundle()
+        digest: pulumi.Input[str] = step.digest()
+        if step.secret:  # its files hold a password: the state encrypts both
+            bundle, digest = pulumi.Output.secret(bundle), pulumi.Output.secret(digest)
         extra = (extra_after or {}).get(step.name, ())
         after: pulumi.Input[Sequence[pulumi.Resource]] = (
             extra.apply(lambda e, p=previous: p + list(e))

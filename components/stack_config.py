@@ -15,7 +15,9 @@ from halab.core.model import Credentials, Lab
 @dataclass(frozen=True)
 class StackConfig:
     lab: Lab
-    credentials: pulumi.Output[Credentials]  # secret: the VRRP and stats passwords
+    # The VRRP and stats passwords, as the config holds them: they reach a resource only inside
+    # a secret Output (a step's bundle: components/remote_steps.py), and never print (repr).
+    credentials: Credentials
     ssh_private_key: pulumi.Output[str] | None  # secret; None: the program generates a key pair
 
 
@@ -50,8 +52,8 @@ def load() -> StackConfig:
     key = secrets.get("sshPrivateKey")
     return StackConfig(
         lab=lab,
-        credentials=pulumi.Output.secret(
-            Credentials(vrrp_auth_pass=secrets.get("vrrpAuthPass", ""), stats_password=secrets.get("statsPassword", ""))
+        credentials=Credentials(
+            vrrp_auth_pass=secrets.get("vrrpAuthPass", ""), stats_password=secrets.get("statsPassword", "")
         ),
         ssh_private_key=pulumi.Output.secret(key) if key is not None else None,
     )

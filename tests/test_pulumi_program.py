@@ -273,6 +273,23 @@ def test_backends_switch_gateway_only_after_every_load_balancer_is_configured(la
         assert not lb_done & set(web.deps), web.urn
 
 
+def test_each_nodes_plan_is_built_once_with_its_real_credentials(monkeypatch):
+    """The program builds a node's steps once, with the stack's own passwords, and keeps a step
+    secret by its bundle: not once with placeholders and again for each secret step inside an
+    apply, picked by its index (a reordered plan would then have run the wrong step)."""
+    built: list[tuple[str, str]] = []
+    real = plan.host_steps
+
+    def counted(lab, host, creds):
+        built.append((host.name, creds.vrrp_auth_pass))
+        return real(lab, host, creds)
+
+    monkeypatch.setattr(plan, "host_steps", counted)
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    run_program(cfg, secret)
+    assert sorted(built) == sorted((n, AUTH_PASS) for n in ("lb1", "lb2", "www1", "www2")), built
+
+
 def test_secrets_stay_secret(dev):
     carriers = {"keepalived": f"auth_pass {AUTH_PASS}", "secrets": f"HALAB_STATS_PASSWORD={STATS_PASS}"}
     for c in dev.of_type("command:remote:Command"):

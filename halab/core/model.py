@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
@@ -21,8 +21,8 @@ class Credentials:
     """The secrets, which only the driver knows (the stack's secret config, or a lab's own):
     rendered into files, and never part of the Lab, which a review or a log may print."""
 
-    vrrp_auth_pass: str
-    stats_password: str = ""
+    vrrp_auth_pass: str = field(repr=False)
+    stats_password: str = field(default="", repr=False)
 
     @classmethod
     def generate(cls) -> Credentials:
