@@ -96,11 +96,12 @@ def create_steps(
     first_after: Sequence[pulumi.Resource],
     guest_id: pulumi.Input[str],
     extra_after: dict[str, pulumi.Input[Sequence[pulumi.Resource]]] | None = None,
-    steps_of: Callable[[Lab, Node, Credentials], Sequence[plan.Step]] = plan.host_steps,
+    steps_of: Callable[[Lab, Node, Credentials], Sequence[plan.Step]] | None = None,
     extra_triggers: Sequence[pulumi.Input[str]] = (),
 ) -> StepCommands:
-    """One Command per step of `steps_of`, each after the previous; `extra_after[step]` adds
-    dependencies, `extra_triggers` more reasons to run again.
+    """One Command per step of `steps_of` (the node's plan: plan.host_steps unless given), each
+    after the previous; `extra_after[step]` adds dependencies, `extra_triggers` more reasons to
+    run again.
 
     Each step's triggers are its bundle's hash and the guest's identity (the domain's ID): a
     replaced guest (a new image, a new disk size, a domain deleted out of band and re-created
@@ -108,7 +109,7 @@ def create_steps(
     commands: dict[str, remote.Command] = {}
     triggers: list[pulumi.Input[str]] = []
     previous: list[pulumi.Resource] = list(first_after)
-    for step in steps_of(lab, node, credentials):  # the plan, built once
+    for step in (steps_of or plan.host_steps)(lab, node, credentials):  # the plan, built once
         bundle: pulumi.Input[str] = step.bundle()
         digest: pulumi.Input[str] = step.digest()
         if step.secret:  # its files hold a password: the state encrypts both

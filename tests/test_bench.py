@@ -11,7 +11,7 @@ from conftest import STACKS
 from halab.bench import measure, profiles, report
 from halab.core import config, render, stackfile
 from halab.core.model import Credentials
-from halab.verify.failover import Drill, Outage
+from halab.verify.drills import Drill, Outage
 from halab.verify.probes import Sample
 from halab.verify.reload import ReloadPhase
 
@@ -59,7 +59,7 @@ def test_spread_and_wrk_parsing():
 
 
 def a_drill(**changes) -> Drill:
-    """A drill as run_drill returns it: the VIP moved and came back, one holder at a time."""
+    """A drill as drills.run returns it: the VIP moved and came back, one holder at a time."""
     fields = dict(master="lb1", ok=True, out=Outage(0.5, 3, True), detect=0.4, after_fault=["lb2"], split=(1, 1),
                   back=True, back_out=Outage(0, 0, True), after_restore=["lb1"], split_restore=(1, 1), samples=[],
                   t_fault=0.0)  # fmt: skip
@@ -170,30 +170,30 @@ def test_split_brain_is_two_holders_sustained_not_one_transition_sample():
 def test_a_drill_window_without_holder_samples_fails_its_rows(monkeypatch):
     """A drill whose holder watch took no samples while faulted (or restored) cannot rule out
     split brain: its row fails, saying so, however well the requests went."""
-    from halab.verify import failover
+    from halab.verify import drills, failover
 
     ctx, good = dev_site(), a_drill()
     for blind in ({"split": None}, {"split_restore": None}):
         blind_drill = replace(good, **blind)
-        monkeypatch.setattr(failover, "run_drill", lambda *a, d=blind_drill: d)
-        moved, back = failover.failover_drill(None, ctx, "link cut", None, None, 3.7)  # type: ignore[arg-type]
+        monkeypatch.setattr(drills, "run", lambda *a, d=blind_drill: d)
+        moved, back = failover.failover_rows(None, ctx, "link cut", None, None, 3.7)  # type: ignore[arg-type]
         row = moved if "split" in blind else back
         assert not row.ok and "no holder samples in the window" in row.figure, row
         assert (moved if row is back else back).ok
-    monkeypatch.setattr(failover, "run_drill", lambda *a: good)
-    assert all(r.ok for r in failover.failover_drill(None, ctx, "link cut", None, None, 3.7))  # type: ignore[arg-type]
+    monkeypatch.setattr(drills, "run", lambda *a: good)
+    assert all(r.ok for r in failover.failover_rows(None, ctx, "link cut", None, None, 3.7))  # type: ignore[arg-type]
 
 
 def test_a_detection_over_its_ceiling_is_judged_by_the_median_of_three(monkeypatch):
     """Under the ceiling at once: one trial. Over it: three, and their median decides (a drill
     that never saw the VIP move counts as infinitely slow)."""
-    from halab.verify import failover
+    from halab.verify import drills, failover
 
     ctx, good = dev_site(), a_drill()
     for times, ok in (([1.2, 0.5, 0.6], True), ([1.2, 1.1, 0.6], False), ([0.4], True), ([None, 0.5, 0.6], True)):
         runs = iter(replace(good, detect=x) for x in times)
-        monkeypatch.setattr(failover, "run_drill", lambda *a, runs=runs: next(runs))
-        moved, _ = failover.failover_drill(None, ctx, "haproxy killed", None, None, 0.9)  # type: ignore[arg-type]
+        monkeypatch.setattr(drills, "run", lambda *a, runs=runs: next(runs))
+        moved, _ = failover.failover_rows(None, ctx, "haproxy killed", None, None, 0.9)  # type: ignore[arg-type]
         assert moved.ok == ok, (times, moved)
         assert next(runs, "done") == "done", times  # exactly as many trials as judged
         assert ("median" in moved.figure) == (len(times) == 3), moved.figure
@@ -214,7 +214,7 @@ def test_a_faults_clock_starts_when_the_node_says_it_took_effect(monkeypatch):
     import subprocess
     import time
 
-    from halab.verify import probes
+    from halab.verify import drills
 
     def transport(delay: float, node_clock_offset: float, line: bool):
         class T:
@@ -233,7 +233,7 @@ def test_a_faults_clock_starts_when_the_node_says_it_took_effect(monkeypatch):
         (0.2, 0.0, False, 0.0, 0.01),  # no timestamp: the call's start
     ):
         t0 = time.monotonic()
-        at = probes.fault_drill(transport(delay, offset, line), "lb1", "kill", "haproxy")
+        at = drills.fault(transport(delay, offset, line), "lb1", "kill", "haproxy")
         assert lo <= at - t0 <= hi, (delay, offset, line, at - t0)
 
 
@@ -247,7 +247,7 @@ def test_the_sampler_sends_at_a_fixed_rate_whatever_is_outstanding():
     import subprocess
     import sys
 
-    from halab.verify import failover, probes
+    from halab.verify import drills, probes
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -268,7 +268,7 @@ def test_the_sampler_sends_at_a_fixed_rate_whatever_is_outstanding():
         Sample(1.1, 1.4, False, None, None, "c"),
         (Sample(1.2, 1.25, True, "b", "c", "c")),
     )
-    o = failover.outage([late_ok, first_ok, failed], 1.0, 2.0)
+    o = drills.outage([late_ok, first_ok, failed], 1.0, 2.0)
     assert (o.failed, round(o.seconds, 3)) == (1, 0.25)
 
 

@@ -20,7 +20,7 @@ from conftest import STACKS, need_root_and, require_lab
 
 from halab.core import config, plan, stackfile
 from halab.drivers.netns import lab, topology
-from halab.verify import backends, failover, lab_access, probes, vrrp
+from halab.verify import backends, drills, failover, lab_access, probes, vrrp
 from halab.verify.rows import Row
 
 
@@ -82,9 +82,9 @@ def _master_settled(topo: topology.Topology) -> str:
 
 def _haproxy_killed(topo: topology.Topology) -> Row:
     t, ctx = lab_access.netns_context(topo)
-    fault, restore = failover.faults(t, ctx.lab)["haproxy killed"]
+    fault, restore = drills.catalogue(t, ctx.lab)["haproxy killed"]
     ceiling = failover.detection_ceilings(ctx)["haproxy killed"]
-    row, _ = failover.failover_drill(t, ctx, "haproxy killed", fault, restore, ceiling)
+    row, _ = failover.failover_rows(t, ctx, "haproxy killed", fault, restore, ceiling)
     return row
 
 
@@ -111,13 +111,13 @@ def test_with_the_watcher_stopped_the_haproxy_hung_row_fails(dev):
     is seen by the safety net only, 2.95 s at the earliest, past the row's ceiling (1.80 s)."""
     master = _master_settled(dev)
     t, ctx = lab_access.netns_context(dev)
-    probes.drill(t, master, "stop", "halab-haproxy-watch")
+    drills.action(t, master, "stop", "halab-haproxy-watch")
     try:
-        fault, restore = failover.faults(t, ctx.lab)["haproxy hung"]
+        fault, restore = drills.catalogue(t, ctx.lab)["haproxy hung"]
         ceiling = failover.detection_ceilings(ctx)["haproxy hung"]
-        failed, restored = failover.failover_drill(t, ctx, "haproxy hung", fault, restore, ceiling)
+        failed, restored = failover.failover_rows(t, ctx, "haproxy hung", fault, restore, ceiling)
     finally:
-        probes.drill(t, master, "start", "halab-haproxy-watch")
+        drills.action(t, master, "start", "halab-haproxy-watch")
     print(failed.figure)
     assert not failed.ok and "VIP on lb2" in failed.figure, failed
     assert restored.ok, restored  # the node itself is fine: resumed, it takes the VIP back
@@ -135,7 +135,7 @@ def test_without_peers_the_persistence_row_fails(dev):
     with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", no_peers):
         for svc in ctx.lab.services:  # tables emptied as a new deployment's are
             for lb in ctx.lab.load_balancers:
-                probes.drill(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
+                drills.action(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
         (row,) = failover.check_persistence_across_failover(t, ctx)
     print(row.figure)
     # moved, and the new master knew none of the clients (whether its own balancing happened to

@@ -28,7 +28,7 @@ from conftest import ROOT, STACKS, assert_rows, cli_config, engine_config, need_
 from halab.core import config, stackfile
 from halab.drivers.netns import lab, topology
 from halab.drivers.program_runtime import run_program
-from halab.verify import deployed, lab_access, probes, vrrp
+from halab.verify import deployed, drills, lab_access, probes, vrrp
 from halab.verify.ssh import Endpoint, SshTransport
 
 STACK = "sshlab"
@@ -153,7 +153,7 @@ def test_read_only_changes_nothing(sshlab):
         for lb in topo.lab.load_balancers:
             entries = set()
             for svc in topo.lab.services:
-                text = probes.drill(t, lb.name, "haproxy-api", "show", "table", f"bk_{svc.name}").stdout
+                text = drills.action(t, lb.name, "haproxy-api", "show", "table", f"bk_{svc.name}").stdout
                 entries |= {f"{svc.name} {m[0]} {m[1]}" for m in re.findall(r"key=(\S+) .*server_id=(\d+)", text)}
             out[lb.name] = entries
         return out

@@ -16,7 +16,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from halab.core import config
-from halab.verify import failover, reload, vrrp
+from halab.verify import drills, reload, vrrp
 from halab.verify.transport import Transport, VerifyContext
 
 
@@ -51,10 +51,10 @@ class FaultResult:
     max_holders: int  # sustained (two consecutive samples, 50 ms apart)
     max_holders_one_sample: int
     errors: list[str]
-    example: failover.Drill | None  # one trial's samples, for the chart
+    example: drills.Drill | None  # one trial's samples, for the chart
 
 
-def takeover(t: Transport, d: failover.Drill) -> float | None:
+def takeover(t: Transport, d: drills.Drill) -> float | None:
     """Seconds from the fault to the moment the new master logged its MASTER state (keepalived's
     notify hook, which starts a few milliseconds after the transition): the VIP's move itself,
     without a client's sampling. Nodes of the namespace lab share this host's clock."""
@@ -74,33 +74,33 @@ GIVE_UP_AFTER = 2
 
 def failovers(t: Transport, ctx: VerifyContext, trials: int, log) -> dict[str, FaultResult]:
     out = {}
-    for name, (fault, restore) in failover.faults(t, ctx.lab).items():
-        drills, errors, moves = [], [], []
+    for name, (fault, restore) in drills.catalogue(t, ctx.lab).items():
+        runs, errors, moves = [], [], []
         for i in range(trials):
-            if i == GIVE_UP_AFTER and not any(d.ok for d in drills):
+            if i == GIVE_UP_AFTER and not any(d.ok for d in runs):
                 errors.append(f"not tried again after {i} trials that never recovered")
                 break
-            d = failover.run_drill(t, ctx, fault, restore)
+            d = drills.run(t, ctx, fault, restore)
             if isinstance(d, str) or not d.ok:
                 errors.append(d if isinstance(d, str) else f"trial {i + 1}: no recovery within the bound")
                 if isinstance(d, str):
                     continue
             if d.split is None or d.split_restore is None:
                 errors.append(f"trial {i + 1}: no holder samples in a window (split brain not ruled out)")
-            drills.append(d)
+            runs.append(d)
             if (moved := takeover(t, d)) is not None:
                 moves.append(moved)
             log(f"    {name} #{i + 1}: {d.out.seconds:.2f} s, {d.out.failed} failed, VIP moved in {moved} s")
         out[name] = FaultResult(
             takeover=Spread.of(moves),
-            seconds=Spread.of([d.out.seconds for d in drills]),
-            failed=Spread.of([float(d.out.failed) for d in drills]),
-            restore_seconds=Spread.of([d.back_out.seconds for d in drills]),
-            restore_failed=Spread.of([float(d.back_out.failed) for d in drills]),
-            max_holders=max([w[1] for d in drills for w in (d.split, d.split_restore) if w], default=0),
-            max_holders_one_sample=max([w[0] for d in drills for w in (d.split, d.split_restore) if w], default=0),
+            seconds=Spread.of([d.out.seconds for d in runs]),
+            failed=Spread.of([float(d.out.failed) for d in runs]),
+            restore_seconds=Spread.of([d.back_out.seconds for d in runs]),
+            restore_failed=Spread.of([float(d.back_out.failed) for d in runs]),
+            max_holders=max([w[1] for d in runs for w in (d.split, d.split_restore) if w], default=0),
+            max_holders_one_sample=max([w[0] for d in runs for w in (d.split, d.split_restore) if w], default=0),
             errors=errors,
-            example=drills[len(drills) // 2] if drills else None,
+            example=runs[len(runs) // 2] if runs else None,
         )
     return out
 

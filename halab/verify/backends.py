@@ -8,8 +8,8 @@ import io
 import time
 
 from halab.core.model import Lab, Service
+from halab.verify import drills
 from halab.verify.probes import (
-    drill,
     sample,
     wait_until,
 )
@@ -19,7 +19,7 @@ from halab.verify.transport import Transport, VerifyContext
 
 def _server_status(t: Transport, lb: str) -> dict[tuple[str, str], str]:
     """(haproxy backend, server) -> health status (UP, DOWN, ...), from lb's runtime API."""
-    stat = drill(t, lb, "haproxy-api", "show", "stat", check=False).stdout
+    stat = drills.action(t, lb, "haproxy-api", "show", "stat", check=False).stdout
     rows = csv.reader(io.StringIO(stat.lstrip("# ")))
     return {(r[0], r[1]): r[17] for r in rows if len(r) > 17 and r[1] not in ("FRONTEND", "BACKEND", "svname")}
 
@@ -89,7 +89,7 @@ def backend_fault(t: Transport, ctx: VerifyContext, svc: Service, how: str) -> l
         # make any detection look instant and prove nothing.
         ready = wait_until(lambda: all(status(lb).startswith("UP") for lb in lbs), bound, 0.2)
         t0 = time.monotonic()
-        drill(t, victim.name, fault, "apache2")
+        drills.action(t, victim.name, fault, "apache2")
         try:
             down = wait_until(lambda: all(status(lb).startswith("DOWN") for lb in lbs), bound, 0.2)
             t_detect = time.monotonic()
@@ -97,7 +97,7 @@ def backend_fault(t: Transport, ctx: VerifyContext, svc: Service, how: str) -> l
             t_end = time.monotonic()
         finally:  # restored whatever happens, Ctrl-C included
             t1 = time.monotonic()
-            drill(t, victim.name, restore, "apache2")
+            drills.action(t, victim.name, restore, "apache2")
         s.settle(t_end)
         before = sum(1 for x in s.since(t0) if not x.ok and x.start < t_detect)
         after = [x for x in s.since(t_detect) if x.start < t_end]
@@ -157,13 +157,13 @@ def banner_hang(t: Transport, ctx: VerifyContext) -> list[Row]:
     names = ", ".join(s.name for s in services)
     ready = wait_until(lambda: all_in("UP"), bound, 0.2)  # from in rotation, as backend_fault
     t0 = time.monotonic()
-    drill(t, victim, "hang", "halab-banner")
+    drills.action(t, victim, "hang", "halab-banner")
     try:
         down = wait_until(lambda: all_in("DOWN"), bound, 0.2)
         waited = time.monotonic() - t0
     finally:  # resumed whatever happens, Ctrl-C included
         t1 = time.monotonic()
-        drill(t, victim, "resume", "halab-banner")
+        drills.action(t, victim, "resume", "halab-banner")
     still = sorted(f"{bk.removeprefix('bk_')} on {lb}" for (lb, bk), st in seen.items() if not st.startswith("DOWN"))
     found = f"detected in {waited:.1f} s" if down else f"still in rotation after {waited:.1f} s: {', '.join(still)}"
     rows = [

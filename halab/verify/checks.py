@@ -3,7 +3,7 @@ in the order they run, and the report.
 
 Every probe and every fault is a command on one lab host, through a `Transport`: requests come
 from the client hosts, faults hit only the node under test, and each drill restores what it
-broke before it returns (probes.py, failover.py). Every wait is bounded.
+broke before it returns (drills.py). Every wait is bounded.
 """
 
 from __future__ import annotations

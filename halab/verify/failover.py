@@ -1,137 +1,17 @@
-"""Failover drills: a fault on the master (haproxy killed or hung, keepalived killed, the link
-cut, a clean stop), measured from a client and by the VIP's holders all along, then the node
-restored, even when the drill is interrupted."""
+"""The failover rows: each fault of the catalogue drilled on the master (drills.py), its
+detection judged against a ceiling derived from the stack's timers; and persistence across a
+failover."""
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from halab.core.model import Lab, Service
-from halab.verify.probes import (
-    HolderWatch,
-    Sample,
-    drill,
-    fault_drill,
-    holders,
-    sample,
-    wait_until,
-)
+from halab.verify import drills
+from halab.verify.drills import Fault
+from halab.verify.probes import holders, sample, wait_until
 from halab.verify.rows import Row, skip
 from halab.verify.transport import Transport, VerifyContext
-
-LINK_CUT_DELAY = 0.2  # the link goes down this long after the drill call returns (see drill.sh)
-
-
-@dataclass
-class Outage:
-    seconds: float  # from t0 to the first success after the last failure (0: no failure)
-    failed: int
-    recovered: bool
-
-
-def outage(samples: list[Sample], t0: float, t_end: float) -> Outage:
-    window = sorted((s for s in samples if t0 <= s.start <= t_end), key=lambda s: s.start)
-    failed = [s for s in window if not s.ok]
-    if not failed:
-        return Outage(0.0, 0, bool(window))
-    after = [s.end for s in window if s.ok and s.start > failed[-1].start]
-    return Outage((min(after) - t0) if after else float("inf"), len(failed), bool(after))
-
-
-# A fault on a node, or its restore. A fault says when it took effect (monotonic time: the node's
-# timestamp for a signal, the scheduled moment for a link cut); None: the call's start.
-Fault = Callable[[str], float | None]
-
-
-@dataclass
-class Drill:
-    """One fault on the master and its restore, as measured from a client."""
-
-    master: str
-    ok: bool  # the VIP moved to one other node and requests recovered, within the bound
-    out: Outage
-    # from the fault to the first answer of another node that it holds the VIP (None: never
-    # seen): what the fault's detection and the takeover cost, without the client's noise
-    detect: float | None
-    after_fault: list[str]  # the VIP's holders once recovered
-    split: tuple[int, int] | None  # most holders while faulted: in one sample, sustained
-    back: bool  # restored: the VIP where preemption says, requests recovered
-    back_out: Outage
-    after_restore: list[str]
-    split_restore: tuple[int, int] | None
-    samples: list[Sample]
-    t_fault: float
-
-
-BOUND = 20.0  # seconds a drill waits for the VIP to move and requests to recover, each way
-
-
-def run_drill(t: Transport, ctx: VerifyContext, fault: Fault, restore: Fault, bound: float = BOUND) -> Drill | str:
-    """Fault on the master, then the master restored; a string says why it could not start.
-    The VIP's holders are sampled all along: two at once is split brain."""
-    lab = ctx.lab
-    held = holders(t, lab)
-    if len(held) != 1:
-        return f"no single master to fault ({held})"
-    master = held[0]
-    step = max(0.2, ctx.holder_interval)  # how often the drill's own waits ask the holders
-    args = ["--interval", str(ctx.request_interval), "--timeout", str(ctx.request_timeout)]
-    # long enough for every wait below, each at its bound: steady traffic (10 s), the move, the
-    # holder samples, the watch's own answer, the restore (the sampler is stopped at the end)
-    args += ["--duration", str(4 * bound + 15)]
-    s = sample(t, ctx.client, lab.url(lab.services[0]), [ctx.client_sources[0]], *args)
-    watch = HolderWatch(t, lab, ctx.holder_interval)
-    try:
-        if not wait_until(lambda: s.recovered_since(0.0), 10):
-            return "no steady traffic through the VIP before the fault"
-        t0 = time.monotonic()
-        restored = False
-        try:
-            t0 = fault(master) or t0
-            moved = wait_until(lambda: _single_other(holders(t, lab), master) and s.recovered_since(t0), bound, step)
-            t_recovered = time.monotonic()  # the fault's window ends here: later, the restore may fail requests
-            # the faulted window must hold holder samples to rule out split brain: on slow guests
-            # (rounds of seconds over SSH) the VIP may move before two rounds end, so the fault
-            # is held a little longer for them (bounded; at once where samples are frequent)
-            wait_until(lambda: watch.most(t0) is not None, bound, step)
-            if moved:  # the watch asks in the background: its answers show the move a round later
-                wait_until(lambda: watch.moved(t0, master) is not None, bound, step)
-            t1 = time.monotonic()
-            new = holders(t, lab)
-            split = watch.most(t0, t1)
-            t_moved = watch.moved(t0, master)
-            restore(master)
-            restored = True
-        finally:
-            if not restored:  # interrupted (Ctrl-C) or failed mid-drill: the node is restored all the same
-                restore(master)
-        # preemption: the master takes the VIP back; nopreempt: it stays where it went
-        expected = [master] if lab.vrrp.preempt else new
-        back = wait_until(lambda: holders(t, lab) == expected and s.recovered_since(t1), bound, step)
-        t2 = time.monotonic()
-        s.settle(t2)  # the requests that failed in either window have reported by now
-        out, back_out = outage(s.samples, t0, t_recovered), outage(s.samples, t1, t2)
-        split_restore = watch.most(t1)
-        return Drill(
-            master,
-            moved and out.recovered,
-            out,
-            None if t_moved is None else t_moved - t0,
-            new,
-            split,
-            back and back_out.recovered,
-            back_out,
-            holders(t, lab),
-            split_restore,
-            list(s.samples),
-            t0,
-        )
-    finally:
-        watch.stop()
-        s.stop(settle=False)  # its windows are read, settled
 
 
 def _holders_text(split: tuple[int, int] | None) -> str:
@@ -186,29 +66,29 @@ def detection_ceilings(ctx: VerifyContext) -> dict[str, float]:
 JUDGED_TRIALS = 3  # a detection over its ceiling is judged by the median of this many trials
 
 
-def failover_drill(
+def failover_rows(
     t: Transport, ctx: VerifyContext, name: str, fault: Fault, restore: Fault, ceiling: float | None = None
 ) -> list[Row]:
     """A fault's failover and restore rows. One trial on 2 shared cores can be noisy: a
     detection over the ceiling gets more trials, and their median is judged."""
-    drills: list[Drill] = []
-    while not drills or (ceiling is not None and len(drills) < JUDGED_TRIALS and _median(drills) > ceiling):
-        d = run_drill(t, ctx, fault, restore)
+    runs: list[drills.Drill] = []
+    while not runs or (ceiling is not None and len(runs) < JUDGED_TRIALS and _median(runs) > ceiling):
+        d = drills.run(t, ctx, fault, restore)
         if isinstance(d, str):
             return [Row(f"failover, {name}", False, d)]
-        drills.append(d)
-    d = drills[-1]
+        runs.append(d)
+    d = runs[-1]
     # the restore row shows the first trial whose restore failed, if any (else the last)
-    bad = next((x for x in drills if not (x.back and _no_split(x.split_restore))), None)
+    bad = next((x for x in runs if not (x.back and _no_split(x.split_restore))), None)
     r = bad or d
-    detect = _median(drills)
+    detect = _median(runs)
     rule = "takes the VIP back (preemption)" if ctx.lab.vrrp.preempt else "stays backup (nopreempt)"
-    trials = ", ".join(_seconds(x.detect) for x in drills)
-    shown = trials if len(drills) == 1 else f"median {_seconds(detect)} of {trials}"
+    trials = ", ".join(_seconds(x.detect) for x in runs)
+    shown = trials if len(runs) == 1 else f"median {_seconds(detect)} of {trials}"
     return [
         Row(
             f"failover, {name} on {d.master}",
-            all(x.ok and _no_split(x.split) for x in drills) and (ceiling is None or detect <= ceiling),
+            all(x.ok and _no_split(x.split) for x in runs) and (ceiling is None or detect <= ceiling),
             f"VIP moved in {shown}"
             + (f" (ceiling {ceiling:.2f} s, from the timers)" if ceiling is not None else "")
             + f"; {d.out.seconds:.2f} s to the first success, {d.out.failed} failed; "
@@ -217,16 +97,16 @@ def failover_drill(
         Row(
             f"restore, {name}: {d.master} {rule}",
             bad is None,
-            (f"trial {drills.index(bad) + 1} of {len(drills)}: " if bad is not None and len(drills) > 1 else "")
+            (f"trial {runs.index(bad) + 1} of {len(runs)}: " if bad is not None and len(runs) > 1 else "")
             + f"{r.back_out.seconds:.2f} s to the first success, {r.back_out.failed} failed"
-            + ("" if r.back else f", not recovered within {BOUND:.0f} s")
+            + ("" if r.back else f", not recovered within {drills.BOUND:.0f} s")
             + f"; VIP on {', '.join(r.after_restore) or 'none'}; {_holders_text(r.split_restore)}",
         ),
     ]
 
 
-def _median(drills: list[Drill]) -> float:
-    times = sorted(float("inf") if d.detect is None else d.detect for d in drills)
+def _median(runs: list[drills.Drill]) -> float:
+    times = sorted(float("inf") if d.detect is None else d.detect for d in runs)
     return times[len(times) // 2]
 
 
@@ -234,50 +114,12 @@ def _seconds(x: float | None) -> str:
     return "never" if x is None or x == float("inf") else f"{x:.2f} s"
 
 
-def faults(t: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault, Fault]]:
-    """The drills' faults on a node, each with what restores it."""
-    iface, gw = lab.network.interface, str(lab.network.gateway)
-
-    def action(*args: str) -> Fault:
-        def run(host: str) -> None:
-            drill(t, host, *args)
-
-        return run
-
-    def fault(*args: str) -> Fault:
-        def run(host: str) -> float:
-            return fault_drill(t, host, *args)
-
-        return run
-
-    def cut(host: str) -> float:
-        # The node may be reachable through this link only (a VM over SSH): the cut comes just
-        # after the call returns, and the node restores the link itself after `bound` + 5 s.
-        return fault_drill(t, host, "link-down", iface, str(LINK_CUT_DELAY), str(bound + 5), gw) + LINK_CUT_DELAY
-
-    def uncut(host: str) -> None:
-        drill(t, host, "link-up", iface, gw, timeout=bound + 60)  # over SSH: once the link is back
-
-    return {
-        "haproxy killed": (fault("kill", "haproxy"), action("start", "haproxy")),
-        # every haproxy process stopped, its sockets open: alive and listening, answering nothing
-        "haproxy hung": (fault("hang", "haproxy"), action("resume", "haproxy")),
-        "keepalived killed": (fault("kill", "keepalived"), action("start", "keepalived")),
-        "link cut": (cut, uncut),
-        "clean stop (maintenance)": (fault("stop", "keepalived"), action("start", "keepalived")),
-    }
-
-
-def _single_other(held: list[str], master: str) -> bool:
-    return len(held) == 1 and held[0] != master
-
-
 def check_failovers(t: Transport, ctx: VerifyContext) -> list[Row]:
     rows: list[Row] = []
-    for name, (fault, restore) in faults(t, ctx.lab).items():
+    for name, (fault, restore) in drills.catalogue(t, ctx.lab).items():
         if name.startswith("clean stop"):
             continue  # the persistence check does a clean stop already
-        rows += failover_drill(t, ctx, name, fault, restore, detection_ceilings(ctx).get(name))
+        rows += failover_rows(t, ctx, name, fault, restore, detection_ceilings(ctx).get(name))
     return rows
 
 
@@ -292,7 +134,7 @@ STUCK = re.compile(r"key=(\S+) .*server_key=(\S+)")
 
 def _stuck(t: Transport, lb: str, svc: Service) -> dict[str, str]:
     """A load balancer's stick table for the service: client address -> backend name."""
-    out = drill(t, lb, "haproxy-api", "show", "table", svc.haproxy_backend).stdout
+    out = drills.action(t, lb, "haproxy-api", "show", "table", svc.haproxy_backend).stdout
     return dict(STUCK.findall(out))
 
 
@@ -309,9 +151,9 @@ def check_persistence_across_failover(t: Transport, ctx: VerifyContext) -> list[
         return [Row(name, False, f"no single master ({held})")]
     svc, master = sticky[0], held[0]
     before = _each_source_once(t, ctx, svc)
-    drill(t, master, "stop", "keepalived")
+    drills.action(t, master, "stop", "keepalived")
     try:
-        moved = wait_until(lambda: _single_other(holders(t, lab), master), 20, 0.2)
+        moved = wait_until(lambda: drills.single_other(holders(t, lab), master), 20, 0.2)
         new = holders(t, lab)
         # before it serves any of them: the new master already knows each client's backend
         # (replicated), where a coincidence of its own balancing could give the same backends
@@ -319,7 +161,7 @@ def check_persistence_across_failover(t: Transport, ctx: VerifyContext) -> list[
         wait_until(lambda: all(_each_source_once(t, ctx, svc).values()), 10, 0.5)
         after = _each_source_once(t, ctx, svc)
     finally:
-        drill(t, master, "start", "keepalived")
+        drills.action(t, master, "start", "keepalived")
         # settled as the next check expects: the master back (preemption), or the VIP where it went
         wait_until(lambda: len(holders(t, lab)) == 1 and (not lab.vrrp.preempt or holders(t, lab) == [master]), 20, 0.2)
     kept = sum(1 for src, b in before.items() if b and after.get(src) == b)

@@ -1,12 +1,11 @@
-"""How verify looks at a lab and acts on it: request samplers on the client hosts (sampler.py),
-the VIP's holders asked on every load balancer, and drill actions (halab/node/steps/drill.sh,
-shipped as a bundle like any step) on one node. Every wait is bounded."""
+"""How verify looks at a lab: request samplers on the client hosts (sampler.py) and the VIP's
+holders asked on every load balancer (what it does to a node: drills.py). Every wait is
+bounded."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -15,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from halab.core import plan
 from halab.core.model import Lab
 from halab.verify.transport import Transport
 
@@ -26,31 +24,6 @@ RECOVERED_AFTER = 10  # consecutive successes that end an outage
 
 
 PROBE_TIMEOUT = 3.0  # a node that does not answer a probe in this time is counted as not holding
-
-
-def drill(t: Transport, host: str, *args: str, check: bool = True, timeout: float = 60.0):
-    """A drill action (halab/node/steps/drill.sh) on one host, from a bundle like any step."""
-    bundle = plan.Step(host, "drill", "drill.sh", args).bundle()
-    return t.run(host, ["bash", "-s"], input=bundle, check=check, timeout=timeout)
-
-
-# drill.sh's "fault at EPOCH": the node's wall clock just before it sent the fault's signal
-# (bash's $EPOCHREALTIME, whose separator follows the locale)
-FAULT_AT = re.compile(r"fault at (\d+)[.,](\d+)$", re.M)
-
-
-def fault_drill(t: Transport, host: str, *args: str) -> float:
-    """A fault drill (kill, stop, hang) on one host; returns when the fault took effect, on this
-    process's monotonic clock: the node's own timestamp mapped through the wall clock, kept
-    within the call (a VM's clock may run apart from this host's). Without it, the fault's
-    clock would start when it was asked for, before the drill's bundle even reached the node."""
-    start, wall = time.monotonic(), time.time()
-    out = drill(t, host, *args).stdout
-    end = time.monotonic()
-    m = FAULT_AT.search(out)
-    if not m:
-        return start
-    return min(max(start + float(f"{m[1]}.{m[2]}") - wall, start), end)
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from halab.core.model import Service
+from halab.verify import drills
 from halab.verify.probes import (
-    drill,
     sample,
 )
 from halab.verify.rows import Row, skip
@@ -61,7 +61,7 @@ def check_spread(t: Transport, ctx: VerifyContext) -> list[Row]:
                 rows.append(skip(name, "read-only: the stick table decides, and clearing it moves clients"))
                 continue
             for lb in lab.load_balancers:
-                drill(t, lb.name, "haproxy-api", "clear", "table", svc.haproxy_backend)
+                drills.action(t, lb.name, "haproxy-api", "clear", "table", svc.haproxy_backend)
         held = _held_burst(t, ctx, svc, sources)
         got = Counter(held.values())
         counts = ", ".join(f"{b} {got.get(b, 0)}" for b in backends)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from halab.core import plan
 from halab.core.model import Lab
+from halab.verify import drills
 from halab.verify.probes import (
-    drill,
     holders,
 )
 from halab.verify.rows import Row
@@ -21,7 +21,7 @@ ROGUE = (Path(__file__).parent / "rogue.py").read_text()
 
 
 def _adverts(t: Transport, host: str) -> tuple[int, int]:
-    text = drill(t, host, "vrrp-stats").stdout
+    text = drills.action(t, host, "vrrp-stats").stdout
     m = re.search(r"Advertisements:\s*Received:\s*(\d+)\s*Sent:\s*(\d+)", text)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
@@ -74,7 +74,7 @@ def _vrrp_counters(t: Transport, host: str) -> tuple[int, int]:
     """(VRRP packets dropped by the HALAB-VRRP filter, bad adverts keepalived saw)."""
     rules = t.run(host, ["iptables", "-w", "-L", "HALAB-VRRP", "-v", "-x", "-n"], check=False).stdout
     dropped = sum(int(line.split()[0]) for line in rules.splitlines() if " DROP " in f" {line} ")
-    stats = drill(t, host, "vrrp-stats").stdout
+    stats = drills.action(t, host, "vrrp-stats").stdout
     bad = sum(int(n) for n in re.findall(r"(?:Address List|Failure|Type Mismatch|Invalid Type): (\d+)", stats))
     return dropped, bad
 
