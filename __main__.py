@@ -9,7 +9,7 @@ import gc
 import pulumi
 
 from components import remote_steps, stack_config
-from components.lab import Lab, LabArgs
+from components.lab import LabComponent, LabComponentArgs
 from halab.core.config import ConfigError
 
 # The program builds one resource graph, which lives until the program exits: the cyclic
@@ -26,9 +26,9 @@ except ConfigError as e:
 if (agent := remote_steps.ssh_agent_problem()) is not None:
     raise pulumi.RunError(agent)
 
-lab = Lab(
+lab = LabComponent(
     "halab",
-    LabArgs(
+    LabComponentArgs(
         lab=cfg.lab,
         credentials=cfg.credentials,
         ssh_private_key=cfg.ssh_private_key,

@@ -1,4 +1,4 @@
-"""The whole lab: libvirt provider, network, shared base image, SSH key, load balancers, backends."""
+"""The Pulumi component for the whole lab (LabComponent); the lab itself is the model's Lab."""
 
 from __future__ import annotations
 
@@ -16,13 +16,12 @@ from components.network import LabNetwork, LabNetworkArgs
 from components.node import NodeArgs
 from components.vm import VmArgs
 from halab.core import plan, rolling
-from halab.core.model import Credentials, Node
-from halab.core.model import Lab as LabModel
+from halab.core.model import Credentials, Lab, Node
 
 
 @dataclass
-class LabArgs:
-    lab: LabModel
+class LabComponentArgs:
+    lab: Lab
     """The validated lab model (components/stack_config.py)."""
     credentials: Credentials
     """The VRRP and stats passwords: into resources only as secrets (components/remote_steps.py)."""
@@ -30,14 +29,17 @@ class LabArgs:
     """Secret, with `lab.ssh.public_key`; None: an ED25519 pair is generated and kept in the state."""
 
 
-def base_volume_name(lab: LabModel) -> str:
+def base_volume_name(lab: Lab) -> str:
     """Named by the image it holds: another `halab:image` is another volume (a new ID), never
     new content under an ID the root volumes already point at."""
     return f"{lab.network.name}-base-{hashlib.sha256(lab.libvirt.image.encode()).hexdigest()[:8]}.qcow2"
 
 
-class Lab(pulumi.ComponentResource):
-    def __init__(self, name: str, args: LabArgs, opts: pulumi.ResourceOptions | None = None):
+class LabComponent(pulumi.ComponentResource):
+    """The whole lab, as Pulumi resources (type halab:index:Lab): libvirt provider, network,
+    shared base image, SSH key, the load balancers and the backends, and the roll-out's order."""
+
+    def __init__(self, name: str, args: LabComponentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("halab:index:Lab", name, None, opts)
         lab = args.lab
         # One provider per hypervisor; each node is created through its own host's.
