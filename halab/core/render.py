@@ -10,6 +10,7 @@ import hashlib
 from string import Template
 from xml.sax.saxutils import quoteattr
 
+import jinja2
 import yaml
 
 from halab.core.model import Credentials, Lab, Node, Service
@@ -23,90 +24,29 @@ def template(template_name: str, /, **values: object) -> str:
     return Template((TEMPLATES / template_name).read_text()).substitute({k: str(v) for k, v in values.items()})
 
 
+_JINJA = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    undefined=jinja2.StrictUndefined,  # a name the template uses and the renderer did not give fails
+    keep_trailing_newline=True,
+    trim_blocks=True,  # a line holding only a block tag leaves no line in the file
+    lstrip_blocks=True,
+    autoescape=False,  # config files, not HTML
+)
+
+
+def whole(template_name: str, /, **values: object) -> str:
+    """A whole file from its Jinja2 template (halab/node/templates/*.j2): the template reads
+    like the file it makes, its conditionals inside."""
+    return _JINJA.get_template(template_name).render(**values)
+
+
 def node_file(name: str) -> str:
     """A static file shipped to nodes as is (scripts, systemd units): see halab/node/files/."""
     return (NODE_FILES / name).read_text()
 
 
-TRANSPARENCY_LINES = {
-    "tproxy": "    # Connect to the backend from the client's own address (TPROXY): it sees the real client.\n"
-    "    source 0.0.0.0 usesrc clientip\n",
-    "proxy-protocol": "    # The client's address travels in a PROXY protocol (v1) header, health checks included.\n",
-    "forwarded-for": "    # HTTP mode: HAProxy adds the client's address in X-Forwarded-For.\n    option forwardfor\n",
-}
-
-
-# How haproxy checks a service's backends (model.ServiceCheck): it asks the service itself, as a
-# client would; a hung server (stopped, deadlocked) still gets its TCP connections accepted by
-# the kernel, so a plain connect passes it.
-CHECK_LINES = {
-    "http": "    # Healthy: the page answers with the expected status (a TCP connect alone passes a hung server).\n"
-    "    option httpchk GET {c.path}\n"
-    "    http-check expect status {c.status}\n",
-    "banner": "    # Healthy: the server greets with the expected banner (a TCP connect alone passes a hung server).\n"
-    "    option tcp-check\n"
-    '    tcp-check expect string "{c.expect}"\n',
-    "smtp": "    # Healthy: the server greets and answers HELO (2xx).\n    option smtpchk\n",
-    "connect": "    # Checked by a TCP connect only (services[].check.type: connect): a hung server passes.\n",
-}
-
-
 def haproxy_cfg(lab: Lab, host: Node) -> str:
-    blocks = []
-    for svc in lab.services:
-        persistence = ""
-        if svc.sticky:
-            persistence = (
-                "    # Persistence: a client address keeps its server while the entry lives.\n"
-                f"    stick-table type ip size 200k expire {svc.sticky_expire} peers halab\n"
-                "    stick on src\n"
-            )
-        http = svc.transparency == "forwarded-for"
-        check = svc.check
-        opts = " send-proxy check-send-proxy" if svc.transparency == "proxy-protocol" else ""
-        if check.kind == "http" and svc.backend_tls:
-            opts += " check-ssl verify none"  # the lab's backends: self-signed (snakeoil) certificates
-        # Live traffic counts too: `fall` failed connections in a row take a server out before its
-        # next check would (layer 7: failed HTTP responses as well, where haproxy speaks HTTP).
-        opts += f" observe {'layer7' if http else 'layer4'} error-limit {lab.health_check.fall} on-error mark-down"
-        # Server names are the backends' names: unique, and they read well in logs and stats.
-        servers = "\n".join(f"    server {b.name} {b.address}:{svc.backend_port} check{opts}" for b in lab.pool(svc))
-        blocks.append(
-            template(
-                "haproxy-service.cfg.tmpl",
-                name=svc.name,
-                backend=svc.haproxy_backend,
-                vip=lab.vip,
-                port=svc.port,
-                mode="http" if http else "tcp",
-                frontend_options="    option httplog\n" if http else "",
-                balance=svc.balance,
-                persistence=persistence,
-                check=CHECK_LINES[check.kind].format(c=check),
-                transparency=TRANSPARENCY_LINES[svc.transparency],
-                servers=servers,
-            )
-        )
-    hc = lab.health_check
-    peers = "\n".join(f"    peer {lb.name} {lb.address}:{lab.haproxy.peers_port}" for lb in lab.load_balancers)
-    stats = ""
-    if lab.haproxy.stats_port:
-        stats = template(
-            "haproxy-stats.cfg.tmpl", address=host.address, port=lab.haproxy.stats_port, user=lab.haproxy.stats_user
-        )
-    return template(
-        "haproxy.cfg.tmpl",
-        host=host.name,
-        peers=peers,
-        stats=stats,
-        check_interval=hc.interval,
-        health_port=lab.haproxy.health_port,
-        watch_period=f"{lab.vrrp.watch_period:g}",
-        check_rise=hc.rise,
-        check_fall=hc.fall,
-        check_timeout=hc.timeout_seconds,
-        services="".join(blocks),
-    )
+    return whole("haproxy.cfg.j2", lab=lab, host=host)
 
 
 # A server new to haproxy at a reload: DOWN (op state 0), its check not run yet (status 1, INI),
@@ -186,48 +126,7 @@ def haproxy_secrets_env(creds: Credentials) -> str:
 
 
 def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
-    vrrp = lab.vrrp
-    preempt = (
-        ""
-        if vrrp.preempt
-        else "    # A recovered node stays backup: the VIP moves only when its holder fails.\n    nopreempt\n"
-    )
-    peers = ""
-    if vrrp.unicast:
-        peers = (
-            "    # Unicast adverts, accepted only from the peer load balancers (multicast is often blocked).\n"
-            f"    unicast_src_ip {host.address}\n"
-            "    unicast_peer {\n"
-            + "".join(f"        {lb.address}\n" for lb in vrrp_peers(lab, host))
-            + "    }\n    check_unicast_src\n"
-        )
-    auth = ""
-    if vrrp.version == 2:
-        auth = f"    authentication {{\n        auth_type PASS\n        auth_pass {creds.vrrp_auth_pass}\n    }}\n"
-    watch = vrrp.haproxy_check == "watch"
-    health_check = template(
-        f"keepalived-check-{vrrp.haproxy_check}.tmpl",
-        ports=" ".join(str(s.port) for s in lab.services),
-        health_port=lab.haproxy.health_port,
-        check_interval=vrrp.check_interval,
-        check_timeout=vrrp.check_timeout,
-        watch_period=f"{vrrp.watch_period:g}",
-    )
-    return template(
-        "keepalived.conf.tmpl",
-        host=host.name,
-        version=vrrp.version,
-        health_check=health_check,
-        track_file="    track_file {\n        haproxy_watch weight 0\n    }\n" if watch else "",
-        advert_interval=vrrp.advert_text,
-        router_id=vrrp.router_id,
-        interface=lab.network.interface,
-        priority=host.priority,
-        preempt=preempt,
-        peers=peers,
-        authentication=auth,
-        vip=lab.vip,
-    )
+    return whole("keepalived.conf.j2", lab=lab, host=host, peers=vrrp_peers(lab, host), creds=creds)
 
 
 def haproxy_watch_conf(lab: Lab) -> str:
