@@ -1,5 +1,6 @@
-"""The VM lab: `up`, `verify`, `reboot` and `down` for the program's own resources on a libvirt
-that runs inside the lab's namespaces (hypervisor.py), without the Pulumi engine (engine.py).
+"""The VM lab: `up` and `down` for the program's own resources on a libvirt that runs inside the
+lab's namespaces (hypervisor.py), without the Pulumi engine (engine.py). Its `verify` and
+`reboot` are the verifier's (halab/verify/lab_access.py, reboot.py).
 
 The stack config is the user's `Pulumi.<stack>.yaml` with two keys set as `pulumi config set`
 would: `halab:image` (the cached Debian image, image.py) and `halab:domainType` (qemu: this
