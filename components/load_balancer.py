@@ -12,6 +12,7 @@ import pulumi_command.remote as remote
 from components import remote_steps, rollout
 from components.node import NodeArgs, ProvisionedNode
 from halab.core import plan
+from halab.core.roles import load_balancer
 
 
 class LoadBalancer(ProvisionedNode):
@@ -53,14 +54,14 @@ class LoadBalancer(ProvisionedNode):
         once this node serves every service, its delete stops keepalived here first. On the first
         `up` it waits for the backends too: the services have no server before."""
         after = rollout.until_deployed(is_deployed, [b.done for b in backends]).apply(lambda wait: [self.done, *wait])
-        step = plan.handoff_step(self._args.vm.lab, self.node)
+        step = load_balancer.handoff_step(self._args.vm.lab, self.node)
         ids = [("HALAB_GUEST_ID", self.vm.domain.id)]
         return rollout.gate(self, f"{self._name}-handoff", self.node, self._conn, step, ids, after)
 
     def drain(self, backend: ProvisionedNode) -> remote.Command:
         """One backend out of this haproxy's service before its guest goes, and back in after
         (lb-drain.sh); replaced with that backend's guest, run again on a new guest of this one."""
-        step = plan.drain_step(self._args.vm.lab, self.node, backend.node)
+        step = load_balancer.drain_step(self._args.vm.lab, self.node, backend.node)
         ids = [("HALAB_BACKEND_ID", backend.vm.domain.id), ("HALAB_LB_ID", self.vm.domain.id)]
         name = f"{self._name}-drain-{backend.node.name}"
         return rollout.gate(self, name, self.node, self._conn, step, ids, [self.done, backend.done])

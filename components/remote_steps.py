@@ -19,6 +19,7 @@ import pulumi_command.remote as remote
 
 from halab.core import plan
 from halab.core.model import Credentials, Lab, Node
+from halab.core.step import Step
 
 # cloud images boot in 20-60 s: keep dialling SSH for up to ~10 minutes before failing.
 SSH_DIAL_ATTEMPTS = 60
@@ -96,7 +97,7 @@ def create_steps(
     first_after: Sequence[pulumi.Resource],
     guest_id: pulumi.Input[str],
     extra_after: dict[str, pulumi.Input[Sequence[pulumi.Resource]]] | None = None,
-    steps_of: Callable[[Lab, Node, Credentials], Sequence[plan.Step]] | None = None,
+    steps_of: Callable[[Lab, Node, Credentials], Sequence[Step]] | None = None,
     extra_triggers: Sequence[pulumi.Input[str]] = (),
 ) -> StepCommands:
     """One Command per step of `steps_of` (the node's plan: plan.host_steps unless given), each

@@ -38,8 +38,8 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_command.remote as remote
 
-from halab.core import plan
 from halab.core.model import Node
+from halab.core.step import Step
 
 
 def deployed(name: str, parent: pulumi.Resource) -> pulumi.Output[bool]:
@@ -68,7 +68,7 @@ def gate(
     name: str,
     node: Node,
     conn: remote.ConnectionArgs,
-    step: plan.Step,
+    step: Step,
     ids: Sequence[tuple[str, pulumi.Input[str]]],
     after: pulumi.Input[Sequence[pulumi.Resource]],
 ) -> remote.Command:

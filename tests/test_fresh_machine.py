@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, need_root_and
 
-from halab.core import plan
+from halab.core.roles import backend, load_balancer
 from halab.drivers import host_packages
 from halab.drivers.netns import lab
 
@@ -38,7 +38,7 @@ def test_ci_runs_the_readmes_test_line():
 
 def test_one_package_list_for_the_steps_the_preflight_and_the_set_up():
     listed = set(host_packages.debian_packages("lab"))
-    assert set(plan.LB_PACKAGES + plan.BACKEND_PACKAGES) <= listed  # no step reaches for apt
+    assert set(load_balancer.PACKAGES + backend.PACKAGES) <= listed  # no step reaches for apt
     assert set(lab.PACKAGES) == listed
     for purpose in ("vmlab", "tests"):
         assert host_packages.debian_packages(purpose)

@@ -19,6 +19,7 @@ import pytest
 from conftest import STACKS, need_root_and, require_lab
 
 from halab.core import config, plan, stackfile
+from halab.core.step import Step
 from halab.drivers.netns import lab, topology
 from halab.verify import backends, drills, failover, lab_access, probes, vrrp
 from halab.verify.rows import Row
@@ -46,7 +47,7 @@ def pools() -> Iterator[topology.Topology]:
     yield from _lab("pools")
 
 
-def _run(topo: topology.Topology, host: str, step: plan.Step) -> None:
+def _run(topo: topology.Topology, host: str, step: Step) -> None:
     p = lab.nodes(topo)[host].run_bundle(step.bundle(), check=False)
     assert p.returncode == 0, f"{host}/{step.name}: {p.stdout}{p.stderr}"
 
@@ -56,7 +57,7 @@ def mutated(topo: topology.Topology, role: str, step_name: str, path: str, chang
     """Every node of `role` runs its step `step_name` with the file `path` changed; afterwards,
     whatever happened, the original step puts the node back."""
     creds = lab.credentials(topo)
-    originals: dict[str, plan.Step] = {}
+    originals: dict[str, Step] = {}
     try:
         for node in topo.lab.load_balancers if role == "lb" else topo.lab.backends:
             (step,) = (s for s in plan.host_steps(topo.lab, node, creds) if s.name == step_name)

@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT, STACKS, assert_rows, need_root_and, require_lab
 
 from halab.core import config, plan, stackfile
+from halab.core.roles import load_balancer
 from halab.drivers.netns import lab, topology
 from halab.drivers.netns.node import NsNode
 from halab.verify import checks, lab_access, probes, traffic
@@ -141,15 +142,17 @@ def test_the_roll_outs_gates_hand_the_vip_off_and_drain_a_backend_losing_no_requ
     rate = ("--interval", "0.05", "--duration", "120")
     sampler = probes.sample(t, ctx.client, url, list(ctx.client_sources[:2]), *rate)
     time.sleep(1)
-    handoff = on[master.name].run_bundle(plan.handoff_step(model, master).bundle(), env=delete).stdout
+    handoff = on[master.name].run_bundle(load_balancer.handoff_step(model, master).bundle(), env=delete).stdout
     holders_after = probes.holders(t, model)
     drains = [
-        on[lb.name].run_bundle(plan.drain_step(model, lb, www1).bundle(), env=delete).stdout
+        on[lb.name].run_bundle(load_balancer.drain_step(model, lb, www1).bundle(), env=delete).stdout
         for lb in model.load_balancers
     ]
     time.sleep(2)
     after_drain = traffic.check_services(t, ctx)
-    back = [on[lb.name].run_bundle(plan.drain_step(model, lb, www1).bundle()).stdout for lb in model.load_balancers]
+    back = [
+        on[lb.name].run_bundle(load_balancer.drain_step(model, lb, www1).bundle()).stdout for lb in model.load_balancers
+    ]
     # the master back as a replaced guest comes back: a fresh haproxy (no server checked yet),
     # then keepalived, which must not take the VIP back (preempt) before that haproxy serves
     steps = {s.name: s for s in plan.host_steps(model, master, lab.credentials(topo))}

@@ -516,7 +516,7 @@ def test_missing_or_plain_text_vrrp_password_is_refused():
 
 def _unbundle(bundle: str) -> str:
     """The files a step bundle carries, as the node receives them: text in plain heredocs, a
-    file with a NUL byte in base64 (halab/core/plan.py `_staged`)."""
+    file with a NUL byte in base64 (halab/core/step.py `_staged`)."""
     import base64
     import re
 

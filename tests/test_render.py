@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, STACKS, need_commands, need_root_and
 
-from halab.core import config, plan, render, stackfile
+from halab.core import config, plan, render, stackfile, step
 from halab.core.model import Credentials, Lab
 from halab.drivers.netns.node import NsNode, veth
 from halab.node import STEPS as NODE_STEPS
@@ -308,12 +308,12 @@ def test_a_changed_script_or_node_file_runs_again_exactly_the_steps_that_use_it(
     lab = lab_of("dev")
 
     def digests() -> dict[tuple[str, str], str]:
-        plan._library_names.cache_clear()  # what it read from the files, before a test changed one
+        step._library_names.cache_clear()  # what it read from the files, before a test changed one
         steps = {n.name: (*plan.host_steps(lab, n, CREDS), *plan.serving_steps(lab, n)) for n in lab.nodes}
         return {(node, s.name): s.digest() for node, ss in steps.items() for s in ss}
 
     before = digests()
-    lib = (plan.STEPS_DIR / "lib.sh").read_text()
+    lib = (step.STEPS_DIR / "lib.sh").read_text()
     for node in lab.nodes:
         library, *others = (*plan.host_steps(lab, node, CREDS), *plan.serving_steps(lab, node))
         assert library.name == "library"
@@ -321,9 +321,9 @@ def test_a_changed_script_or_node_file_runs_again_exactly_the_steps_that_use_it(
             assert lib not in s.bundle() and base64.b64encode(lib.encode())[:300].decode() not in s.bundle(), s.name
             assert len(s.bundle()) < len(lib), (node.name, s.name)
     steps_dir, node_dir = tmp_path / "steps", tmp_path / "node"
-    shutil.copytree(plan.STEPS_DIR, steps_dir)
+    shutil.copytree(step.STEPS_DIR, steps_dir)
     shutil.copytree(render.NODE_FILES, node_dir)
-    monkeypatch.setattr(plan, "STEPS_DIR", steps_dir)
+    monkeypatch.setattr(step, "STEPS_DIR", steps_dir)
     monkeypatch.setattr(render, "NODE_FILES", node_dir)
     try:
         assert digests() == before  # the same files elsewhere: nothing runs again
@@ -344,4 +344,4 @@ def test_a_changed_script_or_node_file_runs_again_exactly_the_steps_that_use_it(
         assert runs_again(steps_dir / "lb-serving.sh") == {(lb, s) for lb in lbs for s in ("library", "serving")}
         assert runs_again(steps_dir / "lib.sh") == set(before)
     finally:
-        plan._library_names.cache_clear()
+        step._library_names.cache_clear()

@@ -23,6 +23,8 @@ from conftest import ROOT, STACKS, need_root_and
 
 from halab.core import config, plan, render, stackfile
 from halab.core.model import Credentials
+from halab.core.roles import load_balancer
+from halab.core.step import LIBRARY_DIR, Step, library_step
 from halab.drivers.netns.node import NsNode, veth
 from halab.node import FILES as NODE_FILES
 from halab.node import STEPS as NODE_STEPS
@@ -291,7 +293,7 @@ def test_daemons_get_the_same_privileges_with_and_without_systemd():
 
 
 def drill_bundle(*args: str) -> str:
-    return plan.Step("node", "drill", "drill.sh", args).bundle()
+    return Step("node", "drill", "drill.sh", args).bundle()
 
 
 def test_link_cut_restores_itself_or_on_request(nodes):
@@ -531,15 +533,15 @@ def test_a_step_on_another_guest_than_the_one_meant_changes_nothing(nodes):
     # the first step, the library, refuses too: nothing of it is written
     p = lb.run_bundle(steps["library"].bundle(), check=False, env={"HALAB_GUEST": "lb3"})
     assert p.returncode != 0 and "this is lb1, not lb3: another guest answers at this address" in p.stderr
-    assert lb.run(["test", "-e", plan.LIBRARY_DIR], check=False).returncode != 0
+    assert lb.run(["test", "-e", LIBRARY_DIR], check=False).returncode != 0
     lb.run_bundle(steps["library"].bundle(), env={"HALAB_GUEST": "lb1"})
     sysctl = steps["sysctl"]
     p = lb.run_bundle(sysctl.bundle(), check=False, env={"HALAB_GUEST": "lb3"})
     assert p.returncode != 0 and "this is lb1, not lb3: another guest answers at this address" in p.stderr
-    assert lb.run(["test", "-e", plan.LB_SYSCTL], check=False).returncode != 0  # nothing written
+    assert lb.run(["test", "-e", load_balancer.SYSCTL], check=False).returncode != 0  # nothing written
     # on the guest meant, the same bundle writes its file
     lb.run_bundle(sysctl.bundle(), env={"HALAB_GUEST": "lb1"})
-    assert lb.run(["test", "-e", plan.LB_SYSCTL], check=False).returncode == 0
+    assert lb.run(["test", "-e", load_balancer.SYSCTL], check=False).returncode == 0
 
 
 def test_the_serving_step_waits_for_every_server_up_and_names_those_that_are_not(nodes):
@@ -557,9 +559,9 @@ def test_the_serving_step_waits_for_every_server_up_and_names_those_that_are_not
     (serving,) = plan.serving_steps(LAB, LAB.load_balancers[0])
     assert "SERVING_SERVERS='bk_http/www1 bk_http/www2 bk_https/www1 bk_https/www2'" in serving.files[0][1]
 
-    def waiting_for(servers: str, within: int) -> plan.Step:
+    def waiting_for(servers: str, within: int) -> Step:
         conf = f"SERVING_WITHIN={within}\nSERVING_SERVERS='{servers}'\n"
-        return plan.Step("lb1", "serving", serving.script, files=(("/etc/halab/serving.conf", conf), serving.files[1]))
+        return Step("lb1", "serving", serving.script, files=(("/etc/halab/serving.conf", conf), serving.files[1]))
 
     for name in ("library", "sysctl", "tproxy", "secrets", "haproxy"):
         lb.run_bundle(steps[name].bundle())
@@ -673,14 +675,14 @@ def staged_by(bundle: str, out: Path, library: Path | None = None) -> subprocess
     """Runs a bundle up to its step, whose line copies the stage to `out` instead; the library
     at `library` instead of /usr/local/lib/halab."""
     if library is not None:
-        bundle = bundle.replace(plan.LIBRARY_DIR, str(library))
+        bundle = bundle.replace(LIBRARY_DIR, str(library))
     bundle, n = RUNS_THE_STEP.subn(f'cp -a "$HALAB_STAGE/." "{out}"', bundle)
     assert n == 1, bundle[-300:]
     env = {k: v for k, v in os.environ.items() if k != "HALAB_GUEST"}
     return subprocess.run(["bash", "-s"], input=bundle, capture_output=True, text=True, env=env, check=False)
 
 
-def library_for(node, lab=LAB) -> list[plan.Step]:
+def library_for(node, lab=LAB) -> list[Step]:
     """What a node's library is made for: its steps after the library, its serving step and its
     roll-out gates."""
     return [*plan.host_steps(lab, node, CREDS)[1:], *plan.serving_steps(lab, node), *plan.gate_steps(lab, node)]
@@ -691,7 +693,7 @@ def installed_library(tmp_path: Path, steps) -> tuple[Path, subprocess.Completed
     on a node: need_root)."""
     need_root_and("sha256sum", "gzip")
     lib = tmp_path / "library"
-    step = plan.library_step("node", steps, str(lib))
+    step = library_step("node", steps, str(lib))
     p = subprocess.run(["bash", "-s"], input=step.bundle(), capture_output=True, text=True, check=False)
     return lib, p
 
@@ -719,7 +721,7 @@ def test_a_bundle_stages_every_file_byte_for_byte_and_text_in_plain_text(tmp_pat
     """The files a bundle carries reach the stage exactly, whatever they hold: no final newline, a
     line that is the heredoc's delimiter, shell syntax, CRLF, UTF-8, nothing, a NUL byte. Text
     is in the bundle as it is (a preview's diff shows its lines), not base64."""
-    step = plan.Step("node", "t", "wait-ready.sh", files=tuple(TRICKY.items()))
+    step = Step("node", "t", "wait-ready.sh", files=tuple(TRICKY.items()))
     bundle = step.bundle()
     p = staged_by(bundle, tmp_path / "out")
     assert p.returncode == 0, p.stderr
@@ -761,7 +763,7 @@ def test_the_library_step_validates_everything_before_it_changes_anything(tmp_pa
     lib, p = installed_library(tmp_path, library_for(LAB.backends[0]))
     assert p.returncode == 0, p.stderr
     before = tree(lib)
-    good = plan.library_step("node", library_for(LAB.backends[0]), str(lib))
+    good = library_step("node", library_for(LAB.backends[0]), str(lib))
     appended = {"lib.sh": "# a new version\n", "halab-routes": "if then fi\n"}  # the second does not parse
     broken = dataclasses.replace(
         good, files=tuple((path, c + appended.get(path.rsplit("/", 1)[1], "")) for path, c in good.files)
@@ -808,12 +810,12 @@ def test_a_bundle_built_before_an_upgrade_still_runs_after_it(tmp_path):
     late in an `up` whose library steps already ran). The library keeps every version by
     sha256, so the old bundle stages its own lib.sh and script; the new one, the new."""
     node = LAB.load_balancers[0]
-    old_drain = plan.drain_step(LAB, node, LAB.backends[0])
+    old_drain = load_balancer.drain_step(LAB, node, LAB.backends[0])
     lib, p = installed_library(tmp_path, library_for(node))
     assert p.returncode == 0, p.stderr
     lib_text = (NODE_STEPS / "lib.sh").read_text()
     newer = lib_text + "# the next version\n"
-    upgrade = plan.library_step("node", library_for(node), str(lib))
+    upgrade = library_step("node", library_for(node), str(lib))
     upgrade = dataclasses.replace(
         upgrade, files=tuple((path, newer if path.endswith("/lib.sh") else c) for path, c in upgrade.files)
     )

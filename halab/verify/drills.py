@@ -11,15 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from halab.core import plan
 from halab.core.model import Lab
+from halab.core.step import Step
 from halab.verify.probes import HolderWatch, Sample, holders, sample, wait_until
 from halab.verify.transport import Transport, VerifyContext
 
 
 def action(t: Transport, host: str, *args: str, check: bool = True, timeout: float = 60.0):
     """A drill action (halab/node/steps/drill.sh) on one host, from a bundle like any step."""
-    bundle = plan.Step(host, "drill", "drill.sh", args).bundle()
+    bundle = Step(host, "drill", "drill.sh", args).bundle()
     return t.run(host, ["bash", "-s"], input=bundle, check=check, timeout=timeout)
 
 

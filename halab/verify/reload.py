@@ -45,7 +45,7 @@ def reload_under_load(t: Transport, ctx: VerifyContext) -> dict[str, ReloadPhase
     fewer = dataclasses.replace(lab, backends=lab.backends[:-1])
     creds = Credentials.placeholder()  # the haproxy step holds no secret
 
-    def haproxy_step(model: Lab, lb: Node) -> plan.Step:
+    def haproxy_step(model: Lab, lb: Node) -> step.Step:
         return next(s for s in plan.host_steps(model, lb, creds) if s.name == "haproxy")
 
     # bounded by STEP_TIMEOUT per step; stopped as soon as the phases are done

@@ -187,7 +187,7 @@ class NsNode:
         return p
 
     def run_bundle(self, bundle: str, *, check: bool = True, env: dict[str, str] | None = None):
-        """Runs a step bundle (halab.core.plan.Step.bundle) as root, as `sudo bash -s` does on a VM."""
+        """Runs a step bundle (halab.core.step.Step.bundle) as root, as `sudo bash -s` does on a VM."""
         return self.run(["bash", "-s"], input=bundle, check=check, env=env)
 
     def destroy(self) -> None:

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from halab.core import plan
+from halab.core.roles import backend, load_balancer
 
 BUILD_SCRIPT = Path(__file__).resolve().parent / "build-image"
 CACHE = Path("/var/cache/halab/images")
@@ -39,7 +39,7 @@ HOST_COMMANDS = ("mmdebstrap", "mkfs.ext4", "sfdisk", "losetup", "extlinux", "qe
 
 
 def packages() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(BASE_PACKAGES + plan.LB_PACKAGES + plan.BACKEND_PACKAGES))
+    return tuple(dict.fromkeys(BASE_PACKAGES + load_balancer.PACKAGES + backend.PACKAGES))
 
 
 def recipe_hash() -> str:

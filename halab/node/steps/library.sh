@@ -2,7 +2,7 @@
 # A node's first step: its library, in one directory (/usr/local/lib/halab): lib.sh, the node's
 # step scripts and the static files of halab/node/files/ they install. Every later step's bundle
 # names each of those files with its sha256 and copies it from here instead of carrying it
-# (halab/core/plan.py): they travel once per node, not in every step, and a bundle refuses a file
+# (halab/core/step.py): they travel once per node, not in every step, and a bundle refuses a file
 # that is not the one it names.
 # Each file is kept by name (what this version holds, for a reader) and by its sha256, under
 # DIR/sha256/, where the bundles read it. Those are never removed: a roll-out gate's delete runs
