@@ -136,3 +136,19 @@ def test_the_layer_check_sees_an_import_that_runs_back_up(tmp_path):
         "halab.core.bad (floor 1) imports halab.drivers (floor 2)",
         "halab.core.bad (floor 1) imports halab.drivers.progress (floor 2)",
     ], wrong
+
+
+def test_the_namespace_lab_and_the_review_render_need_no_pulumi():
+    """`scripts/netns-lab` and `scripts/render` run on a fresh host with Debian's Python (no
+    .venv: the fresh-root test), which has no Pulumi SDK: nothing they import may need it. A
+    module-level import of the VM lab's driver in the verifier broke exactly that once."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules['pulumi'] = None; sys.path.insert(0, '.');"
+        "import halab.drivers.netns.lab, halab.drivers.netns.topology, halab.drivers.progress;"
+        "import halab.verify.checks, halab.verify.lab_access, halab.core.review, halab.core.stackfile"
+    )
+    p = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]

@@ -11,7 +11,6 @@ from pathlib import Path
 from halab.drivers.netns import lab as netns
 from halab.drivers.netns.node import python_path
 from halab.drivers.netns.topology import Topology
-from halab.drivers.vmlab import lab as vmlab
 from halab.verify import checks, deployed
 from halab.verify.ssh import SshTransport
 from halab.verify.transport import NetnsTransport, VerifyContext
@@ -41,6 +40,10 @@ class VmSession:
     """The verifier's SSH transport to the guests, from the hypervisor's namespace, and its VerifyContext."""
 
     def __init__(self, config_file: str, read_only: bool = False):
+        # here, not at the top: the namespace lab runs on a fresh host without .venv, and the
+        # VM lab's driver imports Pulumi (it runs the program in process)
+        from halab.drivers.vmlab import lab as vmlab
+
         self.hv, self.state, self.model, outputs = vmlab.loaded(config_file)
         self.stack = deployed.Stack(self.model, outputs, self.state.extra["secrets"])
         self.keys = tempfile.TemporaryDirectory(prefix="halab-key-")
