@@ -13,6 +13,7 @@ SYSCTL = "/etc/sysctl.d/90-halab-backend.conf"
 
 
 def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
+    """A backend's steps after its library, in order (it holds no secret: `creds` unused)."""
     h = host.name
     # The gateway before the services: a backend whose checks pass gets clients, and their replies
     # must already go back through the VIP, not to the hypervisor (where a client never sees them).
@@ -58,8 +59,10 @@ def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
 
 
 def serving_steps(lab: Lab, host: Node) -> tuple[Step, ...]:
+    """None: the load balancers' serving steps wait for the backends."""
     return ()
 
 
 def gate_steps(lab: Lab, host: Node) -> tuple[Step, ...]:
+    """None: a backend's drain gates run on the load balancers."""
     return ()

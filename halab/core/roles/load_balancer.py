@@ -14,6 +14,8 @@ HAPROXY_CTL = "/usr/local/sbin/halab-haproxy-ctl"
 
 
 def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
+    """A load balancer's steps after its library, in order: haproxy before keepalived, which
+    tracks it; the two that write a password are secret."""
     h = host.name
     return (
         Step(h, "ready", "wait-ready.sh"),
