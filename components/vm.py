@@ -20,7 +20,7 @@ Replacements, as terraform-provider-libvirt v0.8.1 and the engine make them:
   those whose diff, replaceOnChanges applied, says so (pkg/resource/deploy/step_generator.go,
   calculateDependentReplacements, lines 3220-3361 at v3.259.0).
 - The root disk is attached as a file (the domain's XSLT), so that a stock AppArmor profile
-  allows its backing chain (halab/node/templates/domain-disk-as-file.xslt.tmpl).
+  allows its backing chain (halab/node/templates/domain-disk-as-file.xslt.j2).
 """
 
 from __future__ import annotations

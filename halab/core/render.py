@@ -7,21 +7,16 @@ Pulumi driver, the namespace lab and `scripts/render` all call these; none rende
 from __future__ import annotations
 
 import hashlib
-from string import Template
 from xml.sax.saxutils import quoteattr
 
 import jinja2
 import yaml
 
-from halab.core.model import Credentials, Lab, Node, Service
+from halab.core.model import Credentials, Lab, Node
 from halab.node import FILES as NODE_FILES
 from halab.node import TEMPLATES
 
 PLACEHOLDER_SSH_KEY = "ssh-ed25519 AAAA-the-key-pulumi-up-generates halab"
-
-
-def template(template_name: str, /, **values: object) -> str:
-    return Template((TEMPLATES / template_name).read_text()).substitute({k: str(v) for k, v in values.items()})
 
 
 _JINJA = jinja2.Environment(
@@ -188,28 +183,6 @@ def backend_routes_conf(lab: Lab) -> str:
     )
 
 
-def _vhost(lab: Lab, svc: Service) -> str:
-    extra = ""
-    if svc.backend_tls:
-        extra = (
-            "    SSLEngine on\n"
-            "    SSLCertificateFile /etc/ssl/certs/ssl-cert-snakeoil.pem\n"
-            "    SSLCertificateKeyFile /etc/ssl/private/ssl-cert-snakeoil.key\n"
-        )
-    if svc.transparency == "proxy-protocol":
-        extra += (
-            "    # The client's address from the PROXY protocol header (mod_remoteip).\n    RemoteIPProxyProtocol On\n"
-        )
-    elif svc.transparency == "forwarded-for":
-        lbs = " ".join(str(lb.address) for lb in lab.load_balancers)
-        extra += (
-            "    # The client's address from X-Forwarded-For, believed from the load balancers only (internal\n"
-            "    # proxies: a client address in a private range is accepted too).\n"
-            f"    RemoteIPHeader X-Forwarded-For\n    RemoteIPInternalProxy {lbs}\n"
-        )
-    return template("apache-vhost.conf.tmpl", name=svc.name, port=svc.backend_port, tls=extra)
-
-
 def apache_ports_conf(lab: Lab, host: Node) -> str:
     """Apache listens on the ports of the HTTP services this backend serves, and no other: a
     port outside its pools is refused."""
@@ -219,8 +192,12 @@ def apache_ports_conf(lab: Lab, host: Node) -> str:
 
 
 def apache_site(lab: Lab, host: Node) -> str:
-    vhosts = "".join(_vhost(lab, s) for s in lab.http_services(host))
-    return template("apache-site.conf.tmpl", host=host.name, vhosts=vhosts)
+    return whole("apache-site.conf.j2", lab=lab, host=host)
+
+
+def index_page(host: Node) -> str:
+    """The page a backend serves: which backend answered, and the client address it saw."""
+    return whole("index.shtml.j2", host=host.name)
 
 
 def banner_conf(lab: Lab, host: Node) -> str:
@@ -291,4 +268,4 @@ def domain_disk_xslt(root_path: str) -> str:
     """The domain's XSLT (the provider's `xml.xslt`): its root disk, a pool volume, attached as
     the file at `root_path` (the volume's key, which is its path in a directory pool)."""
     # an attribute value template: braces would be expressions
-    return template("domain-disk-as-file.xslt.tmpl", path=quoteattr(root_path.replace("{", "{{").replace("}", "}}")))
+    return whole("domain-disk-as-file.xslt.j2", path=quoteattr(root_path.replace("{", "{{").replace("}", "}}")))

@@ -42,7 +42,7 @@ def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
             files=(
                 ("/etc/apache2/ports.conf", render.apache_ports_conf(lab, host)),
                 ("/etc/apache2/sites-available/halab.conf", render.apache_site(lab, host)),
-                ("/var/www/halab/index.shtml", render.template("index.shtml.tmpl", host=h)),
+                ("/var/www/halab/index.shtml", render.index_page(host)),
             ),
         ),
         Step(
