@@ -19,6 +19,7 @@ from conftest import ROOT, need_root_and
 from halab.core.roles import backend, load_balancer
 from halab.drivers import host_packages
 from halab.drivers.netns import lab
+from halab.node.paths import PATHS
 
 
 def readme_line(start: str) -> str:
@@ -54,7 +55,7 @@ def test_the_readme_line_sets_up_and_starts_the_lab_on_a_fresh_debian(suite):
     assert line == "scripts/setup --lab && scripts/netns-lab up --config Pulumi.dev.yaml"
     # files the lab's steps write on a node: none may reach this host (a chroot'ed run once
     # wrote them to the host's /etc, through nodes entered at their mount namespace's root)
-    node_files = [Path(f) for f in ("/etc/sysctl.d/90-halab-lb.conf", "/usr/local/sbin/halab-tproxy")]
+    node_files = [Path(f) for f in (PATHS["LB_SYSCTL_CONF"], PATHS["TPROXY_BIN"])]
     before = {f: f.exists() for f in node_files}
     # then the proof, and the set-up once more: it installs nothing the second time
     command = f"{line} && scripts/netns-lab verify --read-only --config Pulumi.dev.yaml && scripts/setup --lab"

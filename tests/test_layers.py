@@ -152,3 +152,17 @@ def test_the_namespace_lab_and_the_review_render_need_no_pulumi():
     )
     p = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_every_role_module_holds_what_a_role_declares():
+    """plan.ROLES maps each kind of node to a module of halab/core/roles/: each holds the
+    protocol's constant and functions, with its parameters (a new kind is a module like these)."""
+    import inspect
+
+    from halab.core import plan
+
+    for kind, role in plan.ROLES.items():
+        assert isinstance(role.PACKAGES, tuple) and all(isinstance(p, str) for p in role.PACKAGES), kind
+        for name in ("steps", "serving_steps", "gate_steps"):
+            want = list(inspect.signature(getattr(plan.Role, name)).parameters)[1:]  # without self
+            assert list(inspect.signature(getattr(role, name)).parameters) == want, (kind, name)

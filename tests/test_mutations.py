@@ -21,6 +21,7 @@ from conftest import STACKS, need_root_and, require_lab
 from halab.core import config, plan, stackfile
 from halab.core.step import Step
 from halab.drivers.netns import lab, topology
+from halab.node.paths import PATHS
 from halab.verify import backends, drills, failover, lab_access, probes, vrrp
 from halab.verify.rows import Row
 
@@ -98,7 +99,7 @@ def test_without_the_watcher_reference_the_haproxy_killed_row_fails(dev):
     def no_watcher(conf: str) -> str:
         return re.sub(r"    track_file \{\n        haproxy_watch weight 0\n    \}\n", "", conf)
 
-    with mutated(dev, "lb", "keepalived", "/etc/keepalived/keepalived.conf", no_watcher):
+    with mutated(dev, "lb", "keepalived", PATHS["KEEPALIVED_CONF"], no_watcher):
         row = _haproxy_killed(dev)
     print(row.figure)
     assert not row.ok and "VIP on lb2" in row.figure and "median" in row.figure, row
@@ -133,7 +134,7 @@ def test_without_peers_the_persistence_row_fails(dev):
     def no_peers(cfg: str) -> str:
         return cfg.replace(" peers halab\n", "\n")
 
-    with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", no_peers):
+    with mutated(dev, "lb", "haproxy", PATHS["HAPROXY_CFG"], no_peers):
         for svc in ctx.lab.services:  # tables emptied as a new deployment's are
             for lb in ctx.lab.load_balancers:
                 drills.action(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
@@ -156,7 +157,7 @@ def test_with_a_rogue_among_the_peers_the_vrrp_filter_row_fails(dev):
     def rogue_peer(conf: str) -> str:
         return re.sub(r'^PEERS="', f'PEERS="{rogue} ', conf, flags=re.M)
 
-    with mutated(dev, "lb", "keepalived", "/etc/halab/vrrp.conf", rogue_peer):
+    with mutated(dev, "lb", "keepalived", PATHS["VRRP_CONF"], rogue_peer):
         (row,) = vrrp.check_vrrp_filter(t, ctx)
     print(row.figure)
     dropped = dict(re.findall(r"(\S+): (\d+) dropped", row.figure))
@@ -183,7 +184,7 @@ def test_with_a_connect_only_check_the_hung_backend_row_fails(dev):
     a hung Apache, so the server stays UP and clients stuck to it fail: the row fails."""
     t, ctx = lab_access.netns_context(dev)
     svc = next(s for s in ctx.lab.services if s.protocol == "http")
-    with mutated(dev, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only(svc.name)):
+    with mutated(dev, "lb", "haproxy", PATHS["HAPROXY_CFG"], connect_only(svc.name)):
         hung, _ = backends.backend_fault(t, ctx, svc, "hung")
     print(hung.figure)
     assert not hung.ok and hung.figure.startswith("still in rotation after"), hung
@@ -197,7 +198,7 @@ def test_with_a_connect_only_check_the_banner_hung_row_fails(pools, service):
     t, ctx = lab_access.netns_context(pools)
     victim, services = backends.banner_hung_services(ctx.lab)
     assert victim == "mail-1" and [s.name for s in services] == ["smtp", "imap"]
-    with mutated(pools, "lb", "haproxy", "/etc/haproxy/haproxy.cfg", connect_only(service)):
+    with mutated(pools, "lb", "haproxy", PATHS["HAPROXY_CFG"], connect_only(service)):
         hung, resumed = backends.banner_hang(t, ctx)
     print(hung.figure)
     assert not hung.ok and hung.figure.startswith("still in rotation after"), hung

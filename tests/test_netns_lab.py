@@ -19,6 +19,7 @@ from halab.core import config, plan, stackfile
 from halab.core.roles import load_balancer
 from halab.drivers.netns import lab, topology
 from halab.drivers.netns.node import NsNode
+from halab.node.paths import PATHS
 from halab.verify import checks, lab_access, probes, traffic
 from halab.verify.rows import table
 
@@ -122,7 +123,7 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
         assert len(secret) >= 8 and secret not in seen
     assert oct(os.stat(lab.state_dir(t) / "credentials.json").st_mode & 0o777) == "0o600"
     lb = lab.nodes(t)[t.lab.load_balancers[0].name]
-    modes = lb.run("stat -c '%a %U' /etc/keepalived/keepalived.conf /etc/haproxy/halab-secrets.env").stdout
+    modes = lb.run(f"stat -c '%a %U' {PATHS['KEEPALIVED_CONF']} {PATHS['HAPROXY_SECRETS']}").stdout
     assert modes.split("\n")[:2] == ["600 root", "600 root"], modes
 
 

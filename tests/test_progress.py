@@ -20,6 +20,7 @@ from halab.drivers.netns import lab, topology
 from halab.drivers.progress import Progress, row
 from halab.drivers.vmlab import lab as vmlab
 from halab.drivers.vmlab.engine import COMMAND, Entry, State
+from halab.node.paths import PATHS
 
 # What a backend's `web` step printed on stderr where make-ssl-cert ran without
 # DEBIAN_FRONTEND (12 lines of the dev stack's `up`), and what haproxy says when it starts.
@@ -59,13 +60,13 @@ def a_dev_up(p: Progress) -> None:
     """Events as the dev stack's `up` makes them: quiet steps, noisy ones, a warning, a failure."""
     p.note("lab halab: creating 9 namespaces")
     p.started("lb1", "sysctl")
-    p.finished("lb1", "sysctl", stdout="[lb1/sysctl] installed /etc/sysctl.d/90-halab-lb.conf\n"
-               "[lb1/sysctl] 5 settings in force from /etc/sysctl.d/90-halab-lb.conf\n")  # fmt: skip
+    p.finished("lb1", "sysctl", stdout=f"[lb1/sysctl] installed {PATHS['LB_SYSCTL_CONF']}\n"
+               f"[lb1/sysctl] 5 settings in force from {PATHS['LB_SYSCTL_CONF']}\n")  # fmt: skip
     p.started("lb1", "haproxy")
     p.finished(
         "lb1",
         "haproxy",
-        stdout="[lb1/haproxy] installed /etc/haproxy/haproxy.cfg\n[lb1/haproxy] starting haproxy\n"
+        stdout=f"[lb1/haproxy] installed {PATHS['HAPROXY_CFG']}\n[lb1/haproxy] starting haproxy\n"
         "[lb1/haproxy] haproxy running (4242)\n",
         stderr="\n".join(NOTICES) + "\n",
     )
@@ -82,21 +83,21 @@ def a_dev_up(p: Progress) -> None:
         "keepalived",
         ok=False,
         code=1,
-        stdout="[lb2/keepalived] installed /etc/keepalived/halab-notify\n",
+        stdout=f"[lb2/keepalived] installed {PATHS['KEEPALIVED_NOTIFY']}\n",
         stderr="[lb2/keepalived] error: staged keepalived.conf is invalid (keepalived -t)\n",
     )
 
 
 SHOWN = [
     "lab halab: creating 9 namespaces",
-    "  lb1        sysctl       0.5 s  ok  5 settings in force from /etc/sysctl.d/90-halab-lb.conf",
+    f"  lb1        sysctl       0.5 s  ok  5 settings in force from {PATHS['LB_SYSCTL_CONF']}",
     "  lb1        haproxy      0.5 s  ok  haproxy running (4242)",
     "  www1       web          0.5 s  ok  apache2 serving ports: 80 443",
     "  www2       ready        0.5 s  ok  node ready: www2",
     "  ! www2 ready: [www2/ready] warning: cloud-init finished with module errors: locale",
     "  www2       tcp          0.5 s  ok",
     "  lb2        keepalived   0.5 s  FAILED (exit 1)",
-    "    [lb2/keepalived] installed /etc/keepalived/halab-notify",
+    f"    [lb2/keepalived] installed {PATHS['KEEPALIVED_NOTIFY']}",
     "    stderr: [lb2/keepalived] error: staged keepalived.conf is invalid (keepalived -t)",
 ]
 
@@ -136,7 +137,7 @@ def test_warnings_are_told_from_noise():
     # on stdout, only what a step marks itself: apt names packages such as libgpg-error-l10n
     assert progress.is_warning("[www2/ready] warning: cloud-init finished with module errors", stderr=False)
     assert not progress.is_warning("Unpacking libgpg-error-l10n (1.46-1) ...", stderr=False)
-    assert not progress.is_warning("[lb1/haproxy] installed /etc/haproxy/haproxy.cfg", stderr=False)
+    assert not progress.is_warning(f"[lb1/haproxy] installed {PATHS['HAPROXY_CFG']}", stderr=False)
 
 
 def test_off_a_terminal_one_line_per_step_and_warnings_and_failures_in_full(tmp_path):
@@ -191,7 +192,7 @@ def test_the_log_file_keeps_every_line_stamped_and_is_named_at_the_end(tmp_path)
     assert text[0] == "=== netns-lab up"
     for line in DEBCONF + NOTICES:  # the noise is not shown, and not lost
         assert row("www1", "web", f"stderr: {line}") in text or row("lb1", "haproxy", f"stderr: {line}") in text, line
-    assert row("lb1", "haproxy", "[lb1/haproxy] installed /etc/haproxy/haproxy.cfg") in text
+    assert row("lb1", "haproxy", f"[lb1/haproxy] installed {PATHS['HAPROXY_CFG']}") in text
     assert row("lb1", "haproxy", "started") in text
     results = [line for line in SHOWN if " s  " in line or not line.startswith(" ")]  # notes, step lines
     assert len(results) == 7 and all(line in text for line in results), [x for x in results if x not in text]

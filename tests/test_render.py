@@ -13,6 +13,7 @@ from halab.core import config, plan, render, stackfile, step
 from halab.core.model import Credentials, Lab
 from halab.drivers.netns.node import NsNode, veth
 from halab.node import STEPS as NODE_STEPS
+from halab.node.paths import PATHS
 
 CREDS = Credentials("s3cret", "stats-secret-123")
 
@@ -118,7 +119,7 @@ def test_keepalived_conf_fixes_the_seed(stack):
         assert f"PERIOD={v.watch_period:g}\n" in watch and f"TIMEOUT={v.watch_timeout:g}\n" in watch
         assert f"FALL={v.watch_fall}\n" in watch
         ports = " ".join(str(s.port) for s in lab.services)
-        assert f'script "/etc/keepalived/halab-check-haproxy {lab.haproxy.health_port} {ports}"' in conf
+        assert f'script "{PATHS["KEEPALIVED_CHECK"]} {lab.haproxy.health_port} {ports}"' in conf
         assert re.search(r"track_script \{\s*chk_haproxy\s*\}", conf)
         assert f"virtual_router_id {lab.vrrp.router_id}" in conf and f"interface {lab.network.interface}" in conf
         assert f"{lab.vip}/32 dev {lab.network.interface}" in conf
@@ -131,7 +132,7 @@ def test_keepalived_conf_fixes_the_seed(stack):
         else:
             assert "unicast_peer" not in conf
         assert ("nopreempt" in body) != lab.vrrp.preempt
-        assert 'notify "/etc/keepalived/halab-notify" root' in conf
+        assert f'notify "{PATHS["KEEPALIVED_NOTIFY"]}" root' in conf
 
 
 @pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools", "fast"])
@@ -147,8 +148,7 @@ def test_haproxy_accepts_every_rendered_config(stack, tmp_path):
 
 def keepalived_test(node: NsNode, conf: str):
     """The step scripts' own check (halab/node/steps/lib.sh keepalived_test), inside the node."""
-    lib = (NODE_STEPS / "lib.sh").read_text()
-    script = lib + '\nf=$(mktemp); cat >"$f"; keepalived_test "$f"'
+    script = f'. "{NODE_STEPS / "lib.sh"}"\nf=$(mktemp); cat >"$f"; keepalived_test "$f"'
     return node.run(["bash", "-c", script], input=conf, check=False)
 
 
@@ -164,7 +164,7 @@ def lb_node():
         created.append(b)
         veth(a, iface, b, "peer0")
         check = render.node_file("halab-check-haproxy")
-        a.run("install -D -m 0755 /dev/stdin /etc/keepalived/halab-check-haproxy", input=check)
+        a.run(f"install -D -m 0755 /dev/stdin {PATHS['KEEPALIVED_CHECK']}", input=check)
         return a
 
     yield make
@@ -189,7 +189,7 @@ def test_keepalived_check_can_fail(lb_node):
     assert keepalived_test(node, good).returncode == 0
     assert keepalived_test(node, good.replace("interface eth0", "interface eth9")).returncode != 0
     assert keepalived_test(node, good.replace("virtual_router_id 100", "virtual_router_id 300")).returncode != 0
-    node.run("rm /etc/keepalived/halab-check-haproxy")
+    node.run(f"rm {PATHS['KEEPALIVED_CHECK']}")
     assert keepalived_test(node, good).returncode != 0
 
 
@@ -274,7 +274,7 @@ def test_render_cli_writes_every_host(tmp_path):
         assert "auth_pass REDACTED" in (out / lb.name / "etc/keepalived/keepalived.conf").read_text()
         steps = (out / lb.name / "STEPS").read_text().splitlines()
         assert steps[:2] == [
-            "1. library halab/node/steps/library.sh /usr/local/lib/halab",
+            f"1. library halab/node/steps/library.sh {PATHS['LIBRARY_DIR']}",
             "2. ready halab/node/steps/wait-ready.sh",
         ]
         assert (out / lb.name / "usr/local/lib/halab/lib.sh").read_text() == (NODE_STEPS / "lib.sh").read_text()

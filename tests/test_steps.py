@@ -28,26 +28,28 @@ from halab.core.step import LIBRARY_DIR, Step, library_step
 from halab.drivers.netns.node import NsNode, veth
 from halab.node import FILES as NODE_FILES
 from halab.node import STEPS as NODE_STEPS
+from halab.node.paths import PATHS
 
 CREDS = Credentials("s3cret", "stats-secret-123")
 LAB = config.parse({})
 
 # Everything a step may change, as text: rules, routes, sysctls, files, daemons.
-SNAPSHOT = r"""
+SNAPSHOT = rf"""
 echo '## iptables'; iptables-save | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]//'
 echo '## rules'; ip -4 rule
 echo '## routes'; ip -4 route show table all | grep -v ' proto kernel' | sort
 echo '## sysctl'; sysctl net.ipv4.ip_forward net.ipv4.ip_nonlocal_bind net.ipv4.conf.all.send_redirects \
   net.ipv4.conf.all.accept_redirects net.ipv4.conf.eth0.send_redirects net.ipv4.conf.eth0.accept_redirects
 echo '## files'
-for d in /etc/haproxy /etc/keepalived /etc/sysctl.d /usr/local/sbin /etc/halab /etc/apache2 /var/www/halab; do
+for d in /etc/haproxy /etc/keepalived /etc/sysctl.d /usr/local/sbin /etc/halab {PATHS["APACHE_DIR"]} \
+  {PATHS["WEB_ROOT"]}; do
   [ -d "$d" ] && find "$d" \( -type f -o -type l \) -printf '%p %m %l\n' | sort
 done
-find /etc/haproxy /etc/keepalived /etc/halab /var/www/halab /usr/local/sbin -type f \
-  -exec sha256sum {} + 2>/dev/null | sort
+find /etc/haproxy /etc/keepalived /etc/halab {PATHS["WEB_ROOT"]} /usr/local/sbin -type f \
+  -exec sha256sum {{}} + 2>/dev/null | sort
 echo '## daemons'
-for f in /run/haproxy/haproxy.pid /run/keepalived.pid /run/apache2/apache2.pid /run/halab-banner.pid \
-  /run/halab-haproxy-watch.pid; do
+for f in {PATHS["HAPROXY_PIDFILE"]} {PATHS["KEEPALIVED_PIDFILE"]} {PATHS["APACHE_PIDFILE"]} {PATHS["BANNER_PIDFILE"]} \
+  {PATHS["WATCH_PIDFILE"]}; do
   [ -f "$f" ] && echo "$f $(cat "$f")"
 done
 true
@@ -103,11 +105,11 @@ def test_load_balancer_steps_are_idempotent(nodes):
     first, second, second_out = run_twice(lb, steps)
     assert first == second
     assert first.count("-j DIVERT") == 1 and first.count("fwmark 0x1 lookup 100") == 1
-    assert "/run/haproxy/haproxy.pid" in first and "/run/keepalived.pid" in first
+    assert PATHS["HAPROXY_PIDFILE"] in first and PATHS["KEEPALIVED_PIDFILE"] in first
     for st, out in zip(steps, second_out, strict=True):
         assert not any(w in out for w in ("installed /", "starting", "reloading", "restarting")), f"{st.name}: {out}"
     # haproxy runs unprivileged, with exactly the capabilities transparent mode needs
-    status = lb.run("cat /proc/$(cat /run/haproxy/haproxy.pid)/status").stdout
+    status = lb.run(f"cat /proc/$(cat {PATHS['HAPROXY_PIDFILE']})/status").stdout
     assert "Uid:\t" + lb.run("id -u haproxy").stdout.strip() in status
     assert "CapEff:\t0000000000043400" in status  # net_bind_service, net_admin, net_raw, sys_chroot
 
@@ -163,12 +165,12 @@ def test_invalid_keepalived_config_changes_nothing(nodes):
     for name in ("library", "sysctl", "tproxy", "secrets", "haproxy", "keepalived"):
         lb.run_bundle(steps[name].bundle())
     before = lb.run(SNAPSHOT).stdout
-    assert "/run/keepalived.pid" in before and "/run/halab-haproxy-watch.pid" in before
+    assert PATHS["KEEPALIVED_PIDFILE"] in before and PATHS["WATCH_PIDFILE"] in before
 
     def changed(path: str, text: str) -> str:
-        if path == "/etc/keepalived/keepalived.conf":
+        if path == PATHS["KEEPALIVED_CONF"]:
             return text.replace("virtual_router_id 100", "virtual_router_id 300")  # out of range
-        if path in ("/etc/keepalived/halab-check-haproxy", "/usr/local/sbin/halab-haproxy-watch"):
+        if path in (PATHS["KEEPALIVED_CHECK"], PATHS["WATCH_BIN"]):
             return text + "\n# a new version\n"
         return text
 
@@ -218,9 +220,9 @@ def test_systemd_is_reloaded_and_a_unit_enabled_only_when_needed(tmp_path):
         f'case "$1" in is-enabled) test -e {tmp_path}/enabled ;; enable) touch {tmp_path}/enabled ;; esac\n'
     )
     fake.chmod(0o755)
-    lib = (NODE_STEPS / "lib.sh").read_text()
+    lib = NODE_STEPS / "lib.sh"  # sourced where it is: it sources paths.sh beside it
     step = (
-        lib + "\nhas_systemd() { true; }\nrestart=no\n"
+        f'. "{lib}"\nhas_systemd() {{ true; }}\nrestart=no\n'
         f"if unit_install {unit}; then restart=yes; fi\nservice_converge demo $restart no\n"
     )
 
@@ -260,7 +262,7 @@ def test_backend_with_tcp_services_is_idempotent(nodes):
     steps = plan.host_steps(lab, lab.backends[0], CREDS)
     first, second, second_out = run_twice(be, steps)
     assert first == second
-    assert "/run/halab-banner.pid" in first
+    assert PATHS["BANNER_PIDFILE"] in first
     for st, out in zip(steps, second_out, strict=True):
         assert not any(w in out for w in ("installed /", "starting", "reloading", "restarting")), f"{st.name}: {out}"
     banner = gw.run("exec 3<>/dev/tcp/10.77.0.21/25; head -n 1 <&3").stdout
@@ -273,7 +275,7 @@ def test_backend_with_tcp_services_is_idempotent(nodes):
     ).stdout
     assert proxied.startswith("220 backend=app1 client=203.0.113.7 port=143"), proxied
     # the banner runs unprivileged
-    assert be.run("ps -o user= -p $(cat /run/halab-banner.pid)").stdout.strip() == "nobody"
+    assert be.run(f"ps -o user= -p $(cat {PATHS['BANNER_PIDFILE']})").stdout.strip() == "nobody"
 
 
 def test_daemons_get_the_same_privileges_with_and_without_systemd():
@@ -320,7 +322,7 @@ def test_link_cut_restores_itself_or_on_request(nodes):
     assert state().startswith("DOWN")
     node.run_bundle(drill_bundle("link-up", "eth0", "192.168.69.1"))
     assert state() == up
-    assert node.run("test -e /run/halab-drill-link.pid", check=False).returncode == 1  # timer cancelled
+    assert node.run(f"test -e {PATHS['DRILL_LINK_PIDFILE']}", check=False).returncode == 1  # timer cancelled
     assert node.run("pgrep -f 'sleep 30'", check=False).returncode == 1
 
 
@@ -538,10 +540,10 @@ def test_a_step_on_another_guest_than_the_one_meant_changes_nothing(nodes):
     sysctl = steps["sysctl"]
     p = lb.run_bundle(sysctl.bundle(), check=False, env={"HALAB_GUEST": "lb3"})
     assert p.returncode != 0 and "this is lb1, not lb3: another guest answers at this address" in p.stderr
-    assert lb.run(["test", "-e", load_balancer.SYSCTL], check=False).returncode != 0  # nothing written
+    assert lb.run(["test", "-e", PATHS["LB_SYSCTL_CONF"]], check=False).returncode != 0  # nothing written
     # on the guest meant, the same bundle writes its file
     lb.run_bundle(sysctl.bundle(), env={"HALAB_GUEST": "lb1"})
-    assert lb.run(["test", "-e", load_balancer.SYSCTL], check=False).returncode == 0
+    assert lb.run(["test", "-e", PATHS["LB_SYSCTL_CONF"]], check=False).returncode == 0
 
 
 def test_the_serving_step_waits_for_every_server_up_and_names_those_that_are_not(nodes):
@@ -561,7 +563,7 @@ def test_the_serving_step_waits_for_every_server_up_and_names_those_that_are_not
 
     def waiting_for(servers: str, within: int) -> Step:
         conf = f"SERVING_WITHIN={within}\nSERVING_SERVERS='{servers}'\n"
-        return Step("lb1", "serving", serving.script, files=(("/etc/halab/serving.conf", conf), serving.files[1]))
+        return Step("lb1", "serving", serving.script, files=((PATHS["SERVING_CONF"], conf), serving.files[1]))
 
     for name in ("library", "sysctl", "tproxy", "secrets", "haproxy"):
         lb.run_bundle(steps[name].bundle())
@@ -673,7 +675,7 @@ RUNS_THE_STEP = re.compile(r'^bash "\$HALAB_STAGE/step\.sh".*$', re.M)
 
 def staged_by(bundle: str, out: Path, library: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Runs a bundle up to its step, whose line copies the stage to `out` instead; the library
-    at `library` instead of /usr/local/lib/halab."""
+    at `library` instead of LIBRARY_DIR."""
     if library is not None:
         bundle = bundle.replace(LIBRARY_DIR, str(library))
     bundle, n = RUNS_THE_STEP.subn(f'cp -a "$HALAB_STAGE/." "{out}"', bundle)

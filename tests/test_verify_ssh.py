@@ -28,6 +28,7 @@ from conftest import ROOT, STACKS, assert_rows, cli_config, engine_config, need_
 from halab.core import config, stackfile
 from halab.drivers.netns import lab, topology
 from halab.drivers.program_runtime import run_program
+from halab.node.paths import PATHS
 from halab.verify import deployed, drills, lab_access, probes, vrrp
 from halab.verify.ssh import Endpoint, SshTransport
 
@@ -142,7 +143,7 @@ def test_read_only_changes_nothing(sshlab):
     nodes = lab.nodes(topo)
 
     def state() -> dict[str, str]:
-        probe = "cat /run/haproxy/haproxy.pid /run/keepalived.pid; ip -4 -o addr show; iptables -w -S"
+        probe = f"cat {PATHS['HAPROXY_PIDFILE']} {PATHS['KEEPALIVED_PIDFILE']}; ip -4 -o addr show; iptables -w -S"
         return {n.name: nodes[n.name].run(probe).stdout for n in topo.lab.load_balancers}
 
     t = lab_access.netns_context(topo)[0]
@@ -192,7 +193,7 @@ def test_ctrl_c_during_a_drill_restores_the_node(sshlab):
         return node.run("pgrep -x haproxy", check=False).returncode == 0
 
     def master_pid() -> str:
-        return node.run("cat /run/haproxy/haproxy.pid").stdout.strip()
+        return node.run(f"cat {PATHS['HAPROXY_PIDFILE']}").stdout.strip()
 
     before = master_pid()
     p = verifier(topo, tmp)
@@ -229,7 +230,7 @@ def test_vrrp_filter_check_fails_without_the_filter(sshlab):
         assert "reached keepalived" in row.figure and ", 0 reached" not in row.figure, row
     finally:
         for lb in lbs:
-            t.run(lb, "/usr/local/sbin/halab-keepalived-hooks pre")
+            t.run(lb, f"{PATHS['KEEPALIVED_HOOKS_BIN']} pre")
     (row,) = vrrp.check_vrrp_filter(t, ctx)
     assert row.ok, row
 

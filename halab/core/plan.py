@@ -5,13 +5,26 @@ and the roll-out's gates; and the order keepalived first starts in."""
 from __future__ import annotations
 
 import dataclasses
-from types import ModuleType
+from typing import Protocol
 
 from halab.core.model import Credentials, Lab, Node
 from halab.core.roles import backend, load_balancer
 from halab.core.step import Step, library_step
 
-ROLES: dict[str, ModuleType] = {"lb": load_balancer, "backend": backend}
+
+class Role(Protocol):
+    """What a kind of node declares, in one module of halab/core/roles/ (a new kind, such as the
+    ecmp mode's router, is a new module there and a line in ROLES)."""
+
+    PACKAGES: tuple[str, ...]
+
+    def steps(self, lab: Lab, host: Node, creds: Credentials, /) -> tuple[Step, ...]: ...
+    def serving_steps(self, lab: Lab, host: Node, /) -> tuple[Step, ...]: ...
+    def gate_steps(self, lab: Lab, host: Node, /) -> tuple[Step, ...]: ...
+
+
+# A module is a Role by its constant and functions (tests/test_layers.py checks each's signature).
+ROLES: dict[str, Role] = {"lb": load_balancer, "backend": backend}
 
 
 def host_steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:

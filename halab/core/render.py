@@ -15,6 +15,7 @@ import yaml
 from halab.core.model import Credentials, Lab, Node
 from halab.node import FILES as NODE_FILES
 from halab.node import TEMPLATES
+from halab.node.paths import PATHS, fill
 
 PLACEHOLDER_SSH_KEY = "ssh-ed25519 AAAA-the-key-pulumi-up-generates halab"
 
@@ -27,6 +28,7 @@ _JINJA = jinja2.Environment(
     lstrip_blocks=True,
     autoescape=False,  # config files, not HTML
 )
+_JINJA.globals["paths"] = PATHS  # {{ paths.HAPROXY_CFG }}: the node paths, declared once
 
 
 def whole(template_name: str, /, **values: object) -> str:
@@ -36,8 +38,9 @@ def whole(template_name: str, /, **values: object) -> str:
 
 
 def node_file(name: str) -> str:
-    """A static file shipped to nodes as is (scripts, systemd units): see halab/node/files/."""
-    return (NODE_FILES / name).read_text()
+    """A file shipped to every node alike (scripts, systemd units: see halab/node/files/), its
+    `@NAME@`s filled with the node paths."""
+    return fill((NODE_FILES / name).read_text(), f"halab/node/files/{name}")
 
 
 def haproxy_cfg(lab: Lab, host: Node) -> str:
@@ -139,7 +142,7 @@ def vrrp_conf(lab: Lab, host: Node) -> str:
     """Read by halab-keepalived-hooks (VRRP filter before keepalived starts, VIP release after)."""
     peers = " ".join(str(lb.address) for lb in vrrp_peers(lab, host))
     return (
-        "# Read by /usr/local/sbin/halab-keepalived-hooks.\n"
+        f"# Read by {PATHS['KEEPALIVED_HOOKS_BIN']}.\n"
         f"VIP={lab.vip}\n"
         f"IFACE={lab.network.interface}\n"
         "# VRRP (IP protocol 112) is accepted from these addresses only.\n"
@@ -174,7 +177,7 @@ def backend_sysctl(lab: Lab) -> str:
 def backend_routes_conf(lab: Lab) -> str:
     clients = " ".join(str(c) for c in lab.test_clients)
     return (
-        "# Read by /usr/local/sbin/halab-routes.\n"
+        f"# Read by {PATHS['ROUTES_BIN']}.\n"
         f"VIP={lab.vip}\n"
         f"IFACE={lab.network.interface}\n"
         "# On-subnet test clients: without a route via the VIP the reply would go straight to the\n"
@@ -201,7 +204,7 @@ def index_page(host: Node) -> str:
 
 
 def banner_conf(lab: Lab, host: Node) -> str:
-    """Read by /usr/local/sbin/halab-banner: the TCP services' ports on this backend."""
+    """Read by halab-banner: the TCP services' ports on this backend."""
     lines = [f"# halab-banner on {host.name}: PORT and whether a PROXY protocol header comes first."]
     lines += [
         f"{s.backend_port} {'proxy' if s.transparency == 'proxy-protocol' else 'plain'}" for s in lab.tcp_services(host)

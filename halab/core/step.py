@@ -21,13 +21,14 @@ from functools import cached_property, lru_cache
 
 from halab.core import render
 from halab.node import STEPS as STEPS_DIR
+from halab.node.paths import DECLARATION, PATHS
 
 # The node's library (halab/node/steps/library.sh): lib.sh, the node's step scripts and the static
 # files of halab/node/files/ they install, put in place by the node's first step, `library`. Every
 # later step's bundle names each such file by its sha256 and copies it from there instead of
 # carrying it: they travel once per node, not in every step (the Pulumi state holds each bundle
 # twice, as an input and as an output), and what a step still carries is what was rendered for it.
-LIBRARY_DIR = "/usr/local/lib/halab"
+LIBRARY_DIR = PATHS["LIBRARY_DIR"]
 # A path the bundle writes inside double quotes: nothing the shell would expand or split.
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./@+-]+")
 HEREDOC_END = "HALAB_EOF"
@@ -66,6 +67,7 @@ class Step:
         the library, the code travels gzip-compressed in the bundle (`_pack`)."""
         staged = [
             ("lib.sh", (STEPS_DIR / "lib.sh").read_text()),
+            ("paths.sh", DECLARATION.read_text()),
             ("step.sh", (STEPS_DIR / self.script).read_text()),
         ] + [("root" + path, content) for path, content in self.files]
         code = _library_names()
@@ -124,11 +126,12 @@ def _library_names() -> dict[str, str]:
     """What a node's library can hold, by content: every file of halab/node/steps/ and of
     halab/node/files/ (their names are unique across both). Read once per process: a file changed
     on disk since is not found here, and a bundle then carries it itself, which is still right."""
-    paths = sorted(STEPS_DIR.glob("*.sh")) + sorted(p for p in render.NODE_FILES.iterdir() if p.is_file())
-    names = [p.name for p in paths]
+    steps = sorted(STEPS_DIR.glob("*.sh"))
+    files = sorted(p for p in render.NODE_FILES.iterdir() if p.is_file())
+    names = [p.name for p in steps + files]
     if len(set(names)) != len(names):
         raise ValueError(f"a name in both halab/node/steps/ and halab/node/files/: {sorted(names)}")
-    return {p.read_text(): p.name for p in paths}
+    return {p.read_text(): p.name for p in steps} | {render.node_file(p.name): p.name for p in files}
 
 
 @lru_cache(maxsize=16)
@@ -186,7 +189,7 @@ def library_step(host: str, steps: Sequence[Step], directory: str = LIBRARY_DIR)
         names[c]: c
         for s in steps
         if s.library
-        for c in (lib, (STEPS_DIR / s.script).read_text(), *dict(s.files).values())
+        for c in (lib, DECLARATION.read_text(), (STEPS_DIR / s.script).read_text(), *dict(s.files).values())
         if c in names
     }
     files = tuple((f"{directory}/{n}", used[n]) for n in sorted(used))

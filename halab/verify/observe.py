@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 
+from halab.node.paths import PATHS
 from halab.verify.probes import holders
 from halab.verify.rows import Row, skip
 from halab.verify.transport import Transport, VerifyContext
 
 # Where keepalived's notify hook writes this node's VRRP state for node-exporter's textfile
 # collector (halab/node/files/halab-notify; Debian's default textfile directory).
-VRRP_TEXTFILE = "/var/lib/prometheus/node-exporter/halab_vrrp.prom"
+VRRP_TEXTFILE = PATHS["VRRP_TEXTFILE"]
 
 
 def _get(t: Transport, ctx: VerifyContext, url: str, password: str | None) -> tuple[str, str]:

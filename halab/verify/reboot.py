@@ -17,6 +17,7 @@ import threading
 import time
 
 from halab.core.model import Lab, Node
+from halab.node.paths import PATHS
 from halab.verify import checks, probes
 from halab.verify.lab_access import VmSession
 from halab.verify.ssh import SshTransport
@@ -49,8 +50,8 @@ def setup_state(t: SshTransport, lab: Lab, node: Node) -> list[str]:
     for unit in units(lab, node):
         if t.run(node.name, ["systemctl", "is-active", "--quiet", unit], check=False).returncode != 0:
             missing.append(f"{unit} is not active")
-    script = "halab-tproxy" if node.role == "lb" else "halab-routes"
-    p = t.run(node.name, [f"/usr/local/sbin/{script}", "check"], check=False)
+    script = PATHS["TPROXY_BIN"] if node.role == "lb" else PATHS["ROUTES_BIN"]
+    p = t.run(node.name, [script, "check"], check=False)
     if p.returncode != 0:
         missing.append(f"{script} check: {(p.stderr or p.stdout).strip()}")
     return missing

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from halab.core import plan
 from halab.core.model import Lab
+from halab.node.paths import PATHS
 from halab.verify import drills
 from halab.verify.probes import (
     holders,
@@ -118,7 +119,7 @@ TRANSITION = re.compile(
 
 def transition_log(t: Transport, host: str) -> list[str]:
     """The VRRP state changes a load balancer has logged (halab-notify), one line each."""
-    return t.run(host, ["cat", "/var/log/halab-vrrp.log"], check=False).stdout.splitlines()
+    return t.run(host, ["cat", PATHS["VRRP_LOG"]], check=False).stdout.splitlines()
 
 
 def master_times(t: Transport, host: str) -> list[float]:

@@ -1,36 +1,35 @@
-"""A backend: its packages, its node paths, and its steps (sysctl, the gateway via the VIP, the
+"""A backend: its packages and its steps (sysctl, the gateway via the VIP, the
 web and TCP services it serves)."""
 
 from __future__ import annotations
 
 from halab.core import render
 from halab.core.model import Credentials, Lab, Node
-from halab.core.roles.shared import NETWORKD_CONF
 from halab.core.step import Step
+from halab.node.paths import PATHS as P
 
 PACKAGES = ("apache2", "ssl-cert", "iputils-ping", "iproute2", "python3")
-SYSCTL = "/etc/sysctl.d/90-halab-backend.conf"
 
 
 def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
     """A backend's steps after its library, in order (it holds no secret: `creds` unused)."""
-    h = host.name
+    h, sysctl = host.name, P["BACKEND_SYSCTL_CONF"]
     # The gateway before the services: a backend whose checks pass gets clients, and their replies
     # must already go back through the VIP, not to the hypervisor (where a client never sees them).
     # The gateway step waits for every load balancer's last step (its `extra_after`).
     return (
         Step(h, "ready", "wait-ready.sh"),
         Step(h, "packages", "packages.sh", PACKAGES),
-        Step(h, "sysctl", "sysctl.sh", (SYSCTL,), ((SYSCTL, render.backend_sysctl(lab)),)),
+        Step(h, "sysctl", "sysctl.sh", (sysctl,), ((sysctl, render.backend_sysctl(lab)),)),
         Step(
             h,
             "gateway",
             "backend-gateway.sh",
             files=(
-                ("/etc/halab/routes.conf", render.backend_routes_conf(lab)),
-                ("/usr/local/sbin/halab-routes", render.node_file("halab-routes")),
-                ("/etc/systemd/system/halab-routes.service", render.node_file("halab-routes.service")),
-                (NETWORKD_CONF, render.node_file("networkd-halab.conf")),
+                (P["ROUTES_CONF"], render.backend_routes_conf(lab)),
+                (P["ROUTES_BIN"], render.node_file("halab-routes")),
+                (P["ROUTES_UNIT"], render.node_file("halab-routes.service")),
+                (P["NETWORKD_CONF"], render.node_file("networkd-halab.conf")),
             ),
         ),
         # Both on every backend: each converges what this backend serves, and stops what it must
@@ -40,9 +39,9 @@ def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
             "web",
             "backend-web.sh",
             files=(
-                ("/etc/apache2/ports.conf", render.apache_ports_conf(lab, host)),
-                ("/etc/apache2/sites-available/halab.conf", render.apache_site(lab, host)),
-                ("/var/www/halab/index.shtml", render.index_page(host)),
+                (P["APACHE_PORTS_CONF"], render.apache_ports_conf(lab, host)),
+                (P["APACHE_SITE"], render.apache_site(lab, host)),
+                (P["INDEX_PAGE"], render.index_page(host)),
             ),
         ),
         Step(
@@ -50,9 +49,9 @@ def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
             "tcp",
             "backend-tcp.sh",
             files=(
-                ("/usr/local/sbin/halab-banner", render.node_file("halab-banner")),
-                ("/etc/halab/banner.conf", render.banner_conf(lab, host)),
-                ("/etc/systemd/system/halab-banner.service", render.node_file("halab-banner.service")),
+                (P["BANNER_BIN"], render.node_file("halab-banner")),
+                (P["BANNER_CONF"], render.banner_conf(lab, host)),
+                (P["BANNER_UNIT"], render.node_file("halab-banner.service")),
             ),
         ),
     )

@@ -23,6 +23,7 @@ from halab.core.model import Credentials
 from halab.drivers import host_packages, progress
 from halab.drivers.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, make_tree, remove_tree, veth
 from halab.drivers.netns.topology import Topology
+from halab.node.paths import PATHS
 
 STATE_ROOT = Path("/run/halab/labs")
 # What the host must have: the daemons and tools the step scripts and the verifier run.
@@ -238,7 +239,7 @@ def logs(topo: Topology, lines: int = 40) -> str:
         node = NsNode.attach(h.netns)
         if node is None or h.role not in ("lb", "backend"):
             continue
-        files = "/run/keepalived.log" if h.role == "lb" else "/var/log/apache2/error.log"
+        files = PATHS["KEEPALIVED_LOG"] if h.role == "lb" else "/var/log/apache2/error.log"
         p = node.run(f"tail -n {lines} {files} 2>&1", check=False)
         out.append(f"--- {h.name}: {files}\n{p.stdout}")
     return "\n".join(out)

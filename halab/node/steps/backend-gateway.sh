@@ -7,19 +7,19 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 need_cmd ip ping
-conf=$(staged /etc/halab/routes.conf)
-bash -n "$(staged /usr/local/sbin/halab-routes)" || die "staged halab-routes does not parse"
+conf=$(staged "$ROUTES_CONF")
+bash -n "$(staged "$ROUTES_BIN")" || die "staged halab-routes does not parse"
 vip=$(sed -n 's/^VIP=//p' "$conf")
 [ -n "$vip" ] || die "routes.conf names no VIP"
 wait_until "${HALAB_VIP_WAIT:-60}" ping -c 1 -W 1 -q "$vip" >/dev/null \
   || die "the VIP $vip does not answer: are the load balancers up? (gateway left unchanged)"
 
-stage_install /etc/halab/routes.conf 0644 || true
-stage_install /usr/local/sbin/halab-routes 0755 || true
-unit_install /etc/systemd/system/halab-routes.service || true
+stage_install "$ROUTES_CONF" 0644 || true
+stage_install "$ROUTES_BIN" 0755 || true
+unit_install "$ROUTES_UNIT" || true
 if has_systemd; then
   units_reload
   unit_enable halab-routes.service
 fi
-/usr/local/sbin/halab-routes apply
+"$ROUTES_BIN" apply
 log "default route via $vip: $(ip -4 route show default)"

@@ -7,29 +7,29 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 need_root
-if ! grep -qE '^[0-9]+ ' "$(staged /etc/halab/banner.conf)"; then
+if ! grep -qE '^[0-9]+ ' "$(staged "$BANNER_CONF")"; then
   service_off halab-banner
   log "no TCP service here: halab-banner off"
   exit 0
 fi
 need_cmd python3 ss
-python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged /usr/local/sbin/halab-banner)" \
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged "$BANNER_BIN")" \
   || die "staged halab-banner does not parse"
 while read -r port _; do
   [[ "$port" =~ ^[0-9]+$ ]] || continue
   if ! direct_service halab-banner running && [ -n "$(ss -H -l -t -n "sport = :$port")" ]; then
     die "port $port is already taken on this backend: $(ss -H -l -t -n -p "sport = :$port" | head -n 1)"
   fi
-done <"$(staged /etc/halab/banner.conf)"
+done <"$(staged "$BANNER_CONF")"
 
 restart=no
-if stage_install /usr/local/sbin/halab-banner 0755; then restart=yes; fi
-if stage_install /etc/halab/banner.conf 0644; then restart=yes; fi
-if unit_install /etc/systemd/system/halab-banner.service; then restart=yes; fi
+if stage_install "$BANNER_BIN" 0755; then restart=yes; fi
+if stage_install "$BANNER_CONF" 0644; then restart=yes; fi
+if unit_install "$BANNER_UNIT"; then restart=yes; fi
 service_converge halab-banner "$restart" no
 # running is not serving: each port listens before the step says so (a started banner binds
 # its ports a moment later)
-ports=$(grep -oE '^[0-9]+' /etc/halab/banner.conf)
+ports=$(grep -oE '^[0-9]+' "$BANNER_CONF")
 for port in $ports; do
   # shellcheck disable=SC2016  # expanded by the inner bash, $1 being the port
   wait_until 5 bash -c '[ -n "$(ss -H -l -t -n "sport = :$1")" ]' _ "$port" \

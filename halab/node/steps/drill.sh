@@ -24,13 +24,12 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 
-LINK_TIMER_PIDFILE=/run/halab-drill-link.pid
 
 # systemd restarts a crashed haproxy within 100 ms (Restart=always) and keepalived within 1 s:
 # a drill's crash must stay down until the drill restores it, so the restart is suspended for
 # this boot only (a runtime drop-in, removed by `start`). Drop-ins apply in file-name order
 # whatever their directory: `zz-` puts this one after the installed halab.conf, which sets Restart.
-no_restart_dropin() { printf '/run/systemd/system/%s.service.d/zz-halab-drill.conf' "$1"; }
+no_restart_dropin() { printf '%s/%s.service.d/zz-halab-drill.conf' "$SYSTEMD_RUNTIME_UNITS" "$1"; }
 
 link_up() {
   ip link set "$1" up
@@ -98,15 +97,15 @@ case "$action" in
     # its own session, output detached: the SSH session that started it can end at once; the
     # cut comes DELAY seconds after the fault's timestamp
     fault_at
-    setsid bash -c "echo \$\$ >$LINK_TIMER_PIDFILE; sleep $delay; ip link set '$iface' down; sleep $for
-      $(declare -f wait_until link_up); link_up '$iface' '${5:-}'; rm -f $LINK_TIMER_PIDFILE" \
+    setsid bash -c "echo \$\$ >$DRILL_LINK_PIDFILE; sleep $delay; ip link set '$iface' down; sleep $for
+      $(declare -f wait_until link_up); link_up '$iface' '${5:-}'; rm -f $DRILL_LINK_PIDFILE" \
       </dev/null >/dev/null 2>&1 &
     ;;
   link-up)
-    if pid_alive "$LINK_TIMER_PIDFILE"; then
-      kill -- "-$(head -n 1 "$LINK_TIMER_PIDFILE")" 2>/dev/null || true
+    if pid_alive "$DRILL_LINK_PIDFILE"; then
+      kill -- "-$(head -n 1 "$DRILL_LINK_PIDFILE")" 2>/dev/null || true
     fi
-    rm -f "$LINK_TIMER_PIDFILE"
+    rm -f "$DRILL_LINK_PIDFILE"
     link_up "${2:?iface}" "${3:-}"
     ;;
   vrrp-stats)
@@ -119,11 +118,11 @@ case "$action" in
     ;;
   haproxy-api)
     # One command to this node's haproxy runtime API (the admin socket), its answer on stdout.
-    python3 - "${@:2}" <<'PY'
+    python3 - "$HAPROXY_ADMIN_SOCK" "${@:2}" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
-s.connect("/run/haproxy/admin.sock")
-s.sendall((" ".join(sys.argv[1:]) + "\n").encode())
+s.connect(sys.argv[1])
+s.sendall((" ".join(sys.argv[2:]) + "\n").encode())
 while chunk := s.recv(65536):
     sys.stdout.write(chunk.decode(errors="replace"))
 PY

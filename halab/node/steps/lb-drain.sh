@@ -11,8 +11,8 @@ set -euo pipefail
 need_root
 need_cmd python3 ss
 # shellcheck source=/dev/null
-. "$(staged /etc/halab/drain.conf)"
-ctl=$(staged /usr/local/sbin/halab-haproxy-ctl)
+. "$(staged "$DRAIN_CONF")"
+ctl=$(staged "$HAPROXY_CTL_BIN")
 python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$ctl" || die "staged halab-haproxy-ctl does not parse"
 read -r -a servers <<<"$DRAIN_SERVERS"
 
@@ -28,14 +28,14 @@ drained() {
 # so that a new guest of this load balancer runs this create again, in place (rollout.py).
 # The backend guest this haproxy last took into service (HALAB_BACKEND_ID, its domain's ID, where
 # the driver knows it): a delete for another guest, once a newer one took its place, changes nothing.
-marker=/var/lib/halab/in-service/$DRAIN_BACKEND
+marker=$IN_SERVICE_DIR/$DRAIN_BACKEND
 
 if [ -n "${HALAB_ON_DELETE:-}" ]; then
   if [ -n "${HALAB_BACKEND_ID:-}" ] && [ -f "$marker" ] && [ "$(cat "$marker")" != "$HALAB_BACKEND_ID" ]; then
     log "$DRAIN_BACKEND: a newer guest ($(cat "$marker")) is in service here: nothing to drain"
     exit 0
   fi
-  if [ ! -S /run/haproxy/admin.sock ]; then
+  if [ ! -S "$HAPROXY_ADMIN_SOCK" ]; then
     log "haproxy is not running here: nothing to drain of $DRAIN_BACKEND"
     exit 0
   fi
@@ -49,7 +49,7 @@ if [ -n "${HALAB_ON_DELETE:-}" ]; then
   exit 0
 fi
 
-[ -S /run/haproxy/admin.sock ] || die "haproxy is not running (no /run/haproxy/admin.sock)"
+[ -S "$HAPROXY_ADMIN_SOCK" ] || die "haproxy is not running (no $HAPROXY_ADMIN_SOCK)"
 python3 "$ctl" set ready "${servers[@]}"
 if [ -n "${HALAB_BACKEND_ID:-}" ]; then
   install -d -m 0755 "${marker%/*}"

@@ -13,8 +13,8 @@ set -euo pipefail
 need_root
 need_cmd python3 ss ip
 # shellcheck source=/dev/null
-. "$(staged /etc/halab/handoff.conf)"
-ctl=$(staged /usr/local/sbin/halab-haproxy-ctl)
+. "$(staged "$HANDOFF_CONF")"
+ctl=$(staged "$HAPROXY_CTL_BIN")
 python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$ctl" || die "staged halab-haproxy-ctl does not parse"
 read -r -a servers <<<"$READY_SERVERS"
 

@@ -8,10 +8,10 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 need_cmd haproxy
-/usr/local/sbin/halab-tproxy check || die "TPROXY rules missing: run the tproxy step first"
-cfg=$(staged /etc/haproxy/haproxy.cfg)
+"$TPROXY_BIN" check || die "TPROXY rules missing: run the tproxy step first"
+cfg=$(staged "$HAPROXY_CFG")
 if grep -q 'HALAB_STATS_PASSWORD' "$cfg"; then
-  [ -s /etc/haproxy/halab-secrets.env ] || die "haproxy.cfg needs /etc/haproxy/halab-secrets.env: run the secrets step first"
+  [ -s "$HAPROXY_SECRETS" ] || die "haproxy.cfg needs $HAPROXY_SECRETS: run the secrets step first"
 fi
 # Quiet when valid: `haproxy -c` prints its version every time, and a warning while the
 # server-state file is not written yet (before a first reload). When invalid, all of it, which
@@ -26,7 +26,7 @@ checked=$(
 ) || die "staged haproxy.cfg is invalid (haproxy -c):
 $checked"
 need_cmd python3
-python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged /usr/local/sbin/halab-haproxy-state)" \
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged "$HAPROXY_STATE_BIN")" \
   || die "staged halab-haproxy-state does not parse"
 # haproxy -c does not bind: a port another program listens on would only fail at the restart,
 # leaving no haproxy at all. Refuse before anything changes.
@@ -38,9 +38,9 @@ done < <(sed -nE 's/^[[:space:]]*bind[[:space:]]+[^[:space:]]*:([0-9]+)([[:space
 
 restart=no reload=no
 # Before any reload: what it reads to carry server states over.
-stage_install /usr/local/sbin/halab-haproxy-state 0755 || true
-stage_install /etc/haproxy/halab-new-servers.state 0644 || true
-if unit_install /etc/systemd/system/haproxy.service.d/halab.conf; then restart=yes; fi
-if stage_install /etc/haproxy/haproxy.cfg 0644; then reload=yes; fi
+stage_install "$HAPROXY_STATE_BIN" 0755 || true
+stage_install "$HAPROXY_NEW_SERVERS" 0644 || true
+if unit_install "$HAPROXY_DROPIN"; then restart=yes; fi
+if stage_install "$HAPROXY_CFG" 0644; then reload=yes; fi
 service_converge haproxy "$restart" "$reload"
 log "haproxy running ($(head -n 1 "$HAPROXY_PIDFILE"))"

@@ -9,32 +9,32 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 need_cmd keepalived ss
-conf=$(staged /etc/keepalived/keepalived.conf)
-for script in /etc/keepalived/halab-check-haproxy /etc/keepalived/halab-notify /usr/local/sbin/halab-keepalived-hooks; do
+conf=$(staged "$KEEPALIVED_CONF")
+for script in "$KEEPALIVED_CHECK" "$KEEPALIVED_NOTIFY" "$KEEPALIVED_HOOKS_BIN"; do
   bash -n "$(staged "$script")" || die "staged $script does not parse"
 done
 need_cmd python3
-python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged /usr/local/sbin/halab-haproxy-watch)" \
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged "$WATCH_BIN")" \
   || die "staged halab-haproxy-watch does not parse"
 direct_service haproxy running || die "haproxy is not running here: keepalived would only hold the VIP in FAULT"
 keepalived_test "$conf" || die "staged keepalived.conf is invalid (keepalived -t)"
 
 reload=no restart=no
-if stage_install /etc/keepalived/halab-check-haproxy 0755; then reload=yes; fi
-if stage_install /etc/keepalived/halab-notify 0755; then reload=yes; fi
+if stage_install "$KEEPALIVED_CHECK" 0755; then reload=yes; fi
+if stage_install "$KEEPALIVED_NOTIFY" 0755; then reload=yes; fi
 # The watcher first: keepalived tracks the file it writes.
 watch=no
-if stage_install /usr/local/sbin/halab-haproxy-watch 0755; then watch=yes; fi
-if stage_install /etc/halab/haproxy-watch.conf 0644; then watch=yes; fi
-if unit_install /etc/systemd/system/halab-haproxy-watch.service; then watch=yes; fi
+if stage_install "$WATCH_BIN" 0755; then watch=yes; fi
+if stage_install "$WATCH_CONF" 0644; then watch=yes; fi
+if unit_install "$WATCH_UNIT"; then watch=yes; fi
 service_converge halab-haproxy-watch "$watch" no
-wait_until 5 test -s /run/halab-watch/haproxy || die "halab-haproxy-watch wrote no health file"
-stage_install /usr/local/sbin/halab-keepalived-hooks 0755 || true
-if stage_install /etc/halab/vrrp.conf 0644; then
-  /usr/local/sbin/halab-keepalived-hooks pre # peers changed: the filter now, not at the next start
+wait_until 5 test -s "$WATCH_HEALTH" || die "halab-haproxy-watch wrote no health file"
+stage_install "$KEEPALIVED_HOOKS_BIN" 0755 || true
+if stage_install "$VRRP_CONF" 0644; then
+  "$KEEPALIVED_HOOKS_BIN" pre # peers changed: the filter now, not at the next start
 fi
-if unit_install /etc/systemd/system/keepalived.service.d/halab.conf; then restart=yes; fi
-if stage_install /etc/keepalived/keepalived.conf 0600; then reload=yes; fi
+if unit_install "$KEEPALIVED_DROPIN"; then restart=yes; fi
+if stage_install "$KEEPALIVED_CONF" 0600; then reload=yes; fi
 # A first start while a peer holds the VIP (this guest replaced in a roll-out, or keepalived
 # stopped by a hand-off): with `preempt` this node would take the VIP at once, into a fresh
 # haproxy whose servers are not yet checked UP. It joins once this haproxy serves every service,
@@ -43,9 +43,9 @@ if stage_install /etc/keepalived/keepalived.conf 0600; then reload=yes; fi
 # anyway, and says so.
 if ! direct_service keepalived running; then
   # shellcheck source=/dev/null
-  . "$(staged /etc/halab/join.conf)"
+  . "$(staged "$JOIN_CONF")"
   if peer_holds_vip "$JOIN_VIP" "$JOIN_PORT"; then
-    ctl=$(staged /usr/local/sbin/halab-haproxy-ctl)
+    ctl=$(staged "$HAPROXY_CTL_BIN")
     start=$SECONDS
     serves_or_settled() { python3 "$ctl" serving >/dev/null || python3 "$ctl" settled >/dev/null; }
     if ! wait_until "$JOIN_WITHIN" serves_or_settled; then

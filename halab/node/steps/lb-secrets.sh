@@ -7,10 +7,10 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 # 12 characters at least, or empty when the stats page is off.
-grep -qE '^HALAB_STATS_PASSWORD=(.{12,})?$' "$(staged /etc/haproxy/halab-secrets.env)" \
+grep -qE '^HALAB_STATS_PASSWORD=(.{12,})?$' "$(staged "$HAPROXY_SECRETS")" \
   || die "staged halab-secrets.env has no usable HALAB_STATS_PASSWORD"
 
-if stage_install /etc/haproxy/halab-secrets.env 0600 && direct_service haproxy running; then
+if stage_install "$HAPROXY_SECRETS" 0600 && direct_service haproxy running; then
   service_converge haproxy yes no
 fi
 log "haproxy secrets in place"

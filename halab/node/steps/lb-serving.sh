@@ -11,15 +11,15 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 need_root
-conf=$(staged /etc/halab/serving.conf)
+conf=$(staged "$SERVING_CONF")
 # shellcheck source=/dev/null
 . "$conf"
 if ! [[ "${SERVING_WITHIN:-}" =~ ^[0-9]+$ ]] || [ -z "${SERVING_SERVERS:-}" ]; then
   die "staged serving.conf sets no SERVING_WITHIN or SERVING_SERVERS"
 fi
-[ -S /run/haproxy/admin.sock ] || die "haproxy is not running (no /run/haproxy/admin.sock)"
+[ -S "$HAPROXY_ADMIN_SOCK" ] || die "haproxy is not running (no $HAPROXY_ADMIN_SOCK)"
 
-ctl=$(staged /usr/local/sbin/halab-haproxy-ctl)
+ctl=$(staged "$HAPROXY_CTL_BIN")
 read -r -a servers <<<"$SERVING_SERVERS"
 # halab-haproxy-ctl: a server UP before its first check is not UP; unreadable stats never pass
 if wait_until "$SERVING_WITHIN" python3 "$ctl" up "${servers[@]}" >/dev/null; then

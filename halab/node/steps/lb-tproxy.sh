@@ -6,14 +6,14 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 need_cmd iptables ip
-bash -n "$(staged /usr/local/sbin/halab-tproxy)" || die "staged halab-tproxy does not parse"
+bash -n "$(staged "$TPROXY_BIN")" || die "staged halab-tproxy does not parse"
 iptables -m socket --help >/dev/null 2>&1 || die "iptables has no socket match (xt_socket)"
 
-stage_install /usr/local/sbin/halab-tproxy 0755 || true
-unit_install /etc/systemd/system/halab-tproxy.service || true
+stage_install "$TPROXY_BIN" 0755 || true
+unit_install "$TPROXY_UNIT" || true
 if has_systemd; then
   units_reload
   unit_enable halab-tproxy.service
 fi
-/usr/local/sbin/halab-tproxy apply
+"$TPROXY_BIN" apply
 log "TPROXY rules and policy routing in place"

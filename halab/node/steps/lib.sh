@@ -9,11 +9,9 @@
 HALAB_STEP=${HALAB_STEP:-$(basename "$0" .sh)}
 # Capabilities haproxy keeps after leaving root: same list as halab/node/files/haproxy-halab.conf.
 HAPROXY_CAPS=net_admin,net_raw,net_bind_service,sys_chroot
-HAPROXY_PIDFILE=/run/haproxy/haproxy.pid
-KEEPALIVED_PIDFILE=/run/keepalived.pid
-APACHE_PIDFILE=/run/apache2/apache2.pid # as /etc/apache2/envvars sets it
-BANNER_PIDFILE=/run/halab-banner.pid
-WATCH_PIDFILE=/run/halab-haproxy-watch.pid
+# The node paths, declared once (paths.sh, beside this file here and in every bundle's stage).
+# shellcheck source=paths.sh
+. "$(dirname "${BASH_SOURCE[0]}")/paths.sh"
 
 log() { printf '[%s] %s\n' "$HALAB_STEP" "$*"; }
 die() {
@@ -55,7 +53,7 @@ stage_install() {
   log "installed $dst"
 }
 
-has_systemd() { [ -d /run/systemd/system ]; }
+has_systemd() { [ -d "$SYSTEMD_RUNTIME_UNITS" ]; }
 
 pid_alive() {
   local pid
@@ -81,10 +79,10 @@ wait_until() {
 
 # The environment haproxy.cfg expands (systemd: EnvironmentFile in the drop-in).
 load_haproxy_env() {
-  if [ -f /etc/haproxy/halab-secrets.env ]; then
+  if [ -f "$HAPROXY_SECRETS" ]; then
     set -a
     # shellcheck source=/dev/null
-    . /etc/haproxy/halab-secrets.env
+    . "$HAPROXY_SECRETS"
     set +a
   fi
 }
@@ -106,18 +104,18 @@ direct_service() {
   case "$name:$action" in
     haproxy:running) pid_alive "$HAPROXY_PIDFILE" ;;
     haproxy:start)
-      install -d -o haproxy -g haproxy -m 0755 /run/haproxy
+      install -d -o haproxy -g haproxy -m 0755 "$HAPROXY_RUN_DIR"
       # A start checks every server afresh, as under systemd (RuntimeDirectory goes at a stop).
-      rm -f /run/haproxy/server-state
+      rm -f "$HAPROXY_SERVER_STATE"
       load_haproxy_env
       setpriv --reuid=haproxy --regid=haproxy --init-groups \
         --inh-caps="+${HAPROXY_CAPS//,/,+}" --ambient-caps="+${HAPROXY_CAPS//,/,+}" \
-        haproxy -W -D -f /etc/haproxy/haproxy.cfg -p "$HAPROXY_PIDFILE" -S /run/haproxy/master.sock \
-        >/run/haproxy/start.log 2>&1 || die "haproxy did not start: $(cat /run/haproxy/start.log)"
+        haproxy -W -D -f "$HAPROXY_CFG" -p "$HAPROXY_PIDFILE" -S "$HAPROXY_MASTER_SOCK" \
+        >"$HAPROXY_RUN_DIR/start.log" 2>&1 || die "haproxy did not start: $(cat "$HAPROXY_RUN_DIR/start.log")"
       ;;
     haproxy:reload)
       # What the unit's ExecReload does: server states carried over first.
-      /usr/local/sbin/halab-haproxy-state
+      "$HAPROXY_STATE_BIN"
       kill -USR2 "$(head -n 1 "$HAPROXY_PIDFILE")"
       ;;
     haproxy:restart)
@@ -129,23 +127,23 @@ direct_service() {
       # What the systemd drop-in does (halab/node/files/keepalived-halab.conf): hooks before and
       # after; keepalived in the foreground of its own session, logging to a file (no syslog).
       # shellcheck disable=SC2016
-      setsid bash -c '/usr/local/sbin/halab-keepalived-hooks pre &&
-        keepalived --dont-fork --log-console --log-detail --no-syslog -f /etc/keepalived/keepalived.conf -p "$1"
-        /usr/local/sbin/halab-keepalived-hooks post' halab-keepalived "$KEEPALIVED_PIDFILE" \
-        </dev/null >>/run/keepalived.log 2>&1 &
+      setsid bash -c '"$2" pre &&
+        keepalived --dont-fork --log-console --log-detail --no-syslog -f "$3" -p "$1"
+        "$2" post' halab-keepalived "$KEEPALIVED_PIDFILE" "$KEEPALIVED_HOOKS_BIN" "$KEEPALIVED_CONF" \
+        </dev/null >>"$KEEPALIVED_LOG" 2>&1 &
       ;;
     keepalived:reload) kill -HUP "$(head -n 1 "$KEEPALIVED_PIDFILE")" ;;
     halab-banner:running) pid_alive "$BANNER_PIDFILE" ;;
     halab-banner:start)
       # As its unit runs it: unprivileged, allowed to bind ports below 1024.
       start_unprivileged "$BANNER_PIDFILE" /run/halab-banner.log net_bind_service \
-        python3 /usr/local/sbin/halab-banner /etc/halab/banner.conf
+        python3 "$BANNER_BIN" "$BANNER_CONF"
       ;;
     halab-haproxy-watch:running) pid_alive "$WATCH_PIDFILE" ;;
     halab-haproxy-watch:start)
-      install -d -o nobody -g nogroup -m 0755 /run/halab-watch
+      install -d -o nobody -g nogroup -m 0755 "$WATCH_DIR"
       start_unprivileged "$WATCH_PIDFILE" /run/halab-haproxy-watch.log "" \
-        /usr/local/sbin/halab-haproxy-watch /etc/halab/haproxy-watch.conf /run/halab-watch/haproxy
+        "$WATCH_BIN" "$WATCH_CONF" "$WATCH_HEALTH"
       ;;
     halab-banner:restart | halab-banner:reload | halab-haproxy-watch:restart | halab-haproxy-watch:reload)
       service_stop "$name"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A node's first step: its library, in one directory (/usr/local/lib/halab): lib.sh, the node's
+# A node's first step: its library, in one directory ($LIBRARY_DIR): lib.sh, the node's
 # step scripts and the static files of halab/node/files/ they install. Every later step's bundle
 # names each of those files with its sha256 and copies it from here instead of carrying it
 # (halab/core/step.py): they travel once per node, not in every step, and a bundle refuses a file
