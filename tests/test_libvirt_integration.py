@@ -129,14 +129,14 @@ def test_up_verify_change_destroy(stack):
     assert full.returncode == 0 and "0 failed" in full.stdout, full.stdout + full.stderr
 
     # Add a backend under load: requests from this host (the gateway, a test client) all along.
-    t = SshTransport({"_client": Endpoint(None)})
+    transport = SshTransport({"_client": Endpoint(None)})
     url = f"http://{CIDR}.110/"
     samples: list[probes.Sample] = []
     done = threading.Event()
 
     def load() -> None:
         while not done.is_set():  # one sampler runs 120 s at most: chain them
-            sm = probes.sample(t, "_client", url, [f"{CIDR}.1"], "--interval", "0.05", "--timeout", "3")
+            sm = probes.sample(transport, "_client", url, [f"{CIDR}.1"], "--interval", "0.05", "--timeout", "3")
             while sm.proc.poll() is None and not done.is_set():
                 done.wait(0.5)
             samples.extend(sm.stop())
@@ -156,7 +156,7 @@ def test_up_verify_change_destroy(stack):
     finally:
         done.set()
         loader.join(timeout=30)
-        t.close()
+        transport.close()
     changed = {urn.rsplit("::", 1)[1]: op for urn, op in ops.items() if op not in ("same", "read")}
     updated = sorted(n for n, op in changed.items() if op != "create")
     created = sorted(n for n, op in changed.items() if op == "create")

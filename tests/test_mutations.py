@@ -76,17 +76,19 @@ def mutated(topo: topology.Topology, role: str, step_name: str, path: str, chang
 
 def _master_settled(topo: topology.Topology) -> str:
     """The VIP on the preferred master again (the dev stack preempts), as verify expects."""
-    t, ctx = lab_access.netns_context(topo)
+    transport, ctx = lab_access.netns_context(topo)
     preferred = max(topo.lab.load_balancers, key=lambda lb: lb.priority or 0).name
-    assert probes.wait_until(lambda: probes.holders(t, ctx.lab) == [preferred], 20, 0.2), probes.holders(t, ctx.lab)
+    assert probes.wait_until(lambda: probes.holders(transport, ctx.lab) == [preferred], 20, 0.2), probes.holders(
+        transport, ctx.lab
+    )
     return preferred
 
 
 def _haproxy_killed(topo: topology.Topology) -> Row:
-    t, ctx = lab_access.netns_context(topo)
-    fault, restore = drills.catalogue(t, ctx.lab)["haproxy killed"]
+    transport, ctx = lab_access.netns_context(topo)
+    fault, restore = drills.catalogue(transport, ctx.lab)["haproxy killed"]
     ceiling = failover.detection_ceilings(ctx)["haproxy killed"]
-    row, _ = failover.failover_rows(t, ctx, "haproxy killed", fault, restore, ceiling)
+    row, _ = failover.failover_rows(transport, ctx, "haproxy killed", fault, restore, ceiling)
     return row
 
 
@@ -112,14 +114,14 @@ def test_with_the_watcher_stopped_the_haproxy_hung_row_fails(dev):
     """The watcher's process stopped on the master (its reference still there): a hung haproxy
     is seen by the safety net only, 2.95 s at the earliest, past the row's ceiling (1.80 s)."""
     master = _master_settled(dev)
-    t, ctx = lab_access.netns_context(dev)
-    drills.action(t, master, "stop", "halab-haproxy-watch")
+    transport, ctx = lab_access.netns_context(dev)
+    drills.action(transport, master, "stop", "halab-haproxy-watch")
     try:
-        fault, restore = drills.catalogue(t, ctx.lab)["haproxy hung"]
+        fault, restore = drills.catalogue(transport, ctx.lab)["haproxy hung"]
         ceiling = failover.detection_ceilings(ctx)["haproxy hung"]
-        failed, restored = failover.failover_rows(t, ctx, "haproxy hung", fault, restore, ceiling)
+        failed, restored = failover.failover_rows(transport, ctx, "haproxy hung", fault, restore, ceiling)
     finally:
-        drills.action(t, master, "start", "halab-haproxy-watch")
+        drills.action(transport, master, "start", "halab-haproxy-watch")
     print(failed.figure)
     assert not failed.ok and "VIP on lb2" in failed.figure, failed
     assert restored.ok, restored  # the node itself is fine: resumed, it takes the VIP back
@@ -129,7 +131,7 @@ def test_without_peers_the_persistence_row_fails(dev):
     """Stick tables not replicated (no `peers` on them): after the VIP moves, the new master's
     table is empty, and the persistence row fails on that, not on a chance of the balancing."""
     _master_settled(dev)
-    t, ctx = lab_access.netns_context(dev)
+    transport, ctx = lab_access.netns_context(dev)
 
     def no_peers(cfg: str) -> str:
         return cfg.replace(" peers halab\n", "\n")
@@ -137,8 +139,8 @@ def test_without_peers_the_persistence_row_fails(dev):
     with mutated(dev, "lb", "haproxy", PATHS["HAPROXY_CFG"], no_peers):
         for svc in ctx.lab.services:  # tables emptied as a new deployment's are
             for lb in ctx.lab.load_balancers:
-                drills.action(t, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
-        (row,) = failover.check_persistence_across_failover(t, ctx)
+                drills.action(transport, lb.name, "haproxy-api", "clear", "table", f"bk_{svc.name}")
+        (row,) = failover.check_persistence_across_failover(transport, ctx)
     print(row.figure)
     # moved, and the new master knew none of the clients (whether its own balancing happened to
     # give some of them their old backend or not: leastconn over two servers often does)
@@ -151,19 +153,19 @@ def test_with_a_rogue_among_the_peers_the_vrrp_filter_row_fails(dev):
     """The filter's peer list (vrrp.conf, read by halab-keepalived-hooks) with the rogue's
     address in it: its adverts pass the filter, and the row says none were dropped."""
     _master_settled(dev)
-    t, ctx = lab_access.netns_context(dev)
+    transport, ctx = lab_access.netns_context(dev)
     rogue = str(ctx.lab.node(ctx.rogue).address)
 
     def rogue_peer(conf: str) -> str:
         return re.sub(r'^PEERS="', f'PEERS="{rogue} ', conf, flags=re.M)
 
     with mutated(dev, "lb", "keepalived", PATHS["VRRP_CONF"], rogue_peer):
-        (row,) = vrrp.check_vrrp_filter(t, ctx)
+        (row,) = vrrp.check_vrrp_filter(transport, ctx)
     print(row.figure)
     dropped = dict(re.findall(r"(\S+): (\d+) dropped", row.figure))
     assert not row.ok and dropped == {"lb1": "0", "lb2": "0"}, row  # "10 dropped" would not do
     _master_settled(dev)
-    (row,) = vrrp.check_vrrp_filter(t, ctx)
+    (row,) = vrrp.check_vrrp_filter(transport, ctx)
     assert row.ok, row
 
 
@@ -182,10 +184,10 @@ def connect_only(service: str) -> Callable[[str], str]:
 def test_with_a_connect_only_check_the_hung_backend_row_fails(dev):
     """The HTTP service's check reduced to a TCP connect: the kernel still accepts connections for
     a hung Apache, so the server stays UP and clients stuck to it fail: the row fails."""
-    t, ctx = lab_access.netns_context(dev)
+    transport, ctx = lab_access.netns_context(dev)
     svc = next(s for s in ctx.lab.services if s.protocol == "http")
     with mutated(dev, "lb", "haproxy", PATHS["HAPROXY_CFG"], connect_only(svc.name)):
-        hung, _ = backends.backend_fault(t, ctx, svc, "hung")
+        hung, _ = backends.backend_fault(transport, ctx, svc, "hung")
     print(hung.figure)
     assert not hung.ok and hung.figure.startswith("still in rotation after"), hung
 
@@ -195,11 +197,11 @@ def test_with_a_connect_only_check_the_banner_hung_row_fails(pools, service):
     """smtp is checked with `option smtpchk`, imap by the banner's greeting (tcp-check expect);
     either reduced to a TCP connect, its server stays UP while the banner hangs (the kernel still
     accepts), and the row fails naming that service alone: the other one's check saw the hang."""
-    t, ctx = lab_access.netns_context(pools)
+    transport, ctx = lab_access.netns_context(pools)
     victim, services = backends.banner_hung_services(ctx.lab)
     assert victim == "mail-1" and [s.name for s in services] == ["smtp", "imap"]
     with mutated(pools, "lb", "haproxy", PATHS["HAPROXY_CFG"], connect_only(service)):
-        hung, resumed = backends.banner_hang(t, ctx)
+        hung, resumed = backends.banner_hang(transport, ctx)
     print(hung.figure)
     assert not hung.ok and hung.figure.startswith("still in rotation after"), hung
     assert hung.figure.split(": ", 1)[1] == f"{service} on lb1, {service} on lb2", hung

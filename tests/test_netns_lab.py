@@ -46,13 +46,13 @@ def labs():
     before = daemon_pids()
     logs: dict[str, list[str]] = {name: [] for name in LABS}
     try:
-        for name, t in topos.items():
-            lab.up(t, log=logs[name].append)
-            FIRST[name] = traffic.check_services(*lab_access.netns_context(t))  # no wait: `up` ends when it serves
+        for name, topo in topos.items():
+            lab.up(topo, log=logs[name].append)
+            FIRST[name] = traffic.check_services(*lab_access.netns_context(topo))  # no wait: `up` ends when it serves
         yield topos, before, logs
     finally:
-        for t in topos.values():
-            lab.down(t, log=lambda _: None)
+        for topo in topos.values():
+            lab.down(topo, log=lambda _: None)
 
 
 @pytest.mark.parametrize("name", LABS)
@@ -106,10 +106,10 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
     (both streams) at the first `up`, the full verify table, what `netns-lab up` (again),
     `netns-lab verify --read-only` and `render` print, and the files render writes."""
     topos, _, logs = labs
-    t, stack = topos[name], STACKS[name]
-    creds = lab.credentials(t)
+    topo, stack = topos[name], STACKS[name]
+    creds = lab.credentials(topo)
     if name not in TABLES:  # run on its own: the full table all the same
-        TABLES[name] = table(checks.verify(*lab_access.netns_context(t)))
+        TABLES[name] = table(checks.verify(*lab_access.netns_context(topo)))
     runs = [
         script(ROOT / "scripts/netns-lab", "up", "--config", stack),
         script(ROOT / "scripts/netns-lab", "verify", "--read-only", "--config", stack),
@@ -121,8 +121,8 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
     seen += "\n".join(f.read_text() for f in tmp_path.rglob("*") if f.is_file())
     for secret in (creds.vrrp_auth_pass, creds.stats_password):
         assert len(secret) >= 8 and secret not in seen
-    assert oct(os.stat(lab.state_dir(t) / "credentials.json").st_mode & 0o777) == "0o600"
-    lb = lab.nodes(t)[t.lab.load_balancers[0].name]
+    assert oct(os.stat(lab.state_dir(topo) / "credentials.json").st_mode & 0o777) == "0o600"
+    lb = lab.nodes(topo)[topo.lab.load_balancers[0].name]
     modes = lb.run(f"stat -c '%a %U' {PATHS['KEEPALIVED_CONF']} {PATHS['HAPROXY_SECRETS']}").stdout
     assert modes.split("\n")[:2] == ["600 root", "600 root"], modes
 
@@ -138,25 +138,25 @@ def test_the_roll_outs_gates_lose_no_request_but_in_flight_at_a_vip_move(labs):
     return), at most two each; none while the backend is drained and put back."""
     topo = labs[0]["dev"]
     model = topo.lab
-    t, ctx = lab_access.netns_context(topo)
+    transport, ctx = lab_access.netns_context(topo)
     master = plan.keepalived_order(model)[0]
     www1 = model.backends[0]
     on = {n.name: NsNode.attach(topo.host(n.name).netns) for n in model.nodes}
     delete = {"HALAB_ON_DELETE": "1"}
     url = model.url(model.services[0])
     rate = ("--interval", "0.05", "--duration", "120")
-    sampler = probes.sample(t, ctx.client, url, list(ctx.client_sources[:2]), *rate)
+    sampler = probes.sample(transport, ctx.client, url, list(ctx.client_sources[:2]), *rate)
     time.sleep(1)
     moves = [time.monotonic()]  # the VIP moves in [moves[0], moves[1]] and [moves[2], moves[3]]
     handoff = on[master.name].run_bundle(load_balancer.handoff_step(model, master).bundle(), env=delete).stdout
     moves.append(time.monotonic())
-    holders_after = probes.holders(t, model)
+    holders_after = probes.holders(transport, model)
     drains = [
         on[lb.name].run_bundle(load_balancer.drain_step(model, lb, www1).bundle(), env=delete).stdout
         for lb in model.load_balancers
     ]
     time.sleep(2)
-    after_drain = traffic.check_services(t, ctx)
+    after_drain = traffic.check_services(transport, ctx)
     back = [
         on[lb.name].run_bundle(load_balancer.drain_step(model, lb, www1).bundle()).stdout for lb in model.load_balancers
     ]
@@ -168,7 +168,7 @@ def test_the_roll_outs_gates_lose_no_request_but_in_flight_at_a_vip_move(labs):
     moves.append(time.monotonic())
     joined = on[master.name].run_bundle(steps["keepalived"].bundle()).stdout
     deadline = time.monotonic() + 15  # the master takes the VIP back (the dev stack preempts)
-    while probes.holders(t, model) != [master.name] and time.monotonic() < deadline:
+    while probes.holders(transport, model) != [master.name] and time.monotonic() < deadline:
         time.sleep(0.5)
     moves.append(time.monotonic())
     time.sleep(2)
@@ -186,7 +186,7 @@ def test_the_roll_outs_gates_lose_no_request_but_in_flight_at_a_vip_move(labs):
     assert all(len(m) <= 2 for m in at_move), (moves, failed)
     assert all(f"{www1.name} in service here" in b for b in back), back
     assert "joining once this haproxy serves" in joined, joined
-    assert probes.holders(t, model) == [master.name]
+    assert probes.holders(transport, model) == [master.name]
 
 
 @pytest.mark.parametrize("name", LABS)
@@ -234,10 +234,10 @@ def test_preflight_names_what_is_missing_and_changes_nothing(tmp_path):
 
 def test_down_leaves_nothing_behind(labs):
     topos, before, _ = labs
-    for t in topos.values():
-        assert lab.down(t, log=lambda _: None) == []
-        assert lab.down(t, log=lambda _: None) == []  # twice is harmless
-        assert lab.leftovers(t) == []
+    for topo in topos.values():
+        assert lab.down(topo, log=lambda _: None) == []
+        assert lab.down(topo, log=lambda _: None) == []  # twice is harmless
+        assert lab.leftovers(topo) == []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not any(t.prefix + "-" in netns for t in topos.values()), netns
     assert daemon_pids() <= before, "daemons of the labs are still running"

@@ -146,7 +146,7 @@ def test_read_only_changes_nothing(sshlab):
         probe = f"cat {PATHS['HAPROXY_PIDFILE']} {PATHS['KEEPALIVED_PIDFILE']}; ip -4 -o addr show; iptables -w -S"
         return {n.name: nodes[n.name].run(probe).stdout for n in topo.lab.load_balancers}
 
-    t = lab_access.netns_context(topo)[0]
+    transport = lab_access.netns_context(topo)[0]
 
     def stick_entries() -> dict[str, set[str]]:
         """Every load balancer's stick-table entries: (table, client key, server), expiry aside."""
@@ -154,7 +154,7 @@ def test_read_only_changes_nothing(sshlab):
         for lb in topo.lab.load_balancers:
             entries = set()
             for svc in topo.lab.services:
-                text = drills.action(t, lb.name, "haproxy-api", "show", "table", f"bk_{svc.name}").stdout
+                text = drills.action(transport, lb.name, "haproxy-api", "show", "table", f"bk_{svc.name}").stdout
                 entries |= {f"{svc.name} {m[0]} {m[1]}" for m in re.findall(r"key=(\S+) .*server_id=(\d+)", text)}
             out[lb.name] = entries
         return out
@@ -211,27 +211,29 @@ def test_ctrl_c_during_a_drill_restores_the_node(sshlab):
     assert rc == 130, out + err
     assert "interrupted" in err
     assert alive() and master_pid() != before  # restored: a new haproxy, not the one killed
-    t = lab_access.netns_context(topo)[0]  # and the VIP goes back to it (preemption)
-    assert probes.wait_until(lambda: probes.holders(t, topo.lab) == [master], 10), probes.holders(t, topo.lab)
+    transport = lab_access.netns_context(topo)[0]  # and the VIP goes back to it (preemption)
+    assert probes.wait_until(lambda: probes.holders(transport, topo.lab) == [master], 10), probes.holders(
+        transport, topo.lab
+    )
 
 
 def test_vrrp_filter_check_fails_without_the_filter(sshlab):
     """The rogue check can fail: with the load balancers' VRRP filter flushed, the rogue's adverts
     reach keepalived and the row says so; restored, it passes."""
     topo, _ = sshlab
-    t, ctx = lab_access.netns_context(topo)
+    transport, ctx = lab_access.netns_context(topo)
     lbs = [lb.name for lb in topo.lab.load_balancers]
     try:
         for lb in lbs:
-            t.run(lb, "iptables -w -F HALAB-VRRP")
-        (row,) = vrrp.check_vrrp_filter(t, ctx)
+            transport.run(lb, "iptables -w -F HALAB-VRRP")
+        (row,) = vrrp.check_vrrp_filter(transport, ctx)
         dropped = dict(re.findall(r"(\S+): (\d+) dropped", row.figure))
         assert not row.ok and set(dropped.values()) == {"0"} and len(dropped) == 2, row
         assert "reached keepalived" in row.figure and ", 0 reached" not in row.figure, row
     finally:
         for lb in lbs:
-            t.run(lb, f"{PATHS['KEEPALIVED_HOOKS_BIN']} pre")
-    (row,) = vrrp.check_vrrp_filter(t, ctx)
+            transport.run(lb, f"{PATHS['KEEPALIVED_HOOKS_BIN']} pre")
+    (row,) = vrrp.check_vrrp_filter(transport, ctx)
     assert row.ok, row
 
 
@@ -239,16 +241,16 @@ def test_ssh_command_lines():
     """A node through a jump host: the stack's key for the node, yours for the jump, the node's
     address and port forwarded by the jump (%h:%p, which the outer ssh fills in), sudo on the node only."""
     jump = Endpoint.parse("me@hv.example:2222", identity="/k/jump")
-    t = SshTransport({"lb1": Endpoint("192.168.69.111", "halab", 22, "/k/stack", jump, sudo=True)})
+    transport = SshTransport({"lb1": Endpoint("192.168.69.111", "halab", 22, "/k/stack", jump, sudo=True)})
     try:
-        argv = t.argv("lb1", ["ip", "-4", "addr"])
+        argv = transport.argv("lb1", ["ip", "-4", "addr"])
         assert argv[-2:] == ["192.168.69.111", "sudo -n -- ip -4 addr"]
         proxy = next(o for o in argv if o.startswith("ProxyCommand="))
         assert proxy.endswith("-W %h:%p hv.example") and "-p 2222" in proxy and "-l me" in proxy
         assert "/k/jump" in proxy and "ControlPath" not in proxy
-        assert "-i" in argv and "/k/stack" in argv and f"ControlPath={t.dir}/%C" in argv
+        assert "-i" in argv and "/k/stack" in argv and f"ControlPath={transport.dir}/%C" in argv
     finally:
-        t.close()
+        transport.close()
     assert Endpoint.parse("hv") == Endpoint("hv", None, 22, None)
 
 

@@ -59,7 +59,7 @@ def vmlab():
     p = vm_lab("up")
     assert p.returncode == 0, p.stderr
     with lab_access.VmSession(str(CONFIG)) as s:  # no wait: `up` ends when the lab serves
-        FIRST.extend(traffic.check_services(s.t, s.ctx))
+        FIRST.extend(traffic.check_services(s.transport, s.ctx))
     yield p.stdout
     assert vm_lab("down").returncode == 0
     assert lab.leftovers(PREFIX) == []
@@ -79,15 +79,15 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
     with lab_access.VmSession(str(CONFIG)) as s:
         for node in s.model.nodes:
             # address, user and key from the program's cloud-init: the SSH login itself, as halab
-            out = s.t.run(
+            out = s.transport.run(
                 node.name, "hostname; id -un; ip -4 -o addr show dev eth0; systemctl is-system-running || true"
             ).stdout
             assert out.startswith(f"{node.name}\nroot\n"), out  # sudo -n as the stack's user
             assert f"inet {node.address}/24" in out
-            assert s.t.run(node.name, ["sudo", "-u", "halab", "id", "-un"]).stdout.strip() == "halab"
+            assert s.transport.run(node.name, ["sudo", "-u", "halab", "id", "-un"]).stdout.strip() == "halab"
             # cloud-init grew the root partition and its filesystem to the VM's disk (vm.diskGiB),
             # past the image's own 3 GiB, as a cloud image's growpart and resizefs do
-            size = int(s.t.run(node.name, ["df", "-B1", "--output=size", "/"]).stdout.split()[-1])
+            size = int(s.transport.run(node.name, ["df", "-B1", "--output=size", "/"]).stdout.split()[-1])
             assert size > (model.vm.disk_gib - 1) * 2**30 > image.SIZE_GIB * 2**30, (node.name, size)
     assert "module errors" not in vmlab, vmlab  # cloud-init's: each would be a warning of `ready`
 
@@ -136,14 +136,16 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     three = with_backend(tmp_path, "www3", "192.168.69.108")
     with lab_access.VmSession(str(CONFIG)) as s:
         url = s.model.url(s.model.services[0])
-        before = vrrp.state_changes(s.t, s.model)
+        before = vrrp.state_changes(s.transport, s.model)
         # the load balancers reload: a request may wait that out, as in verify's reload row
         rate = ["--interval", str(s.ctx.request_interval), "--timeout", str(reload.reload_patience(s.ctx))]
-        sampler = probes.sample(s.t, s.ctx.client, url, list(s.ctx.client_sources[:4]), *rate, "--duration", "1200")
+        sampler = probes.sample(
+            s.transport, s.ctx.client, url, list(s.ctx.client_sources[:4]), *rate, "--duration", "1200"
+        )
         time.sleep(2)
         p = vm_lab("up", config=three)
         samples = sampler.stop()
-        after = vrrp.state_changes(s.t, s.model)
+        after = vrrp.state_changes(s.transport, s.model)
     assert p.returncode == 0, p.stderr
     made = changed(p.stdout)
     drains = {"halab-lb1-drain-www3", "halab-lb2-drain-www3"}  # its gates on the load balancers
@@ -201,8 +203,10 @@ def test_a_change_that_replaces_every_guest_rolls_out_one_guest_at_a_time(vmlab,
     with lab_access.VmSession(str(CONFIG)) as s:
         model, url = s.model, s.model.url(s.model.services[0])
         rate = ["--interval", str(s.ctx.request_interval), "--timeout", str(reload.reload_patience(s.ctx))]
-        sampler = probes.sample(s.t, s.ctx.client, url, list(s.ctx.client_sources[:4]), *rate, "--duration", "2400")
-        watch = probes.HolderWatch(s.t, model, s.ctx.holder_interval)
+        sampler = probes.sample(
+            s.transport, s.ctx.client, url, list(s.ctx.client_sources[:4]), *rate, "--duration", "2400"
+        )
+        watch = probes.HolderWatch(s.transport, model, s.ctx.holder_interval)
         time.sleep(2)
         started = time.monotonic()
         p = vm_lab("up", config=rolled, timeout=2400)

@@ -54,14 +54,14 @@ class FaultResult:
     example: drills.Drill | None  # one trial's samples, for the chart
 
 
-def takeover(t: Transport, d: drills.Drill) -> float | None:
+def takeover(transport: Transport, d: drills.Drill) -> float | None:
     """Seconds from the fault to the moment the new master logged its MASTER state (keepalived's
     notify hook, which starts a few milliseconds after the transition): the VIP's move itself,
     without a client's sampling. Nodes of the namespace lab share this host's clock."""
     if len(d.after_fault) != 1 or d.after_fault[0] == d.master:
         return None
     fault_epoch = d.t_fault + time.time() - time.monotonic()
-    return next((at - fault_epoch for at in vrrp.master_times(t, d.after_fault[0]) if at >= fault_epoch), None)
+    return next((at - fault_epoch for at in vrrp.master_times(transport, d.after_fault[0]) if at >= fault_epoch), None)
 
 
 # The drills' client: a request every 10 ms (the sampler does not wait for one answer to send
@@ -72,15 +72,15 @@ REQUEST_INTERVAL = 0.01
 GIVE_UP_AFTER = 2
 
 
-def failovers(t: Transport, ctx: VerifyContext, trials: int, log) -> dict[str, FaultResult]:
+def failovers(transport: Transport, ctx: VerifyContext, trials: int, log) -> dict[str, FaultResult]:
     out = {}
-    for name, (fault, restore) in drills.catalogue(t, ctx.lab).items():
+    for name, (fault, restore) in drills.catalogue(transport, ctx.lab).items():
         runs, errors, moves = [], [], []
         for i in range(trials):
             if i == GIVE_UP_AFTER and not any(d.ok for d in runs):
                 errors.append(f"not tried again after {i} trials that never recovered")
                 break
-            d = drills.run(t, ctx, fault, restore)
+            d = drills.run(transport, ctx, fault, restore)
             if isinstance(d, str) or not d.ok:
                 errors.append(d if isinstance(d, str) else f"trial {i + 1}: no recovery within the bound")
                 if isinstance(d, str):
@@ -88,7 +88,7 @@ def failovers(t: Transport, ctx: VerifyContext, trials: int, log) -> dict[str, F
             if d.split is None or d.split_restore is None:
                 errors.append(f"trial {i + 1}: no holder samples in a window (split brain not ruled out)")
             runs.append(d)
-            if (moved := takeover(t, d)) is not None:
+            if (moved := takeover(transport, d)) is not None:
                 moves.append(moved)
             log(f"    {name} #{i + 1}: {d.out.seconds:.2f} s, {d.out.failed} failed, VIP moved in {moved} s")
         out[name] = FaultResult(
@@ -121,18 +121,20 @@ class WrkResult:
 CPU_TICKS = "cat /proc/[0-9]*/stat 2>/dev/null | sed 's/.*) //' | awk '{t += $12 + $13} END {print t + 0}'"
 
 
-def _cpu_seconds(t: Transport, ctx: VerifyContext) -> dict[str, float]:
+def _cpu_seconds(transport: Transport, ctx: VerifyContext) -> dict[str, float]:
     lab = ctx.lab
     roles = {"load balancers": [n.name for n in lab.load_balancers], "backends": [n.name for n in lab.backends]}
     tick = os.sysconf("SC_CLK_TCK")
-    return {r: sum(int(t.run(h, CPU_TICKS).stdout.strip() or 0) for h in hosts) / tick for r, hosts in roles.items()}
+    return {
+        r: sum(int(transport.run(h, CPU_TICKS).stdout.strip() or 0) for h in hosts) / tick for r, hosts in roles.items()
+    }
 
 
-def measured_wrk(t: Transport, ctx: VerifyContext, target: str, close: bool, seconds: int) -> WrkResult:
+def measured_wrk(transport: Transport, ctx: VerifyContext, target: str, close: bool, seconds: int) -> WrkResult:
     """wrk, and the CPU each role spent per request while it ran."""
-    before = _cpu_seconds(t, ctx)
-    w = wrk(t, ctx, target, close, seconds)
-    after = _cpu_seconds(t, ctx)
+    before = _cpu_seconds(transport, ctx)
+    w = wrk(transport, ctx, target, close, seconds)
+    after = _cpu_seconds(transport, ctx)
     requests = max(1.0, w.rps * seconds)
     w.cpu_ms.update({r: 1000 * (after[r] - before[r]) / requests for r in before})
     return w
@@ -148,11 +150,11 @@ def _ms(text: str) -> float:
 WRK_CPU = "; echo \"wrk cpu ticks $(sed 's/.*) //' /proc/$$/stat | awk '{print $14 + $15}')\""
 
 
-def wrk(t: Transport, ctx: VerifyContext, target: str, close: bool, seconds: int) -> WrkResult:
+def wrk(transport: Transport, ctx: VerifyContext, target: str, close: bool, seconds: int) -> WrkResult:
     cmd = ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "--timeout", "2s"]
     if close:
         cmd += ["-H", "Connection: close"]
-    out = t.run(ctx.client, ["bash", "-c", shlex.join([*cmd, target]) + WRK_CPU], timeout=seconds + 30).stdout
+    out = transport.run(ctx.client, ["bash", "-c", shlex.join([*cmd, target]) + WRK_CPU], timeout=seconds + 30).stdout
     w = parse_wrk(out)
     ticks = re.search(r"^wrk cpu ticks (\d+)$", out, re.M)
     if ticks:
@@ -168,7 +170,7 @@ def parse_wrk(out: str) -> WrkResult:
     return WrkResult(rps, _ms(lat["50"]), _ms(lat["99"]), errors)
 
 
-def data_plane(t: Transport, ctx: VerifyContext, seconds: int) -> dict[str, dict[str, WrkResult]]:
+def data_plane(transport: Transport, ctx: VerifyContext, seconds: int) -> dict[str, dict[str, WrkResult]]:
     """Short HTTP requests through the VIP and straight to a backend, new connection per
     request and keep-alive, measured one after the other in the same run, each path from its
     own client address."""
@@ -177,7 +179,7 @@ def data_plane(t: Transport, ctx: VerifyContext, seconds: int) -> dict[str, dict
     # wrk sends from one address: at thousands of new connections per second its ~28k ephemeral
     # ports all sit in TIME_WAIT within seconds, and then each destination gets ~470 connections/s
     # (the ports TIME_WAIT frees), whatever the path. A load generator reuses them.
-    t.run(ctx.client, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
+    transport.run(ctx.client, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
     # The direct path sends from another address than the VIP path: the backend keeps the load
     # balancer's transparent connections (from the client's own address) in TIME_WAIT, and a
     # direct SYN on one of those tuples carries the client's TCP timestamps, not the load
@@ -192,13 +194,13 @@ def data_plane(t: Transport, ctx: VerifyContext, seconds: int) -> dict[str, dict
     try:
         for name, url, route in paths:
             if route:
-                t.run(ctx.client, route)
+                transport.run(ctx.client, route)
             out[name] = {
-                mode: measured_wrk(t, ctx, url, mode == "new connection per request", seconds)
+                mode: measured_wrk(transport, ctx, url, mode == "new connection per request", seconds)
                 for mode in ("new connection per request", "keep-alive")
             }
     finally:
-        t.run(ctx.client, ["ip", "-4", "route", "del", f"{backend.address}/32"], check=False)
+        transport.run(ctx.client, ["ip", "-4", "route", "del", f"{backend.address}/32"], check=False)
     return out
 
 
@@ -212,21 +214,21 @@ class Soak:
     load: WrkResult | None  # the load through the VIP all along, if any
 
 
-def soak(t: Transport, ctx: VerifyContext, seconds: int, loaded: bool) -> Soak:
-    before = vrrp.state_changes(t, ctx.lab)
+def soak(transport: Transport, ctx: VerifyContext, seconds: int, loaded: bool) -> Soak:
+    before = vrrp.state_changes(transport, ctx.lab)
     t0 = time.monotonic()
     load = None
     if loaded:  # new connections through the VIP, as fast as they go
-        t.run(ctx.client, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
-        load = wrk(t, ctx, f"http://{ctx.lab.vip}/", True, seconds)
+        transport.run(ctx.client, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])
+        load = wrk(transport, ctx, f"http://{ctx.lab.vip}/", True, seconds)
     else:
         time.sleep(seconds)
-    after = vrrp.state_changes(t, ctx.lab)
+    after = vrrp.state_changes(transport, ctx.lab)
     return Soak(time.monotonic() - t0, {lb: after[lb] - before[lb] for lb in before}, load)
 
 
-def reloads(t: Transport, ctx: VerifyContext) -> dict[str, reload.ReloadPhase]:
-    return reload.reload_under_load(t, ctx)
+def reloads(transport: Transport, ctx: VerifyContext) -> dict[str, reload.ReloadPhase]:
+    return reload.reload_under_load(transport, ctx)
 
 
 @dataclass
@@ -287,11 +289,11 @@ def lab_cost(base: dict, sizes: tuple[int, ...], log) -> list[LabCost]:
             t0 = time.monotonic()
             netns.up(topo, log=lambda _: None)
             t_up = time.monotonic() - t0
-            t, ctx = lab_access.netns_context(topo, read_only=True)
+            transport, ctx = lab_access.netns_context(topo, read_only=True)
             t0 = time.monotonic()
-            rows = checks.verify(t, ctx)
+            rows = checks.verify(transport, ctx)
             t_verify = time.monotonic() - t0
-            pss = {h.name: int(t.run(h.name, PSS).stdout.strip() or 0) / 1024 for h in topo.hosts if h.node}
+            pss = {h.name: int(transport.run(h.name, PSS).stdout.strip() or 0) / 1024 for h in topo.hosts if h.node}
             taken = free - _available_mib()
         finally:
             netns.down(topo, log=lambda _: None)

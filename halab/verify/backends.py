@@ -17,28 +17,28 @@ from halab.verify.rows import Row, skip
 from halab.verify.transport import Transport, VerifyContext
 
 
-def _server_status(t: Transport, lb: str) -> dict[tuple[str, str], str]:
+def _server_status(transport: Transport, lb: str) -> dict[tuple[str, str], str]:
     """(haproxy backend, server) -> health status (UP, DOWN, ...), from lb's runtime API."""
-    stat = drills.action(t, lb, "haproxy-api", "show", "stat", check=False).stdout
+    stat = drills.action(transport, lb, "haproxy-api", "show", "stat", check=False).stdout
     rows = csv.reader(io.StringIO(stat.lstrip("# ")))
     return {(r[0], r[1]): r[17] for r in rows if len(r) > 17 and r[1] not in ("FRONTEND", "BACKEND", "svname")}
 
 
-def servers_not_up(t: Transport, lab: Lab, lb: str) -> list[str]:
+def servers_not_up(transport: Transport, lab: Lab, lb: str) -> list[str]:
     """The pools' servers that lb's haproxy does not call UP, with what it calls them."""
     want = {(svc.haproxy_backend, b.name) for svc in lab.services for b in lab.pool(svc)}
-    status = _server_status(t, lb)
+    status = _server_status(transport, lb)
     return sorted(f"{bk}/{srv} {status.get((bk, srv), 'absent')}" for bk, srv in want
                   if not status.get((bk, srv), "").startswith("UP"))  # fmt: skip
 
 
-def check_backends_up(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_backends_up(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """Every server of every service's pool is UP on every load balancer (its check passes)."""
     lab = ctx.lab
     total = sum(len(lab.pool(svc)) for svc in lab.services)
     rows = []
     for lb in lab.load_balancers:
-        down = servers_not_up(t, lab, lb.name)
+        down = servers_not_up(transport, lab, lb.name)
         fig = f"{total - len(down)}/{total} UP" + (f"; not UP: {', '.join(down)}" if down else "")
         rows.append(Row(f"every backend server passes its health check on {lb.name}", not down, fig))
     return rows
@@ -51,7 +51,7 @@ BACKEND_FAULTS = {"stopped": ("stop", "start"), "hung": ("hang", "resume")}
 BACKEND_RESTORED = {"stopped": "started", "hung": "resumed"}
 
 
-def check_backend_health(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_backend_health(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """A backend's web server stopped, then hung: each time it leaves the rotation once health
     checks see it, with no failed request after that, and comes back when restored. Then its
     TCP banner hung, where TCP services have checks that ask it (banner_hang)."""
@@ -60,8 +60,8 @@ def check_backend_health(t: Transport, ctx: VerifyContext) -> list[Row]:
     if not web:
         rows = [skip("a failed backend leaves the rotation", "no HTTP service (the drill stops Apache)")]
     else:
-        rows = [row for how in BACKEND_FAULTS for row in backend_fault(t, ctx, web[0], how)]
-    return rows + banner_hang(t, ctx)
+        rows = [row for how in BACKEND_FAULTS for row in backend_fault(transport, ctx, web[0], how)]
+    return rows + banner_hang(transport, ctx)
 
 
 def detection_bound(lab: Lab) -> float:
@@ -71,25 +71,25 @@ def detection_bound(lab: Lab) -> float:
     return (max(lab.health_check.fall, lab.health_check.rise) + 2) * interval + 5
 
 
-def backend_fault(t: Transport, ctx: VerifyContext, svc: Service, how: str) -> list[Row]:
+def backend_fault(transport: Transport, ctx: VerifyContext, svc: Service, how: str) -> list[Row]:
     lab = ctx.lab
     victim = lab.pool(svc)[0]
     lbs = [lb.name for lb in lab.load_balancers]
     fault, restore = BACKEND_FAULTS[how]
 
     def status(lb: str) -> str:
-        return _server_status(t, lb).get((svc.haproxy_backend, victim.name), "absent")
+        return _server_status(transport, lb).get((svc.haproxy_backend, victim.name), "absent")
 
     bound = detection_bound(lab)
     args = ["--interval", "0.05", "--timeout", "1", "--duration", str(2 * bound + 15)]
-    s = sample(t, ctx.client, lab.url(svc), list(ctx.client_sources), *args)
+    s = sample(transport, ctx.client, lab.url(svc), list(ctx.client_sources), *args)
     try:
         wait_until(lambda: s.recovered_since(0.0), 10)
         # From a server in rotation: one already out (a reload's newcomer, not yet checked) would
         # make any detection look instant and prove nothing.
         ready = wait_until(lambda: all(status(lb).startswith("UP") for lb in lbs), bound, 0.2)
         t0 = time.monotonic()
-        drills.action(t, victim.name, fault, "apache2")
+        drills.action(transport, victim.name, fault, "apache2")
         try:
             down = wait_until(lambda: all(status(lb).startswith("DOWN") for lb in lbs), bound, 0.2)
             t_detect = time.monotonic()
@@ -97,7 +97,7 @@ def backend_fault(t: Transport, ctx: VerifyContext, svc: Service, how: str) -> l
             t_end = time.monotonic()
         finally:  # restored whatever happens, Ctrl-C included
             t1 = time.monotonic()
-            drills.action(t, victim.name, restore, "apache2")
+            drills.action(transport, victim.name, restore, "apache2")
         s.settle(t_end)
         before = sum(1 for x in s.since(t0) if not x.ok and x.start < t_detect)
         after = [x for x in s.since(t_detect) if x.start < t_end]
@@ -136,7 +136,7 @@ def banner_hung_services(lab: Lab) -> tuple[str, list[Service]]:
     return victim.name, [s for s in asked if victim in lab.pool(s)]
 
 
-def banner_hang(t: Transport, ctx: VerifyContext) -> list[Row]:
+def banner_hang(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """The victim's TCP banner hung (SIGSTOP: the kernel still accepts connections for it): every
     TCP service whose check asks the banner leaves the rotation on every load balancer, and
     comes back once it is resumed. What proves the smtp and banner checks ask the service."""
@@ -149,7 +149,7 @@ def banner_hang(t: Transport, ctx: VerifyContext) -> list[Row]:
     seen: dict[tuple[str, str], str] = {}
 
     def all_in(state: str) -> bool:
-        by_lb = {lb: _server_status(t, lb) for lb in lbs}
+        by_lb = {lb: _server_status(transport, lb) for lb in lbs}
         seen.update({(lb, bk): by_lb[lb].get((bk, victim), "absent") for lb, bk in wanted})
         return all(seen[w].startswith(state) for w in wanted)
 
@@ -157,13 +157,13 @@ def banner_hang(t: Transport, ctx: VerifyContext) -> list[Row]:
     names = ", ".join(s.name for s in services)
     ready = wait_until(lambda: all_in("UP"), bound, 0.2)  # from in rotation, as backend_fault
     t0 = time.monotonic()
-    drills.action(t, victim, "hang", "halab-banner")
+    drills.action(transport, victim, "hang", "halab-banner")
     try:
         down = wait_until(lambda: all_in("DOWN"), bound, 0.2)
         waited = time.monotonic() - t0
     finally:  # resumed whatever happens, Ctrl-C included
         t1 = time.monotonic()
-        drills.action(t, victim, "resume", "halab-banner")
+        drills.action(transport, victim, "resume", "halab-banner")
     still = sorted(f"{bk.removeprefix('bk_')} on {lb}" for (lb, bk), st in seen.items() if not st.startswith("DOWN"))
     found = f"detected in {waited:.1f} s" if down else f"still in rotation after {waited:.1f} s: {', '.join(still)}"
     rows = [

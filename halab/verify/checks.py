@@ -55,21 +55,21 @@ CHANGES_THE_LAB = {
 }
 
 
-def verify(t: Transport, ctx: VerifyContext, log: Callable[[Row], None] = lambda r: None) -> list[Row]:
+def verify(transport: Transport, ctx: VerifyContext, log: Callable[[Row], None] = lambda r: None) -> list[Row]:
     rows: list[Row] = []
     for check in CHECKS:
         if ctx.read_only and check in CHANGES_THE_LAB:
             continue
-        for row in check(t, ctx):
+        for row in check(transport, ctx):
             log(row)
             rows.append(row)
     return rows
 
 
-def run_and_report(t: Transport, ctx: VerifyContext) -> int:
+def run_and_report(transport: Transport, ctx: VerifyContext) -> int:
     """Runs every check, printing each result as it comes, then the table and the counts;
     returns the exit status (0: nothing failed)."""
-    rows = verify(t, ctx, log=lambda r: print(f"  {r.result}  {r.check}", flush=True))
+    rows = verify(transport, ctx, log=lambda r: print(f"  {r.result}  {r.check}", flush=True))
     failed = sum(1 for r in rows if not r.ok)
     skipped = sum(1 for r in rows if r.skipped)
     print(f"\n{table(rows)}\n\n{len(rows) - failed - skipped} passed, {failed} failed, {skipped} skipped")

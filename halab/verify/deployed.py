@@ -100,8 +100,8 @@ def client_sources(lab: Lab, owned: list[IPv4Address]) -> tuple[list[str], str |
     return outside + on_subnet, (outside or [None])[0], (on_subnet or [None])[0]
 
 
-def host_addresses(t: SshTransport, host: str) -> list[IPv4Address]:
-    out = t.run(host, ["ip", "-4", "-o", "addr", "show", "scope", "global"]).stdout
+def host_addresses(transport: SshTransport, host: str) -> list[IPv4Address]:
+    out = transport.run(host, ["ip", "-4", "-o", "addr", "show", "scope", "global"]).stdout
     found = []
     for line in out.splitlines():
         words = line.split()
@@ -112,13 +112,13 @@ def host_addresses(t: SshTransport, host: str) -> list[IPv4Address]:
 
 def context(
     stack: Stack,
-    t: SshTransport,
+    transport: SshTransport,
     sources: list[str] | None = None,
     read_only: bool = False,
 ) -> VerifyContext:
     lab = stack.lab
-    owned = host_addresses(t, CLIENT)
-    where = t.endpoints[CLIENT].address or "this machine"
+    owned = host_addresses(transport, CLIENT)
+    where = transport.endpoints[CLIENT].address or "this machine"
     for a in sources or []:
         try:
             ok = ip_address(a) in owned

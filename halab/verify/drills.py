@@ -17,10 +17,10 @@ from halab.verify.probes import HolderWatch, Sample, holders, sample, wait_until
 from halab.verify.transport import Transport, VerifyContext
 
 
-def action(t: Transport, host: str, *args: str, check: bool = True, timeout: float = 60.0):
+def action(transport: Transport, host: str, *args: str, check: bool = True, timeout: float = 60.0):
     """A drill action (halab/node/steps/drill.sh) on one host, from a bundle like any step."""
     bundle = Step(host, "drill", "drill.sh", args).bundle()
-    return t.run(host, ["bash", "-s"], input=bundle, check=check, timeout=timeout)
+    return transport.run(host, ["bash", "-s"], input=bundle, check=check, timeout=timeout)
 
 
 # drill.sh's "fault at EPOCH": the node's wall clock just before it sent the fault's signal
@@ -28,13 +28,13 @@ def action(t: Transport, host: str, *args: str, check: bool = True, timeout: flo
 FAULT_AT = re.compile(r"fault at (\d+)[.,](\d+)$", re.M)
 
 
-def fault(t: Transport, host: str, *args: str) -> float:
+def fault(transport: Transport, host: str, *args: str) -> float:
     """A fault drill (kill, stop, hang) on one host; returns when the fault took effect, on this
     process's monotonic clock: the node's own timestamp mapped through the wall clock, kept
     within the call (a VM's clock may run apart from this host's). Without it, the fault's
     clock would start when it was asked for, before the drill's bundle even reached the node."""
     start, wall = time.monotonic(), time.time()
-    out = action(t, host, *args).stdout
+    out = action(transport, host, *args).stdout
     end = time.monotonic()
     m = FAULT_AT.search(out)
     if not m:
@@ -89,11 +89,11 @@ class Drill:
 BOUND = 20.0  # seconds a drill waits for the VIP to move and requests to recover, each way
 
 
-def run(t: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault, bound: float = BOUND) -> Drill | str:
+def run(transport: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault, bound: float = BOUND) -> Drill | str:
     """Fault on the master, then the master restored; a string says why it could not start.
     The VIP's holders are sampled all along: two at once is split brain."""
     lab = ctx.lab
-    held = holders(t, lab)
+    held = holders(transport, lab)
     if len(held) != 1:
         return f"no single master to fault ({held})"
     master = held[0]
@@ -102,8 +102,8 @@ def run(t: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault, bound
     # long enough for every wait below, each at its bound: steady traffic (10 s), the move, the
     # holder samples, the watch's own answer, the restore (the sampler is stopped at the end)
     args += ["--duration", str(4 * bound + 15)]
-    s = sample(t, ctx.client, lab.url(lab.services[0]), [ctx.client_sources[0]], *args)
-    watch = HolderWatch(t, lab, ctx.holder_interval)
+    s = sample(transport, ctx.client, lab.url(lab.services[0]), [ctx.client_sources[0]], *args)
+    watch = HolderWatch(transport, lab, ctx.holder_interval)
     try:
         if not wait_until(lambda: s.recovered_since(0.0), 10):
             return "no steady traffic through the VIP before the fault"
@@ -111,7 +111,9 @@ def run(t: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault, bound
         restored = False
         try:
             t0 = faulting(master) or t0
-            moved = wait_until(lambda: single_other(holders(t, lab), master) and s.recovered_since(t0), bound, step)
+            moved = wait_until(
+                lambda: single_other(holders(transport, lab), master) and s.recovered_since(t0), bound, step
+            )
             t_recovered = time.monotonic()  # the fault's window ends here: later, the restore may fail requests
             # the faulted window must hold holder samples to rule out split brain: on slow guests
             # (rounds of seconds over SSH) the VIP may move before two rounds end, so the fault
@@ -120,7 +122,7 @@ def run(t: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault, bound
             if moved:  # the watch asks in the background: its answers show the move a round later
                 wait_until(lambda: watch.moved(t0, master) is not None, bound, step)
             t1 = time.monotonic()
-            new = holders(t, lab)
+            new = holders(transport, lab)
             split = watch.most(t0, t1)
             t_moved = watch.moved(t0, master)
             restore(master)
@@ -130,7 +132,7 @@ def run(t: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault, bound
                 restore(master)
         # preemption: the master takes the VIP back; nopreempt: it stays where it went
         expected = [master] if lab.vrrp.preempt else new
-        back = wait_until(lambda: holders(t, lab) == expected and s.recovered_since(t1), bound, step)
+        back = wait_until(lambda: holders(transport, lab) == expected and s.recovered_since(t1), bound, step)
         t2 = time.monotonic()
         s.settle(t2)  # the requests that failed in either window have reported by now
         out, back_out = outage(s.samples, t0, t_recovered), outage(s.samples, t1, t2)
@@ -144,7 +146,7 @@ def run(t: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault, bound
             split,
             back and back_out.recovered,
             back_out,
-            holders(t, lab),
+            holders(transport, lab),
             split_restore,
             list(s.samples),
             t0,
@@ -154,29 +156,29 @@ def run(t: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault, bound
         s.stop(settle=False)  # its windows are read, settled
 
 
-def catalogue(t: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault, Fault]]:
+def catalogue(transport: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault, Fault]]:
     """The drills' faults on a node, each with what restores it."""
     iface, gw = lab.network.interface, str(lab.network.gateway)
 
     def restoring(*args: str) -> Fault:
         def restore(host: str) -> None:
-            action(t, host, *args)
+            action(transport, host, *args)
 
         return restore
 
     def faulting(*args: str) -> Fault:
         def take_effect(host: str) -> float:
-            return fault(t, host, *args)
+            return fault(transport, host, *args)
 
         return take_effect
 
     def cut(host: str) -> float:
         # The node may be reachable through this link only (a VM over SSH): the cut comes just
         # after the call returns, and the node restores the link itself after `bound` + 5 s.
-        return fault(t, host, "link-down", iface, str(LINK_CUT_DELAY), str(bound + 5), gw) + LINK_CUT_DELAY
+        return fault(transport, host, "link-down", iface, str(LINK_CUT_DELAY), str(bound + 5), gw) + LINK_CUT_DELAY
 
     def uncut(host: str) -> None:
-        action(t, host, "link-up", iface, gw, timeout=bound + 60)  # over SSH: once the link is back
+        action(transport, host, "link-up", iface, gw, timeout=bound + 60)  # over SSH: once the link is back
 
     return {
         "haproxy killed": (faulting("kill", "haproxy"), restoring("start", "haproxy")),

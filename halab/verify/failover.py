@@ -67,13 +67,13 @@ JUDGED_TRIALS = 3  # a detection over its ceiling is judged by the median of thi
 
 
 def failover_rows(
-    t: Transport, ctx: VerifyContext, name: str, fault: Fault, restore: Fault, ceiling: float | None = None
+    transport: Transport, ctx: VerifyContext, name: str, fault: Fault, restore: Fault, ceiling: float | None = None
 ) -> list[Row]:
     """A fault's failover and restore rows. One trial on 2 shared cores can be noisy: a
     detection over the ceiling gets more trials, and their median is judged."""
     runs: list[drills.Drill] = []
     while not runs or (ceiling is not None and len(runs) < JUDGED_TRIALS and _median(runs) > ceiling):
-        d = drills.run(t, ctx, fault, restore)
+        d = drills.run(transport, ctx, fault, restore)
         if isinstance(d, str):
             return [Row(f"failover, {name}", False, d)]
         runs.append(d)
@@ -114,56 +114,62 @@ def _seconds(x: float | None) -> str:
     return "never" if x is None or x == float("inf") else f"{x:.2f} s"
 
 
-def check_failovers(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_failovers(transport: Transport, ctx: VerifyContext) -> list[Row]:
     rows: list[Row] = []
-    for name, (fault, restore) in drills.catalogue(t, ctx.lab).items():
+    for name, (fault, restore) in drills.catalogue(transport, ctx.lab).items():
         if name.startswith("clean stop"):
             continue  # the persistence check does a clean stop already
-        rows += failover_rows(t, ctx, name, fault, restore, detection_ceilings(ctx).get(name))
+        rows += failover_rows(transport, ctx, name, fault, restore, detection_ceilings(ctx).get(name))
     return rows
 
 
-def _each_source_once(t: Transport, ctx: VerifyContext, svc: Service) -> dict[str, str | None]:
+def _each_source_once(transport: Transport, ctx: VerifyContext, svc: Service) -> dict[str, str | None]:
     sources = list(ctx.client_sources)
-    got = sample(t, ctx.client, ctx.lab.url(svc), sources, "--count", str(len(sources)), "--interval", "0").finish()
+    got = sample(
+        transport, ctx.client, ctx.lab.url(svc), sources, "--count", str(len(sources)), "--interval", "0"
+    ).finish()
     return {s.source: s.backend if s.ok else None for s in got}
 
 
 STUCK = re.compile(r"key=(\S+) .*server_key=(\S+)")
 
 
-def _stuck(t: Transport, lb: str, svc: Service) -> dict[str, str]:
+def _stuck(transport: Transport, lb: str, svc: Service) -> dict[str, str]:
     """A load balancer's stick table for the service: client address -> backend name."""
-    out = drills.action(t, lb, "haproxy-api", "show", "table", svc.haproxy_backend).stdout
+    out = drills.action(transport, lb, "haproxy-api", "show", "table", svc.haproxy_backend).stdout
     return dict(STUCK.findall(out))
 
 
-def check_persistence_across_failover(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_persistence_across_failover(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """Stick tables are replicated (HAProxy peers): after a planned stop of the master's
     keepalived moves the VIP, every client address still reaches the backend it had."""
     lab = ctx.lab
     name = "persistence survives failover: each client keeps its backend on the new master"
     sticky = [s for s in lab.services if s.sticky]
-    held = holders(t, lab)
+    held = holders(transport, lab)
     if not sticky or len(held) != 1:
         if not sticky:
             return [skip(name, "no sticky service")]
         return [Row(name, False, f"no single master ({held})")]
     svc, master = sticky[0], held[0]
-    before = _each_source_once(t, ctx, svc)
-    drills.action(t, master, "stop", "keepalived")
+    before = _each_source_once(transport, ctx, svc)
+    drills.action(transport, master, "stop", "keepalived")
     try:
-        moved = wait_until(lambda: drills.single_other(holders(t, lab), master), 20, 0.2)
-        new = holders(t, lab)
+        moved = wait_until(lambda: drills.single_other(holders(transport, lab), master), 20, 0.2)
+        new = holders(transport, lab)
         # before it serves any of them: the new master already knows each client's backend
         # (replicated), where a coincidence of its own balancing could give the same backends
-        known = _stuck(t, new[0], svc) if moved else {}
-        wait_until(lambda: all(_each_source_once(t, ctx, svc).values()), 10, 0.5)
-        after = _each_source_once(t, ctx, svc)
+        known = _stuck(transport, new[0], svc) if moved else {}
+        wait_until(lambda: all(_each_source_once(transport, ctx, svc).values()), 10, 0.5)
+        after = _each_source_once(transport, ctx, svc)
     finally:
-        drills.action(t, master, "start", "keepalived")
+        drills.action(transport, master, "start", "keepalived")
         # settled as the next check expects: the master back (preemption), or the VIP where it went
-        wait_until(lambda: len(holders(t, lab)) == 1 and (not lab.vrrp.preempt or holders(t, lab) == [master]), 20, 0.2)
+        wait_until(
+            lambda: len(holders(transport, lab)) == 1 and (not lab.vrrp.preempt or holders(transport, lab) == [master]),
+            20,
+            0.2,
+        )
     kept = sum(1 for src, b in before.items() if b and after.get(src) == b)
     replicated = sum(1 for src, b in before.items() if b and known.get(src) == b)
     return [

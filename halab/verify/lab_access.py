@@ -48,12 +48,12 @@ class VmSession:
         self.stack = deployed.Stack(self.model, outputs, self.state.extra["secrets"])
         self.keys = tempfile.TemporaryDirectory(prefix="halab-key-")
         key = deployed.key_file(self.stack, None, Path(self.keys.name))
-        self.t = SshTransport(deployed.endpoints(self.model, key, None), netns=self.hv.netns)
+        self.transport = SshTransport(deployed.endpoints(self.model, key, None), netns=self.hv.netns)
         self.read_only = read_only
 
     def __enter__(self) -> VmSession:
-        self.t.connect()
-        self.ctx = deployed.context(self.stack, self.t, None, self.read_only)
+        self.transport.connect()
+        self.ctx = deployed.context(self.stack, self.transport, None, self.read_only)
         if self.model.libvirt.domain_type == "qemu":
             # emulated guests (TCG) serve a few dozen requests a second: drills press less
             # (and every probe over SSH costs a guest a fork of sshd, sudo and ip: sampled 2/s)
@@ -63,11 +63,11 @@ class VmSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.t.close()
+        self.transport.close()
         self.keys.cleanup()
 
 
 def vm_verify(config_file: str, read_only: bool = False) -> int:
     with VmSession(config_file, read_only) as s:
         print(f"requests from {', '.join(s.ctx.client_sources)} on the hypervisor", flush=True)
-        return checks.run_and_report(s.t, s.ctx)
+        return checks.run_and_report(s.transport, s.ctx)

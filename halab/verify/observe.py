@@ -15,17 +15,17 @@ from halab.verify.transport import Transport, VerifyContext
 VRRP_TEXTFILE = PATHS["VRRP_TEXTFILE"]
 
 
-def _get(t: Transport, ctx: VerifyContext, url: str, password: str | None) -> tuple[str, str]:
+def _get(transport: Transport, ctx: VerifyContext, url: str, password: str | None) -> tuple[str, str]:
     """(HTTP status, body) of a GET from the on-subnet client, with the stats user or without."""
     asker = ctx.lan_client or ctx.client
     cmd = ["curl", "-s", "-m", "5", "-w", "\n%{http_code}", "-K", "-", url]
     creds = f'user = "{ctx.lab.haproxy.stats_user}:{password}"\n' if password is not None else ""
-    out = t.run(asker, cmd, input=creds, check=False).stdout
+    out = transport.run(asker, cmd, input=creds, check=False).stdout
     body, _, code = out.rpartition("\n")
     return code, body
 
 
-def check_stats_pages(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_stats_pages(transport: Transport, ctx: VerifyContext) -> list[Row]:
     lab = ctx.lab
     port = lab.haproxy.stats_port
     if not port:
@@ -33,8 +33,8 @@ def check_stats_pages(t: Transport, ctx: VerifyContext) -> list[Row]:
     results = []
     for lb in lab.load_balancers:
         u = f"http://{lb.address}:{port}/;csv"
-        anon, _ = _get(t, ctx, u, None)
-        _, body = _get(t, ctx, u, ctx.stats_password)
+        anon, _ = _get(transport, ctx, u, None)
+        _, body = _get(transport, ctx, u, ctx.stats_password)
         shown = f"{lab.services[0].haproxy_backend}," in body
         results.append((lb.name, anon == "401" and shown, anon, "stats" if shown else "none"))
     fig = ", ".join(f"{n}: {code} without the password, {got} with it" for n, _, code, got in results)
@@ -45,7 +45,7 @@ SERVER_STATE = re.compile(r'^haproxy_server_status\{proxy="([^"]+)",server="([^"
 VRRP_STATE = re.compile(r'^halab_vrrp_state\{instance="[^"]+",state="([A-Z]+)"\} 1$', re.M)
 
 
-def check_metrics(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_metrics(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """HAProxy's Prometheus exporter on every load balancer (/metrics on the stats port, behind
     the same password): every server of every pool is there, UP; and the node's VRRP state as
     the notify hook exported it: MASTER on the VIP's holder, BACKUP elsewhere."""
@@ -54,16 +54,16 @@ def check_metrics(t: Transport, ctx: VerifyContext) -> list[Row]:
     port = lab.haproxy.stats_port
     if not port:
         return [skip(name, "disabled with the stats page (halab:haproxy.statsPort: 0)")]
-    held = holders(t, lab)
+    held = holders(transport, lab)
     want = {(s.haproxy_backend, b.name) for s in lab.services for b in lab.pool(s)}
     figs, ok = [], True
     for lb in lab.load_balancers:
         u = f"http://{lb.address}:{port}/metrics"
-        anon, _ = _get(t, ctx, u, None)
-        code, body = _get(t, ctx, u, ctx.stats_password)
+        anon, _ = _get(transport, ctx, u, None)
+        code, body = _get(transport, ctx, u, ctx.stats_password)
         servers = {(px, srv): state for px, srv, state in SERVER_STATE.findall(body) if (px, srv) in want}
         up = sum(1 for v in servers.values() if v == "UP")
-        states = VRRP_STATE.findall(t.run(lb.name, ["cat", VRRP_TEXTFILE], check=False).stdout)
+        states = VRRP_STATE.findall(transport.run(lb.name, ["cat", VRRP_TEXTFILE], check=False).stdout)
         vrrp = states[0] if len(states) == 1 else "none"
         expected = "MASTER" if held == [lb.name] else "BACKUP"
         ok = ok and anon == "401" and code == "200" and up == len(want) and vrrp == expected

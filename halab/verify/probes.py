@@ -49,14 +49,14 @@ class Sample:
 class Sampler:
     """sampler.py running on a client host, its samples collected as they come."""
 
-    t: Transport
+    transport: Transport
     host: str
     args: list[str]
     samples: list[Sample] = field(default_factory=list)
     timeout: float = 0.0  # each request's, as the sampler says in its first line
 
     def __post_init__(self) -> None:
-        self.proc = self.t.spawn(self.host, [self.t.python, "-", *self.args])
+        self.proc = self.transport.spawn(self.host, [self.transport.python, "-", *self.args])
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(SAMPLER)
         self.proc.stdin.close()
@@ -117,27 +117,27 @@ class Sampler:
         return list(self.samples)
 
 
-def sample(t: Transport, host: str, target: str, sources: list[str], *extra: str) -> Sampler:
+def sample(transport: Transport, host: str, target: str, sources: list[str], *extra: str) -> Sampler:
     args = ["--url", target]
     for s in sources:
         args += ["--source", s]
-    return Sampler(t, host, args + list(extra))
+    return Sampler(transport, host, args + list(extra))
 
 
-def _ask_holds(t: Transport, lab: Lab, name: str, found: dict[str, bool]) -> None:
+def _ask_holds(transport: Transport, lab: Lab, name: str, found: dict[str, bool]) -> None:
     """Whether one load balancer has the VIP on an interface, into found[name]; nothing when it
     does not answer in time (its link cut): no client reaches it either."""
     try:
-        out = t.run(name, ["ip", "-4", "-o", "addr", "show"], check=False, timeout=PROBE_TIMEOUT).stdout
+        out = transport.run(name, ["ip", "-4", "-o", "addr", "show"], check=False, timeout=PROBE_TIMEOUT).stdout
     except subprocess.TimeoutExpired:
         return
     found[name] = f" inet {lab.vip}/" in out
 
 
-def holders(t: Transport, lab: Lab) -> list[str]:
+def holders(transport: Transport, lab: Lab) -> list[str]:
     """The load balancers that have the VIP on an interface, asked all at once."""
     found: dict[str, bool] = {}
-    threads = [threading.Thread(target=_ask_holds, args=(t, lab, lb.name, found)) for lb in lab.load_balancers]
+    threads = [threading.Thread(target=_ask_holds, args=(transport, lab, lb.name, found)) for lb in lab.load_balancers]
     for th in threads:
         th.start()
     for th in threads:
@@ -165,21 +165,21 @@ class HolderWatch:
     milliseconds before the old one's removal is seen, or the two reads straddle it. Split brain
     is two holders *sustained*: in two consecutive samples, at least 50 ms."""
 
-    def __init__(self, t: Transport, lab: Lab, every: float = 0.05):
+    def __init__(self, transport: Transport, lab: Lab, every: float = 0.05):
         self.samples: list[tuple[float, list[str]]] = []
         self.answers: list[tuple[float, str, bool]] = []  # (when it came, node, holds)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(t, lab, every), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(transport, lab, every), daemon=True)
         self._thread.start()
 
-    def _run(self, t: Transport, lab: Lab, every: float) -> None:
+    def _run(self, transport: Transport, lab: Lab, every: float) -> None:
         names = [lb.name for lb in lab.load_balancers]
         took: list[float] = []  # how long recent answers took
         asking: dict[str, threading.Thread] = {}
 
         def ask(name: str, answers: dict[str, bool]) -> None:
             asked = time.monotonic()
-            _ask_holds(t, lab, name, answers)
+            _ask_holds(transport, lab, name, answers)
             if name in answers:
                 now = time.monotonic()
                 took.append(now - asked)

@@ -25,9 +25,9 @@ from halab.verify.ssh import SshTransport
 BOOT_BOUND_S = 600.0
 
 
-def boot_id(t: SshTransport, host: str) -> str | None:
+def boot_id(transport: SshTransport, host: str) -> str | None:
     try:
-        p = t.run(host, ["cat", "/proc/sys/kernel/random/boot_id"], check=False, timeout=15)
+        p = transport.run(host, ["cat", "/proc/sys/kernel/random/boot_id"], check=False, timeout=15)
     except subprocess.TimeoutExpired:
         return None
     return p.stdout.strip() if p.returncode == 0 else None
@@ -44,42 +44,42 @@ def units(lab: Lab, node: Node) -> list[str]:
     return out
 
 
-def setup_state(t: SshTransport, lab: Lab, node: Node) -> list[str]:
+def setup_state(transport: SshTransport, lab: Lab, node: Node) -> list[str]:
     """What is missing of the node's setup: empty when everything is in place."""
     missing = []
     for unit in units(lab, node):
-        if t.run(node.name, ["systemctl", "is-active", "--quiet", unit], check=False).returncode != 0:
+        if transport.run(node.name, ["systemctl", "is-active", "--quiet", unit], check=False).returncode != 0:
             missing.append(f"{unit} is not active")
     script = PATHS["TPROXY_BIN"] if node.role == "lb" else PATHS["ROUTES_BIN"]
-    p = t.run(node.name, [script, "check"], check=False)
+    p = transport.run(node.name, [script, "check"], check=False)
     if p.returncode != 0:
         missing.append(f"{script} check: {(p.stderr or p.stdout).strip()}")
     return missing
 
 
-def vip_holder(t: SshTransport, lab: Lab) -> str | None:
-    held = probes.holders(t, lab)
+def vip_holder(transport: SshTransport, lab: Lab) -> str | None:
+    held = probes.holders(transport, lab)
     return held[0] if len(held) == 1 else None
 
 
-def wait_state(t: SshTransport, lab: Lab, node: Node, bound: float) -> tuple[float, list[str]]:
+def wait_state(transport: SshTransport, lab: Lab, node: Node, bound: float) -> tuple[float, list[str]]:
     """Seconds until the node's setup is complete (or the bound), and what is still missing."""
     t0 = time.monotonic()
-    missing = setup_state(t, lab, node)
+    missing = setup_state(transport, lab, node)
     while missing and time.monotonic() - t0 < bound:
         time.sleep(1)
-        missing = setup_state(t, lab, node)
+        missing = setup_state(transport, lab, node)
     return time.monotonic() - t0, missing
 
 
-def reboot_and_wait(t: SshTransport, host: str, before: str | None, out: dict[str, float | str]) -> None:
+def reboot_and_wait(transport: SshTransport, host: str, before: str | None, out: dict[str, float | str]) -> None:
     t0 = time.monotonic()
     try:
-        t.run(host, "systemctl reboot", check=False, timeout=15)
+        transport.run(host, "systemctl reboot", check=False, timeout=15)
     except subprocess.TimeoutExpired:
         pass
     while time.monotonic() - t0 < BOOT_BOUND_S:
-        now = boot_id(t, host)
+        now = boot_id(transport, host)
         if now and now != before:
             out[host] = time.monotonic() - t0
             return
@@ -95,14 +95,16 @@ def run(config_file: str) -> int:
         print(f"  {'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
 
     with VmSession(config_file) as s:
-        t, lab = s.t, s.model
-        master = vip_holder(t, lab)
+        transport, lab = s.transport, s.model
+        master = vip_holder(transport, lab)
         lb = lab.node(master) if master else lab.load_balancers[0]
         be = lab.backends[-1]
         print(f"rebooting {lb.name} (VIP holder: {master}) and {be.name}", flush=True)
-        before = {n.name: boot_id(t, n.name) for n in (lb, be)}
+        before = {n.name: boot_id(transport, n.name) for n in (lb, be)}
         booted: dict[str, float | str] = {}
-        threads = [threading.Thread(target=reboot_and_wait, args=(t, n.name, before[n.name], booted)) for n in (lb, be)]
+        threads = [
+            threading.Thread(target=reboot_and_wait, args=(transport, n.name, before[n.name], booted)) for n in (lb, be)
+        ]
         for th in threads:
             th.start()
         for th in threads:
@@ -112,7 +114,7 @@ def run(config_file: str) -> int:
             if not isinstance(took, float):
                 row(f"{n.name} reboots", False, str(took))
                 continue
-            settle, missing = wait_state(t, lab, n, 120)
+            settle, missing = wait_state(transport, lab, n, 120)
             row(
                 f"{n.name} after a reboot: {', '.join(units(lab, n))} and its rules/routes, by systemd alone",
                 not missing,
@@ -120,15 +122,17 @@ def run(config_file: str) -> int:
             )
         # with preemption the highest priority takes the VIP back, whoever held it before
         first = max(lab.load_balancers, key=lambda n: n.priority or 0).name if lab.vrrp.preempt else None
-        ok = probes.wait_until(lambda: vip_holder(t, lab) == first if first else vip_holder(t, lab) is not None, 60, 1)
+        ok = probes.wait_until(
+            lambda: vip_holder(transport, lab) == first if first else vip_holder(transport, lab) is not None, 60, 1
+        )
         where = f", {first} (preempt)" if first else ""
-        row(f"the VIP on one load balancer{where}", ok, f"holder {vip_holder(t, lab)}")
+        row(f"the VIP on one load balancer{where}", ok, f"holder {vip_holder(transport, lab)}")
         for n in (lb, be):
-            holder = vip_holder(t, lab)
-            t.run(n.name, ["systemctl", "restart", "systemd-networkd"])
+            holder = vip_holder(transport, lab)
+            transport.run(n.name, ["systemctl", "restart", "systemd-networkd"])
             time.sleep(3)
-            missing = setup_state(t, lab, n)
-            after = vip_holder(t, lab)
+            missing = setup_state(transport, lab, n)
+            after = vip_holder(transport, lab)
             if holder == n.name and after != holder:
                 missing.append(f"the VIP left {n.name} (now {after})")
             row(
@@ -142,4 +146,4 @@ def run(config_file: str) -> int:
         return 1
     print("verify after the reboots (--read-only: the drills ran in `verify`):", flush=True)
     with VmSession(config_file, read_only=True) as s:
-        return checks.run_and_report(s.t, s.ctx)
+        return checks.run_and_report(s.transport, s.ctx)

@@ -37,7 +37,7 @@ def reload_patience(ctx: VerifyContext) -> float:
 STEP_TIMEOUT = 300.0
 
 
-def reload_under_load(t: Transport, ctx: VerifyContext) -> dict[str, ReloadPhase]:
+def reload_under_load(transport: Transport, ctx: VerifyContext) -> dict[str, ReloadPhase]:
     """Under steady load, each load balancer's haproxy step runs with the last backend removed,
     then with it added back: a master-worker reload per node and phase. Failures are counted per
     phase (1.5 s after each)."""
@@ -51,7 +51,7 @@ def reload_under_load(t: Transport, ctx: VerifyContext) -> dict[str, ReloadPhase
     # bounded by STEP_TIMEOUT per step; stopped as soon as the phases are done
     args = ["--interval", str(ctx.request_interval / 2), "--timeout", str(reload_patience(ctx))]
     args += ["--duration", str(4 * STEP_TIMEOUT)]
-    s = sample(t, ctx.client, lab.url(lab.services[0]), list(ctx.client_sources), *args)
+    s = sample(transport, ctx.client, lab.url(lab.services[0]), list(ctx.client_sources), *args)
     phases: dict[str, ReloadPhase] = {}
     bound = detection_bound(lab)
     try:
@@ -61,7 +61,7 @@ def reload_under_load(t: Transport, ctx: VerifyContext) -> dict[str, ReloadPhase
                 t0, reloads = time.monotonic(), 0
                 for lb in lab.load_balancers:
                     step = haproxy_step(model, lb).bundle()
-                    out = t.run(lb.name, ["bash", "-s"], input=step, timeout=STEP_TIMEOUT).stdout
+                    out = transport.run(lb.name, ["bash", "-s"], input=step, timeout=STEP_TIMEOUT).stdout
                     reloads += "reloading haproxy" in out
                 time.sleep(1.5)
                 s.settle(time.monotonic())
@@ -69,23 +69,25 @@ def reload_under_load(t: Transport, ctx: VerifyContext) -> dict[str, ReloadPhase
                 phases[phase] = ReloadPhase(reloads, sum(1 for x in window if not x.ok), len(window))
             # The backend added back is new to haproxy: DOWN until its checks pass (the state file,
             # halab-haproxy-state). It must come back, and the rows after this one find it UP.
-            up = wait_until(lambda: not any(servers_not_up(t, lab, lb.name) for lb in lab.load_balancers), bound)
+            up = wait_until(
+                lambda: not any(servers_not_up(transport, lab, lb.name) for lb in lab.load_balancers), bound
+            )
             phases["backend added"].back_up = up
         finally:
             if "backend added" not in phases:  # interrupted: every node back on the full config
                 for lb in lab.load_balancers:
                     step = haproxy_step(lab, lb).bundle()
-                    t.run(lb.name, ["bash", "-s"], input=step, check=False, timeout=STEP_TIMEOUT)
+                    transport.run(lb.name, ["bash", "-s"], input=step, check=False, timeout=STEP_TIMEOUT)
     finally:
         s.stop(settle=False)  # its windows are read, settled
     return phases
 
 
-def check_hitless_reload(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_hitless_reload(transport: Transport, ctx: VerifyContext) -> list[Row]:
     lab = ctx.lab
     if len(lab.backends) < 2:
         return [skip("hitless reloads", "one backend only: none to remove")]
-    phases = reload_under_load(t, ctx)
+    phases = reload_under_load(transport, ctx)
     reloads = sum(p.reloads for p in phases.values())
     failed = sum(p.failed for p in phases.values())
     total = sum(p.requests for p in phases.values())

@@ -14,7 +14,7 @@ from halab.verify.rows import Row, skip
 from halab.verify.transport import Transport, VerifyContext
 
 
-def check_services(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_services(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """One request per service from each client; the backend must report the client's address."""
     rows = []
     for label, host, source in (
@@ -25,7 +25,7 @@ def check_services(t: Transport, ctx: VerifyContext) -> list[Row]:
             rows.append(skip(f"every service from the {label}: backend sees it", f"no {label} address to send from"))
             continue
         for svc in ctx.lab.services:
-            (s,) = sample(t, host, ctx.lab.url(svc), [source], "--count", "1", "--timeout", "3").finish()
+            (s,) = sample(transport, host, ctx.lab.url(svc), [source], "--count", "1", "--timeout", "3").finish()
             pool = [b.name for b in ctx.lab.pool(svc)]
             ok = s.ok and s.seen == source and s.backend in pool
             fig = "request failed" if not s.ok else f"{s.backend} saw {s.seen}"
@@ -41,7 +41,7 @@ def check_services(t: Transport, ctx: VerifyContext) -> list[Row]:
 EVEN_BALANCE = ("roundrobin", "static-rr", "leastconn")
 
 
-def check_spread(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_spread(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """Concurrent clients, one connection each held open: what the service's balance algorithm
     promises. The counts are from one burst on tables emptied first (sticky services)."""
     lab = ctx.lab
@@ -61,8 +61,8 @@ def check_spread(t: Transport, ctx: VerifyContext) -> list[Row]:
                 rows.append(skip(name, "read-only: the stick table decides, and clearing it moves clients"))
                 continue
             for lb in lab.load_balancers:
-                drills.action(t, lb.name, "haproxy-api", "clear", "table", svc.haproxy_backend)
-        held = _held_burst(t, ctx, svc, sources)
+                drills.action(transport, lb.name, "haproxy-api", "clear", "table", svc.haproxy_backend)
+        held = _held_burst(transport, ctx, svc, sources)
         got = Counter(held.values())
         counts = ", ".join(f"{b} {got.get(b, 0)}" for b in backends)
         every = None not in held.values()
@@ -72,7 +72,7 @@ def check_spread(t: Transport, ctx: VerifyContext) -> list[Row]:
                 f"{len(sources)} held connections: {counts}",
             )
         elif svc.balance == "source":
-            again = _held_burst(t, ctx, svc, sources)
+            again = _held_burst(transport, ctx, svc, sources)
             same = sum(held[s] is not None and held[s] == again[s] for s in sources)
             ok = same == len(sources) and len(got) > 1 and set(got) <= set(backends)
             fig = f"{same}/{len(sources)} addresses reached the same backend in a second burst; first burst: {counts}"
@@ -97,7 +97,7 @@ for addr in sys.argv[2:]:
 """
 
 
-def check_pools(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_pools(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """A service with a pool: every backend outside it refuses the service's backend port, asked
     directly from a load balancer (on the subnet, past haproxy): nothing there serves it."""
     lab, rows = ctx.lab, []
@@ -107,7 +107,7 @@ def check_pools(t: Transport, ctx: VerifyContext) -> list[Row]:
         if not outside:
             continue
         args = [str(svc.backend_port), *(str(b.address) for b in outside)]
-        out = t.run(asker, [t.python, "-", *args], input=PROBE_PORTS).stdout
+        out = transport.run(asker, [transport.python, "-", *args], input=PROBE_PORTS).stdout
         answers = dict(line.split() for line in out.splitlines())
         got = {b.name: answers.get(str(b.address), "no answer") for b in outside}
         rows.append(
@@ -120,15 +120,15 @@ def check_pools(t: Transport, ctx: VerifyContext) -> list[Row]:
     return rows
 
 
-def _held_burst(t: Transport, ctx: VerifyContext, svc: Service, sources: list[str]) -> dict[str, str | None]:
+def _held_burst(transport: Transport, ctx: VerifyContext, svc: Service, sources: list[str]) -> dict[str, str | None]:
     """One connection from each source, all held open at once: source -> backend (None: failed)."""
-    held = sample(t, ctx.client, ctx.lab.url(svc), sources, "--hold", "--timeout", "3").finish()
+    held = sample(transport, ctx.client, ctx.lab.url(svc), sources, "--hold", "--timeout", "3").finish()
     out: dict[str, str | None] = dict.fromkeys(sources)
     out.update({s.source: s.backend if s.ok else None for s in held})
     return out
 
 
-def check_stickiness(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_stickiness(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """Each client address reaches the same backend of the pool, request after request (changes
     nothing)."""
     rows = []
@@ -137,7 +137,7 @@ def check_stickiness(t: Transport, ctx: VerifyContext) -> list[Row]:
         if not svc.sticky:
             continue
         got = sample(
-            t, ctx.client, ctx.lab.url(svc), sources * 4, "--count", str(4 * len(sources)), "--interval", "0"
+            transport, ctx.client, ctx.lab.url(svc), sources * 4, "--count", str(4 * len(sources)), "--interval", "0"
         ).finish()
         first = {s.source: s.backend for s in got[: len(sources)]}
         pool = {b.name for b in ctx.lab.pool(svc)}

@@ -21,13 +21,13 @@ from halab.verify.transport import Transport, VerifyContext
 ROGUE = (Path(__file__).parent / "rogue.py").read_text()
 
 
-def _adverts(t: Transport, host: str) -> tuple[int, int]:
-    text = drills.action(t, host, "vrrp-stats").stdout
+def _adverts(transport: Transport, host: str) -> tuple[int, int]:
+    text = drills.action(transport, host, "vrrp-stats").stdout
     m = re.search(r"Advertisements:\s*Received:\s*(\d+)\s*Sent:\s*(\d+)", text)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def expected_master(t: Transport, lab: Lab) -> tuple[str | None, str]:
+def expected_master(transport: Transport, lab: Lab) -> tuple[str | None, str]:
     """Which load balancer must hold the VIP now, and why. The preferred one (highest priority)
     from the start, and always with preemption; with `nopreempt`, once another node has become
     master after it (a failover), the VIP stays wherever it went (None: any single holder). A
@@ -39,7 +39,7 @@ def expected_master(t: Transport, lab: Lab) -> tuple[str | None, str]:
         return preferred.name, why
     first_master: dict[str, str] = {}  # node -> when it first became master (ISO time)
     for lb in lab.load_balancers:
-        for m in map(TRANSITION.match, transition_log(t, lb.name)):
+        for m in map(TRANSITION.match, transition_log(transport, lb.name)):
             if m and m.group(3) == "MASTER":
                 first_master.setdefault(lb.name, m.group(0).split(" ", 1)[0])
     mine = first_master.get(preferred.name)
@@ -48,16 +48,16 @@ def expected_master(t: Transport, lab: Lab) -> tuple[str | None, str]:
     return preferred.name, why
 
 
-def check_vip(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_vip(transport: Transport, ctx: VerifyContext) -> list[Row]:
     lab = ctx.lab
-    held = holders(t, lab)
-    expected, why = expected_master(t, lab)
+    held = holders(transport, lab)
+    expected, why = expected_master(transport, lab)
     ok = len(held) == 1 and expected in (None, held[0])
     fig = f"{', '.join(held) or 'none'} holds {lab.vip}; expected: {expected or 'any one'} ({why})"
     rows = [Row("exactly one load balancer holds the VIP, the one expected", ok, fig)]
-    before = {lb.name: _adverts(t, lb.name) for lb in lab.load_balancers}
+    before = {lb.name: _adverts(transport, lb.name) for lb in lab.load_balancers}
     time.sleep(3 * lab.vrrp.advert_interval + 0.5)
-    after = {lb.name: _adverts(t, lb.name) for lb in lab.load_balancers}
+    after = {lb.name: _adverts(transport, lb.name) for lb in lab.load_balancers}
     sent = {n: after[n][1] - before[n][1] for n in before}
     received = {n: after[n][0] - before[n][0] for n in before}
     master = held[0] if len(held) == 1 else None
@@ -71,16 +71,16 @@ def check_vip(t: Transport, ctx: VerifyContext) -> list[Row]:
     return rows
 
 
-def _vrrp_counters(t: Transport, host: str) -> tuple[int, int]:
+def _vrrp_counters(transport: Transport, host: str) -> tuple[int, int]:
     """(VRRP packets dropped by the HALAB-VRRP filter, bad adverts keepalived saw)."""
-    rules = t.run(host, ["iptables", "-w", "-L", "HALAB-VRRP", "-v", "-x", "-n"], check=False).stdout
+    rules = transport.run(host, ["iptables", "-w", "-L", "HALAB-VRRP", "-v", "-x", "-n"], check=False).stdout
     dropped = sum(int(line.split()[0]) for line in rules.splitlines() if " DROP " in f" {line} ")
-    stats = drills.action(t, host, "vrrp-stats").stdout
+    stats = drills.action(transport, host, "vrrp-stats").stdout
     bad = sum(int(n) for n in re.findall(r"(?:Address List|Failure|Type Mismatch|Invalid Type): (\d+)", stats))
     return dropped, bad
 
 
-def check_vrrp_filter(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_vrrp_filter(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """A rogue on the lab subnet (a backend: on the segment, not a peer) sends VRRP adverts for
     the VIP's router id at priority 254 (rogue.py): the load balancers drop them before
     keepalived sees them."""
@@ -91,23 +91,23 @@ def check_vrrp_filter(t: Transport, ctx: VerifyContext) -> list[Row]:
     rogue = lab.node(ctx.rogue)
     to = [str(lb.address) for lb in lab.load_balancers] if v.unicast else ["224.0.0.18"]
     seconds = max(3.0, 5 * v.advert_interval)
-    master = holders(t, lab)
-    before = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
+    master = holders(transport, lab)
+    before = {lb.name: _vrrp_counters(transport, lb.name) for lb in lab.load_balancers}
     args = ["--version", str(v.version), "--vrid", str(v.router_id), "--priority", "254"]
     args += ["--interval", str(v.advert_interval), "--source", str(rogue.address), "--address", str(decoy)]
     args += [a for dst in to for a in ("--to", dst)] + ["--seconds", str(seconds)]
-    sent = t.run(ctx.rogue, [t.python, "-", *args], input=ROGUE, check=False, timeout=seconds + 10)
-    after = {lb.name: _vrrp_counters(t, lb.name) for lb in lab.load_balancers}
+    sent = transport.run(ctx.rogue, [transport.python, "-", *args], input=ROGUE, check=False, timeout=seconds + 10)
+    after = {lb.name: _vrrp_counters(transport, lb.name) for lb in lab.load_balancers}
     dropped = {n: after[n][0] - before[n][0] for n in before}
     seen = {n: after[n][1] - before[n][1] for n in before}
-    ok = all(d > 0 for d in dropped.values()) and not any(seen.values()) and holders(t, lab) == master
+    ok = all(d > 0 for d in dropped.values()) and not any(seen.values()) and holders(transport, lab) == master
     fig = f"{ctx.rogue}: {sent.stdout.strip() or sent.stderr.strip()[-200:]}; "
     fig += ", ".join(f"{n}: {dropped[n]} dropped, {seen[n]} reached keepalived" for n in before)
     return [
         Row(
             "VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays",
             ok,
-            f"{fig}; VIP still on {', '.join(holders(t, lab)) or 'none'}",
+            f"{fig}; VIP still on {', '.join(holders(transport, lab)) or 'none'}",
         )
     ]
 
@@ -117,16 +117,16 @@ TRANSITION = re.compile(
 )
 
 
-def transition_log(t: Transport, host: str) -> list[str]:
+def transition_log(transport: Transport, host: str) -> list[str]:
     """The VRRP state changes a load balancer has logged (halab-notify), one line each."""
-    return t.run(host, ["cat", PATHS["VRRP_LOG"]], check=False).stdout.splitlines()
+    return transport.run(host, ["cat", PATHS["VRRP_LOG"]], check=False).stdout.splitlines()
 
 
-def master_times(t: Transport, host: str) -> list[float]:
+def master_times(transport: Transport, host: str) -> list[float]:
     """When a load balancer became MASTER, each time, from its log (Unix time): halab-notify
     stamps its lines with date's ISO 8601 to the nanosecond, a comma before the fraction."""
     out = []
-    for m in map(TRANSITION.match, transition_log(t, host)):
+    for m in map(TRANSITION.match, transition_log(transport, host)):
         if m and m.group(3) == "MASTER":
             whole, _, rest = m.group(0).split(" ", 1)[0].partition(",")
             stamp = datetime.datetime.fromisoformat(whole + rest[9:])
@@ -134,17 +134,17 @@ def master_times(t: Transport, host: str) -> list[float]:
     return out
 
 
-def state_changes(t: Transport, lab: Lab) -> dict[str, int]:
+def state_changes(transport: Transport, lab: Lab) -> dict[str, int]:
     """How many VRRP state changes each load balancer has logged so far: the difference over a
     window says whether the VIP moved in it."""
-    return {lb.name: len(transition_log(t, lb.name)) for lb in lab.load_balancers}
+    return {lb.name: len(transition_log(transport, lb.name)) for lb in lab.load_balancers}
 
 
-def check_transition_log(t: Transport, ctx: VerifyContext) -> list[Row]:
+def check_transition_log(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """Every load balancer logged its VRRP state changes (the drills made some), timestamped."""
     counts, ok = {}, True
     for lb in ctx.lab.load_balancers:
-        lines = transition_log(t, lb.name)
+        lines = transition_log(transport, lb.name)
         good = [m for m in map(TRANSITION.match, lines) if m and m.group(1) == lb.name]
         counts[lb.name] = (len(good), good[-1].group(3) if good else "-")
         ok = ok and bool(good) and len(good) == len(lines)
