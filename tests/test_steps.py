@@ -397,11 +397,19 @@ def wait_for(pred, seconds: float) -> float | None:
     return None
 
 
+def shipped(name: str, where: Path) -> Path:
+    """A node file as it ships (its node paths filled in: render.node_file), in `where`."""
+    f = where / name
+    f.write_text(render.node_file(name))
+    f.chmod(0o755)
+    return f
+
+
 def start_watch(tmp_path: Path, port: int, pidfile: Path, period: float, fall: int):
     """halab-haproxy-watch on the stand-in (0.3 s timeout); (process, verdict(want) -> bool)."""
     conf, state = tmp_path / "watch.conf", tmp_path / "state"
     conf.write_text(f"PERIOD={period}\nTIMEOUT=0.3\nFALL={fall}\nHEALTH_PORT={port}\nPIDFILE={pidfile}\n")
-    watch = subprocess.Popen([sys.executable, str(NODE_FILES / "halab-haproxy-watch"), str(conf), str(state)])
+    watch = subprocess.Popen([sys.executable, str(shipped("halab-haproxy-watch", tmp_path)), str(conf), str(state)])
     return watch, lambda want: state.exists() and state.read_text().strip() == want
 
 
@@ -451,17 +459,18 @@ def test_haproxy_watch_sees_haproxy_exit_as_it_happens_not_at_its_next_poll(tmp_
         watch.wait()
 
 
-def test_keepalived_script_sees_a_hung_haproxy_and_a_port_not_listening(stand_in_haproxy):
+def test_keepalived_script_sees_a_hung_haproxy_and_a_port_not_listening(stand_in_haproxy, tmp_path):
     """The 1 s safety net (halab-check-haproxy) judges the same way: healthy while haproxy
     answers and every given port listens; a hang fails it within its 0.5 s read, whatever the
     pidfile and the sockets say; a port nobody listens on fails it; so does a dead process."""
     server, port, pidfile = stand_in_haproxy
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HALAB_HAPROXY_PIDFILE": str(pidfile)}
+    script = shipped("halab-check-haproxy", tmp_path)
 
     def check(*ports: int) -> tuple[int, float]:
         t0 = time.monotonic()
         p = subprocess.run(
-            [str(NODE_FILES / "halab-check-haproxy"), str(port), *map(str, ports)],
+            [str(script), str(port), *map(str, ports)],
             env=env, capture_output=True, timeout=10, check=False,
         )  # fmt: skip
         return p.returncode, time.monotonic() - t0
@@ -650,7 +659,7 @@ def test_server_state_keeps_only_servers_at_the_same_address_and_port(tmp_path):
 
     th = threading.Thread(target=answer)
     th.start()
-    helper = [sys.executable, str(NODE_FILES / "halab-haproxy-state"), *map(str, (newcomers, sock_path, state))]
+    helper = [sys.executable, str(shipped("halab-haproxy-state", tmp_path)), *map(str, (newcomers, sock_path, state))]
     p = subprocess.run(helper, capture_output=True, text=True, timeout=10, check=True)
     th.join()
     assert asked == [b"show servers state\n"]
