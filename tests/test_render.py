@@ -147,8 +147,13 @@ def test_haproxy_accepts_every_rendered_config(stack, tmp_path):
 
 
 def keepalived_test(node: NsNode, conf: str):
-    """The step scripts' own check (halab/node/steps/lib.sh keepalived_test), inside the node."""
-    script = f'. "{NODE_STEPS / "lib.sh"}"\nf=$(mktemp); cat >"$f"; keepalived_test "$f"'
+    """The step scripts' own check (halab/node/steps/lib.sh keepalived_test), inside the node:
+    lib.sh and paths.sh are copied there first (a node does not see this checkout's path: it
+    may be under /tmp, which each node has of its own)."""
+    lib = node.run("mktemp -d").stdout.strip()
+    for name in ("lib.sh", "paths.sh"):
+        node.run(["cp", "/dev/stdin", f"{lib}/{name}"], input=(NODE_STEPS / name).read_text())
+    script = f'. "{lib}/lib.sh"\nf=$(mktemp); cat >"$f"; keepalived_test "$f"'
     return node.run(["bash", "-c", script], input=conf, check=False)
 
 
