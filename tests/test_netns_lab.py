@@ -245,12 +245,14 @@ def test_down_leaves_nothing_behind(labs):
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not ours & {line.split()[0] for line in netns.splitlines() if line.strip()}, netns
     assert daemon_pids() <= before, "daemons of the labs are still running"
-    # nothing of these labs under /run/halab: their state directories and node mount points
-    # (another lab on this host may keep its own there; the directory goes with the last one)
-    prefixes = tuple(t.prefix for t in topos.values())
+    # nothing of these labs under /run/halab: their state directories and node mount points, by
+    # name (another lab may keep its own there: the dev stack's VM lab, beside them, under the
+    # same prefix; the directory goes with the last one)
+    states = {lab.state_dir(topo) for topo in topos.values()}
     found = sorted(Path("/run/halab").rglob("*"))
-    ours = [f for f in found if any(n == x or n.startswith(x + "-") for n in f.parts[3:] for x in prefixes)]
-    assert ours == [], ours
+    left = [f for f in found if f.parts[3:4] == ("nodes",) and f.parts[4:5] and f.parts[4] in ours]
+    left += [f for f in found if any(f == d or d in f.parents for d in states)]
+    assert left == [], left
     if found:  # not this test's to judge, but worth seeing in a CI log
         warnings.warn(f"/run/halab holds what other labs left: {[str(f) for f in found]}", stacklevel=1)
     mounts = open("/proc/self/mountinfo").read()
