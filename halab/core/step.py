@@ -123,9 +123,10 @@ _FROM_LIBRARY = f"""halab_library() {{ # NAME SHA256 STAGED
 
 @lru_cache(maxsize=1)
 def _library_names() -> dict[str, str]:
-    """What a node's library can hold, by content: every file of halab/node/steps/ and of
-    halab/node/files/ (their names are unique across both). Read once per process: a file changed
-    on disk since is not found here, and a bundle then carries it itself, which is still right."""
+    """What a node's library can hold, by content: every file of halab/node/steps/ (paths.sh
+    among them) and of halab/node/files/ as rendered, node paths filled in (their names are
+    unique across both). Read once per process: a file changed on disk since is not found here,
+    and a bundle then carries it itself, which is still right."""
     steps = sorted(STEPS_DIR.glob("*.sh"))
     files = sorted(p for p in render.NODE_FILES.iterdir() if p.is_file())
     names = [p.name for p in steps + files]
