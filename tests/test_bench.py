@@ -167,6 +167,21 @@ def test_split_brain_is_two_holders_sustained_not_one_transition_sample():
     assert w.moved(0.0, "lb1") == 0.31 and w.moved(0.32, "lb1") is None and w.moved(0.0, "lb2") == 0.04
 
 
+def test_a_round_a_node_did_not_answer_is_unknown_not_without_a_holder():
+    """The roll-out's "longest without a holder" counts only rounds every load balancer
+    answered: an emulated guest too loaded to answer over SSH in time does not make a gap, and a
+    real gap, seen in complete rounds, still does."""
+    from halab.verify.probes import HolderWatch
+
+    w = HolderWatch.__new__(HolderWatch)  # samples only, no thread
+    # lb1 holds throughout; from 1 s to 9 s it is too slow to answer (its rounds show no holder)
+    w.samples = [(t / 2, [] if 2 <= t <= 18 else ["lb1"]) for t in range(24)]
+    w.complete = [not 2 <= t <= 18 for t in range(24)]
+    assert w.longest_without_holder(0.0) == 0.0
+    w.complete = [True] * 24  # the same samples with every node answering: a real 8 s gap
+    assert w.longest_without_holder(0.0) == 8.0 and w.longest_without_holder(0.0, 5.0) == 4.0
+
+
 def test_a_drill_window_without_holder_samples_fails_its_rows(monkeypatch):
     """A drill whose holder watch took no samples while faulted (or restored) cannot rule out
     split brain: its row fails, saying so, however well the requests went."""

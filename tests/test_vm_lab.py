@@ -215,14 +215,7 @@ def test_a_change_that_replaces_every_guest_rolls_out_one_guest_at_a_time(vmlab,
         samples = sampler.stop()
         watch.stop()
     failed = [x for x in samples if not x.ok]
-    held = [(ts, h) for ts, h in watch.samples if started <= ts <= ended]
-    longest, since = 0.0, None  # the longest stretch of samples in which no node held the VIP
-    for ts, h in held:
-        if h:
-            since = None
-            continue
-        since = ts if since is None else since
-        longest = max(longest, ts - since)
+    longest = watch.longest_without_holder(started, ended)  # from the rounds every node answered
     most = watch.most(started, ended)
     print(
         f"roll-out: {len(failed)} of {len(samples)} requests failed; most holders {most}; "

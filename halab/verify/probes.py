@@ -153,6 +153,18 @@ def holders(transport: Transport, lab: Lab) -> list[str]:
 HOLDER_ANSWER_WAIT = 0.5
 
 
+def no_holder_stretch(samples: list[tuple[float, list[str]]]) -> float:
+    """The longest run of consecutive samples with no holder, from its first to its last."""
+    longest, since = 0.0, None
+    for ts, held in samples:
+        if held:
+            since = None
+            continue
+        since = ts if since is None else since
+        longest = max(longest, ts - since)
+    return longest
+
+
 class HolderWatch:
     """Samples the VIP's holders in the background, in rounds 50 ms apart: every load balancer
     asked at once, each round a snapshot of the answers that came within the round's wait (so
@@ -167,6 +179,7 @@ class HolderWatch:
 
     def __init__(self, transport: Transport, lab: Lab, every: float = 0.05):
         self.samples: list[tuple[float, list[str]]] = []
+        self.complete: list[bool] = []  # per sample: every node answered within the round's wait
         self.answers: list[tuple[float, str, bool]] = []  # (when it came, node, holds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(transport, lab, every), daemon=True)
@@ -196,7 +209,9 @@ class HolderWatch:
             for n in names:
                 asking[n].join(max(0.0, deadline - time.monotonic()))
             # the time the answers are in: the state they show was reached by then at the latest
-            self.samples.append((time.monotonic(), [n for n in names if answers.get(n)]))
+            answered = dict(answers)
+            self.samples.append((time.monotonic(), [n for n in names if answered.get(n)]))
+            self.complete.append(len(answered) == len(names))
             self._stop.wait(every)
 
     def stop(self) -> None:
@@ -210,6 +225,13 @@ class HolderWatch:
         if len(window) < 2:
             return None
         return max(window), max(min(a, b) for a, b in zip(window, window[1:], strict=False))
+
+    def longest_without_holder(self, start: float, end: float = float("inf")) -> float:
+        """The longest stretch in which no node held the VIP, read from the rounds every node
+        answered: a node too slow to answer (a loaded emulated guest, over SSH) makes its round
+        unknown, not a round without a holder."""
+        rounds = zip(list(self.samples), list(self.complete), strict=False)
+        return no_holder_stretch([(ts, h) for (ts, h), full in rounds if full and start <= ts <= end])
 
     def moved(self, start: float, master: str) -> float | None:
         """When a node other than `master` first answered that it holds the VIP, at or after
