@@ -31,6 +31,7 @@ lab = LabComponent(
     LabComponentArgs(
         lab=cfg.lab,
         credentials=cfg.credentials,
+        library_files=remote_steps.LibraryFiles.for_stack(pulumi.get_project(), pulumi.get_stack()),
         ssh_private_key=cfg.ssh_private_key,
     ),
 )

@@ -14,6 +14,7 @@ from components.backend import Backend
 from components.load_balancer import LoadBalancer
 from components.network import LabNetwork, LabNetworkArgs
 from components.node import NodeArgs
+from components.remote_steps import LibraryFiles
 from components.vm import VmArgs
 from halab.core import plan, rolling
 from halab.core.model import Credentials, Lab, Node
@@ -25,6 +26,8 @@ class LabComponentArgs:
     """The validated lab model (components/stack_config.py)."""
     credentials: Credentials
     """The VRRP and stats passwords: into resources only as secrets (components/remote_steps.py)."""
+    library_files: LibraryFiles
+    """Where each node's library bundle is written for its copy (__main__: the stack's cache)."""
     ssh_private_key: pulumi.Output[str] | None = None
     """Secret, with `lab.ssh.public_key`; None: an ED25519 pair is generated and kept in the state."""
 
@@ -99,6 +102,7 @@ class LabComponent(pulumi.ComponentResource):
                 vm=vm,
                 ssh_private_key=private_key,
                 credentials=args.credentials,
+                library_files=args.library_files,
             )
 
         # keepalived first starts on one load balancer after another, the preferred master first:
@@ -113,6 +117,7 @@ class LabComponent(pulumi.ComponentResource):
         self.backends = [Backend(f"{name}-{n.name}", node_args(n), ready, opts=on(n.hypervisor)) for n in lab.backends]
         self.handoffs = {lb.node.name: lb.handoff(self.backends, is_deployed) for lb in self.load_balancers}
         self.drains = {(lb.node.name, b.node.name): lb.drain(b) for lb in self.load_balancers for b in self.backends}
+        args.library_files.prune()  # every node's library written above
         # the order: each guest after the gates of the guests before it (halab/core/rolling.py)
         before: list[pulumi.Resource] = []
         for n in rolling.load_balancer_order(lab):

@@ -42,6 +42,7 @@ class LoadBalancer(ProvisionedNode):
             a.vm.node,
             self._conn,
             a.credentials,
+            a.library_files,
             [n.done for n in nodes],
             self.vm.domain.id,
             steps_of=lambda lab, node, _creds: plan.serving_steps(lab, node),

@@ -22,6 +22,8 @@ class NodeArgs:
     credentials: Credentials
     """The VRRP and stats passwords (the load balancers' steps use them): into resources only as
     secrets."""
+    library_files: remote_steps.LibraryFiles
+    """Where the node's library bundle is written for its copy (shared by the lab's nodes)."""
 
 
 class ProvisionedNode(pulumi.ComponentResource):
@@ -43,7 +45,16 @@ class ProvisionedNode(pulumi.ComponentResource):
         self._name, self._args, self.node = name, args, node
         self._conn = remote_steps.connection(lab, node, args.ssh_private_key)
         made = remote_steps.create_steps(
-            self, name, lab, node, self._conn, args.credentials, [self.vm], self.vm.domain.id, extra_after
+            self,
+            name,
+            lab,
+            node,
+            self._conn,
+            args.credentials,
+            args.library_files,
+            [self.vm],
+            self.vm.domain.id,
+            extra_after,
         )
         self.commands, self.content = made.commands, made.content
         self.address = str(node.address)

@@ -3,7 +3,8 @@
 Each Command pipes the step's bundle to `sudo env HALAB_GUEST=<node> bash -s` (the steps refuse
 another guest). The bundle's content hash is the trigger, so a step re-runs exactly when what it
 applies changes; the steps' own scripts make a re-run harmless. A bundle that holds a secret is
-a secret Output (encrypted in the state).
+a secret Output (encrypted in the state). The node's first step, its library, is the one
+bundle copied as a file and run from there (`_library_command`): the state keeps its hash.
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_command.remote as remote
 
 from halab.core import plan
 from halab.core.model import Credentials, Lab, Node
-from halab.core.step import Step
+from halab.core.step import LIBRARY_STEP, Step
 
+# Where a node's library bundle is copied to, relative to the SSH user's home (where SFTP and an
+# SSH command start).
+LIBRARY_COPY_DIR = ".cache/halab"
 # cloud images boot in 20-60 s: keep dialling SSH for up to ~10 minutes before failing.
 SSH_DIAL_ATTEMPTS = 60
 SSH_DIAL_TIMEOUT_S = 10
@@ -94,6 +100,7 @@ def create_steps(
     node: Node,
     conn: remote.ConnectionArgs,
     credentials: Credentials,
+    library_files: LibraryFiles,
     first_after: Sequence[pulumi.Resource],
     guest_id: pulumi.Input[str],
     extra_after: dict[str, pulumi.Input[Sequence[pulumi.Resource]]] | None = None,
@@ -121,16 +128,98 @@ def create_steps(
             if isinstance(extra, pulumi.Output)
             else previous + list(extra)
         )
-        cmd = remote.Command(
-            f"{name}-{step.name}",
-            connection=conn,
-            create=f"sudo env HALAB_GUEST={node.name} bash -s",  # lib.sh: need_guest
-            stdin=bundle,
-            triggers=[digest, guest_id, *extra_triggers],
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
-        )
+        if step.name == LIBRARY_STEP:
+            trig = [digest, guest_id, *extra_triggers]
+            cmd = _library_command(parent, name, node, conn, step, library_files, after, trig)
+        else:
+            cmd = remote.Command(
+                f"{name}-{step.name}",
+                connection=conn,
+                create=f"sudo env HALAB_GUEST={node.name} bash -s",  # lib.sh: need_guest
+                stdin=bundle,
+                triggers=[digest, guest_id, *extra_triggers],
+                opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
+            )
         commands[step.name] = cmd
         triggers += [digest, guest_id, *extra_triggers]
         previous = [cmd]
     content = pulumi.Output.all(*triggers).apply(lambda t: hashlib.sha256("\n".join(t).encode()).hexdigest())
     return StepCommands(commands, content)
+
+
+def _library_command(
+    parent: pulumi.Resource,
+    name: str,
+    node: Node,
+    conn: remote.ConnectionArgs,
+    step: Step,
+    files: LibraryFiles,
+    after: pulumi.Input[Sequence[pulumi.Resource]],
+    triggers: list[pulumi.Input[str]],
+) -> remote.Command:
+    """The node's library step, its bundle copied as a file (a CopyToRemote of a FileAsset),
+    then run from there: the state holds the file's path and hash, not its 17 KB (twice, as an
+    input and an output) per node, most of the state at 100 backends. The bundle is the same
+    bytes a namespace-lab node runs. The copy and the run have the same triggers, so they run
+    again together; the run checks the file's hash first, and keeps only its own version."""
+    if step.secret:
+        raise ValueError(f"{node.name}/{step.name}: a library bundle holds no secret; a file copy would not encrypt it")
+    digest = step.digest()
+    copied = f"{LIBRARY_COPY_DIR}/library-{digest}.sh"
+    copy = remote.CopyToRemote(
+        f"{name}-{step.name}-copy",
+        connection=conn,
+        source=pulumi.FileAsset(str(files.write(step))),
+        remote_path=copied,
+        triggers=triggers,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
+    )
+    run = (
+        f'[ "$(sha256sum <{copied})" = "{digest}  -" ] || {{ echo "[{node.name}/{step.name}] error: ~/{copied} '
+        f'is not the library that was copied (sha256 {digest}): nothing was changed" >&2; exit 1; }}; '
+        f"sudo env HALAB_GUEST={node.name} bash {copied} && "
+        f"find {LIBRARY_COPY_DIR} -maxdepth 1 -name 'library-*.sh' ! -name 'library-{digest}.sh' -delete"
+    )
+    return remote.Command(
+        f"{name}-{step.name}",
+        connection=conn,
+        create=run,
+        triggers=triggers,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[copy]),
+    )
+
+
+class LibraryFiles:
+    """Each node's library bundle as a local file, for the engine to read (a FileAsset: hashed by
+    the engine, copied by the provider). One directory per stack in the user's cache (not /tmp,
+    where another user could plant a file by that name), each file named by its sha256 and
+    renamed into place whole. `prune`, once every node has written its own, removes what this
+    run no longer uses: the engine reads only the assets a run registers (the state keeps the
+    old ones' hashes), and Pulumi runs one update of a stack at a time."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.written: set[Path] = set()
+
+    @classmethod
+    def for_stack(cls, project: str, stack: str) -> LibraryFiles:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return cls(cache / "halab" / "library" / f"{project}.{stack}")
+
+    def write(self, step: Step) -> Path:
+        path = self.directory / f"{step.digest()}.sh"
+        data = step.bundle().encode()
+        if not (path.is_file() and path.read_bytes() == data):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        self.written.add(path)
+        return path
+
+    def prune(self) -> None:
+        for old in self.directory.glob("*.sh") if self.directory.is_dir() else ():
+            if old not in self.written:
+                old.unlink(missing_ok=True)

@@ -17,6 +17,21 @@ from halab.core import stackfile  # noqa: E402
 # depend on the shell it is run from (the agent tests set their own sockets).
 os.environ.pop("SSH_AUTH_SOCK", None)
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_home(tmp_path_factory):
+    """The program writes each node's library bundle into the user's cache
+    (components/remote_steps.py LibraryFiles): the suite's runs, and the labs' that it starts,
+    write into one of its own, not root's."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 # verify's rows per stack, every one asserted by the lab tests (docs/verify.md, "What verify proves")
 VERIFY_ROWS = {"dev": 30, "lab3": 51, "pools": 47}
 

@@ -4,9 +4,13 @@ declares, with no engine."""
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import re
 import socket
+import subprocess
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import STACKS, engine_config
@@ -14,9 +18,11 @@ from pulumi.output import Unknown
 
 from halab.core import config, plan, stackfile
 from halab.core.config import ConfigError
-from halab.drivers.program_runtime import Mocks, Program, Recorder, run_program
+from halab.core.model import Credentials
+from halab.drivers.program_runtime import SECRET_SIG, Mocks, Program, Recorder, run_program
 from halab.drivers.vmlab import schema
 
+COMMAND, COPY = "command:remote:Command", "command:remote:CopyToRemote"
 AUTH_PASS = "pa55wd"
 STATS_PASS = "stats-pa55word-long"
 
@@ -117,14 +123,82 @@ def test_each_remote_command_connects_to_its_own_node(large):
         names = [c.name.removeprefix(f"halab-{node.name}-") for c in cmds]
         assert [n for n in names if n not in gates] == [*plan.step_names(model, node), *serving]
         assert {n for n in names if n in gates} == gates
-        for c in cmds:
+        copies = [r for r in large.of_type(COPY) if r.name.startswith(f"halab-{node.name}-")]
+        assert [c.name for c in copies] == [f"halab-{node.name}-library-copy"]
+        for c in cmds + copies:
             conn = c.inputs["connection"]
             assert conn["host"] == str(node.address), c.urn
             assert conn["user"] == "halab", c.urn
             # remote libvirt: SSH through the hypervisor, authenticated by the user's agent
             assert conn["proxy"]["host"] == "hv1.example.net", c.urn
             assert conn["proxy"]["user"] == "ops", c.urn
-            assert c.inputs["create"].startswith(f"sudo env HALAB_GUEST={node.name} "), c.urn
+            if c.type == COMMAND:  # the library's runs the file its copy wrote, after its check
+                assert re.search(f"(^|; )sudo env HALAB_GUEST={node.name} ", c.inputs["create"]), c.urn
+
+
+def test_each_nodes_library_is_a_copied_file_of_which_the_state_keeps_the_hash(dev):
+    """The library bundle (lib.sh, the step scripts, the static node files: 17 KB a node, twice
+    in the state as a Command's stdin) travels as a file asset: the state holds its path and
+    sha256. The file holds the very bytes a namespace-lab node runs, and the run checks them."""
+    model = _model("dev")
+    for node in model.nodes:
+        copy = dev.by_name(f"halab-{node.name}-library-copy")
+        run = dev.by_name(f"halab-{node.name}-library")
+        library = plan.host_steps(model, node, Credentials.placeholder())[0]
+        source = copy.inputs["source"]
+        assert set(source) == {SECRET_SIG, "hash", "path"}, source  # no text: the bytes are not in it
+        data = Path(source["path"]).read_bytes()
+        assert data == library.bundle().encode() and source["hash"] == hashlib.sha256(data).hexdigest()
+        assert copy.inputs["remotePath"] == f".cache/halab/library-{library.digest()}.sh"
+        # the run: after its copy, again whenever it is copied again, and with nothing to carry
+        assert copy.urn in run.deps and "stdin" not in run.inputs
+        assert run.inputs["triggers"] == copy.inputs["triggers"] and library.digest() in run.inputs["triggers"]
+    packed = "| gzip -dc | bash"  # the library's code, as a bundle would carry it (halab/core/step.py)
+    assert not [c.name for c in dev.of_type(COMMAND) if packed in c.inputs.get("stdin", "")]
+
+
+def test_the_library_runs_only_the_file_its_copy_wrote_and_keeps_no_older_one(dev, tmp_path):
+    """The library Command's own script, run by bash in a home directory with a `sudo` that
+    records what it is asked to run: another file under the copy's name is refused before
+    anything runs; the right one runs, and the versions copied before it are removed."""
+    run = dev.by_name("halab-www1-library")
+    copied = Path(dev.by_name("halab-www1-library-copy").inputs["remotePath"])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sudo").write_text('#!/bin/sh\necho "sudo $*" >>"$HOME/sudo.log"\n')
+    (bindir / "sudo").chmod(0o755)
+    env = {"HOME": str(tmp_path), "PATH": f"{bindir}:/usr/bin:/bin"}
+
+    def run_create() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", "-c", run.inputs["create"]], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        )
+
+    (tmp_path / copied).parent.mkdir(parents=True)
+    (tmp_path / copied).write_text("echo another library\n")
+    older = tmp_path / copied.parent / "library-0123.sh"
+    older.write_text("echo an older library\n")
+    p = run_create()
+    assert p.returncode == 1 and "is not the library that was copied" in p.stderr, p
+    assert not (tmp_path / "sudo.log").exists() and older.exists()
+    (tmp_path / copied).write_bytes(Path(dev.by_name("halab-www1-library-copy").inputs["source"]["path"]).read_bytes())
+    p = run_create()
+    assert p.returncode == 0, p
+    assert (tmp_path / "sudo.log").read_text() == f"sudo env HALAB_GUEST=www1 bash {copied}\n"
+    assert not older.exists() and (tmp_path / copied).exists()
+
+
+def test_a_run_keeps_only_the_library_files_it_wrote(tmp_path, monkeypatch):
+    """The stack's cache directory holds this run's files, a stale one removed, another stack's kept."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    mine, other = tmp_path / "halab/library/ha-lb-lab.test", tmp_path / "halab/library/ha-lb-lab.prod"
+    for d in (mine, other):
+        d.mkdir(parents=True)
+        (d / "0123.sh").write_text("echo stale\n")
+    prog = run_program(*stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS))
+    used = {Path(c.inputs["source"]["path"]) for c in prog.of_type(COPY)}
+    assert len(used) == 4 and set(mine.iterdir()) == used
+    assert [p.name for p in other.iterdir()] == ["0123.sh"]
 
 
 def test_the_ssh_agents_socket_is_not_in_the_state(monkeypatch, tmp_path):
@@ -301,7 +375,7 @@ def test_secrets_stay_secret(dev):
             assert carriers[step] in _unbundle(c.inputs["stdin"]), c.urn
         else:
             # the files as the node gets them, decoded: base64 text would never show a password
-            shown = c.inputs["stdin"] + _unbundle(c.inputs["stdin"])
+            shown = c.inputs.get("stdin", "") + _unbundle(c.inputs.get("stdin", ""))
             assert AUTH_PASS not in shown and STATS_PASS not in shown, c.urn
             assert "stdin" not in c.secret_inputs, f"{c.urn}: needlessly secret, hides diffs from review"
     assert isinstance(dev.outputs["ssh_private_key"], str)

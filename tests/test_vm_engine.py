@@ -8,9 +8,9 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from halab.drivers.program_runtime import STACK_REFERENCE
+from halab.drivers.program_runtime import STACK_REFERENCE, stored_asset
 from halab.drivers.vmlab import engine as engine_mod
-from halab.drivers.vmlab.engine import COMMAND, Engine, Entry, State
+from halab.drivers.vmlab.engine import COMMAND, COPY, Engine, Entry, State
 
 DOMAIN = "libvirt:index/domain:Domain"
 TRIGGERS = ["triggers[*]"]
@@ -117,3 +117,34 @@ def test_the_program_reads_its_last_outputs_through_a_stack_reference(tmp_path):
     args = pulumi.runtime.MockResourceArgs(STACK_REFERENCE, "halab-deployed", {"name": "o/p/s"}, "", "", True)
     _, outputs = eng.mocks.new_resource(args)
     assert outputs["outputs"] == {"load_balancers": {"lb1": "10.0.0.1"}}
+
+
+def test_a_copy_writes_its_file_and_an_update_copies_only_new_bytes_or_a_new_place(tmp_path):
+    """CopyToRemote as pulumi-command v1.2.1 does it: the file asset's bytes at the remote path
+    (relative: in the user's home), its directories made; an update copies again only when the
+    source's hash or the remote path changed (copyController.go Update). The engine's ssh is
+    replaced by bash in a home directory here; the rest is the VM lab's own code."""
+    home = tmp_path / "home"
+    home.mkdir()
+    in_home = lambda argv: ["bash", "-c", f"cd {home} && {argv[-1]}"]  # noqa: E731 (ssh's last word: the command)
+    eng = Engine(State(tmp_path / "state.json"), lambda *a, **k: None, in_home, log=lambda _: None)
+    src = tmp_path / "library.sh"
+    src.write_text("echo one\n")
+    old = {
+        "connection": {"host": "10.0.0.1", "user": "halab", "privateKey": "key", "dialErrorLimit": 1},
+        "source": stored_asset(pulumi.FileAsset(str(src))),
+        "remotePath": ".cache/halab/library-1.sh",
+        "triggers": ["1"],
+    }
+    made = eng._create(COPY, "copy", "", old)
+    copied = home / ".cache/halab/library-1.sh"
+    assert copied.read_text() == "echo one\n" and made.outputs == old
+    entry = Entry("copy", COPY, made.id, old, made.outputs)
+    copied.unlink()
+    eng._update(COPY, "", entry, {**old, "connection": {**old["connection"], "port": 2222}})
+    assert not copied.exists()  # the same bytes at the same place: not copied again
+    src.write_text("echo two\n")
+    eng._update(COPY, "", entry, {**old, "source": stored_asset(pulumi.FileAsset(str(src)))})
+    assert copied.read_text() == "echo two\n"
+    eng._update(COPY, "", entry, {**old, "source": stored_asset(pulumi.FileAsset(str(src))), "remotePath": "lib.sh"})
+    assert (home / "lib.sh").read_text() == "echo two\n"

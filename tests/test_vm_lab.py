@@ -177,7 +177,7 @@ def test_a_guest_deleted_out_of_band_is_rebuilt_with_every_step(vmlab, tmp_path)
     assert "gone from libvirt (refresh)" in p.stdout
     assert made.get("halab-www3-vm-domain") == "create" and made.get("halab-www3-vm-root") == "create", made
     steps = [n for n in made if n.startswith("halab-www3-") and not n.startswith("halab-www3-vm")]
-    names = ("library", "ready", "packages", "sysctl", "gateway", "web", "tcp")
+    names = ("library-copy", "library", "ready", "packages", "sysctl", "gateway", "web", "tcp")
     assert sorted(steps) == sorted(f"halab-www3-{s}" for s in names)
     assert all(made[s] == "replace" for s in steps), made  # the new domain's ID is in their triggers
     # its drains too, created first: the old ones' deletes, at the end, leave the new guest in service

@@ -107,7 +107,7 @@ def state(base: dict, backends: int) -> dict[str, float]:
         "resources": size.resources,
         "state_bytes": size.total,
         "bundle_bytes": size.bundles,
-        "library_bytes": size.libraries,
+        "copied_bytes": size.copied,
     }
 
 

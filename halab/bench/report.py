@@ -319,17 +319,17 @@ def state_section(state: dict[int, dict[str, float]]) -> list[str]:
         "(`halab/bench/state.py`; the same bytes on every run): every resource's inputs and outputs, as the "
         "engine stores them (a Command's outputs echo its inputs; a secret counted as its ciphertext), in "
         "compact JSON. Not counted: a Command's stdout and stderr, each resource's URN and dependencies. The "
-        "step bundles are each Command's stdin, stored twice: each node's first step carries its library "
-        "(lib.sh, its step scripts and the static node files, compressed), every later step (a roll-out gate "
-        "too) what was rendered for it, in plain text. The libraries are most of what is left: every guest "
-        "needs its code on its own disk, and a Command's stdin is the way there that the VM lab proves (a "
-        "`CopyToRemote` of file assets would store only their hashes). 1 MB: 1,000,000 bytes.",
+        "step bundles are each Command's stdin, stored twice: what was rendered for each step (a roll-out gate "
+        "too), in plain text. Each node's library (lib.sh, its step scripts and the static node files, "
+        "compressed) is not in the state: it is copied to the node as a file (a `CopyToRemote` of a file "
+        "asset, of which the state keeps the path and the hash), and the last column is what those copies "
+        "carry. 1 MB: 1,000,000 bytes.",
         "",
-        "| backends | resources | state MB | of which the step bundles MB | of which the libraries MB |",
+        "| backends | resources | state MB | of which the step bundles MB | libraries copied, not in the state MB |",
         "| --- | --- | --- | --- | --- |",
         *[
             f"| {n} | {s['resources']:.0f} | {s['state_bytes'] / 1e6:.2f} | {s['bundle_bytes'] / 1e6:.2f} "
-            f"| {s['library_bytes'] / 1e6:.2f} |"
+            f"| {s['copied_bytes'] / 1e6:.2f} |"
             for n, s in state.items()
         ],
         "",

@@ -8,19 +8,23 @@ Command's are; the provider's own outputs (a Command's stdout and stderr) are no
 not counted, nor are each resource's URN, parent and dependencies. A secret is counted as the
 engine stores it: its value's JSON encrypted (a 12-byte nonce, a 16-byte tag) and base64-encoded,
 in the engine's secret wrapper. Compact JSON: a pretty-printed state file adds its indentation.
+Each node's library is not in it: a file asset, copied to the node, of which the state keeps the
+path and the hash; its bytes are counted apart, as what every `up` copies to a new guest.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
+import pulumi
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
 
-from halab.drivers.program_runtime import SECRET_SIG, SECRET_VALUE, Mocks, run_program
+from halab.drivers.program_runtime import ASSET_SIG, SECRET_SIG, SECRET_VALUE, Mocks, run_program, stored_asset
 
 # The engine's secret wrapper in a state file (apitype.SecretSig / apitype.SecretValue).
 STATE_SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -30,6 +34,8 @@ STATE_SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 def stored(value: Any) -> Any:
     """A deserialized input as the state holds it: each secret replaced by a ciphertext of its
     size ("v1:" nonce ":" sealed JSON, as the passphrase secrets manager writes it)."""
+    if isinstance(value, pulumi.FileAsset):
+        return stored_asset(value)
     if isinstance(value, dict) and value.get(SECRET_SIG) == SECRET_VALUE:
         plain = json.dumps(value.get("value"), separators=(",", ":"), default=str).encode()
         sealed = base64.b64encode(bytes(12)).decode() + ":" + base64.b64encode(plain + bytes(16)).decode()
@@ -50,7 +56,7 @@ class StateSize:
     resources: int = 0
     total: int = 0  # bytes: every resource's inputs and outputs
     bundles: int = 0  # of which the step bundles (each Command's stdin, input and output)
-    libraries: int = 0  # of which each node's library step's: its code, once per node
+    copied: int = 0  # not in the state: the files copied to the nodes (each node's library)
 
 
 class StateRecorder(pmocks.MockMonitor):
@@ -72,8 +78,9 @@ class StateRecorder(pmocks.MockMonitor):
         s.total += 2 * _size(inputs)  # the outputs: the inputs echoed
         if "stdin" in inputs:
             s.bundles += 2 * _size(inputs["stdin"])
-            if request.name.endswith("-library"):
-                s.libraries += 2 * _size(inputs["stdin"])
+        source = inputs.get("source")
+        if isinstance(source, dict) and source.get(SECRET_SIG) == ASSET_SIG:
+            s.copied += os.path.getsize(source["path"])
         return resp
 
 

@@ -32,6 +32,7 @@ LIBRARY_DIR = PATHS["LIBRARY_DIR"]
 # A path the bundle writes inside double quotes: nothing the shell would expand or split.
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_./@+-]+")
 HEREDOC_END = "HALAB_EOF"
+LIBRARY_STEP = "library"  # the name of each node's first step (library_step)
 
 
 @dataclass(frozen=True)
@@ -194,4 +195,4 @@ def library_step(host: str, steps: Sequence[Step], directory: str = LIBRARY_DIR)
         if c in names
     }
     files = tuple((f"{directory}/{n}", used[n]) for n in sorted(used))
-    return Step(host, "library", "library.sh", (directory,), files)
+    return Step(host, LIBRARY_STEP, "library.sh", (directory,), files)

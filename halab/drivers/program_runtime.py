@@ -7,6 +7,7 @@ would, and make up the few outputs the program reads (the generated SSH key)."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +54,21 @@ def _has_secret(value: Any) -> bool:
     return False
 
 
+# The engine's asset in a state file (apitype/resource.AssetSig): what a FileAsset input becomes.
+ASSET_SIG = "c44067f5952c0a294b673a41bacd8c17"
+
+
+def stored_asset(asset: pulumi.FileAsset) -> dict[str, str]:
+    """A file asset as the engine keeps it: its path and the sha256 of its bytes, which the
+    engine reads from the file when the resource registers (resource/asset.go EnsureHash)."""
+    path = str(asset.path)
+    return {SECRET_SIG: ASSET_SIG, "hash": hashlib.sha256(Path(path).read_bytes()).hexdigest(), "path": path}
+
+
 def _plain(value: Any) -> Any:
-    """Inputs with the secret wrappers removed."""
+    """Inputs with the secret wrappers removed, file assets as the engine stores them."""
+    if isinstance(value, pulumi.FileAsset):
+        return stored_asset(value)
     if _is_secret(value):
         return _plain(value["value"])
     if isinstance(value, dict):

@@ -6,12 +6,17 @@ restarts sshd while a guest boots, and a second connection can be refused where 
 the first one goes on.) A non-zero exit fails the resource, with its output. An update
 (inputs changed, triggers not) runs `create` again, as there is no `update` command.
 
+`command:remote:CopyToRemote` (`copy`) the same way: a file asset's bytes written at the remote
+path (relative: to the user's home, where SFTP starts), its parent directories made first, an
+existing file overwritten, as the provider's SFTP copy does (copyController.go sftpCopy).
+
 ssh runs in the lab hypervisor's network namespace: the guests' addresses exist only there.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import tempfile
 import time
@@ -50,6 +55,17 @@ def ssh_argv(conn: dict[str, Any], key_file: str, control: str) -> list[str]:
         "-l", conn.get("user") or "root",
         conn["host"],
     ]  # fmt: skip
+
+
+def copy(
+    inputs: dict[str, Any], wrap: Callable[[list[str]], list[str]], log: Callable[[str], None] = lambda _: None
+) -> None:
+    """Copies the CopyToRemote's file asset (its `source`, as the state holds it) to `remotePath`."""
+    path = shlex.quote(inputs["remotePath"])
+    with open(inputs["source"]["path"]) as f:
+        content = f.read()
+    write = f'mkdir -p -- "$(dirname -- {path})" && cat >{path}'
+    run({"connection": inputs["connection"], "copy": write, "stdin": content}, wrap, log, script="copy")
 
 
 def run(

@@ -58,6 +58,7 @@ LIBVIRT_TYPES = {
     "libvirt:index/domain:Domain": ("create_domain", "delete_domain", "domain_exists"),
 }
 COMMAND = schema.COMMAND
+COPY = schema.COPY
 TLS_KEY = "tls:index/privateKey:PrivateKey"
 LIBVIRT_PROVIDER = "pulumi:providers:libvirt"
 
@@ -234,7 +235,7 @@ class Engine(Recorder):
                 continue
             guess = {**e.inputs, **{k: UNKNOWN for k in unknown}}
             if (
-                e.type in (COMMAND, schema.DOMAIN, schema.NETWORK)
+                e.type in (COMMAND, COPY, schema.DOMAIN, schema.NETWORK)
                 and schema.plan(e.type, e.inputs, guess, e.replace_on_changes) != "replace"
             ):
                 continue
@@ -258,7 +259,7 @@ class Engine(Recorder):
         """The engine's plan: the provider's diff (schema.py: ForceNew replaces, the rest is an
         update, applied or ignored as the provider does), then the registration's
         replaceOnChanges (a Command's `triggers[*]`, which its SDK adds)."""
-        if typ in (COMMAND, schema.DOMAIN, schema.NETWORK):
+        if typ in (COMMAND, COPY, schema.DOMAIN, schema.NETWORK):
             return schema.plan(typ, old.inputs, new, replace_on) == "update"
         return False
 
@@ -274,6 +275,9 @@ class Engine(Recorder):
         if typ == COMMAND:
             r = command.run(inputs, self.wrap_net, log=lambda m: self.say(f"    {name}: {m}"))
             return Outcome(f"{name}-{uuid.uuid4().hex[:8]}", {**inputs, "stdout": r.stdout, "stderr": r.stderr})
+        if typ == COPY:
+            command.copy(inputs, self.wrap_net, log=lambda m: self.say(f"    {name}: {m}"))
+            return Outcome(uuid.uuid4().hex[:16], dict(inputs))
         if typ == TLS_KEY:
             return Outcome(str(uuid.uuid4()), {**inputs, **generate_ed25519()})
         raise EngineError(f"the VM lab does not know how to create a {typ}")
@@ -291,6 +295,13 @@ class Engine(Recorder):
         if typ == COMMAND:  # `create` runs again, under the same ID (commandController.go Update)
             ran = self._create(typ, old.urn.rsplit("::", 1)[-1], provider, inputs)
             return Outcome(old.id, ran.outputs)
+        if typ == COPY:  # copies again only for a new source or place (copyController.go Update)
+            if (old.inputs["source"]["hash"], old.inputs["remotePath"]) != (
+                inputs["source"]["hash"],
+                inputs["remotePath"],
+            ):
+                self._create(typ, old.urn.rsplit("::", 1)[-1], provider, inputs)
+            return Outcome(old.id, dict(inputs))
         raise EngineError(f"the VM lab does not know how to update a {typ}")
 
     def _delete(self, entry: Entry | None, forget: bool = True) -> None:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 Kind = Literal["replace", "update", "ignored"]
 
 COMMAND = "command:remote:Command"
+COPY = "command:remote:CopyToRemote"
 DOMAIN = "libvirt:index/domain:Domain"
 NETWORK = "libvirt:index/network:Network"
 VOLUME = "libvirt:index/volume:Volume"
@@ -115,7 +116,9 @@ SCHEMA: dict[str, dict[str, Kind]] = {
 ALL_FORCE_NEW = {VOLUME, CLOUDINIT}
 # pulumi-command v1.2.1 applies every change in place (Update runs `create` again, under the same
 # ID: commandController.go); its SDK registers each Command with replace_on_changes=["triggers[*]"].
-ALL_IN_PLACE = {COMMAND}
+# So is a CopyToRemote's (copyController.go Update: it copies again when the source's hash or the
+# remote path changed), whose SDK does the same.
+ALL_IN_PLACE = {COMMAND, COPY}
 
 
 def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
