@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_libvirt as libvirt
 import pulumi_tls as tls
 
-from components import rollout
+from components import image, rollout
 from components.backend import Backend
 from components.load_balancer import LoadBalancer
 from components.network import LabNetwork, LabNetworkArgs
@@ -30,12 +29,6 @@ class LabComponentArgs:
     """Where each node's library bundle is written for its copy (__main__: the stack's cache)."""
     ssh_private_key: pulumi.Output[str] | None = None
     """Secret, with `lab.ssh.public_key`; None: an ED25519 pair is generated and kept in the state."""
-
-
-def base_volume_name(lab: Lab) -> str:
-    """Named by the image it holds: another `halab:image` is another volume (a new ID), never
-    new content under an ID the root volumes already point at."""
-    return f"{lab.network.name}-base-{hashlib.sha256(lab.libvirt.image.encode()).hexdigest()[:8]}.qcow2"
 
 
 class LabComponent(pulumi.ComponentResource):
@@ -69,18 +62,8 @@ class LabComponent(pulumi.ComponentResource):
         if lab.network.mode != "bridge":
             (only,) = lab.libvirt.hypervisors
             self.network = LabNetwork(f"{name}-network", LabNetworkArgs(lab.network), opts=on(only.name))
-        base_name = base_volume_name(lab)
-        bases = {
-            hv.name: libvirt.Volume(
-                f"{name}-base-image-{hv.name}",
-                name=base_name,
-                pool=lab.libvirt.pool,
-                source=lab.libvirt.image,
-                format="qcow2",
-                opts=on(hv.name),
-            )
-            for hv in lab.libvirt.hypervisors
-        }
+        base_name = image.base_volume_name(lab)
+        bases = image.base_volumes(self, name, lab, on)
 
         # A change that replaces guests rolls out one load balancer, then one batch of backends,
         # at a time, once the lab is deployed (components/rollout.py): each domain waits for the

@@ -20,6 +20,7 @@ from pathlib import Path
 import pulumi
 import pulumi_command.remote as remote
 
+from components.cache import user_cache
 from halab.core import plan
 from halab.core.model import Credentials, Lab, Node
 from halab.core.step import LIBRARY_STEP, Step
@@ -191,8 +192,8 @@ def _library_command(
 
 class LibraryFiles:
     """Each node's library bundle as a local file, for the engine to read (a FileAsset: hashed by
-    the engine, copied by the provider). One directory per stack in the user's cache (not /tmp,
-    where another user could plant a file by that name), each file named by its sha256 and
+    the engine, copied by the provider). One directory per stack in the user's cache, each file
+    named by its sha256 and
     renamed into place whole. `prune`, once every node has written its own, removes what this
     run no longer uses: the engine reads only the assets a run registers (the state keeps the
     old ones' hashes), and Pulumi runs one update of a stack at a time."""
@@ -203,8 +204,7 @@ class LibraryFiles:
 
     @classmethod
     def for_stack(cls, project: str, stack: str) -> LibraryFiles:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        return cls(cache / "halab" / "library" / f"{project}.{stack}")
+        return cls(user_cache() / "library" / f"{project}.{stack}")
 
     def write(self, step: Step) -> Path:
         path = self.directory / f"{step.digest()}.sh"

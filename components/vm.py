@@ -50,7 +50,7 @@ class VmArgs:
     base_volume_id: pulumi.Input[str]
     """The cloud image volume every VM's root volume is a copy-on-write layer of."""
     base_volume_name: str
-    """Its name, which names the image it holds (Lab: base_volume_name)."""
+    """Its name, which names the image it holds (image.base_volume_name)."""
     network_id: pulumi.Input[str] | None
     """The lab network to attach to; None in bridge mode (the lab model names the bridge)."""
     ssh_public_key: pulumi.Input[str]

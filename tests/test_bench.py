@@ -315,9 +315,10 @@ def test_the_programs_cost_is_measured_with_and_without_the_collector_and_agains
     base = stackfile.load_stack_file(str(STACKS["dev"]))
     (size, c), *_ = measure.program_cost(base, (3,), runs=1).items()
     # 15 per backend (its component and its VM's, 3 libvirt resources, 7 step Commands and its
-    # library's copy, a drain gate on each of the 2 load balancers), 38 for the lab and its 2 load
-    # balancers (their steps and library copies, serving steps and hand-off gates)
-    assert size == 3 and c["resources"] == 38 + 15 * 3, c
+    # library's copy, a drain gate on each of the 2 load balancers), 39 for the lab (its image's
+    # fetch too) and its 2 load balancers (their steps and library copies, serving steps and
+    # hand-off gates)
+    assert size == 3 and c["resources"] == 39 + 15 * 3, c
     assert not c["collector_on"] and c["collect_collector_on"], c
     assert all(c[k] > 0 for k in ("program_s", "collect_s", "bare_s", "render_s", "mib", "collect_mib")), c
     # the floor registered what it claims to: as many bare Commands as the program's resources

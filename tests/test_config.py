@@ -9,7 +9,7 @@ import pytest
 from conftest import STACKS
 
 from halab.core import stackfile
-from halab.core.config import DEBIAN_13_IMAGE, ConfigError, parse
+from halab.core.config import DEBIAN_13_CHECKSUM, DEBIAN_13_IMAGE, ConfigError, parse
 from halab.core.model import Hypervisor, ServiceCheck
 from halab.core.stackfile import Secure
 
@@ -20,6 +20,17 @@ def problems(raw: dict, **kw) -> list[str]:
     with pytest.raises(ConfigError) as err:
         parse(raw, **kw)
     return err.value.problems
+
+
+NOBLE = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
+
+
+def test_an_image_from_the_network_needs_its_checksum_a_local_one_may_go_without():
+    assert parse({"halab:image": NOBLE, "halab:imageChecksum": "sha256:" + "a" * 64}).libvirt.image_checksum
+    assert parse({"halab:image": DEBIAN_13_IMAGE}).libvirt.image_checksum == DEBIAN_13_CHECKSUM  # named: known
+    assert parse({"halab:image": "/srv/images/mine.qcow2"}).libvirt.image_checksum is None
+    own = {"halab:image": "/srv/mine.qcow2", "halab:imageChecksum": "sha512:" + "b" * 128}
+    assert parse(own).libvirt.image_checksum == "sha512:" + "b" * 128
 
 
 def test_empty_config_is_the_seed_lab():
@@ -39,6 +50,7 @@ def test_empty_config_is_the_seed_lab():
     assert lab.libvirt.hypervisors == (Hypervisor("default", "qemu:///system", None),)
     assert lab.libvirt.domain_type == "kvm" and all(n.hypervisor == "default" for n in lab.nodes)
     assert lab.libvirt.image == DEBIAN_13_IMAGE  # the release the VM lab proves (trixie)
+    assert lab.libvirt.image_checksum == DEBIAN_13_CHECKSUM  # a dated build, checked before use
 
 
 def test_dev_stack_file_is_the_defaults_plus_the_seeds_test_machine():
@@ -192,6 +204,9 @@ def test_other_namespaces_are_ignored():
         ({"halab:domainType": "xen"}, "halab:domainType: 'xen' must be kvm or qemu"),
         ({"halab:libvirtUri": "lxc:///"}, "halab:libvirtUri: 'lxc:///' must be qemu:///system"),
         ({"halab:image": "noble.img"}, "halab:image: 'noble.img' must be an http(s) URL or an absolute path"),
+        ({"halab:image": NOBLE}, f"halab:image: '{NOBLE}' needs halab:imageChecksum (sha512:HEX or sha256:HEX"),
+        ({"halab:imageChecksum": "md5:0123"}, "halab:imageChecksum: 'md5:0123' must be sha512:<128 hex digits>"),
+        ({"halab:imageChecksum": "sha256:" + "A" * 64}, "halab:imageChecksum: 'sha256:AAAA"),
         ({"halab:ssh": {"user": "root"}}, "halab:ssh.user: 'root' must not be root"),
         ({"halab:ssh": {"publicKey": "hello"}}, "halab:ssh.publicKey: 'hello' is not an OpenSSH public key"),
         ({"halab:vm": {"memoryMiB": 128}}, "halab:vm.memoryMiB: 128 is out of range 512-262144"),

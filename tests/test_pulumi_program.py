@@ -23,6 +23,8 @@ from halab.drivers.program_runtime import SECRET_SIG, Mocks, Program, Recorder, 
 from halab.drivers.vmlab import schema
 
 COMMAND, COPY = "command:remote:Command", "command:remote:CopyToRemote"
+VOLUME = "libvirt:index/volume:Volume"
+ROOT = Path(__file__).resolve().parent.parent
 AUTH_PASS = "pa55wd"
 STATS_PASS = "stats-pa55word-long"
 
@@ -456,15 +458,39 @@ def test_a_new_image_or_disk_size_is_a_new_root_volume(dev):
     domain on it would never be replaced. Names carry what makes the volume instead."""
     cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
 
-    def names(**extra: str) -> tuple[str, str]:
+    def names(**extra: str) -> tuple[str, str, str]:
         prog = run_program({**cfg, **extra}, secret)
-        return prog.by_name("halab-base-image-default").inputs["name"], prog.by_name("halab-lb1-vm-root").inputs["name"]
+        (base,) = [r for r in prog.of_type(VOLUME) if r.name.startswith("halab-base-image-")]
+        return base.name, base.inputs["name"], prog.by_name("halab-lb1-vm-root").inputs["name"]
 
-    base, root = names()
-    new_base, new_root = names(**{"halab:image": "/var/cache/other.qcow2"})
-    assert new_base != base and new_root != root
-    same_base, bigger_root = names(**{"halab:vm": json.dumps({"diskGiB": 20})})
-    assert same_base == base and bigger_root != root
+    urn, base, root = names()
+    for other in ({"halab:image": "/var/cache/other.qcow2"}, {"halab:imageChecksum": "sha256:" + "0" * 64}):
+        new_urn, new_base, new_root = names(**other)
+        # another resource too: its ignored `source` never carries old bytes over (image.py)
+        assert new_urn != urn and new_base != base and new_root != root, other
+    same_urn, same_base, bigger_root = names(**{"halab:vm": json.dumps({"diskGiB": 20})})
+    assert (same_urn, same_base) == (urn, base) and bigger_root != root
+
+
+def test_a_downloaded_image_is_used_only_once_its_checksum_matches(dev, tmp_path):
+    """The default image (a dated Debian 13 build) is fetched by a local Command that checks its
+    sha512 (components/fetch-image.sh), and the base volume is made from the checked file, after
+    it: the provider would check nothing. The file's path is in the user's cache, so `source` is
+    ignored (another user's `up` must not replace every guest). A local image without a checksum
+    is used as it is."""
+    fetch = dev.by_name("halab-image-fetch")
+    env = fetch.inputs["environment"]
+    assert env["HALAB_IMAGE"] == config.DEBIAN_13_IMAGE and env["HALAB_CHECKSUM"] == config.DEBIAN_13_CHECKSUM
+    assert fetch.inputs["create"] == (ROOT / "components/fetch-image.sh").read_text()
+    assert fetch.inputs["interpreter"] == ["/bin/bash", "-c"]
+    (base,) = [r for r in dev.of_type(VOLUME) if r.name.startswith("halab-base-image-")]
+    assert base.inputs["source"] == env["HALAB_CACHED"] and fetch.urn in base.deps
+    assert base.ignore_changes == ["source"]
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    own = run_program({**cfg, "halab:image": "/srv/images/mine.qcow2"}, secret)
+    assert not own.of_type("command:local:Command")
+    (base,) = [r for r in own.of_type(VOLUME) if r.name.startswith("halab-base-image-")]
+    assert base.inputs["source"] == "/srv/images/mine.qcow2" and base.deps == []
 
 
 def test_domains_use_graphics_every_qemu_build_has(dev):
@@ -637,8 +663,8 @@ def test_two_hypervisors_one_provider_and_base_image_each():
         "halab-libvirt-hv2": "qemu+ssh://ops@hv2/system",
     }
     assert prog.of_type("libvirt:index/network:Network") == []
-    bases = {r.name: r for r in prog.of_type("libvirt:index/volume:Volume") if "base-image" in r.name}
-    assert sorted(bases) == ["halab-base-image-hv1", "halab-base-image-hv2"]
+    bases = {r.name.rsplit("-", 1)[1]: r for r in prog.of_type(VOLUME) if "base-image" in r.name}
+    assert sorted(bases) == ["hv1", "hv2"]
     for node, hv in placement.items():
         for r in prog.regs:
             if r.type.startswith("libvirt:") and r.name.startswith(f"halab-{node}-"):

@@ -61,7 +61,7 @@ def _shell_scripts() -> list:
         first = p.read_text(errors="ignore").split("\n", 1)[0]
         return first.startswith("#!") and first.endswith(("bash", "sh")) or first == "# shellcheck shell=bash"
 
-    trees = (ROOT / "scripts", ROOT / "halab" / "node")
+    trees = (ROOT / "scripts", ROOT / "halab" / "node", ROOT / "components")
     found = sorted(p for t in trees for p in t.rglob("*") if p.is_file() and is_shell(p)) + [ROOT / ".ci/run"]
     assert len(found) >= 12, found  # steps, node scripts, lib.sh: a glob that finds none must not pass
     return found

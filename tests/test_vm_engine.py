@@ -148,3 +148,23 @@ def test_a_copy_writes_its_file_and_an_update_copies_only_new_bytes_or_a_new_pla
     assert copied.read_text() == "echo two\n"
     eng._update(COPY, "", entry, {**old, "source": stored_asset(pulumi.FileAsset(str(src))), "remotePath": "lib.sh"})
     assert (home / "lib.sh").read_text() == "echo two\n"
+
+
+def test_a_local_command_runs_here_with_its_interpreter_and_environment(tmp_path):
+    out = tmp_path / "out"
+    inputs = {"create": f'echo "$HALAB_X" >{out}; echo $BASH_VERSION', "interpreter": ["/bin/bash", "-c"]}
+    r = engine_mod.command.run_local({**inputs, "environment": {"HALAB_X": "fetched"}})
+    assert out.read_text() == "fetched\n" and r.stdout.strip()  # bash, not sh
+    with pytest.raises(engine_mod.command.CommandError, match="exited 3"):
+        engine_mod.command.run_local({"create": "exit 3"})
+
+
+def test_an_ignored_input_keeps_its_old_value_before_the_diff():
+    """As the engine does (step_generator.go 1264-1268): the base volume's `source`, a path in
+    the user's cache, differs for another user; ignored, the volume stays."""
+    old = {"name": "base-1.qcow2", "source": "/root/.cache/halab/images/a.img"}
+    new = {"name": "base-1.qcow2", "source": "/home/ops/.cache/halab/images/a.img"}
+    assert engine_mod.ignoring(["source"], old, new) == old
+    assert engine_mod.ignoring(["source"], {"name": "x"}, new) == new  # nothing old: the new value
+    with pytest.raises(engine_mod.EngineError):
+        engine_mod.ignoring(["disks[0].file"], old, new)

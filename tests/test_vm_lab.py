@@ -90,6 +90,10 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
             size = int(s.transport.run(node.name, ["df", "-B1", "--output=size", "/"]).stdout.split()[-1])
             assert size > (model.vm.disk_gib - 1) * 2**30 > image.SIZE_GIB * 2**30, (node.name, size)
     assert "module errors" not in vmlab, vmlab  # cloud-init's: each would be a warning of `ready`
+    # the image came as a download would: fetched into the cache by the program's local Command,
+    # checked against its sha512 (halab:imageChecksum), and the base volume made from that file
+    assert made.get("halab-image-fetch") == "create", made
+    assert "(sha512 checked)" in lab.log_file(str(CONFIG)).read_text()  # its output, in up's full log
 
 
 def test_a_first_request_right_after_up_is_served(vmlab):

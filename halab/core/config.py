@@ -47,11 +47,19 @@ from halab.core.model import (
 )
 from halab.core.stackfile import is_secure
 
-# The default guest: Debian 13's generic cloud image. The VM lab boots its own build of the same
-# release and packages (halab/drivers/vmlab/image.py), so every step, unit and drill is proven on what
-# this image runs; the image itself is not booted here, nor is Ubuntu 24.04, which works by the
-# same steps (docs/config.md, `image`; docs/real-pulumi-up.md).
-DEBIAN_13_IMAGE = "https://cloud.debian.org/images/cloud/trixie/latest/debian-13-genericcloud-amd64.qcow2"
+# The default guest: Debian 13's generic cloud image, a dated build and its sha512 from that build's
+# SHA512SUMS (the same digest in Debian's build manifest, as lima-vm/lima's templates/_images/
+# debian-13.yaml copies it). The VM lab boots its own build of the same release and packages
+# (halab/drivers/vmlab/image.py), so every step, unit and drill is proven on what this image runs;
+# the image itself is not booted here, nor is Ubuntu 24.04, which works by the same steps
+# (docs/config.md, `image`; docs/real-pulumi-up.md).
+DEBIAN_13_BUILD = "20260712-2537"
+DEBIAN_13_IMAGE = f"https://cloud.debian.org/images/cloud/trixie/{DEBIAN_13_BUILD}/debian-13-genericcloud-amd64-{DEBIAN_13_BUILD}.qcow2"
+DEBIAN_13_CHECKSUM = (
+    "sha512:7ae53e9dbee282bfc16f289dec483dde3a8598769c38a267948310f7a2a52c66"
+    "2620198603bc52c142627efba379863d16079698a10b34102d55bcedd40e8d32"
+)
+CHECKSUM_RE = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
 
 # Every default in one place. Together they reproduce the seed article's lab (with its
 # 192.169/192.168 typo resolved to 192.168.69.0/24).
@@ -61,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "domainType": "kvm",
     "pool": "default",
     "image": DEBIAN_13_IMAGE,
+    "imageChecksum": None,  # the default image's DEBIAN_13_CHECKSUM; required for another URL
     "network": {"name": "halab", "cidr": "192.168.69.0/24", "mode": "nat", "interface": "eth0"},
     "vip": "192.168.69.110",
     "loadBalancers": [
@@ -285,10 +294,23 @@ def _libvirt(p: Problems, cfg: dict[str, Any], given: Mapping[str, Any]) -> Libv
     if dtype not in ("kvm", "qemu"):
         p.add("domainType", dtype, "must be kvm or qemu (qemu: no hardware virtualisation, slow)")
     image = string(p, "image", cfg["image"])
-    if image and not (image.startswith(("http://", "https://")) or image.startswith("/")):
+    remote = image.startswith(("http://", "https://"))
+    if image and not (remote or image.startswith("/")):
         p.add("image", image, "must be an http(s) URL or an absolute path on the machine running pulumi")
+    checksum = cfg["imageChecksum"]
+    if checksum is None and image == DEBIAN_13_IMAGE:
+        checksum = DEBIAN_13_CHECKSUM
+    if checksum is not None and not (isinstance(checksum, str) and CHECKSUM_RE.fullmatch(checksum)):
+        p.add("imageChecksum", checksum, "must be sha512:<128 hex digits> or sha256:<64 hex digits>, lower case")
+    elif checksum is None and remote:
+        p.add(
+            "image",
+            image,
+            f"needs {NS}:imageChecksum (sha512:HEX or sha256:HEX, from the SHA512SUMS or SHA256SUMS published "
+            "beside it): an image from the network is used only once its bytes are checked",
+        )
     pool = string(p, "pool", cfg["pool"], NAME_RE, "libvirt pool name")
-    return Libvirt(hypervisors=hypervisors, domain_type=dtype, pool=pool, image=image)
+    return Libvirt(hypervisors=hypervisors, domain_type=dtype, pool=pool, image=image, image_checksum=checksum)
 
 
 def _network(p: Problems, obj: Any) -> Network | None:

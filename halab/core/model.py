@@ -210,6 +210,7 @@ class Libvirt:
     domain_type: Literal["kvm", "qemu"]
     pool: str  # on every hypervisor
     image: str  # URL or absolute path of the guest cloud image
+    image_checksum: str | None = None  # "sha512:HEX" or "sha256:HEX": the image is used only if it matches
 
     def hypervisor(self, name: str) -> Hypervisor:
         return next(h for h in self.hypervisors if h.name == name)

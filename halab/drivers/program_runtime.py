@@ -38,6 +38,7 @@ class Reg:
     delete_before_replace: bool = False
     property_deps: dict[str, list[str]] = field(default_factory=dict)
     """By input: the resources its value came from (the engine's PropertyDependencies)."""
+    ignore_changes: list[str] = field(default_factory=list)
 
 
 def _is_secret(value: Any) -> bool:
@@ -96,6 +97,7 @@ def registration(urn: str, request) -> Reg:
         replace_on_changes=list(request.replaceOnChanges),
         delete_before_replace=bool(request.deleteBeforeReplace),
         property_deps={k: sorted(pd.urns) for k, pd in request.propertyDependencies.items() if pd.urns},
+        ignore_changes=list(request.ignoreChanges),
     )
 
 

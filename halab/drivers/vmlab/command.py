@@ -57,6 +57,20 @@ def ssh_argv(conn: dict[str, Any], key_file: str, control: str) -> list[str]:
     ]  # fmt: skip
 
 
+def run_local(inputs: dict[str, Any], timeout: float = 1800) -> Result:
+    """`command:local:Command` as pulumi-command runs it: `create` by its interpreter (sh -c when
+    none is given), its `environment` added to the program's own, on the machine running the
+    program. A non-zero exit fails the resource, with its output."""
+    argv = [*(inputs.get("interpreter") or ["/bin/sh", "-c"]), inputs["create"]]
+    env = {**os.environ, **(inputs.get("environment") or {})}
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    if p.returncode != 0:
+        raise CommandError(
+            f"local command exited {p.returncode}\n--- stdout\n{p.stdout[-3000:]}\n--- stderr\n{p.stderr[-3000:]}"
+        )
+    return Result(p.stdout, p.stderr)
+
+
 def copy(
     inputs: dict[str, Any], wrap: Callable[[list[str]], list[str]], log: Callable[[str], None] = lambda _: None
 ) -> None:

@@ -59,6 +59,7 @@ LIBVIRT_TYPES = {
 }
 COMMAND = schema.COMMAND
 COPY = schema.COPY
+LOCAL_COMMAND = schema.LOCAL_COMMAND
 TLS_KEY = "tls:index/privateKey:PrivateKey"
 LIBVIRT_PROVIDER = "pulumi:providers:libvirt"
 
@@ -178,6 +179,8 @@ class Engine(Recorder):
             self.providers[urn] = Libvirt(inputs.get("uri", ""), self.run_on_hypervisor)
             self._track(reg, rid, dict(inputs))
             return rid, dict(inputs), "same" if old is not None and old.inputs == inputs else "create"
+        if old is not None and reg.ignore_changes:
+            inputs = reg.inputs = ignoring(reg.ignore_changes, old.inputs, inputs)
         if old is not None and old.inputs == inputs:
             self._track(reg, old.id, old.outputs)
             return old.id, old.outputs, "same"
@@ -235,7 +238,7 @@ class Engine(Recorder):
                 continue
             guess = {**e.inputs, **{k: UNKNOWN for k in unknown}}
             if (
-                e.type in (COMMAND, COPY, schema.DOMAIN, schema.NETWORK)
+                e.type in (COMMAND, COPY, LOCAL_COMMAND, schema.DOMAIN, schema.NETWORK)
                 and schema.plan(e.type, e.inputs, guess, e.replace_on_changes) != "replace"
             ):
                 continue
@@ -259,7 +262,7 @@ class Engine(Recorder):
         """The engine's plan: the provider's diff (schema.py: ForceNew replaces, the rest is an
         update, applied or ignored as the provider does), then the registration's
         replaceOnChanges (a Command's `triggers[*]`, which its SDK adds)."""
-        if typ in (COMMAND, COPY, schema.DOMAIN, schema.NETWORK):
+        if typ in (COMMAND, COPY, LOCAL_COMMAND, schema.DOMAIN, schema.NETWORK):
             return schema.plan(typ, old.inputs, new, replace_on) == "update"
         return False
 
@@ -274,6 +277,9 @@ class Engine(Recorder):
             return getattr(self._libvirt(provider), LIBVIRT_TYPES[typ][0])(inputs)
         if typ == COMMAND:
             r = command.run(inputs, self.wrap_net, log=lambda m: self.say(f"    {name}: {m}"))
+            return Outcome(f"{name}-{uuid.uuid4().hex[:8]}", {**inputs, "stdout": r.stdout, "stderr": r.stderr})
+        if typ == LOCAL_COMMAND:  # on the machine running the program: this one
+            r = command.run_local(inputs)
             return Outcome(f"{name}-{uuid.uuid4().hex[:8]}", {**inputs, "stdout": r.stdout, "stderr": r.stderr})
         if typ == COPY:
             command.copy(inputs, self.wrap_net, log=lambda m: self.say(f"    {name}: {m}"))
@@ -292,7 +298,7 @@ class Engine(Recorder):
             if out is None:
                 raise EngineError(f"{old.urn}: no in-place update for this change")
             return out
-        if typ == COMMAND:  # `create` runs again, under the same ID (commandController.go Update)
+        if typ in (COMMAND, LOCAL_COMMAND):  # `create` runs again, same ID (commandController.go Update)
             ran = self._create(typ, old.urn.rsplit("::", 1)[-1], provider, inputs)
             return Outcome(old.id, ran.outputs)
         if typ == COPY:  # copies again only for a new source or place (copyController.go Update)
@@ -371,6 +377,16 @@ class Engine(Recorder):
 
 
 UNKNOWN = object()  # an input the engine does not know yet: it differs from any value
+
+
+def ignoring(paths: list[str], old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The new inputs with each ignored input's old value, as the engine sets them before it
+    diffs, so for an update and a replacement alike (step_generator.go 1264-1268, and
+    processIgnoreChanges at 3074, v3.259.0). Top-level inputs only: the program ignores no
+    nested one."""
+    if any(not p.isidentifier() for p in paths):
+        raise EngineError(f"the VM lab ignores top-level inputs only, not {paths}")
+    return {**new, **{p: old[p] for p in paths if p in old}}
 
 
 def _dependency_order(entries: list[Entry]) -> list[Entry]:

@@ -53,6 +53,23 @@ def path() -> Path:
     return CACHE / f"debian{RELEASE}-{recipe_hash()}.qcow2"
 
 
+def checksum() -> str | None:
+    """The cached image's `sha512:HEX`, as `halab:imageChecksum` gives it (the program then
+    fetches and checks the image as it would a download: components/image.py), kept beside the
+    image once computed; None before the image is built."""
+    out = path()
+    if not out.exists():
+        return None
+    recorded = out.with_suffix(".sha512")
+    if not recorded.exists():
+        h = hashlib.sha512()
+        with out.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        recorded.write_text(f"sha512:{h.hexdigest()}\n")
+    return recorded.read_text().strip()
+
+
 def ensure(log: Callable[[str], None] = print) -> Path:
     """The cached image, built first when this recipe has none (a few minutes, once)."""
     out = path()

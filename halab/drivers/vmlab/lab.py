@@ -2,19 +2,21 @@
 lab's namespaces (hypervisor.py), without the Pulumi engine (engine.py). Its `verify` and
 `reboot` are the verifier's (halab/verify/lab_access.py, reboot.py).
 
-The stack config is the user's `Pulumi.<stack>.yaml` with two keys set as `pulumi config set`
-would: `halab:image` (the cached Debian image, image.py) and `halab:domainType` (qemu: this
+The stack config is the user's `Pulumi.<stack>.yaml` with keys set as `pulumi config set`
+would: `halab:image` and `halab:imageChecksum` (the cached Debian image and its sha512, image.py:
+the program fetches and checks it as it would a download) and `halab:domainType` (qemu: this
 kind of host has no usable KVM; kvm where it works). The secrets are made at the first `up`
 and kept in the lab's state (0600), as `scripts/setup` keeps them in the stack.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,11 @@ from halab.drivers import host_packages, progress
 from halab.drivers.netns.node import remove_tree
 from halab.drivers.program_runtime import run_program
 from halab.drivers.vmlab import hypervisor, image
-from halab.drivers.vmlab.engine import COMMAND, Engine, State
+from halab.drivers.vmlab.engine import COMMAND, LOCAL_COMMAND, Engine, State
 from halab.drivers.vmlab.hypervisor import Hypervisor
 
 STATE_ROOT = Path("/run/halab/vmlabs")
+PROGRAM_CACHE = Path("/var/cache/halab/program")
 COMMANDS = (
     "virsh",
     "libvirtd",
@@ -90,6 +93,8 @@ def stack_config(config_file: str, image_path: str, domain_type: str, secret_val
     before anything exists."""
     raw = stackfile.load_stack_file(config_file)
     raw[f"{config.NS}:image"] = image_path
+    if (checksum := image.checksum()) is not None:  # None: not built yet (the check before `up`)
+        raw[f"{config.NS}:imageChecksum"] = checksum
     raw[f"{config.NS}:domainType"] = domain_type
     model = config.parse(raw, secrets=secret_values)
     problems = []
@@ -101,6 +106,22 @@ def stack_config(config_file: str, image_path: str, domain_type: str, secret_val
     if problems:
         raise config.ConfigError(problems)
     return (*stackfile.engine_form(raw, secret_values), model)
+
+
+@contextlib.contextmanager
+def _program_cache() -> Iterator[None]:
+    """The program's user cache (the checked image, each node's library file: components/cache.py)
+    under /var/cache/halab with the lab's other caches, whoever runs the lab: the hypervisor's
+    libvirtd reads the image from there, and has a /tmp of its own."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(PROGRAM_CACHE)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
 
 
 def _prefix(config_file: str) -> str:
@@ -129,14 +150,15 @@ def up(config_file: str, domain_type: str = "qemu", log: Log = print) -> dict[st
         log(f"vm-lab {prefix}: starting libvirtd in namespace {hypervisor.netns_name(prefix)}")
         hv = Hypervisor.start(prefix)
     state = State(sdir / "state.json")
-    cfg, secret_keys, model = stack_config(config_file, str(image.path()), domain_type, _secrets(state))
-    img = image.ensure(log)
+    img = image.ensure(log)  # before the config: its checksum is one of its keys
+    cfg, secret_keys, model = stack_config(config_file, str(img), domain_type, _secrets(state))
     engine = Engine(state, hv.run, hv.net_argv, log)
     for urn in engine.refresh():
         log(f"  ! {urn.rsplit('::', 1)[-1]}: gone from libvirt (refresh): it will be created again")
     log(f"vm-lab {prefix}: running the program ({len(model.nodes)} guests, image {img.name})")
     try:
-        program = run_program(cfg, secret_keys, recorder=engine)
+        with _program_cache():
+            program = run_program(cfg, secret_keys, recorder=engine)
     except Exception as e:
         raise LabError(_failure_report(engine, hv, model, e)) from None
     finally:
@@ -164,7 +186,7 @@ def _steps_output(engine: Engine, state: State, log: Log) -> None:
     ran = {name for name, action in engine.actions().items() if action != "same"}
     for e in list(state.entries.values()):
         name = e.urn.rsplit("::", 1)[-1]
-        if e.type == COMMAND and name in ran:
+        if e.type in (COMMAND, LOCAL_COMMAND) and name in ran:
             log.output(name, str(e.outputs.get("stdout") or ""), str(e.outputs.get("stderr") or ""))
 
 

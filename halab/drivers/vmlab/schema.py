@@ -30,6 +30,7 @@ Kind = Literal["replace", "update", "ignored"]
 
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
+LOCAL_COMMAND = "command:local:Command"
 DOMAIN = "libvirt:index/domain:Domain"
 NETWORK = "libvirt:index/network:Network"
 VOLUME = "libvirt:index/volume:Volume"
@@ -117,8 +118,8 @@ ALL_FORCE_NEW = {VOLUME, CLOUDINIT}
 # pulumi-command v1.2.1 applies every change in place (Update runs `create` again, under the same
 # ID: commandController.go); its SDK registers each Command with replace_on_changes=["triggers[*]"].
 # So is a CopyToRemote's (copyController.go Update: it copies again when the source's hash or the
-# remote path changed), whose SDK does the same.
-ALL_IN_PLACE = {COMMAND, COPY}
+# remote path changed), whose SDK does the same; and a local Command's, as a remote one's.
+ALL_IN_PLACE = {COMMAND, COPY, LOCAL_COMMAND}
 
 
 def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
