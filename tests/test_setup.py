@@ -46,7 +46,7 @@ def test_setup_check_names_every_missing_tool(tmp_path):
     p = setup_check(bin_dir, tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "nothing was changed" in p.stderr
-    for needed in ("the Pulumi CLI", "libvirt and its client", "mkisofs", "xsltproc", "an SSH client"):
+    for needed in ("the Pulumi CLI", "libvirt and its client", "mkisofs", "xsltproc", "an SSH client", "curl"):
         assert needed in p.stderr, f"{needed!r} not reported:\n{p.stderr}"
     assert sorted(p.name for p in ROOT.iterdir()) == before
 
@@ -62,6 +62,7 @@ def test_setup_check_passes_when_everything_is_there(tmp_path):
         "mkisofs": "exit 0",
         "xsltproc": "exit 0",
         "ssh": "exit 0",
+        "curl": "exit 0",
     }.items():
         f = bin_dir / tool
         f.write_text(f"#!/bin/bash\n{script}\n")
