@@ -193,10 +193,9 @@ def _library_command(
 class LibraryFiles:
     """Each node's library bundle as a local file, for the engine to read (a FileAsset: hashed by
     the engine, copied by the provider). One directory per stack in the user's cache, each file
-    named by its sha256 and
-    renamed into place whole. `prune`, once every node has written its own, removes what this
-    run no longer uses: the engine reads only the assets a run registers (the state keeps the
-    old ones' hashes), and Pulumi runs one update of a stack at a time."""
+    named by its sha256 and renamed into place whole. `prune`, once every node has written its
+    own, removes what this run no longer uses: the engine reads only the assets a run registers
+    (the state keeps the old ones' hashes), and Pulumi runs one update of a stack at a time."""
 
     def __init__(self, directory: Path):
         self.directory = directory
