@@ -472,12 +472,12 @@ def test_a_new_image_or_disk_size_is_a_new_root_volume(dev):
     assert (same_urn, same_base) == (urn, base) and bigger_root != root
 
 
-def test_a_downloaded_image_is_used_only_once_its_checksum_matches(dev, tmp_path):
+def test_the_base_volume_is_made_from_the_checked_file_after_its_fetch(dev, tmp_path):
     """The default image (a dated Debian 13 build) is fetched by a local Command that checks its
-    sha512 (components/fetch-image.sh), and the base volume is made from the checked file, after
-    it: the provider would check nothing. The file's path is in the user's cache, so `source` is
-    ignored (another user's `up` must not replace every guest). A local image without a checksum
-    is used as it is."""
+    sha512 (components/fetch-image.sh; its behaviour: tests/test_fetch_image.py), and the base
+    volume is made from the checked file, after it: the provider would check nothing. The
+    file's path is in the user's cache, so `source` is ignored (another user's `up` must not
+    replace every guest). A local image without a checksum is used as it is."""
     fetch = dev.by_name("halab-image-fetch")
     env = fetch.inputs["environment"]
     assert env["HALAB_IMAGE"] == config.DEBIAN_13_IMAGE and env["HALAB_CHECKSUM"] == config.DEBIAN_13_CHECKSUM

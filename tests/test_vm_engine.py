@@ -8,11 +8,12 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from halab.drivers.program_runtime import STACK_REFERENCE, stored_asset
+from halab.drivers.program_runtime import STACK_REFERENCE, Reg, stored_asset
 from halab.drivers.vmlab import engine as engine_mod
 from halab.drivers.vmlab.engine import COMMAND, COPY, Engine, Entry, State
 
 DOMAIN = "libvirt:index/domain:Domain"
+VOLUME = "libvirt:index/volume:Volume"
 TRIGGERS = ["triggers[*]"]
 
 
@@ -159,12 +160,18 @@ def test_a_local_command_runs_here_with_its_interpreter_and_environment(tmp_path
         engine_mod.command.run_local({"create": "exit 3"})
 
 
-def test_an_ignored_input_keeps_its_old_value_before_the_diff():
+def test_an_ignored_input_keeps_its_old_value_before_the_diff(tmp_path):
     """As the engine does (step_generator.go 1264-1268): the base volume's `source`, a path in
-    the user's cache, differs for another user; ignored, the volume stays."""
+    the user's cache, differs for another user; ignored, the volume is the same, where without
+    ignoreChanges a volume's any change replaces it."""
     old = {"name": "base-1.qcow2", "source": "/root/.cache/halab/images/a.img"}
     new = {"name": "base-1.qcow2", "source": "/home/ops/.cache/halab/images/a.img"}
-    assert engine_mod.ignoring(["source"], old, new) == old
+    eng = make_engine(State(tmp_path / "state.json"))
+    eng.state.entries["v"] = Entry("v", VOLUME, "key-1", old, old, "", [], {}, [])
+    reg = Reg("v", VOLUME, "v", "", [], dict(new), set(), "", ignore_changes=["source"])
+    assert eng._apply(reg, custom=True) == ("key-1", old, "same")  # no provider call: nothing to do
+    assert reg.inputs == old  # what the state keeps
+    assert not eng._updatable(VOLUME, eng.state.entries["v"], new, [])  # not ignored: a replacement
     assert engine_mod.ignoring(["source"], {"name": "x"}, new) == new  # nothing old: the new value
     with pytest.raises(engine_mod.EngineError):
         engine_mod.ignoring(["disks[0].file"], old, new)

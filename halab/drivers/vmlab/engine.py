@@ -237,10 +237,7 @@ class Engine(Recorder):
             if not unknown or e.urn in self.registered or e.urn not in entries:
                 continue
             guess = {**e.inputs, **{k: UNKNOWN for k in unknown}}
-            if (
-                e.type in (COMMAND, COPY, LOCAL_COMMAND, schema.DOMAIN, schema.NETWORK)
-                and schema.plan(e.type, e.inputs, guess, e.replace_on_changes) != "replace"
-            ):
+            if e.type in schema.PLANNED and schema.plan(e.type, e.inputs, guess, e.replace_on_changes) != "replace":
                 continue
             replaced[e.urn] = e
             order.append(e)
@@ -262,7 +259,7 @@ class Engine(Recorder):
         """The engine's plan: the provider's diff (schema.py: ForceNew replaces, the rest is an
         update, applied or ignored as the provider does), then the registration's
         replaceOnChanges (a Command's `triggers[*]`, which its SDK adds)."""
-        if typ in (COMMAND, COPY, LOCAL_COMMAND, schema.DOMAIN, schema.NETWORK):
+        if typ in schema.PLANNED:
             return schema.plan(typ, old.inputs, new, replace_on) == "update"
         return False
 

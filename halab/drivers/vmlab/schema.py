@@ -120,6 +120,9 @@ ALL_FORCE_NEW = {VOLUME, CLOUDINIT}
 # So is a CopyToRemote's (copyController.go Update: it copies again when the source's hash or the
 # remote path changed), whose SDK does the same; and a local Command's, as a remote one's.
 ALL_IN_PLACE = {COMMAND, COPY, LOCAL_COMMAND}
+# The types the engine diffs field by field (the table, or every field in place); any change to
+# another type (a volume, a cloud-init disk, a generated key) replaces it.
+PLANNED = ALL_IN_PLACE | set(SCHEMA)
 
 
 def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
