@@ -20,7 +20,7 @@ from conftest import ROOT, VERIFY_ROWS, assert_rows, require_lab, row_names
 
 from halab.core import config, plan, stackfile
 from halab.drivers.vmlab import hypervisor, image, lab
-from halab.verify import lab_access, probes, reload, traffic, vrrp
+from halab.verify import drills, lab_access, probes, reload, traffic, vrrp
 from halab.verify.rows import table
 
 CONFIG = ROOT / "Pulumi.dev.yaml"
@@ -218,6 +218,11 @@ def test_a_change_that_replaces_every_guest_rolls_out_one_guest_at_a_time(vmlab,
         time.sleep(2)
         samples = sampler.stop()
         watch.stop()
+        # each server's connect errors, retries and redispatches: a failure's side (client or backend)
+        counters = {
+            lb.name: drills.action(s.transport, lb.name, "haproxy-api", "show", "stat", check=False).stdout
+            for lb in model.load_balancers
+        }
     failed = [x for x in samples if not x.ok]
     longest = watch.longest_without_holder(started, ended)  # from the rounds every node answered
     most = watch.most(started, ended)
@@ -225,6 +230,10 @@ def test_a_change_that_replaces_every_guest_rolls_out_one_guest_at_a_time(vmlab,
         f"roll-out: {len(failed)} of {len(samples)} requests failed; most holders {most}; "
         f"longest without a holder {longest:.1f} s; up took {ended - started:.0f} s"
     )
+    # on the engine's clock (its log's `[ 816.1s]`), to read beside the log
+    print("failed at:", [(round(x.start - started, 1), round(x.end - x.start, 1), x.source, x.why) for x in failed])
+    for name, text in counters.items():
+        print(f"{name} haproxy stat:\n{text}")
     assert p.returncode == 0, p.stderr
     order = re.findall(r"\+ (halab-\S+)-vm-domain: replace \(", p.stdout)
     assert order == ["halab-lb2", "halab-lb1", "halab-www1", "halab-www2"], order

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,26 +62,33 @@ class StateSize:
 
 class StateRecorder(pmocks.MockMonitor):
     """A mock monitor that sizes each registered resource's inputs and outputs as it goes,
-    keeping nothing else (100 backends register over a thousand resources)."""
+    keeping nothing else (100 backends register over a thousand resources). The SDK calls it
+    from its thread pool, several resources at once: the sums are taken under a lock (without
+    it, `+=` lost updates and the figures moved from run to run)."""
 
     def __init__(self, mocks: pmocks.Mocks):
         super().__init__(mocks)
         self.regs: list = []  # what run_program reads: nothing kept
         self.size = StateSize()
+        self._lock = threading.Lock()
 
     def RegisterResource(self, request):
         resp = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return resp
         inputs = stored(rpc.deserialize_properties(request.object, keep_unknowns=True))
-        s = self.size
-        s.resources += 1
-        s.total += 2 * _size(inputs)  # the outputs: the inputs echoed
-        if "stdin" in inputs:
-            s.bundles += 2 * _size(inputs["stdin"])
+        total = 2 * _size(inputs)  # the outputs: the inputs echoed
+        bundles = 2 * _size(inputs["stdin"]) if "stdin" in inputs else 0
         source = inputs.get("source")
-        if isinstance(source, dict) and source.get(SECRET_SIG) == ASSET_SIG:
-            s.copied += os.path.getsize(source["path"])
+        copied = (
+            os.path.getsize(source["path"]) if isinstance(source, dict) and source.get(SECRET_SIG) == ASSET_SIG else 0
+        )
+        with self._lock:
+            s = self.size
+            s.resources += 1
+            s.total += total
+            s.bundles += bundles
+            s.copied += copied
         return resp
 
 

@@ -43,6 +43,7 @@ class Sample:
     backend: str | None
     seen: str | None
     source: str
+    why: str | None = None  # a failure's phase and error, as the sampler names them
 
 
 @dataclass

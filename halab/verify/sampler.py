@@ -1,7 +1,8 @@
 """Request sampler, run *on a client host* (standard library only): sends requests through the
 VIP, one every --interval seconds whether or not the earlier ones have answered (a population
 of clients, not one user who waits), for at most --duration seconds or --count requests, and
-prints one JSON line per request as it ends: [start, end, ok, backend, client_seen, source].
+prints one JSON line per request as it ends: [start, end, ok, backend, client_seen, source, why],
+why naming a failure's phase and error (`connect: TimeoutError`, `answer: ConnectionResetError`).
 Times are this host's CLOCK_MONOTONIC; the first line, ["clock", now, timeout], lets the verifier (on
 another host, over SSH) put them on its own clock to line them up with the moment it injected
 a fault.
@@ -55,16 +56,16 @@ def ask(conn, path, keep_alive):
             conn.request("GET", path, headers={"Connection": "keep-alive" if keep_alive else "close"})
             body = conn.getresponse().read().decode(errors="replace")
         m = PAGE.search(body)
-        return (True, m.group(1), m.group(2)) if m else (False, None, None)
-    except OSError:
-        return (False, None, None)
+        return (True, m.group(1), m.group(2), None) if m else (False, None, None, "answer: no page")
+    except OSError as e:
+        return (False, None, None, f"answer: {type(e).__name__}")
 
 
 def once(url, source, timeout):
     try:
         conn, path = connect(url, source, timeout)
-    except OSError:
-        return (False, None, None)
+    except OSError as e:
+        return (False, None, None, f"connect: {type(e).__name__}")
     try:
         return ask(conn, path, keep_alive=False)
     finally:
@@ -81,10 +82,10 @@ def held(url, sources, timeout):
             try:
                 conn, path = connect(url, source, timeout)
                 open_conns.append(conn)
-                ok, backend, seen = ask(conn, path, keep_alive=True)
-            except OSError:
-                ok, backend, seen = False, None, None
-            print(json.dumps([start, time.monotonic(), ok, backend, seen, source]), flush=True)
+                ok, backend, seen, why = ask(conn, path, keep_alive=True)
+            except OSError as e:
+                ok, backend, seen, why = False, None, None, f"connect: {type(e).__name__}"
+            print(json.dumps([start, time.monotonic(), ok, backend, seen, source, why]), flush=True)
     finally:
         for conn in open_conns:
             conn.close()
@@ -100,8 +101,8 @@ def fixed_rate(args):
     def one(source):
         try:
             start = time.monotonic()
-            ok, backend, seen = once(args.url, source, args.timeout)
-            line = json.dumps([start, time.monotonic(), ok, backend, seen, source])
+            ok, backend, seen, why = once(args.url, source, args.timeout)
+            line = json.dumps([start, time.monotonic(), ok, backend, seen, source, why])
             with lock:
                 try:
                     print(line, flush=True)
@@ -144,8 +145,8 @@ def main():
     while time.monotonic() < deadline and (args.count == 0 or n < args.count):
         source = args.source[n % len(args.source)]
         start = time.monotonic()
-        ok, backend, seen = once(args.url, source, args.timeout)
-        print(json.dumps([start, time.monotonic(), ok, backend, seen, source]), flush=True)
+        ok, backend, seen, why = once(args.url, source, args.timeout)
+        print(json.dumps([start, time.monotonic(), ok, backend, seen, source, why]), flush=True)
         n += 1
 
 
