@@ -34,7 +34,7 @@ PAGE = re.compile(r"backend=(\S+) client=(\S+)")
 
 
 def connect(url, source, timeout):
-    """An HTTP(S) connection (opened at the first request), or for tcp:// a connected socket."""
+    """An HTTP(S) connection (its TLS handshake done), or for tcp:// a connected socket."""
     u = urlsplit(url)
     if u.scheme == "tcp":
         return socket.create_connection((u.hostname, u.port), timeout=timeout, source_address=(source, 0)), "/"
@@ -45,6 +45,7 @@ def connect(url, source, timeout):
         )
     else:
         conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout, source_address=(source, 0))
+    conn.connect()  # here, not at the first request: a failure names its phase
     return conn, u.path or "/"
 
 

@@ -1,0 +1,75 @@
+"""The verifier's client tools (halab/verify/sampler.py), run as the labs run them
+(their source on a Python's stdin) against a local HTTP server that plays a backend: what they
+print is what every row built on them reads. Fast tier: loopback only, about 3 s."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from halab.verify import probes
+
+
+class LocalTransport:
+    """The verifier's Transport, on this host: `spawn` runs the tool here."""
+
+    python = sys.executable
+
+    def run(self, host, cmd, *, input=None, check=True, timeout=60.0):
+        return subprocess.run(cmd, input=input, check=check, timeout=timeout, capture_output=True, text=True)
+
+    def spawn(self, host, cmd):
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+class Page(BaseHTTPRequestHandler):
+    """The lab backends' page (`backend=NAME client=ADDRESS`), on a kept-alive connection; the
+    server's `close_after`-th answer on a connection closes it, as a lost session would end."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.answered = getattr(self, "answered", 0) + 1
+        body = f"backend=www1 client={self.client_address[0]}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if self.answered == self.server.close_after:  # type: ignore[attr-defined]
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    srv.close_after = 0  # type: ignore[attr-defined]
+    srv.daemon_threads = True
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _url(srv: ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}/"
+
+
+def test_the_sampler_names_why_a_request_failed(server):
+    port = server.server_address[1]
+    server.shutdown()
+    server.server_close()  # nothing listens there now: refused
+    sampler = probes.sample(
+        LocalTransport(), "here", f"http://127.0.0.1:{port}/", ["127.0.0.1"], "--interval", "0.05", "--count", "3"
+    )
+    samples = sampler.finish(timeout=30)
+    assert [(s.ok, s.why) for s in samples] == [(False, "connect: ConnectionRefusedError")] * 3, samples
