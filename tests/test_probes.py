@@ -73,3 +73,11 @@ def test_the_sampler_names_why_a_request_failed(server):
     )
     samples = sampler.finish(timeout=30)
     assert [(s.ok, s.why) for s in samples] == [(False, "connect: ConnectionRefusedError")] * 3, samples
+
+
+def test_the_holder_watch_counts_each_move_from_complete_rounds_only():
+    watch = probes.HolderWatch.__new__(probes.HolderWatch)  # its rounds, without its thread
+    watch.samples = [(0.0, ["lb1"]), (1.0, ["lb1", "lb2"]), (2.0, ["lb2"]), (3.0, []), (4.0, ["lb1"]), (5.0, ["lb2"])]
+    watch.complete = [True, True, True, True, True, False]  # lb1 did not answer the last round
+    assert watch.moves(0.0) == [(2.0, "lb2"), (4.0, "lb1")]
+    assert watch.moves(1.5) == [(4.0, "lb1")]

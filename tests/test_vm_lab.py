@@ -234,6 +234,8 @@ def test_a_change_that_replaces_every_guest_rolls_out_one_guest_at_a_time(vmlab,
         f"longest without a holder {longest:.1f} s; up took {ended - started:.0f} s"
     )
     # on the engine's clock (its log's `[ 816.1s]`), to read beside the log
+    moves = [(round(ts - started, 1), holder) for ts, holder in watch.moves(started, ended)]
+    print("VIP moved at:", moves)
     print("failed at:", [(round(x.start - started, 1), round(x.end - x.start, 1), x.source, x.why) for x in failed])
     for name, text in counters.items():
         print(f"{name} haproxy stat:\n{text}")

@@ -234,6 +234,18 @@ class HolderWatch:
         rounds = zip(list(self.samples), list(self.complete), strict=False)
         return no_holder_stretch([(ts, h) for (ts, h), full in rounds if full and start <= ts <= end])
 
+    def moves(self, start: float, end: float = float("inf")) -> list[tuple[float, str]]:
+        """Each time the VIP reached another single holder, (when, the new holder), read from
+        the rounds every node answered: a roll-out's planned moves, and any flap between them."""
+        out: list[tuple[float, str]] = []
+        last = None
+        for (ts, held), full in zip(list(self.samples), list(self.complete), strict=False):
+            if full and start <= ts <= end and len(held) == 1 and held[0] != last:
+                if last is not None:
+                    out.append((ts, held[0]))
+                last = held[0]
+        return out
+
     def moved(self, start: float, master: str) -> float | None:
         """When a node other than `master` first answered that it holds the VIP, at or after
         start; None if none did."""
