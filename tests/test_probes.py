@@ -28,19 +28,19 @@ class LocalTransport:
 
 
 class Page(BaseHTTPRequestHandler):
-    """The lab backends' page (`backend=NAME client=ADDRESS`), on a kept-alive connection; the
-    server's `close_after`-th answer on a connection closes it, as a lost session would end."""
+    """A lab backend as the sampler may meet it: the page (`backend=NAME client=ADDRESS`), a page
+    without those words, or a connection closed before any answer (the server's `mode`)."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        self.answered = getattr(self, "answered", 0) + 1
-        body = f"backend=www1 client={self.client_address[0]}\n".encode()
+        mode = self.server.mode  # type: ignore[attr-defined]
+        if mode == "close":
+            self.close_connection = True
+            return
+        body = (f"backend=www1 client={self.client_address[0]}\n" if mode == "page" else "It works!\n").encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
-        if self.answered == self.server.close_after:  # type: ignore[attr-defined]
-            self.send_header("Connection", "close")
-            self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
 
@@ -51,7 +51,7 @@ class Page(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    srv.close_after = 0  # type: ignore[attr-defined]
+    srv.mode = "page"  # type: ignore[attr-defined]
     srv.daemon_threads = True
     th = threading.Thread(target=srv.serve_forever, daemon=True)
     th.start()
@@ -60,19 +60,23 @@ def server() -> Iterator[ThreadingHTTPServer]:
     srv.server_close()
 
 
-def _url(srv: ThreadingHTTPServer) -> str:
-    return f"http://127.0.0.1:{srv.server_address[1]}/"
+def _sample(url: str) -> list[tuple[bool, str | None, str | None]]:
+    """Three requests as the labs send them; each one's (ok, backend, why)."""
+    args = ["--interval", "0.05", "--count", "3", "--timeout", "2"]
+    samples = probes.sample(LocalTransport(), "here", url, ["127.0.0.1"], *args).finish(timeout=30)
+    return [(s.ok, s.backend, s.why) for s in samples]
 
 
 def test_the_sampler_names_why_a_request_failed(server):
-    port = server.server_address[1]
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    assert _sample(url) == [(True, "www1", None)] * 3
+    server.mode = "other page"
+    assert _sample(url) == [(False, None, "answer: no page")] * 3
+    server.mode = "close"  # connected, then closed without an answer
+    assert _sample(url) == [(False, None, "answer: RemoteDisconnected")] * 3
     server.shutdown()
-    server.server_close()  # nothing listens there now: refused
-    sampler = probes.sample(
-        LocalTransport(), "here", f"http://127.0.0.1:{port}/", ["127.0.0.1"], "--interval", "0.05", "--count", "3"
-    )
-    samples = sampler.finish(timeout=30)
-    assert [(s.ok, s.why) for s in samples] == [(False, "connect: ConnectionRefusedError")] * 3, samples
+    server.server_close()  # nothing listens there now
+    assert _sample(url) == [(False, None, "connect: ConnectionRefusedError")] * 3
 
 
 def test_the_holder_watch_counts_each_move_from_complete_rounds_only():
