@@ -131,6 +131,11 @@ class HaproxyOptions:
     # haproxy's own health frontend (monitor-uri), on the loopback of each load balancer: what
     # keepalived's checks ask (halab-haproxy-watch, halab-check-haproxy).
     health_port: int = 8405
+    # Where the frontends listen, on each load balancer's loopback: TPROXY brings them the SYNs to
+    # VIP:port. Not the VIP itself, whose listener the `socket` match would find for any packet to
+    # the VIP, leaving no way to tell a packet of a connection held here from one held by the
+    # previous holder (docs/handoff.md).
+    listen_ip: str = "127.0.0.23"
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,16 @@ class Vrrp:
     # 2 x (TIMEOUT + PERIOD) (1.2 s by default), and one slow answer (a reload on a starved CPU
     # took 0.5 s on an emulated guest) moves no VIP.
     watch_fall: int = 2
+    # A planned hand-off (keepalived stopped on the holder): how long the old holder keeps
+    # serving the connections it holds, reached through the new holder's second chance, before
+    # it is free to go (halab-second-chance, lb-handoff.sh).
+    handoff_drain_seconds: int = 300
+
+    @property
+    def second_chance_window(self) -> int:
+        """Seconds after the last advert of the previous holder during which the new holder still
+        forwards to it: the drain, and 30 s for the drain's own end to reach the clients."""
+        return self.handoff_drain_seconds + 30
 
     @property
     def check_interval(self) -> int:
