@@ -5,7 +5,8 @@ fails. The original step then restores the nodes, and the row passes again where
 A row that cannot fail proves nothing; these show that the rows catch what they claim to.
 
 Costs about 6 minutes: the dev lab's `up` (15 s), three failover drills with the watcher gone,
-a persistence drill, two planned hand-offs (about 50 s), a rogue's 5 s of adverts, and a hung backend waited out (about 30 s); then
+a persistence drill, two planned hand-offs (about 50 s), a rogue's 5 s of adverts, and a hung
+backend waited out (about 30 s); then
 the pools lab's `up` and a hung banner waited out twice (about 30 s each)."""
 
 from __future__ import annotations
