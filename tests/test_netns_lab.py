@@ -21,8 +21,9 @@ from halab.drivers.handoff import hand_off
 from halab.drivers.netns import lab, topology
 from halab.drivers.netns.node import NsNode
 from halab.node.paths import PATHS
-from halab.verify import checks, lab_access, probes, traffic
+from halab.verify import checks, drills, lab_access, probes, traffic
 from halab.verify.rows import table
+from halab.verify.sessions import Sessions
 
 LABS = ("dev", "lab3", "pools")
 DAEMONS = ("haproxy", "keepalived", "apache2")
@@ -186,6 +187,35 @@ def test_the_roll_outs_gates_lose_no_request_but_in_flight_at_a_vip_move(labs):
     assert all(f"{www1.name} in service here" in b for b in back), back
     assert "joining once this haproxy serves" in joined, joined
     assert probes.holders(transport, model) == [master.name]
+
+
+def test_a_handoff_whose_connections_never_close_ends_at_the_drain(labs):
+    """vrrp.handoffDrainSeconds bounds a hand-off (the pools stack sets 10 s): sessions that do not
+    close keep it waiting until then, no longer; it names them, and the node is free to go. Left
+    up, the node goes on serving them through the new holder: each ends cleanly. About 25 s."""
+    topo = labs[0]["pools"]
+    model = topo.lab
+    transport, ctx = lab_access.netns_context(topo)
+    (master,) = probes.holders(transport, model)
+    url = model.url(next(s for s in model.services if model.url(s).startswith("http://")))
+    source = ctx.client_sources[0]
+    sessions = Sessions(transport, ctx.client, url, source, 5, "/tmp/halab-test-drain")
+    try:
+        assert sessions.all_open(30), sessions.failed
+        start = time.monotonic()
+        p = hand_off(transport, model, master)
+        took = time.monotonic() - start
+        moved = probes.holders(transport, model)
+    finally:
+        ended = sessions.end(20)
+        drills.action(transport, master, "start", "keepalived")
+        probes.wait_until(lambda: probes.holders(transport, model) == [master], 20, 0.2)
+    print(p.stdout, p.stderr, f"{took:.1f} s")
+    assert p.returncode == 0 and moved and master not in moved, (p.stderr, moved)
+    assert "5 connections through this node still open after 10s end when it goes: " in p.stderr, p.stderr
+    assert p.stderr.count(f"{source}:") == 5, p.stderr
+    assert model.vrrp.handoff_drain_seconds <= took < model.vrrp.handoff_drain_seconds + model.handoff_within, took
+    assert ended and not sessions.lost, sessions.why_lost()
 
 
 @pytest.mark.parametrize("name", LABS)

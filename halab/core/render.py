@@ -156,6 +156,9 @@ def lb_sysctl(lab: Lab, host: Node) -> str:
     return (
         "# ha-lb-lab load balancer: forward for the backends.\n"
         "net.ipv4.ip_forward = 1\n"
+        "# haproxy binds its peers and stats listeners to this node's address, which may come up\n"
+        "# after haproxy does (at boot).\n"
+        "net.ipv4.ip_nonlocal_bind = 1\n"
         "# Backends route through the VIP on their own subnet: an ICMP redirect would teach them\n"
         "# to bypass the load balancer, and their replies would then leave without TPROXY.\n"
         "net.ipv4.conf.all.send_redirects = 0\n"

@@ -89,6 +89,8 @@ def check_planned_handoff(transport: Transport, ctx: VerifyContext) -> list[Row]
             return [Row(NAME, False, "no steady traffic through the VIP before the hand-off")]
         t0 = time.monotonic()
         away = _move(transport, lab, master, None)
+        # the watch asks in the background: its answer showing the move comes a round later
+        wait_until(lambda: watch.moved(t0, master) is not None, 5, 0.05)
         t_away = watch.moved(t0, master)
         time.sleep(2.5 * SESSION_INTERVAL)  # every session asks twice through the new holder
         if len(away) != 1 or away[0] == master:
@@ -134,12 +136,8 @@ def check_planned_handoff(transport: Transport, ctx: VerifyContext) -> list[Row]
     def lost_text(s: Sessions, held_by: str) -> str:
         text = f"{s.count - len(s.lost)}/{s.count} kept (held by {held_by}), longest answer {s.longest:.2f} s"
         if s.lost:
-            whys: dict[str, int] = {}
-            for i in s.lost:
-                why = s.failed[i][1] if i in s.failed else "not closed"
-                whys[why] = whys.get(why, 0) + 1
             first = min((s.failed[i] for i in s.lost if i in s.failed), default=None)
-            text += " - lost: " + ", ".join(f"{k} x{v}" for k, v in sorted(whys.items()))
+            text += " - lost: " + s.why_lost()
             if first is not None:
                 text += f", the first {first[0] - t0:.1f} s after the hand-off began (client port {first[2]})"
         return text

@@ -35,6 +35,21 @@ def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.1) -> b
     return pred()
 
 
+def end_group(proc: subprocess.Popen[str], reader: threading.Thread) -> None:
+    """Ends a client spawned in a session of its own: its whole process group (TERM, then KILL),
+    so that nothing is left holding the pipe its reader waits on; then the reader."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=5)
+            break
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    reader.join(timeout=5)
+
+
 @dataclass
 class Sample:
     start: float
@@ -105,16 +120,7 @@ class Sampler:
         a request still failing when the sampler is killed would be lost, not counted."""
         if settle:
             self.settle(time.monotonic())
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=5)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.reader.join(timeout=5)
+        end_group(self.proc, self.reader)
         return list(self.samples)
 
 

@@ -5,15 +5,12 @@ ended cleanly by their client, and the longest any answer took."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from halab.verify.probes import wait_until
+from halab.verify.probes import end_group, wait_until
 from halab.verify.transport import Transport
 
 CLIENT = (Path(__file__).parent / "session_client.py").read_text()
@@ -88,21 +85,20 @@ class Sessions:
             self.transport.run(self.host, ["rm", "-f", self.stop_file], check=False)
 
     def kill(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=5)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.reader.join(timeout=5)
+        end_group(self.proc, self.reader)
 
     @property
     def lost(self) -> list[int]:
         """Sessions not ended cleanly by their client: failed, or never reported closed."""
         return sorted(i for i in range(self.count) if i not in self.closed)
+
+    def why_lost(self) -> str:
+        """The lost sessions, counted by why: "answer: ConnectionResetError x200, ..."."""
+        whys: dict[str, int] = {}
+        for i in self.lost:
+            why = self.failed[i][1] if i in self.failed else "not closed"
+            whys[why] = whys.get(why, 0) + 1
+        return ", ".join(f"{k} x{v}" for k, v in sorted(whys.items()))
 
     @property
     def longest(self) -> float:

@@ -54,7 +54,7 @@ if [ -n "${HALAB_ON_DELETE:-}" ]; then
   else
     # the clients, by address and port: the first 20 (vrrp.handoffDrainSeconds bounds the wait)
     cut=$(ss -Htn state established src "$HANDOFF_VIP" | awk '{print $4}' | head -n 20 | tr '\n' ' ')
-    echo "[$HALAB_STEP] warning: $(in_flight) connections through this node still open after ${DRAIN_WITHIN}s are cut with its guest: ${cut% }" >&2
+    echo "[$HALAB_STEP] warning: $(in_flight) connections through this node still open after ${DRAIN_WITHIN}s end when it goes: ${cut% }" >&2
   fi
   exit 0
 fi
