@@ -17,11 +17,11 @@ from conftest import ROOT, STACKS, assert_rows, need_root_and, require_lab
 
 from halab.core import config, plan, stackfile
 from halab.core.roles import load_balancer
-from halab.drivers.handoff import hand_off
 from halab.drivers.netns import lab, topology
 from halab.drivers.netns.node import NsNode
 from halab.node.paths import PATHS
 from halab.verify import checks, drills, lab_access, probes, traffic
+from halab.verify.handoff import hand_off
 from halab.verify.rows import table
 from halab.verify.sessions import Sessions
 

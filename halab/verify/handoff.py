@@ -2,19 +2,42 @@
 stopped there (the VIP moves at once, the old master keeps serving what it holds, reached
 through the new master's second chance), and sessions opened through the new master survive
 the VIP's return; new connections move in one advert interval, none failing; never two holders
-(docs/handoff.md)."""
+(docs/handoff.md). And the operator's planned hand-off of one load balancer (`hand_off`: the
+`handoff` verb of scripts/netns-lab and scripts/vm-lab): the very step a roll-out runs before it
+deletes a load balancer's guest (lb-handoff.sh, as its delete). keepalived stops there, a peer
+takes the VIP at once, and the step waits, bounded by vrrp.handoffDrainSeconds, for the
+connections this node holds to end; it names those it gives up on. The node is then free to
+go; `up` brings its keepalived back."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 from halab.core.model import Lab
+from halab.core.roles import load_balancer
 from halab.verify import drills
 from halab.verify.probes import HolderWatch, holders, sample, wait_until
 from halab.verify.rows import Row, skip
 from halab.verify.sessions import Sessions
 from halab.verify.transport import Transport, VerifyContext
+
+
+class HandoffError(Exception):
+    pass
+
+
+def hand_off(transport: Transport, lab: Lab, name: str) -> subprocess.CompletedProcess[str]:
+    """Runs the hand-off step's delete on load balancer `name`; its output is the step's report."""
+    lbs = [lb for lb in lab.load_balancers if lb.name == name]
+    if not lbs:
+        names = ", ".join(lb.name for lb in lab.load_balancers)
+        raise HandoffError(f"handoff: {name!r} is not a load balancer of this stack ({names})")
+    bundle = load_balancer.handoff_step(lab, lbs[0]).bundle()
+    bound = lab.handoff_within + lab.vrrp.handoff_drain_seconds + 60
+    return transport.run(name, ["env", "HALAB_ON_DELETE=1", "bash", "-s"], input=bundle, check=False, timeout=bound)
+
 
 NAME = "planned hand-off keeps connections (keepalived stopped on the master)"
 BOUND = 20.0  # seconds a move may take, each way
