@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from halab.bench.measure import WrkResult, measured_wrk
+from halab.bench.measure import Spread, WrkResult, measured_wrk
 from halab.verify import drills
 from halab.verify.probes import holders, wait_until
 from halab.verify.sessions import Sessions
@@ -71,10 +71,10 @@ def connections_kept(transport: Transport, ctx: VerifyContext, log) -> dict[str,
 
 
 @dataclass
-class ForwardCost:
-    """The second chance's cost, from two wrk runs of keep-alive requests one after the other:
-    its connections held by the VIP's holder (direct), then held by the previous holder after a
-    planned hand-off at the start of the run (forwarded: every packet crosses the new holder)."""
+class ForwardPair:
+    """Two wrk runs of keep-alive requests one after the other: its connections held by the
+    VIP's holder (direct), then held by the old holder after a planned hand-off at the start of
+    the run (forwarded: every packet crosses the new holder first)."""
 
     direct: WrkResult
     forwarded: WrkResult
@@ -86,18 +86,35 @@ class ForwardCost:
         return self.packets / max(1.0, self.forwarded.rps * self.seconds)
 
     @property
-    def cpu_per_request(self) -> tuple[float, float]:
-        """Milliseconds of CPU per request, every role's processes (client, load balancers,
-        backends: a veth delivers in the sender's context, so forwarding is in there)."""
-        return sum(self.direct.cpu_ms.values()), sum(self.forwarded.cpu_ms.values())
+    def added_p50_us(self) -> float:
+        return 1000 * (self.forwarded.p50_ms - self.direct.p50_ms)
+
+    @property
+    def throughput(self) -> float:
+        return self.forwarded.rps / self.direct.rps
 
     @property
     def cpu_per_packet_us(self) -> float:
-        d, f = self.cpu_per_request
+        """The difference of the CPU per request, every role's processes (client, load balancers,
+        backends: a veth delivers in the sender's context, so forwarding is in there), per packet
+        forwarded."""
+        d, f = (sum(w.cpu_ms.values()) for w in (self.direct, self.forwarded))
         return 1000 * (f - d) / self.packets_per_request if self.packets else math.nan
 
 
+@dataclass
+class ForwardCost:
+    """Pairs of runs, direct then forwarded: the figures are their medians, and their spread
+    says how far this host's noise reaches."""
+
+    pairs: list[ForwardPair]
+
+    def spread(self, figure: str) -> Spread:
+        return Spread.of([getattr(p, figure) for p in self.pairs])
+
+
 HANDOFF_AFTER = 0.3  # seconds into the forwarded run: wrk's connections are open by then
+FORWARD_PAIRS = 3
 
 
 def _marked(transport: Transport, host: str) -> int:
@@ -106,12 +123,8 @@ def _marked(transport: Transport, host: str) -> int:
     return sum(int(line.split()[0]) for line in out.splitlines() if "MARK set 0x2" in line)
 
 
-def forwarding_cost(transport: Transport, ctx: VerifyContext, seconds: int) -> ForwardCost:
-    """wrk through the VIP, keep-alive, twice: held by the holder; then with a planned hand-off
-    HANDOFF_AFTER seconds into the run, so that its connections, held by the old holder, are
-    forwarded by the new one for the rest of it."""
+def _pair(transport: Transport, ctx: VerifyContext, url: str, seconds: int) -> ForwardPair:
     lab = ctx.lab
-    url = lab.url(next(s for s in lab.services if lab.url(s).startswith("http://")))
     master = holders(transport, lab)[0]
     direct = measured_wrk(transport, ctx, url, False, seconds)
     before = {lb.name: _marked(transport, lb.name) for lb in lab.load_balancers}
@@ -129,4 +142,13 @@ def forwarding_cost(transport: Transport, ctx: VerifyContext, seconds: int) -> F
         packets = sum(_marked(transport, name) - n for name, n in before.items())
         drills.action(transport, master, "start", "keepalived")
         _settle(transport, ctx, master)
-    return ForwardCost(direct, forwarded, packets, seconds)
+    return ForwardPair(direct, forwarded, packets, seconds)
+
+
+def forwarding_cost(transport: Transport, ctx: VerifyContext, seconds: int, pairs: int = FORWARD_PAIRS) -> ForwardCost:
+    """wrk through the VIP, keep-alive: `pairs` times, a run held by the holder, then one with a
+    planned hand-off HANDOFF_AFTER seconds into it, so that its connections, held by the old
+    holder, are forwarded by the new one for the rest of it."""
+    lab = ctx.lab
+    url = lab.url(next(s for s in lab.services if lab.url(s).startswith("http://")))
+    return ForwardCost([_pair(transport, ctx, url, seconds) for _ in range(pairs)])

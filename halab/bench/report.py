@@ -366,27 +366,24 @@ def handoff_section(kept: dict[str, dict[str, Kept]], forward: ForwardCost | Non
         lines.append(f"| {fault} | " + " | ".join(cells) + " |")
     lines.append("")
     if forward:
-        f, cpu = forward, forward.cpu_per_request
+        f = forward
         lines += [
             "### What the second chance costs",
             "",
-            "wrk (1 thread, 8 connections, keep-alive) through the VIP, `default` profile, alone on the host, "
-            f"{f.seconds} s each, one run after the other: its connections held by the VIP's holder (*direct*), "
-            f"then held by the old holder after a planned hand-off {HANDOFF_AFTER:g} s into the run "
-            "(*forwarded*: each of their packets crosses the new holder first, counted by its second-chance "
-            "marks). CPU: every role's processes per request (a veth delivers in the sender's context, so the "
-            "forwarding is in there).",
+            f"wrk (1 thread, 8 connections, keep-alive) through the VIP, `default` profile, alone on the host, "
+            f"{len(f.pairs)} pairs of runs of {f.pairs[0].seconds} s, one after the other: its connections held by "
+            f"the VIP's holder (*direct*), then held by the old holder after a planned hand-off {HANDOFF_AFTER:g} s "
+            "into the run (*forwarded*: each of their packets crosses the new holder first, counted by its "
+            "second-chance marks). CPU: every role's processes per request (a veth delivers in the sender's "
+            "context, so the forwarding is in there). Median (min–max, n) over the pairs.",
             "",
-            "| path | requests/s | p50 ms | p99 ms | CPU per request, ms |",
-            "| --- | --- | --- | --- | --- |",
-            f"| direct | {f.direct.rps:,.0f} | {f.direct.p50_ms:.3f} | {f.direct.p99_ms:.3f} | {cpu[0]:.3f} |",
-            f"| forwarded by the new holder | {f.forwarded.rps:,.0f} | {f.forwarded.p50_ms:.3f} | "
-            f"{f.forwarded.p99_ms:.3f} | {cpu[1]:.3f} |",
-            "",
-            f"Forwarded: {f.packets:,} packets, {f.packets_per_request:.1f} per request (its request and the "
-            f"backend's reply). Added time per request (p50): {(f.forwarded.p50_ms - f.direct.p50_ms) * 1000:.0f} "
-            f"µs; throughput {f.forwarded.rps / f.direct.rps:.2f}× the direct path's. CPU per forwarded packet: "
-            f"{f.cpu_per_packet_us:.1f} µs (the difference of the CPU per request, per packet forwarded).",
+            "| figure | forwarded against direct |",
+            "| --- | --- |",
+            f"| packets forwarded per request (its request and the backend's reply) | "
+            f"{f.spread('packets_per_request').text('', 1)} |",
+            f"| added time per request, p50 | {f.spread('added_p50_us').text('µs', 0)} |",
+            f"| throughput, forwarded / direct | {f.spread('throughput').text('', 2)} |",
+            f"| CPU per forwarded packet | {f.spread('cpu_per_packet_us').text('µs', 1)} |",
             "",
         ]
     return lines
