@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from halab.bench.measure import Spread, WrkResult, measured_wrk
 from halab.verify import drills
+from halab.verify.handoff import settle
 from halab.verify.probes import holders, wait_until
 from halab.verify.sessions import Sessions
 from halab.verify.transport import Transport, VerifyContext
@@ -30,12 +31,6 @@ class Kept:
 
 def _file(ctx: VerifyContext, what: str) -> str:
     return f"/tmp/halab-bench-{ctx.lab.network.name}-{what}-{os.getpid()}"
-
-
-def _settle(transport: Transport, ctx: VerifyContext, master: str) -> None:
-    lab = ctx.lab
-    want = (lambda h: h == [master]) if lab.vrrp.preempt else (lambda h: len(h) == 1)
-    wait_until(lambda: want(holders(transport, lab)), 30, 0.2)
 
 
 def connections_kept(transport: Transport, ctx: VerifyContext, log) -> dict[str, Kept]:
@@ -66,7 +61,7 @@ def connections_kept(transport: Transport, ctx: VerifyContext, log) -> dict[str,
             if not s.done:
                 s.kill()
             restore(master)
-            _settle(transport, ctx, master)
+            settle(transport, ctx.lab, master, drills.BOUND)
     return out
 
 
@@ -141,7 +136,7 @@ def _pair(transport: Transport, ctx: VerifyContext, url: str, seconds: int) -> F
         mover.join()
         packets = sum(_marked(transport, name) - n for name, n in before.items())
         drills.action(transport, master, "start", "keepalived")
-        _settle(transport, ctx, master)
+        settle(transport, ctx.lab, master, drills.BOUND)
     return ForwardPair(direct, forwarded, packets, seconds)
 
 

@@ -272,6 +272,16 @@ class Lab:
         master-down timer (3 adverts) runs out; and 10 s more for a guest slowed by a neighbour."""
         return math.ceil(3 * self.vrrp.advert_interval) + 10
 
+    def local_port_share(self, host: Node) -> tuple[int, int]:
+        """A load balancer's slice of Linux's default ephemeral ports (32768-60999), by its place
+        among the load balancers: haproxy connects to the backends from the client's address
+        (usesrc clientip), and two load balancers must never pick the same port while both hold
+        connections (the second chance, docs/handoff.md)."""
+        low, high = 32768, 60999
+        share = (high - low + 1) // len(self.load_balancers)
+        i = [lb.name for lb in self.load_balancers].index(host.name)
+        return low + i * share, low + (i + 1) * share - 1
+
     def url(self, svc: Service) -> str:
         """Where a client reaches a service through the VIP (a stack output; what verify asks)."""
         scheme = "tcp" if svc.protocol == "tcp" else "https" if svc.backend_tls else "http"

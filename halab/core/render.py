@@ -152,7 +152,7 @@ def vrrp_conf(lab: Lab, host: Node) -> str:
 
 def lb_sysctl(lab: Lab, host: Node) -> str:
     iface = lab.network.interface
-    low, high = local_port_share(lab, host)
+    low, high = lab.local_port_share(host)
     return (
         "# ha-lb-lab load balancer: forward for the backends.\n"
         "net.ipv4.ip_forward = 1\n"
@@ -173,15 +173,6 @@ def lb_sysctl(lab: Lab, host: Node) -> str:
         "# port towards a backend while both hold connections.\n"
         f"net.ipv4.ip_local_port_range = {low} {high}\n"
     )
-
-
-def local_port_share(lab: Lab, host: Node) -> tuple[int, int]:
-    """This load balancer's slice of Linux's default ephemeral range (32768-60999), by its place
-    among the load balancers: disjoint from every peer's."""
-    low, high = 32768, 60999
-    share = (high - low + 1) // len(lab.load_balancers)
-    i = [lb.name for lb in lab.load_balancers].index(host.name)
-    return low + i * share, low + (i + 1) * share - 1
 
 
 def tproxy_conf(lab: Lab, host: Node) -> str:

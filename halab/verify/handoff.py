@@ -54,7 +54,7 @@ def session_count(ctx: VerifyContext) -> int:
     return max(10, round(4 / ctx.request_interval))
 
 
-def _settle(transport: Transport, lab: Lab, master: str, bound: float) -> bool:
+def settle(transport: Transport, lab: Lab, master: str, bound: float) -> bool:
     """keepalived running everywhere, the VIP where the stack says: on `master` (preempt), or on
     one node."""
 
@@ -144,7 +144,7 @@ def check_planned_handoff(transport: Transport, ctx: VerifyContext) -> list[Row]
         for s in (opened_a, opened_b):
             if s is not None and not s.done:
                 s.kill()
-        _settle(transport, lab, master, BOUND)
+        settle(transport, lab, master, BOUND)
     lost_a, lost_b = opened_a.lost, opened_b.lost
     moved_in = None if t_away is None else t_away - t0
     in_time = moved_in is not None and (not ctx.timed or moved_in <= lab.vrrp.advert_interval)

@@ -5,12 +5,11 @@ ended cleanly by their client, and the longest any answer took."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from halab.verify.probes import end_group, wait_until
+from halab.verify.probes import end_group, start_client, wait_until
 from halab.verify.transport import Transport
 
 CLIENT = (Path(__file__).parent / "session_client.py").read_text()
@@ -46,17 +45,11 @@ class Sessions:
         self.transport.run(self.host, ["rm", "-f", self.stop_file])
         args = ["--url", self.url, "--source", self.source, "--count", str(self.count)]
         args += ["--interval", str(self.interval), "--timeout", str(self.timeout), "--stop", self.stop_file]
-        self.proc = self.transport.spawn(self.host, [self.transport.python, "-", *args])
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(CLIENT)
-        self.proc.stdin.close()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.proc, self.reader = start_client(self.transport, self.host, CLIENT, args, self._read)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
+    def _read(self, out) -> None:
         offset = 0.0
-        for line in self.proc.stdout:
+        for line in out:
             kind, *rest = json.loads(line)
             if kind == "clock":
                 offset = time.monotonic() - rest[0]
