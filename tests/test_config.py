@@ -37,8 +37,8 @@ def test_empty_config_is_the_seed_lab():
     lab = parse({})
     assert str(lab.vip) == "192.168.69.110"
     assert [(n.name, str(n.address), n.priority) for n in lab.load_balancers] == [
-        ("lb1", "192.168.69.111", 254),
-        ("lb2", "192.168.69.112", 252),
+        ("lb1", "192.168.69.111", 150),
+        ("lb2", "192.168.69.112", 140),
     ]
     assert [(n.name, str(n.address)) for n in lab.backends] == [("www1", "192.168.69.106"), ("www2", "192.168.69.107")]
     assert [(s.name, s.port, s.balance, s.sticky, s.backend_tls) for s in lab.services] == [
@@ -61,7 +61,7 @@ def test_dev_stack_file_is_the_defaults_plus_the_seeds_test_machine():
 
 def test_large_stack_file():
     lab = parse(stackfile.load_stack_file(str(STACKS["large"])))
-    assert [n.priority for n in lab.load_balancers] == [200, 190, 188]  # given, given, derived (3rd)
+    assert [n.priority for n in lab.load_balancers] == [200, 190, 130]  # given, given, derived (3rd)
     assert lab.libvirt.hypervisor("default").jump_host == "ops@hv1.example.net:22"
     smtp = lab.services[2]
     assert (smtp.port, smtp.backend_port, smtp.sticky, smtp.balance) == (2525, 8025, False, "leastconn")
@@ -376,13 +376,10 @@ def test_bad_placement_is_named(change, expected):
 def test_priorities_derive_from_order_and_never_collide_silently():
     lbs = [{"name": f"lb{i}", "address": f"192.168.69.{120 + i}"} for i in range(4)]
     lab = parse({"halab:loadBalancers": lbs})
-    assert [n.priority for n in lab.load_balancers] == [254, 252, 250, 248]
+    assert [n.priority for n in lab.load_balancers] == [150, 140, 130, 120]
     assert (
-        "equals the priority of lb0" in problems({"halab:loadBalancers": [{**lbs[0]}, {**lbs[1], "priority": 254}]})[0]
+        "equals the priority of lb0" in problems({"halab:loadBalancers": [{**lbs[0]}, {**lbs[1], "priority": 150}]})[0]
     )
-    # one left out after given ones stays below them: the list's order is the preference
-    given = [{**lbs[0], "priority": 200}, {**lbs[1], "priority": 190}, lbs[2]]
-    assert [n.priority for n in parse({"halab:loadBalancers": given}).load_balancers] == [200, 190, 188]
 
 
 def test_macs_are_unique_per_address():

@@ -8,7 +8,6 @@ no stats page, three load balancers). The old renderer's outputs are kept as the
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -18,7 +17,7 @@ import pytest
 from conftest import ROOT, STACKS
 
 from halab.core import config, render, stackfile
-from halab.core.model import Credentials, Lab
+from halab.core.model import Credentials
 
 BEFORE = json.loads((ROOT / "tests/stacks/rendered-before-jinja2.json").read_text())
 
@@ -88,26 +87,12 @@ def rendered(lab, creds: Credentials) -> dict[str, str]:
     return out
 
 
-def with_old_priorities(raw: dict, lab: Lab) -> Lab:
-    """The lab with the priorities the old renderer was given: those the stack names, and
-    150 - 10 x its place for the others (#23 derives 254, 252, ... since: not a template's change)."""
-    given = {lb["name"] for lb in raw.get("halab:loadBalancers") or [] if "priority" in lb}
-    lbs = tuple(
-        lb if lb.name in given else dataclasses.replace(lb, priority=max(1, 150 - 10 * i))
-        for i, lb in enumerate(lab.load_balancers)
-    )
-    return dataclasses.replace(lab, load_balancers=lbs)
-
-
 def cases() -> list[tuple[str, object, Credentials]]:
-    raws = [(Path(STACKS[s]).stem, stackfile.load_stack_file(str(STACKS[s]))) for s in sorted(STACKS)]
+    stacks = [(Path(STACKS[s]).stem, s) for s in sorted(STACKS)]
     out: list[tuple[str, object, Credentials]] = [
-        (stem, with_old_priorities(raw, config.parse(raw)), Credentials.placeholder()) for stem, raw in raws
+        (stem, config.parse(stackfile.load_stack_file(str(STACKS[s]))), Credentials.placeholder()) for stem, s in stacks
     ]
-    out += [
-        (f"variant:{name}", with_old_priorities(raw, config.parse(raw)), VARIANT_CREDS)
-        for name, raw in VARIANTS.items()
-    ]
+    out += [(f"variant:{name}", config.parse(raw), VARIANT_CREDS) for name, raw in VARIANTS.items()]
     return out
 
 

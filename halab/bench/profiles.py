@@ -14,24 +14,16 @@ FAST_STACK = Path(__file__).resolve().parents[2] / "examples" / "Pulumi.fast.yam
 PROFILES: dict[str, dict[str, Any] | Path] = {
     # The seed article's settings as written: VRRPv2 multicast, 1 s adverts, a process-name check
     # every second; only its outright bugs fixed (names, checks, persistence, priorities).
-    # Its priorities were 100 on both nodes (the election then goes by address): 100 and 99 here.
-    "seed": {
-        "halab:vrrp": {"mode": "multicast", "advertInterval": 1, "haproxyCheck": "process-name"},
-        "halab:loadBalancers": [
-            {"name": "lb1", "address": "192.168.69.111", "priority": 100},
-            {"name": "lb2", "address": "192.168.69.112", "priority": 99},
-        ],
-    },
+    "seed": {"halab:vrrp": {"mode": "multicast", "advertInterval": 1, "haproxyCheck": "process-name"}},
     # The project's defaults (Pulumi.dev.yaml).
     "default": {},
     # Sub-second VRRPv3 that met the failover targets without a flap here (the soak).
     "fast": FAST_STACK,
 }
 DESCRIPTIONS = {
-    "seed": "VRRPv2 multicast, 1 s adverts, priorities 100 and 99, any process named haproxy (`pgrep`, as the "
-    "article's `killall -0`) every 1 s",
-    "default": "VRRPv2 unicast, 1 s adverts, priorities 254 and 252 (skew time 0.02 adverts), this node's haproxy "
-    "watched every 0.1 s",
+    "seed": "VRRPv2 multicast, 1 s adverts, any process named haproxy (`pgrep`, as the article's `killall -0`) "
+    "every 1 s",
+    "default": "VRRPv2 unicast, 1 s adverts, this node's haproxy watched every 0.1 s",
     "fast": "`examples/Pulumi.fast.yaml`: VRRPv3 unicast, 0.05 s adverts, priorities 254 and 253 (skew time "
     "0.01 adverts), haproxy's exit seen as it happens and its answers watched every 0.025 s, backends checked "
     "every 0.5 s",

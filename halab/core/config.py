@@ -101,13 +101,8 @@ DEFAULTS: dict[str, Any] = {
     "testClients": None,  # None: the hypervisor's own address on the lab network
 }
 
-# Derived VRRP priorities: the first load balancer is the preferred master, each next one a
-# step below the one before it (given or derived). Close to 255 and to each other: once the
-# master gives the VIP up (a priority-0 advert), the backup waits its skew time, (256 -
-# priority) / 256 of an advert interval, before it takes over: 4/256 at 252, where the old
-# derived 140 waited 116/256 (0.45 s of the 0.47 s outage with 1 s adverts: issue #23). Two
-# apart: a third load balancer takes over a whole 2/256 of an advert later, not at once.
-PRIORITY_FIRST, PRIORITY_STEP = 254, 2
+# Derived VRRP priorities: the first load balancer is the preferred master.
+PRIORITY_FIRST, PRIORITY_STEP = 150, 10
 
 TOP_KEYS = frozenset(DEFAULTS) | frozenset(SECRET_KEYS)
 
@@ -396,15 +391,10 @@ def _nodes(
 
 
 def _priorities(p: Problems, lbs: tuple[Node, ...]) -> tuple[Node, ...]:
-    """Fills priorities from order (first = preferred master): one not given is a step below
-    the node before it, so that one left out after given ones (200, 190, -) stays last (188);
-    equal priorities are an error."""
-    out: list[Node] = []
-    for n in lbs:
-        prio = n.priority
-        if prio is None:
-            before = out[-1].priority if out else None
-            prio = PRIORITY_FIRST if before is None else max(1, before - PRIORITY_STEP)
+    """Fills priorities from order (first = preferred master); equal priorities are an error."""
+    out = []
+    for i, n in enumerate(lbs):
+        prio = n.priority if n.priority is not None else max(1, PRIORITY_FIRST - PRIORITY_STEP * i)
         out.append(dataclasses.replace(n, priority=prio))
     seen: dict[int, str] = {}
     for n in out:
@@ -412,8 +402,8 @@ def _priorities(p: Problems, lbs: tuple[Node, ...]) -> tuple[Node, ...]:
             p.add(
                 f"loadBalancers[{n.name}].priority",
                 n.priority,
-                f"equals the priority of {seen[n.priority]} (one not given is {PRIORITY_STEP} below the one "
-                f"before it, {PRIORITY_FIRST} first): VRRP would elect by address, not by intent",
+                f"equals the priority of {seen[n.priority]} (derived ones are {PRIORITY_FIRST}, "
+                f"{PRIORITY_FIRST - PRIORITY_STEP}, ... in list order): VRRP would elect by address, not by intent",
             )
         seen.setdefault(n.priority, n.name)  # type: ignore[arg-type]
     return tuple(out)
