@@ -21,9 +21,7 @@ done <"$src"
 stage_install "$file" 0644 || true
 sysctl -q -p "/${file#/}" >/dev/null
 for kv in "${settings[@]}"; do
-  # a value of several numbers reads back separated by tabs
-  actual=$(sysctl -n "${kv%%=*}" | tr -s '\t ' '  ')
-  want=$(tr -s '\t ' '  ' <<<"${kv#*=}")
-  [ "$actual" = "$want" ] || die "${kv%%=*} is $actual, not $want"
+  actual=$(sysctl -n "${kv%%=*}")
+  [ "$actual" = "${kv#*=}" ] || die "${kv%%=*} is $actual, not ${kv#*=}"
 done
 log "${#settings[@]} settings in force from /${file#/}"
