@@ -86,24 +86,11 @@ class Drill:
     t_fault: float
 
 
-BOUND = 20.0  # seconds a drill waits for the VIP to move and requests to recover, each way
-# The same on emulated guests (ctx.timed False: their figures prove the mechanism, not its
-# speed). There a restore starts haproxy or keepalived over SSH, and the check script must pass
-# twice, on a vCPU that a guest booting beside it can starve: the VM lab's "restore, haproxy
-# killed" once took 32.8 s to its first success, and came back.
-EMULATED_BOUND = 60.0
-
-
-def bound_for(ctx: VerifyContext) -> float:
-    return BOUND if ctx.timed else EMULATED_BOUND
-
-
-def run(
-    transport: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault, bound: float | None = None
-) -> Drill | str:
+def run(transport: Transport, ctx: VerifyContext, faulting: Fault, restore: Fault) -> Drill | str:
     """Fault on the master, then the master restored; a string says why it could not start.
-    The VIP's holders are sampled all along: two at once is split brain."""
-    bound = bound_for(ctx) if bound is None else bound
+    The VIP's holders are sampled all along: two at once is split brain. Each way waits up to
+    ctx.drill_bound."""
+    bound = ctx.drill_bound
     lab = ctx.lab
     held = holders(transport, lab)
     if len(held) != 1:

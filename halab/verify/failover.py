@@ -99,7 +99,7 @@ def failover_rows(
             bad is None,
             (f"trial {runs.index(bad) + 1} of {len(runs)}: " if bad is not None and len(runs) > 1 else "")
             + f"{r.back_out.seconds:.2f} s to the first success, {r.back_out.failed} failed"
-            + ("" if r.back else f", not recovered within {drills.bound_for(ctx):.0f} s")
+            + ("" if r.back else f", not recovered within {ctx.drill_bound:.0f} s")
             + f"; VIP on {', '.join(r.after_restore) or 'none'}; {_holders_text(r.split_restore)}",
         ),
     ]

@@ -16,6 +16,7 @@ from halab.verify.ssh import SshTransport
 from halab.verify.transport import NetnsTransport, VerifyContext
 
 EMULATED_INTERVAL = 0.1  # the drills' request interval on TCG guests (0.02 s on real machines)
+EMULATED_DRILL_BOUND = 60.0  # a drill's wait each way on TCG guests (20 s on real machines)
 
 
 def netns_context(topo: Topology, read_only: bool = False) -> tuple[NetnsTransport, VerifyContext]:
@@ -58,7 +59,12 @@ class VmSession:
             # emulated guests (TCG) serve a few dozen requests a second: drills press less
             # (and every probe over SSH costs a guest a fork of sshd, sudo and ip: sampled 2/s)
             self.ctx = dataclasses.replace(
-                self.ctx, request_interval=EMULATED_INTERVAL, request_timeout=1.0, holder_interval=0.5, timed=False
+                self.ctx,
+                request_interval=EMULATED_INTERVAL,
+                request_timeout=1.0,
+                holder_interval=0.5,
+                timed=False,
+                drill_bound=EMULATED_DRILL_BOUND,
             )
         return self
 

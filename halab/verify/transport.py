@@ -45,6 +45,10 @@ class VerifyContext:
     # Whether the rows hold failover times to ceilings derived from the stack's timers. False on
     # emulated guests (10 to 50 times slower): there the figures prove the mechanism, not its speed.
     timed: bool = True
+    # How long a drill waits for the VIP to move and requests to recover, each way. Longer on
+    # emulated guests: a restore starts haproxy or keepalived over SSH and the check script must
+    # pass twice on a vCPU a booting neighbour can starve (a VM lab restore once took 32.8 s).
+    drill_bound: float = 20.0
 
 
 class NetnsTransport:
