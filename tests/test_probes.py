@@ -85,3 +85,13 @@ def test_the_holder_watch_counts_each_move_from_complete_rounds_only():
     watch.complete = [True, True, True, True, True, False]  # lb1 did not answer the last round
     assert watch.moves(0.0) == [(2.0, "lb2"), (4.0, "lb1")]
     assert watch.moves(1.5) == [(4.0, "lb1")]
+
+
+def test_the_longest_stretch_without_an_answer_spans_failures_and_silence():
+    def at(start: float, ok: bool) -> probes.Sample:
+        return probes.Sample(start=start, end=start + 0.1, ok=ok, backend=None, seen=None, source="c", why=None)
+
+    samples = [at(1.0, True), at(2.0, False), at(7.0, False), at(12.0, True), at(13.0, True)]
+    assert round(probes.no_answer_stretch(samples, 0.0, 14.0), 1) == 11.0  # 1.1 to 12.1
+    assert round(probes.no_answer_stretch(samples, 0.0, 30.0), 1) == 16.9  # silence after the last
+    assert probes.no_answer_stretch([at(1.0, False)], 0.0, 5.0) == 5.0  # never answered

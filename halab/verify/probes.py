@@ -166,6 +166,15 @@ def no_holder_stretch(samples: list[tuple[float, list[str]]]) -> float:
     return longest
 
 
+def no_answer_stretch(samples: list[Sample], start: float, end: float) -> float:
+    """The longest time in [start, end] between two successful answers (or the window's edge):
+    how long the service was down for every client. A count of failed requests cannot tell: a
+    request that fails on a timeout takes that long, so an outage makes few of them."""
+    ends = sorted(s.end for s in samples if s.ok and start <= s.end <= end)
+    edges = [start, *ends, end]
+    return max(b - a for a, b in zip(edges, edges[1:], strict=False))
+
+
 class HolderWatch:
     """Samples the VIP's holders in the background, in rounds 50 ms apart: every load balancer
     asked at once, each round a snapshot of the answers that came within the round's wait (so
