@@ -66,17 +66,18 @@ class Vm(pulumi.ComponentResource):
     def __init__(self, name: str, args: VmArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("halab:index:Vm", name, None, opts)
         lab, node = args.lab, args.node
+        size = lab.vm.of(node)
         self.domain_name = f"{lab.network.name}-{node.name}"
         child = pulumi.ResourceOptions(parent=self)
 
-        made_of = hashlib.sha256(f"{args.base_volume_name}|{lab.vm.disk_gib}".encode()).hexdigest()[:8]
+        made_of = hashlib.sha256(f"{args.base_volume_name}|{size.disk_gib}".encode()).hexdigest()[:8]
         root = libvirt.Volume(
             f"{name}-root",
             name=f"{self.domain_name}-root-{made_of}.qcow2",
             pool=lab.libvirt.pool,
             base_volume_id=args.base_volume_id,
             format="qcow2",
-            size=lab.vm.disk_gib * GIB,
+            size=size.disk_gib * GIB,
             opts=child,
         )
         ci = pulumi.Output.from_input(args.ssh_public_key).apply(lambda key: render.cloud_init(lab, node, key))
@@ -98,8 +99,8 @@ class Vm(pulumi.ComponentResource):
             f"{name}-domain",
             name=self.domain_name,
             type=lab.libvirt.domain_type,
-            vcpu=lab.vm.vcpu,
-            memory=lab.vm.memory_mib,
+            vcpu=size.vcpu,
+            memory=size.memory_mib,
             autostart=True,
             cpu=libvirt.DomainCpuArgs(mode="host-passthrough") if kvm else None,
             cloudinit=cloudinit.id,

@@ -210,6 +210,12 @@ def test_other_namespaces_are_ignored():
         ({"halab:ssh": {"user": "root"}}, "halab:ssh.user: 'root' must not be root"),
         ({"halab:ssh": {"publicKey": "hello"}}, "halab:ssh.publicKey: 'hello' is not an OpenSSH public key"),
         ({"halab:vm": {"memoryMiB": 128}}, "halab:vm.memoryMiB: 128 is out of range 512-262144"),
+        (
+            {"halab:vm": {"loadBalancers": {"memoryMiB": 100}}},
+            "halab:vm.loadBalancers.memoryMiB: 100 is out of range 512-262144",
+        ),
+        ({"halab:vm": {"backends": {"cpus": 2}}}, "halab:vm.backends.cpus: 2 is not a known key"),
+        ({"halab:vm": {"backends": None}}, "halab:vm.backends: None must be a mapping"),
         ({"halab:healthCheck": {"interval": "soon"}}, "halab:healthCheck.interval: 'soon' is not a valid duration"),
         ({"halab:colour": "blue"}, "halab:colour: 'blue' is not a known key"),
         (

@@ -472,6 +472,19 @@ def test_a_new_image_or_disk_size_is_a_new_root_volume(dev):
     assert (same_urn, same_base) == (urn, base) and bigger_root != root
 
 
+def test_each_roles_vm_size_overrides_the_default_key_by_key(dev):
+    """`vm.loadBalancers` and `vm.backends` override `vm` key by key: a change to the load
+    balancers' memory changes their domains only, so a roll-out replaces their guests only."""
+    cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
+    vm = {"memoryMiB": 1024, "diskGiB": 10, "loadBalancers": {"memoryMiB": 1152}, "backends": {"vcpu": 2}}
+    sized = run_program({**cfg, "halab:vm": json.dumps(vm)}, secret)
+    for prog, sizes in ((dev, {"lb": (1, 1024), "www": (1, 1024)}), (sized, {"lb": (1, 1152), "www": (2, 1024)})):
+        for d in prog.of_type("libvirt:index/domain:Domain"):
+            role = "lb" if d.name.startswith("halab-lb") else "www"
+            assert (d.inputs["vcpu"], d.inputs["memory"]) == sizes[role], (d.name, d.inputs["memory"])
+    assert sized.by_name("halab-www1-vm-root").inputs == dev.by_name("halab-www1-vm-root").inputs
+
+
 def test_the_base_volume_is_made_from_the_checked_file_after_its_fetch(dev, tmp_path):
     """The default image (a dated Debian 13 build) is fetched by a local Command that checks its
     sha512 (components/fetch-image.sh; its behaviour: tests/test_fetch_image.py), and the base

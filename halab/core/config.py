@@ -43,6 +43,7 @@ from halab.core.model import (
     Service,
     Ssh,
     VmSize,
+    VmSizes,
     Vrrp,
 )
 from halab.core.stackfile import is_secure
@@ -461,13 +462,29 @@ def _vrrp(p: Problems, obj: Any) -> Vrrp | None:
     return None
 
 
-def _vm(p: Problems, obj: Any) -> VmSize:
-    o = keys(p, "vm", obj, {"vcpu", "memoryMiB", "diskGiB"})
-    return VmSize(
-        vcpu=integer(p, "vm.vcpu", o.get("vcpu"), 1, 64) or 1,
-        memory_mib=integer(p, "vm.memoryMiB", o.get("memoryMiB"), 512, 262144) or 1024,
-        disk_gib=integer(p, "vm.diskGiB", o.get("diskGiB"), 4, 2048) or 10,
+# a VM's size, key by key: its field in VmSize and its range
+VM_LIMITS = {"vcpu": ("vcpu", 1, 64), "memoryMiB": ("memory_mib", 512, 262144), "diskGiB": ("disk_gib", 4, 2048)}
+VM_ROLES = ("loadBalancers", "backends")
+
+
+def _vm_size(p: Problems, key: str, o: Mapping[str, Any], base: VmSize) -> VmSize:
+    """`base` with the keys `o` gives, each checked (a bad one keeps base's value, reported)."""
+    fields = {
+        field: integer(p, f"{key}.{k}", o[k], lo, hi) or getattr(base, field)
+        for k, (field, lo, hi) in VM_LIMITS.items()
+        if k in o
+    }
+    return dataclasses.replace(base, **fields)
+
+
+def _vm(p: Problems, obj: Any) -> VmSizes:
+    o = keys(p, "vm", obj, set(VM_LIMITS) | set(VM_ROLES))
+    fallback = VmSize(**{field: DEFAULTS["vm"][k] for k, (field, _, _) in VM_LIMITS.items()})
+    default = _vm_size(p, "vm", o, fallback)
+    lb, backend = (
+        _vm_size(p, f"vm.{role}", keys(p, f"vm.{role}", o.get(role, {}), set(VM_LIMITS)), default) for role in VM_ROLES
     )
+    return VmSizes(load_balancer=lb, backend=backend)
 
 
 def _ssh(p: Problems, obj: Any, given: Mapping[str, Any]) -> Ssh:

@@ -192,6 +192,19 @@ class VmSize:
 
 
 @dataclass(frozen=True)
+class VmSizes:
+    """Each role's VM size: `vm`, which `vm.loadBalancers` and `vm.backends` may override key by
+    key. A load balancer and a web server rarely need the same machine; and a change to one
+    role's size replaces that role's guests only."""
+
+    load_balancer: VmSize
+    backend: VmSize
+
+    def of(self, node: Node) -> VmSize:
+        return self.load_balancer if node.role == "lb" else self.backend
+
+
+@dataclass(frozen=True)
 class Ssh:
     user: str
     public_key: str | None  # None: the Pulumi program generates a key pair and keeps it secret
@@ -227,7 +240,7 @@ class Lab:
     health_check: HealthCheck
     haproxy: HaproxyOptions
     vrrp: Vrrp
-    vm: VmSize
+    vm: VmSizes
     ssh: Ssh
     test_clients: tuple[IPv4Address, ...]
 
