@@ -90,6 +90,9 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
             # past the image's own 3 GiB, as a cloud image's growpart and resizefs do
             size = int(s.transport.run(node.name, ["df", "-B1", "--output=size", "/"]).stdout.split()[-1])
             assert size > (model.vm.of(node).disk_gib - 1) * 2**30 > image.SIZE_GIB * 2**30, (node.name, size)
+            if node.role == "lb":  # keepalived's VRRP process at nice -20 (vrrp_priority), the parent not
+                nice = s.transport.run(node.name, ["ps", "-o", "ni=", "-C", "keepalived"]).stdout.split()
+                assert "-20" in nice and "0" in nice and set(nice) <= {"-20", "0"}, (node.name, nice)
     assert "module errors" not in vmlab, vmlab  # cloud-init's: each would be a warning of `ready`
     # the image came as a download would: fetched into the cache by the program's local Command,
     # checked against its sha512 (halab:imageChecksum), and the base volume made from that file
@@ -137,10 +140,16 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     """Requirement 4: under steady load, adding a backend (a new guest booting beside the others,
     both haproxy steps reloading) fails no request and moves no VIP. It once did, on these
     emulated guests: keepalived's safety-net script timed out while the steps' daemon-reload and
-    `systemctl enable` starved the guest's one vCPU, and the VIP flapped (issue #11)."""
+    `systemctl enable` starved the guest's one vCPU, and the VIP flapped (issue #11).
+
+    "Moves no VIP", read from each load balancer's VRRP log over the window: the master logs no
+    change, and no other node becomes MASTER. A backup's brief FAULT (its haproxy slow to answer
+    its watcher during the reload, on a starved emulated vCPU) moves nothing and is printed, not
+    failed; the same on the master would move the VIP, and fails."""
     three = with_backend(tmp_path, "www3", "192.168.69.108")
     with lab_access.VmSession(str(CONFIG)) as s:
         url = s.model.url(s.model.services[0])
+        (master,) = probes.holders(s.transport, s.model)
         before = vrrp.state_changes(s.transport, s.model)
         # the load balancers reload: a request may wait that out, as in verify's reload row
         rate = ["--interval", str(s.ctx.request_interval), "--timeout", str(reload.reload_patience(s.ctx))]
@@ -150,7 +159,7 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
         time.sleep(2)
         p = vm_lab("up", config=three)
         samples = sampler.stop()
-        after = vrrp.state_changes(s.transport, s.model)
+        logged = {n: vrrp.transition_log(s.transport, n)[before[n] :] for n in before}
     assert p.returncode == 0, p.stderr
     made = changed(p.stdout)
     drains = {"halab-lb1-drain-www3", "halab-lb2-drain-www3"}  # its gates on the load balancers
@@ -165,9 +174,10 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     assert {made[n] for n in others} == {"replace"}  # their triggers changed: the step runs again
     assert len(samples) > 50
     failed = [x for x in samples if not x.ok]
-    print(f"third backend: {len(failed)} of {len(samples)} requests failed; VRRP changes {before} -> {after}")
+    print(f"third backend: {len(failed)} of {len(samples)} requests failed; VRRP changes {logged}")
     assert failed == [], f"{len(failed)} of {len(samples)} requests failed while www3 was added"
-    assert after == before, "the VIP moved while a backend was added"
+    took = [line for n, lines in logged.items() for line in lines if n == master or " MASTER " in line]
+    assert took == [], f"the VIP moved while a backend was added ({master} held it): {logged}"
 
 
 def test_a_guest_deleted_out_of_band_is_rebuilt_with_every_step(vmlab, tmp_path):
