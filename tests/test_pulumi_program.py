@@ -476,13 +476,20 @@ def test_each_roles_vm_size_overrides_the_default_key_by_key(dev):
     """`vm.loadBalancers` and `vm.backends` override `vm` key by key: a change to the load
     balancers' memory changes their domains only, so a roll-out replaces their guests only."""
     cfg, secret = stack_config("dev", vrrpAuthPass=AUTH_PASS, statsPassword=STATS_PASS)
-    vm = {"memoryMiB": 1024, "diskGiB": 10, "loadBalancers": {"memoryMiB": 1152}, "backends": {"vcpu": 2}}
+    vm = {"memoryMiB": 1536, "loadBalancers": {"memoryMiB": 1152}, "backends": {"vcpu": 2}}
     sized = run_program({**cfg, "halab:vm": json.dumps(vm)}, secret)
-    for prog, sizes in ((dev, {"lb": (1, 1024), "www": (1, 1024)}), (sized, {"lb": (1, 1152), "www": (2, 1024)})):
+    lbs_only = run_program({**cfg, "halab:vm": json.dumps({"loadBalancers": {"memoryMiB": 1152}})}, secret)
+    cases = (
+        (dev, {"lb": (1, 1024), "www": (1, 1024)}),
+        (sized, {"lb": (1, 1152), "www": (2, 1536)}),  # a role's own key, else vm's, not the default
+        (lbs_only, {"lb": (1, 1152), "www": (1, 1024)}),
+    )
+    for prog, sizes in cases:
         for d in prog.of_type("libvirt:index/domain:Domain"):
             role = "lb" if d.name.startswith("halab-lb") else "www"
             assert (d.inputs["vcpu"], d.inputs["memory"]) == sizes[role], (d.name, d.inputs["memory"])
-    assert sized.by_name("halab-www1-vm-root").inputs == dev.by_name("halab-www1-vm-root").inputs
+    for www in ("halab-www1-vm-domain", "halab-www1-vm-root"):  # the backends' guests as they were
+        assert lbs_only.by_name(www).inputs == dev.by_name(www).inputs, www
 
 
 def test_the_base_volume_is_made_from_the_checked_file_after_its_fetch(dev, tmp_path):

@@ -24,16 +24,6 @@ BEFORE = json.loads((ROOT / "tests/stacks/rendered-before-jinja2.json").read_tex
 INTENDED = [
     # the stats page's block was glued to the health frontend's: a blank line between them now
     ("haproxy.cfg", "    monitor-uri /halab-health\n\n# Who may read", "    monitor-uri /halab-health\n# Who may read"),
-    # later: the VRRP process at nice -20 (global_defs)
-    (
-        "keepalived.conf",
-        "    script_user nobody nogroup\n"
-        "    # The VRRP process first on a busy node (nice -20; keepalived resets it in the scripts it\n"
-        "    # runs): its adverts leave on time while a reload, a package install or a neighbour's boot\n"
-        "    # loads the CPU, where a late advert lets a backup take the VIP from a live master.\n"
-        "    vrrp_priority -20\n",
-        "    script_user nobody nogroup\n",
-    ),
 ]
 # ... and the old haproxy.cfg ended in a blank line, which the template leaves out.
 OLD_TRAILING_BLANK = {"haproxy.cfg": "\n"}

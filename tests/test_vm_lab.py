@@ -3,9 +3,9 @@ the lab's namespaces (real Debian guests under QEMU, cloud-init, systemd, SSH), 
 
 One lab for the module, in the order a user meets it: up, up again, verify (drills included),
 reboot, a third backend added under load, a guest deleted out of band, a roll-out of the load
-balancers, down; then an `up` interrupted halfway and a `down` after it. About 50 minutes on 2
-cores with TCG: up 9 to 12 (the image built or not), verify 12, reboot 3, a third backend 6,
-a rebuilt guest 4, the roll-out 13 (docs/testing.md).
+balancers, down; then an `up` interrupted halfway and a `down` after it. About 55 minutes on 2
+cores with TCG: up 10 to 12 (the image built or not), verify 11, reboot 5, a third backend 7,
+a rebuilt guest 4, the roll-out 15 (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -90,9 +90,6 @@ def test_up_brings_up_four_guests_from_the_programs_resources(vmlab):
             # past the image's own 3 GiB, as a cloud image's growpart and resizefs do
             size = int(s.transport.run(node.name, ["df", "-B1", "--output=size", "/"]).stdout.split()[-1])
             assert size > (model.vm.of(node).disk_gib - 1) * 2**30 > image.SIZE_GIB * 2**30, (node.name, size)
-            if node.role == "lb":  # keepalived's VRRP process at nice -20 (vrrp_priority), the parent not
-                nice = s.transport.run(node.name, ["ps", "-o", "ni=", "-C", "keepalived"]).stdout.split()
-                assert "-20" in nice and "0" in nice and set(nice) <= {"-20", "0"}, (node.name, nice)
     assert "module errors" not in vmlab, vmlab  # cloud-init's: each would be a warning of `ready`
     # the image came as a download would: fetched into the cache by the program's local Command,
     # checked against its sha512 (halab:imageChecksum), and the base volume made from that file
@@ -149,7 +146,9 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     three = with_backend(tmp_path, "www3", "192.168.69.108")
     with lab_access.VmSession(str(CONFIG)) as s:
         url = s.model.url(s.model.services[0])
-        (master,) = probes.holders(s.transport, s.model)
+        holders = probes.holders(s.transport, s.model)
+        assert len(holders) == 1, holders
+        master = holders[0]
         before = vrrp.state_changes(s.transport, s.model)
         # the load balancers reload: a request may wait that out, as in verify's reload row
         rate = ["--interval", str(s.ctx.request_interval), "--timeout", str(reload.reload_patience(s.ctx))]
@@ -225,14 +224,15 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
     fail. Not zero: a request in flight through a load balancer when the VIP moves off it can
     fail (keeping those is issue #23), and a guest booting under TCG takes one of this host's
     two cores, so the serving guests stall and some requests pass the timeout (10 of 11582 in a
-    CI run, 8 of 14584 here, when every guest was replaced).
+    CI run, 8 of 14584 here, when every guest was replaced; 0 of 8539 for the load balancers
+    alone).
 
     Only the load balancers: each guest replaced costs about 6 minutes under TCG, and CI's
     90 do not hold four. The backends' turn is the same engine ordering (each waits for the
     gates before it, tests/test_rolling.py under mocks and tests/test_vm_engine.py), its drain
-    gates run on real daemons in the namespace lab's roll-out test, and a backend's guest
-    rebuilt on these guests, its drains replaced with it, in the out-of-band test above. About
-    13 minutes: two guests boot one after the other."""
+    gates run on real daemons in the namespace lab's roll-out test, and on these guests when
+    www3 is removed here (drained on each load balancer, then deleted). About
+    15 minutes: two guests boot one after the other."""
     raw = yaml.safe_load(CONFIG.read_text())
     raw["config"]["halab:vm"] = {**raw["config"].get("halab:vm", {}), "loadBalancers": {"memoryMiB": 1152}}
     rolled = tmp_path / "Pulumi.rolled.yaml"
@@ -241,7 +241,7 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
         model, url = s.model, s.model.url(s.model.services[0])
         rate = ["--interval", str(s.ctx.request_interval), "--timeout", str(reload.reload_patience(s.ctx))]
         sampler = probes.sample(
-            s.transport, s.ctx.client, url, list(s.ctx.client_sources[:4]), *rate, "--duration", "1500"
+            s.transport, s.ctx.client, url, list(s.ctx.client_sources[:4]), *rate, "--duration", "1560"
         )
         watch = probes.HolderWatch(s.transport, model, s.ctx.holder_interval)
         time.sleep(2)

@@ -464,7 +464,6 @@ def _vrrp(p: Problems, obj: Any) -> Vrrp | None:
 
 # a VM's size, key by key: its field in VmSize and its range
 VM_LIMITS = {"vcpu": ("vcpu", 1, 64), "memoryMiB": ("memory_mib", 512, 262144), "diskGiB": ("disk_gib", 4, 2048)}
-VM_ROLES = ("loadBalancers", "backends")
 
 
 def _vm_size(p: Problems, key: str, o: Mapping[str, Any], base: VmSize) -> VmSize:
@@ -478,13 +477,15 @@ def _vm_size(p: Problems, key: str, o: Mapping[str, Any], base: VmSize) -> VmSiz
 
 
 def _vm(p: Problems, obj: Any) -> VmSizes:
-    o = keys(p, "vm", obj, set(VM_LIMITS) | set(VM_ROLES))
+    """`vm`, then each role's overrides on top of it: a role gives only what differs."""
+    o = keys(p, "vm", obj, {*VM_LIMITS, "loadBalancers", "backends"})
     fallback = VmSize(**{field: DEFAULTS["vm"][k] for k, (field, _, _) in VM_LIMITS.items()})
     default = _vm_size(p, "vm", o, fallback)
-    lb, backend = (
-        _vm_size(p, f"vm.{role}", keys(p, f"vm.{role}", o.get(role, {}), set(VM_LIMITS)), default) for role in VM_ROLES
-    )
-    return VmSizes(load_balancer=lb, backend=backend)
+
+    def role(key: str) -> VmSize:
+        return _vm_size(p, f"vm.{key}", keys(p, f"vm.{key}", o.get(key, {}), set(VM_LIMITS)), default)
+
+    return VmSizes(load_balancer=role("loadBalancers"), backend=role("backends"))
 
 
 def _ssh(p: Problems, obj: Any, given: Mapping[str, Any]) -> Ssh:

@@ -27,8 +27,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-# However long a caller asks: a roll-out of every guest on emulated ones (the VM lab) took 23
-# minutes on CI, and its requests must span it (its `up` is bounded at 40); a drill's take under two.
+# However long a caller asks: a roll-out on emulated guests (the VM lab) took 23 minutes on CI
+# when it replaced all four, and its requests must span it; a drill's take under two.
 MAX_DURATION = 2400.0
 PAGE = re.compile(r"backend=(\S+) client=(\S+)")
 
