@@ -140,6 +140,15 @@ def state_changes(transport: Transport, lab: Lab) -> dict[str, int]:
     return {lb.name: len(transition_log(transport, lb.name)) for lb in lab.load_balancers}
 
 
+def states_since(transport: Transport, lab: Lab, counts: dict[str, int]) -> dict[str, list[str]]:
+    """The VRRP states each load balancer logged after its first `counts` lines (what
+    `state_changes` returned at a window's start), in order: what the window did to each."""
+    return {
+        name: [m.group(3) for m in map(TRANSITION.match, transition_log(transport, name)[n:]) if m]
+        for name, n in counts.items()
+    }
+
+
 def check_transition_log(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """Every load balancer logged its VRRP state changes (the drills made some), timestamped."""
     counts, ok = {}, True
