@@ -405,10 +405,14 @@ def shipped(name: str, where: Path) -> Path:
     return f
 
 
-def start_watch(tmp_path: Path, port: int, pidfile: Path, period: float, fall: int):
-    """halab-haproxy-watch on the stand-in (0.3 s timeout); (process, verdict(want) -> bool)."""
+def start_watch(tmp_path: Path, port: int, pidfile: Path, period: float, fall: int, grace: float = 0):
+    """halab-haproxy-watch on the stand-in (0.3 s timeout), its reloads marked by
+    tmp_path/server-state; (process, verdict(want) -> bool)."""
     conf, state = tmp_path / "watch.conf", tmp_path / "state"
-    conf.write_text(f"PERIOD={period}\nTIMEOUT=0.3\nFALL={fall}\nHEALTH_PORT={port}\nPIDFILE={pidfile}\n")
+    conf.write_text(
+        f"PERIOD={period}\nTIMEOUT=0.3\nFALL={fall}\nHEALTH_PORT={port}\nPIDFILE={pidfile}\n"
+        f"RELOAD_GRACE={grace}\nSERVER_STATE={tmp_path / 'server-state'}\n"
+    )
     watch = subprocess.Popen([sys.executable, str(shipped("halab-haproxy-watch", tmp_path)), str(conf), str(state)])
     return watch, lambda want: state.exists() and state.read_text().strip() == want
 
@@ -429,6 +433,34 @@ def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path, stand_i
         server.kill()
         server.wait()
         assert wait_for(lambda: verdict("1"), 2) is not None, "a dead haproxy is unhealthy"
+    finally:
+        watch.kill()
+        watch.wait()
+
+
+def test_haproxy_watch_forgives_a_reload_its_grace_long_not_an_exit(tmp_path, stand_in_haproxy):
+    """A reload is not a hang: misses within RELOAD_GRACE of the server-state file's write (each
+    reload's first act) leave haproxy healthy; past the grace, the same silence is a hang. An
+    exit mid-reload is unhealthy at once. (On emulated guests a reload starved the old worker's
+    answers past FALL misses: a load balancer went FAULT for a reload that kept every connection.)"""
+    server, port, pidfile = stand_in_haproxy
+    watch, verdict = start_watch(tmp_path, port, pidfile, period=0.1, fall=2, grace=2.0)
+    try:
+        assert wait_for(lambda: verdict("0"), 5) is not None, "a serving haproxy is healthy"
+        (tmp_path / "server-state").write_text("1\n")  # a reload begins
+        server.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        # FALL misses take 0.8 s: still healthy at 1.5 s, mid-grace
+        assert wait_for(lambda: verdict("1"), 1.5) is None, "a reload's misses made haproxy unhealthy"
+        took = wait_for(lambda: verdict("1"), 2)
+        assert took is not None and 1.9 < time.monotonic() - t0 < 2.8, f"a hang past the grace seen after {took}"
+        server.send_signal(signal.SIGCONT)
+        assert wait_for(lambda: verdict("0"), 2) is not None, "healthy again once it answers"
+        (tmp_path / "server-state").write_text("1\n")  # another reload, and haproxy dies in it
+        server.kill()
+        server.wait()
+        took = wait_for(lambda: verdict("1"), 1)
+        assert took is not None and took < 0.5, f"haproxy's exit mid-reload seen after {took}"
     finally:
         watch.kill()
         watch.wait()

@@ -174,7 +174,10 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     assert len(samples) > 50
     failed = [x for x in samples if not x.ok]
     print(f"third backend: {len(failed)} of {len(samples)} requests failed; VRRP changes {logged}")
-    assert failed == [], f"{len(failed)} of {len(samples)} requests failed while www3 was added"
+    assert failed == [], (
+        f"{len(failed)} of {len(samples)} requests failed while www3 was added, "
+        f"from {[(round(x.start - failed[0].start, 1), x.why) for x in failed]}; VRRP changes {logged}"
+    )
     moved = {n: states for n, states in logged.items() if states and (n == master or "MASTER" in states)}
     assert moved == {}, f"the VIP moved while a backend was added ({master} held it): {logged}"
 
@@ -273,7 +276,9 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
     lines = p.stdout.splitlines()
 
     def at(text: str) -> int:
-        return next(i for i, line in enumerate(lines) if text in line)
+        found = [i for i, line in enumerate(lines) if text in line]
+        assert found, f"no {text!r} in the log; the hand-offs said: {[x for x in lines if 'handoff' in x]}"
+        return found[0]
 
     # each guest's gates ran their deletes before it went, and it went after the previous came back
     # (the engine logs `+ X: replace (Domain)...`, then its dependents' deletes, then `replaced in`)

@@ -180,6 +180,15 @@ class Vrrp:
         return max(0.1, min(0.5, self.advert_interval / 2))
 
     @property
+    def watch_reload_grace(self) -> int:
+        """How long after a reload begins the watcher forgives haproxy's misses: the safety-net
+        script's patience (`check_timeout`). A reload on a loaded CPU can starve the old
+        worker's answers past the watcher's misses (a backup went FAULT for it on the VM lab's
+        guests); a master that does moves the VIP and fails the requests in flight. A
+        hang begun within a reload is seen this much later; haproxy's exit, at once still."""
+        return self.check_timeout
+
+    @property
     def advert_text(self) -> str:
         return f"{self.advert_interval:g}"
 

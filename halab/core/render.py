@@ -130,10 +130,12 @@ def keepalived_conf(lab: Lab, host: Node, creds: Credentials) -> str:
 def haproxy_watch_conf(lab: Lab) -> str:
     return (
         "# Read by halab-haproxy-watch: how often it asks haproxy, how long an answer may take,\n"
-        "# how many misses in a row are a failure, and haproxy's health frontend.\n"
+        "# how many misses in a row are a failure, how long after a reload begins misses are\n"
+        "# forgiven, and haproxy's health frontend.\n"
         f"PERIOD={lab.vrrp.watch_period:g}\n"
         f"TIMEOUT={lab.vrrp.watch_timeout:g}\n"
         f"FALL={lab.vrrp.watch_fall}\n"
+        f"RELOAD_GRACE={lab.vrrp.watch_reload_grace}\n"
         f"HEALTH_PORT={lab.haproxy.health_port}\n"
     )
 
