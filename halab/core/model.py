@@ -159,13 +159,17 @@ class Vrrp:
 
     @property
     def check_timeout(self) -> int:
-        """How long keepalived lets the safety-net script run before counting a failure: the
-        master-down interval (3 adverts) and a second more. The script bounds its own request
-        to haproxy (0.5 s); past that, only a starved CPU delays it. A node starved longer than
-        the master-down interval loses the VIP through its missed adverts anyway; with a
-        shorter timeout the script alone moved the VIP on every CPU stall VRRP rode out (the VM
-        lab's emulated guests while a new guest booted beside them)."""
-        return math.ceil(3 * self.advert_interval) + 1
+        """How long keepalived lets the safety-net script run before counting a failure: 10 s,
+        or the master-down interval (3 adverts) and a second where that is longer. The script
+        bounds its own request to haproxy (0.5 s read), so a hung haproxy that accepts fails it
+        that fast; this timeout is for a connect that blocks (a hung haproxy's accept queue
+        full), which the watcher catches within its own TIMEOUT anyway. Past the script's own
+        bound, only a starved CPU delays it, and that is no reason to move the VIP: keepalived,
+        one process already running, sends its adverts through a stall that a fork of bash and
+        `ss` does not finish in. With the master-down interval and a second (4 s), the script
+        timed out on the VM lab's master while steps ran beside a booting guest, and keepalived
+        put it in FAULT twice in one third-backend test (the VIP moved, 11 requests failed)."""
+        return max(10, math.ceil(3 * self.advert_interval) + 1)
 
     @property
     def watch_period(self) -> float:
@@ -181,12 +185,13 @@ class Vrrp:
 
     @property
     def watch_reload_grace(self) -> int:
-        """How long after a reload begins the watcher forgives haproxy's misses: the safety-net
-        script's patience (`check_timeout`). A reload on a loaded CPU can starve the old
-        worker's answers past the watcher's misses (a backup went FAULT for it on the VM lab's
-        guests); a master that does moves the VIP and fails the requests in flight. A
-        hang begun within a reload is seen this much later; haproxy's exit, at once still."""
-        return self.check_timeout
+        """How long after a reload begins the watcher forgives haproxy's misses: the master-down
+        interval and a second, VRRP's own patience with a silent master. A reload on a loaded
+        CPU can starve the old worker's answers past the watcher's misses (a load balancer went
+        FAULT for it on the VM lab's guests); a master that does moves the VIP and fails the
+        requests in flight. A hang begun within a reload is seen this much later; haproxy's
+        exit, at once still."""
+        return math.ceil(3 * self.advert_interval) + 1
 
     @property
     def advert_text(self) -> str:
