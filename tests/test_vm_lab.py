@@ -10,6 +10,7 @@ a rebuilt guest 4, the roll-out 15 (docs/testing.md).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -182,6 +183,11 @@ def test_a_third_backend_runs_only_the_haproxy_steps_and_its_own_resources(vmlab
     assert moved == {}, f"the VIP moved while a backend was added ({master} held it): {logged}"
 
 
+# Not in the README's command (CI): a guest's boot under TCG, about 5 minutes, that CI's 90 do not
+# leave room for beside the roll-out. Run by hand with HALAB_VM_LAB_REBUILD=1 (docs/testing.md).
+@pytest.mark.skipif(
+    os.environ.get("HALAB_VM_LAB_REBUILD") != "1", reason="a guest rebuilt: HALAB_VM_LAB_REBUILD=1 (5 more minutes)"
+)
 def test_a_guest_deleted_out_of_band_is_rebuilt_with_every_step(vmlab, tmp_path):
     three = with_backend(tmp_path, "www3", "192.168.69.108")
     root = next(v for v in virsh("vol-list", "default").split() if v.startswith("halab-www3-root"))
