@@ -169,7 +169,7 @@ class Vrrp:
         `ss` does not finish in. With the master-down interval and a second (4 s), the script
         timed out on the VM lab's master while steps ran beside a booting guest, and keepalived
         put it in FAULT twice in one third-backend test (the VIP moved, 11 requests failed)."""
-        return max(10, math.ceil(3 * self.advert_interval) + 1)
+        return max(10, self.master_down_and_a_second)
 
     @property
     def watch_period(self) -> float:
@@ -191,6 +191,12 @@ class Vrrp:
         FAULT for it on the VM lab's guests); a master that does moves the VIP and fails the
         requests in flight. A hang begun within a reload is seen this much later; haproxy's
         exit, at once still."""
+        return self.master_down_and_a_second
+
+    @property
+    def master_down_and_a_second(self) -> int:
+        """The master-down interval (3 adverts), in whole seconds, and a second more: VRRP's own
+        patience with a silent master, which the checks' patience is measured against."""
         return math.ceil(3 * self.advert_interval) + 1
 
     @property
