@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ INTENDED = [
 INTENDED_BY_LAB = [
     (
         "keepalived.conf",
-        lambda v: (f"    timeout {v.check_timeout}\n", f"    timeout {math.ceil(3 * v.advert_interval) + 1}\n"),
+        lambda v: (f"    timeout {v.check_timeout}\n", f"    timeout {v.master_down_and_a_second}\n"),
     ),
 ]
 # ... and the old haproxy.cfg ended in a blank line, which the template leaves out.

@@ -42,10 +42,9 @@ def test_a_windows_states_are_the_lines_logged_after_its_start():
 
 class FilterLab(LogTransport):
     """What the VRRP-filter row asks the load balancers and the rogue: filter counters that grow
-    by 5 drops per load balancer while the rogue sends, keepalived's stats (nothing bad), the
-    VIP on lb1, unless that probe times out after the rogue's run (`probe_lost`), and each
-    node's VRRP log, to which
-    the rogue's run appends `during` (a state change logged in the window)."""
+    by 5 drops per load balancer while the rogue sends, keepalived's stats (the drill's `bash -s`:
+    nothing bad), the VIP on lb1 (a probe that times out once the rogue has run, with
+    `probe_lost`), and each node's VRRP log, to which the rogue's run appends `during`."""
 
     python = "python3"
 
@@ -77,10 +76,13 @@ def test_the_filter_rows_master_stays_is_read_from_the_logs_not_one_probe():
     failed the row so, lb1's log showing no change); a state logged in it fails it."""
     lab = config.parse(stackfile.load_stack_file(str(ROOT / "Pulumi.dev.yaml")))
     ctx = VerifyContext(lab, "client", ("198.51.100.10",), None, None, None, rogue="www2")
-    logs = {"lb1": [line("lb1", "MASTER")], "lb2": [line("lb2", "BACKUP")]}
-    (row,) = vrrp.check_vrrp_filter(FilterLab(dict(logs), {}, probe_lost=True), ctx)
+
+    def logs() -> dict[str, list[str]]:
+        return {"lb1": [line("lb1", "MASTER")], "lb2": [line("lb2", "BACKUP")]}
+
+    (row,) = vrrp.check_vrrp_filter(FilterLab(logs(), {}, probe_lost=True), ctx)
     assert row.ok, row
     assert "lb1: 5 dropped, 0 reached keepalived" in row.figure and "VIP on none" in row.figure, row
     moved = {"lb1": [line("lb1", "BACKUP")], "lb2": [line("lb2", "MASTER")]}
-    (row,) = vrrp.check_vrrp_filter(FilterLab({k: list(v) for k, v in logs.items()}, moved, probe_lost=False), ctx)
+    (row,) = vrrp.check_vrrp_filter(FilterLab(logs(), moved, probe_lost=False), ctx)
     assert not row.ok and "'lb2': ['MASTER']" in row.figure, row
