@@ -665,8 +665,8 @@ def test_a_reload_keeps_each_servers_state_and_a_new_server_starts_down(nodes):
 def test_server_state_keeps_only_servers_at_the_same_address_and_port(tmp_path):
     """halab-haproxy-state against a canned runtime API: a server the running haproxy has at the
     same address and port keeps its line (www1 UP, www2 DOWN); one that moved (www2 in the new
-    config, another port) or is new (www3) gets its newcomer line. No answer: no state file (a
-    stale one is removed) and the reload goes on."""
+    config, another port) or is new (www3) gets its newcomer line. No answer: a state file of no
+    server (written all the same, for the watcher's reload grace) and the reload goes on."""
     backends = [{"name": f"www{i}", "address": f"192.168.69.10{5 + i}"} for i in (1, 2, 3)]
     lab = config.parse({"halab:services": [{"name": "http", "port": 80}], "halab:backends": backends})
     newcomers = tmp_path / "new.state"
@@ -704,8 +704,13 @@ def test_server_state_keeps_only_servers_at_the_same_address_and_port(tmp_path):
     assert state.read_text().startswith("1\n")
 
     listener.close()
+    before = state.stat().st_mtime_ns
+    time.sleep(0.01)
     p = subprocess.run(helper, capture_output=True, text=True, timeout=10, check=True)
-    assert not state.exists() and "every server starts UP" in p.stderr
+    assert "every server starts UP" in p.stderr, p.stderr
+    # no server line, yet written: its mtime is the watcher's word that a reload began
+    assert [x for x in state.read_text().splitlines() if not x.startswith("#")] == ["1"]
+    assert state.stat().st_mtime_ns > before
 
 
 # The bundles themselves, run with bash in a temporary directory: what they stage, not what their
