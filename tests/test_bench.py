@@ -215,6 +215,39 @@ def test_a_detection_over_its_ceiling_is_judged_by_the_median_of_three(monkeypat
         assert ("median" in moved.figure) == (len(times) == 3), moved.figure
 
 
+def test_a_drill_command_that_never_ends_fails_its_row_and_the_next_drill_runs(monkeypatch):
+    """A node too busy to end a drill command in time (a starved emulated guest) fails that
+    drill's row, naming the node, the action and what it printed so far; the verifier goes on
+    to the next drill instead of dying with a traceback that hides every row after it."""
+    import subprocess
+
+    from halab.verify import drills, failover
+
+    class Stuck:
+        def run(self, host, cmd, *, input=None, check=True, timeout=60.0):
+            raise subprocess.TimeoutExpired(cmd, timeout, output=b"[lb1/drill] fault at 1.5\n", stderr=None)
+
+    with pytest.raises(drills.Unanswered, match=r"lb1: drill.sh kill haproxy did not end within 7 s.*fault at 1.5"):
+        drills.action(Stuck(), "lb1", "kill", "haproxy", timeout=7)
+
+    def run(transport, ctx, fault, restore):
+        raise drills.Unanswered("lb1: drill.sh kill haproxy did not end within 60 s; it printed nothing")
+
+    monkeypatch.setattr(drills, "run", run)
+    (row,) = failover.failover_rows(None, dev_site(), "haproxy killed", None, None, 0.9)  # type: ignore[arg-type]
+    assert not row.ok and row.check == "failover, haproxy killed" and "did not end within 60 s" in row.figure
+
+    from halab.verify import checks
+    from halab.verify.rows import Row
+
+    def check_stuck_host(transport, ctx):
+        raise subprocess.TimeoutExpired(["ssh", "lb1"], 60)
+
+    monkeypatch.setattr(checks, "CHECKS", (check_stuck_host, lambda t, c: [Row("next", True, "ran")]))
+    stuck, after = checks.verify(None, dev_site())  # type: ignore[arg-type]
+    assert (stuck.check, stuck.ok, after.check) == ("stuck host", False, "next"), (stuck, after)
+
+
 def test_a_check_with_nothing_to_prove_is_skipped_not_passed():
     from halab.verify.rows import Row, skip, table
 

@@ -8,9 +8,11 @@ broke before it returns (drills.py). Every wait is bounded.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 
 from halab.verify.backends import check_backend_health, check_backends_up
+from halab.verify.drills import Unanswered
 from halab.verify.failover import (
     check_failovers,
     check_persistence_across_failover,
@@ -60,7 +62,11 @@ def verify(transport: Transport, ctx: VerifyContext, log: Callable[[Row], None] 
     for check in CHECKS:
         if ctx.read_only and check in CHANGES_THE_LAB:
             continue
-        for row in check(transport, ctx):
+        try:
+            got = check(transport, ctx)
+        except (Unanswered, subprocess.TimeoutExpired) as e:  # one stuck host hides no later row
+            got = [Row(check.__name__.removeprefix("check_").replace("_", " "), False, f"a host did not answer: {e}")]
+        for row in got:
             log(row)
             rows.append(row)
     return rows

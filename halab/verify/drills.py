@@ -7,6 +7,7 @@ The failover rows (failover.py) and the benchmark run them."""
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +18,25 @@ from halab.verify.probes import HolderWatch, Sample, holders, sample, wait_until
 from halab.verify.transport import Transport, VerifyContext
 
 
+class Unanswered(RuntimeError):
+    """A drill action that did not end in time: the host, the action, and what it printed."""
+
+
 def action(transport: Transport, host: str, *args: str, check: bool = True, timeout: float = 60.0):
     """A drill action (halab/node/steps/drill.sh) on one host, from a bundle like any step."""
     bundle = Step(host, "drill", "drill.sh", args).bundle()
-    return transport.run(host, ["bash", "-s"], input=bundle, check=check, timeout=timeout)
+    try:
+        return transport.run(host, ["bash", "-s"], input=bundle, check=check, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        printed = "".join(_text(x) for x in (e.stdout, e.stderr)).strip()[-600:]
+        raise Unanswered(
+            f"{host}: drill.sh {' '.join(args)} did not end within {timeout:.0f} s"
+            + (f"; it printed: {printed}" if printed else "; it printed nothing")
+        ) from e
+
+
+def _text(out: str | bytes | None) -> str:
+    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
 
 
 # drill.sh's "fault at EPOCH": the node's wall clock just before it sent the fault's signal
