@@ -348,15 +348,19 @@ def test_hang_stops_every_process_of_the_name_in_its_node_only_and_resume_contin
     assert p.returncode != 0 and "no haproxy process here" in p.stderr
 
 
-def test_drill_restart_override_sorts_after_the_installed_dropins():
-    """systemd applies drop-ins in file-name order across directories: the drill's Restart=no
-    must come after every drop-in the steps install, or their Restart= wins (no systemd here
-    to try it)."""
+def test_the_drills_crash_is_held_down_by_the_installed_dropins():
+    """drill.sh's kill keeps a crashed haproxy or keepalived down with a hold file, which only
+    the installed drop-ins' ExecCondition honours (systemd runs it for an automatic restart
+    too; no systemd here to try it: the VM lab's kill drills do). The drill refuses a unit
+    without it rather than let systemd restart the crash."""
     drill = (NODE_STEPS / "drill.sh").read_text()
-    (override,) = re.findall(r"service\.d/([\w.-]+\.conf)", drill)
-    installed = {Path(dest).name for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS) for dest, _ in s.files
-                 if ".service.d/" in dest}  # fmt: skip
-    assert installed and all(sorted([name, override])[-1] == override for name in installed), (installed, override)
+    assert 'hold() { printf \'%s/%s\' "$HOLD_DIR" "$1"; }' in drill
+    assert "its unit has no hold" in drill and "daemon-reload" not in drill
+    dropins = {Path(dest).parent.name: text for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)
+               for dest, text in s.files if ".service.d/" in dest}  # fmt: skip
+    for unit in ("haproxy", "keepalived"):
+        conditions = re.findall(r"^ExecCondition=(.*)$", dropins[f"{unit}.service.d"], re.M)
+        assert conditions == [f"/usr/bin/test ! -e {PATHS['HOLD_DIR']}/{unit}"], (unit, conditions)
 
 
 @pytest.fixture

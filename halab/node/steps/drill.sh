@@ -26,10 +26,10 @@ need_root
 
 
 # systemd restarts a crashed haproxy within 100 ms (Restart=always) and keepalived within 1 s:
-# a drill's crash must stay down until the drill restores it, so the restart is suspended for
-# this boot only (a runtime drop-in, removed by `start`). Drop-ins apply in file-name order
-# whatever their directory: `zz-` puts this one after the installed halab.conf, which sets Restart.
-no_restart_dropin() { printf '%s/%s.service.d/zz-halab-drill.conf' "$SYSTEMD_RUNTIME_UNITS" "$1"; }
+# a drill's crash must stay down until the drill restores it. Its hold file does that: the
+# installed drop-ins start neither while $HOLD_DIR/NAME exists (ExecCondition, which systemd
+# runs for a restart too; a unit Condition= is not checked then), and `start` removes it.
+hold() { printf '%s/%s' "$HOLD_DIR" "$1"; }
 
 link_up() {
   ip link set "$1" up
@@ -51,10 +51,10 @@ case "$action" in
   kill)
     name=${2:?name}
     if has_systemd && systemctl is-active --quiet "$name"; then
-      dropin=$(no_restart_dropin "$name")
-      mkdir -p "$(dirname "$dropin")"
-      printf '[Service]\nRestart=no\n' >"$dropin"
-      systemctl daemon-reload
+      systemctl show -p ExecCondition "$name" | grep -qF "$(hold "$name")" \
+        || die "kill $name: its unit has no hold ($(hold "$name") in an ExecCondition): systemd would restart it"
+      mkdir -p "$HOLD_DIR"
+      : >"$(hold "$name")"
       fault_at
       systemctl kill --signal=STOP "$name"
       systemctl kill --signal=KILL "$name"
@@ -85,10 +85,7 @@ case "$action" in
     ;;
   start)
     name=${2:?name}
-    if has_systemd && [ -e "$(no_restart_dropin "$name")" ]; then
-      rm -f "$(no_restart_dropin "$name")"
-      systemctl daemon-reload
-    fi
+    rm -f "$(hold "$name")"
     service_converge "$name" no no
     ;;
   link-down)

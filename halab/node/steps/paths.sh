@@ -59,6 +59,8 @@ SERVING_CONF=/etc/halab/serving.conf
 HANDOFF_CONF=/etc/halab/handoff.conf
 DRAIN_CONF=/etc/halab/drain.conf
 DRILL_LINK_PIDFILE=/run/halab-drill-link.pid
+# haproxy or keepalived held down: systemd does not start it while HOLD_DIR/NAME exists
+HOLD_DIR=/run/halab-hold
 
 # A backend: the gateway via the VIP
 BACKEND_SYSCTL_CONF=/etc/sysctl.d/90-halab-backend.conf
