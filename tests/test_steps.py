@@ -238,6 +238,13 @@ def test_systemd_is_reloaded_and_a_unit_enabled_only_when_needed(tmp_path):
     ]  # fmt: skip
     # again, nothing changed: neither a reload nor an enable
     assert run() == ["is-enabled --quiet demo", "is-active --quiet demo", "is-active --quiet demo"]
+    # a drill's hold left behind (a verifier killed mid-drill) would make systemd skip the start
+    held = tmp_path / "hold"
+    held.mkdir()
+    (held / "demo").touch()
+    step = step.replace("restart=no\n", f"restart=no\nHOLD_DIR={held}\n")
+    assert run() == ["is-enabled --quiet demo", "is-active --quiet demo", "is-active --quiet demo"]
+    assert not (held / "demo").exists()
 
 
 def test_gateway_step_refuses_a_vip_that_does_not_answer(nodes):
