@@ -355,19 +355,66 @@ def test_hang_stops_every_process_of_the_name_in_its_node_only_and_resume_contin
     assert p.returncode != 0 and "no haproxy process here" in p.stderr
 
 
-def test_the_drills_crash_is_held_down_by_the_installed_dropins():
+def test_the_drills_crash_is_held_down_by_the_installed_dropins(tmp_path):
     """drill.sh's kill keeps a crashed haproxy or keepalived down with a hold file, which only
-    the installed drop-ins' ExecCondition honours (systemd runs it for an automatic restart
-    too; no systemd here to try it: the VM lab's kill drills do). The drill refuses a unit
-    without it rather than let systemd restart the crash."""
-    drill = (NODE_STEPS / "drill.sh").read_text()
-    assert 'hold() { printf \'%s/%s\' "$HOLD_DIR" "$1"; }' in drill
-    assert "its unit has no hold" in drill and "daemon-reload" not in drill
+    the installed drop-ins' ExecCondition honours (systemd runs it for an automatic restart too;
+    the VM lab's kill drills prove that on systemd). Here, under a systemctl that logs its calls
+    and plays the unit: the hold is in place before the first signal, no daemon-reload is run,
+    a unit without the condition is refused before any signal, and `start` lifts the hold
+    before it starts the unit."""
+    need_root_and("unshare", "mount")
     dropins = {Path(dest).parent.name: text for s in plan.host_steps(LAB, LAB.load_balancers[0], CREDS)
                for dest, text in s.files if ".service.d/" in dest}  # fmt: skip
+    hold = f"{PATHS['HOLD_DIR']}/haproxy"
     for unit in ("haproxy", "keepalived"):
         conditions = re.findall(r"^ExecCondition=(.*)$", dropins[f"{unit}.service.d"], re.M)
         assert conditions == [f"/usr/bin/test ! -e {PATHS['HOLD_DIR']}/{unit}"], (unit, conditions)
+    condition = re.search(r"^ExecCondition=(.*)$", dropins["haproxy.service.d"], re.M)[1]
+    bin_dir, log, state = tmp_path / "bin", tmp_path / "calls", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/bash\n"
+        f'echo "$* hold=$(test -e {hold} && echo yes || echo no)" >>{log}\n'
+        'case "$1" in\n'
+        f"  show) test -e {state}/conditioned && echo '{{ path=/usr/bin/test ; argv[]={condition} ; }}' ;;\n"
+        f"  is-active) exec test ! -e {state}/down ;;\n"  # running until SIGKILLed
+        f'  kill) [ "$2" = --signal=KILL ] && touch {state}/down ;;\n'
+        f"  start) {condition} && rm -f {state}/down ;;\n"  # what ExecCondition does
+        "esac\n"
+        "exit 0\n"
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+
+    drill = NODE_STEPS / "drill.sh"
+
+    def in_own_run(script: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+        """`script` with a /run of its own (a tmpfs in a private mount namespace): systemd's
+        marker in it, and the hold; the calls systemctl saw."""
+        log.write_text("")
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HALAB_STEP": "drill"}
+        own_run = f"mount -t tmpfs tmpfs /run && mkdir -p {PATHS['SYSTEMD_RUNTIME_UNITS']} && "
+        argv = ["unshare", "--mount", "--propagation", "private", "bash", "-c", own_run + script]
+        p = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        return p, log.read_text().splitlines()
+
+    kill = f"bash {drill} kill haproxy; rc=$?; ls {PATHS['HOLD_DIR']} 2>/dev/null; exit $rc"
+    p, calls = in_own_run(kill)  # a unit without the condition: refused before any signal
+    assert p.returncode != 0 and "its unit has no hold" in p.stderr, p.stderr
+    assert not any(c.startswith("kill") for c in calls) and "haproxy" not in p.stdout, calls
+
+    (state / "conditioned").touch()
+    p, calls = in_own_run(kill)
+    assert p.returncode == 0, p.stderr
+    signals = [c for c in calls if c.startswith("kill")]
+    assert signals == ["kill --signal=STOP haproxy hold=yes", "kill --signal=KILL haproxy hold=yes"], calls
+    assert not any("daemon-reload" in c for c in calls), calls
+    assert p.stdout.splitlines()[-1] == "haproxy", p.stdout  # the hold stays after the drill
+
+    # `start` lifts the hold before it starts the unit (set up again: each call has a fresh /run)
+    p, calls = in_own_run(f"mkdir -p {PATHS['HOLD_DIR']} && touch {hold} && bash {drill} start haproxy")
+    assert p.returncode == 0 and "haproxy was held down by a drill" in p.stdout, p.stdout + p.stderr
+    assert "start haproxy hold=no" in calls and not (state / "down").exists(), calls
 
 
 @pytest.fixture

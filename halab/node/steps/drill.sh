@@ -28,8 +28,8 @@ need_root
 # systemd restarts a crashed haproxy within 100 ms (Restart=always) and keepalived within 1 s:
 # a drill's crash must stay down until the drill restores it. Its hold file does that: the
 # installed drop-ins start neither while $HOLD_DIR/NAME exists (ExecCondition, which systemd
-# runs for a restart too; a unit Condition= is not checked then), and `start` removes it.
-hold() { printf '%s/%s' "$HOLD_DIR" "$1"; }
+# runs for a restart too; a unit Condition= is not checked then), and `start` removes it
+# (service_converge, lib.sh).
 
 link_up() {
   ip link set "$1" up
@@ -51,10 +51,11 @@ case "$action" in
   kill)
     name=${2:?name}
     if has_systemd && systemctl is-active --quiet "$name"; then
-      systemctl show -p ExecCondition "$name" | grep -qF "$(hold "$name")" \
-        || die "kill $name: its unit has no hold ($(hold "$name") in an ExecCondition): systemd would restart it"
+      hold=$HOLD_DIR/$name
+      [[ "$(systemctl show -p ExecCondition --value "$name")" == *"$hold"* ]] \
+        || die "kill $name: its unit has no hold ($hold in an ExecCondition): systemd would restart it"
       mkdir -p "$HOLD_DIR"
-      : >"$(hold "$name")"
+      : >"$hold"
       fault_at
       systemctl kill --signal=STOP "$name"
       systemctl kill --signal=KILL "$name"
@@ -84,9 +85,7 @@ case "$action" in
       || die "$action $name: not every process took SIG$signal: $(ps -C "$name" -o pid=,stat= | tr '\n' ' ')"
     ;;
   start)
-    name=${2:?name}
-    rm -f "$(hold "$name")"
-    service_converge "$name" no no
+    service_converge "${2:?name}" no no
     ;;
   link-down)
     iface=${2:?iface} delay=${3:?delay} for=${4:?seconds}

@@ -158,13 +158,13 @@ direct_service() {
 
 # service_converge NAME RESTART RELOAD: enabled and running; restarted or reloaded when asked
 # (yes/no). Reload keeps established connections (haproxy master-worker, keepalived HUP). A
-# drill's hold on NAME (drill.sh kill), left by a verifier killed mid-drill, would make systemd
-# skip the start: it goes, said.
+# drill's hold on NAME (drill.sh kill) would make systemd skip the start: it goes first, whether
+# the drill's restore asks or a step finds one a verifier killed mid-drill left behind.
 service_converge() {
   local name=$1 restart=$2 reload=$3
   if has_systemd; then
     if [ -e "$HOLD_DIR/$name" ]; then
-      log "$name was held down by $HOLD_DIR/$name (a drill's, left behind): hold removed"
+      log "$name was held down by a drill ($HOLD_DIR/$name): hold removed"
       rm -f "$HOLD_DIR/$name"
     fi
     units_reload
