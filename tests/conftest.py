@@ -33,7 +33,7 @@ def _cache_home(tmp_path_factory):
 
 
 # verify's rows per stack, every one asserted by the lab tests (docs/verify.md, "What verify proves")
-VERIFY_ROWS = {"dev": 30, "lab3": 51, "pools": 47}
+VERIFY_ROWS = {"dev": 31, "lab3": 52, "pools": 48}
 
 
 def expected_rows(lab) -> list[str]:
@@ -80,7 +80,10 @@ def expected_rows(lab) -> list[str]:
             f"{victim.name} banner hung: out of rotation for {names} on every load balancer",
             f"{victim.name} banner resumed: back in rotation",
         ]
-    rows += ["persistence survives failover: each client keeps its backend on the new master"]
+    rows += [
+        "persistence survives failover: each client keeps its backend on the new master",
+        "planned hand-off keeps connections (keepalived stopped on the master)",
+    ]
     rule = "takes the VIP back (preemption)" if lab.vrrp.preempt else "stays backup (nopreempt)"
     for fault in ("haproxy killed", "haproxy hung", "keepalived killed", "link cut"):
         rows += [f"failover, {fault} on {{LB}}", f"restore, {fault}: {{LB}} {rule}"]

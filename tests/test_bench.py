@@ -10,6 +10,7 @@ from conftest import STACKS
 
 from components.cache import user_cache
 from halab.bench import measure, profiles, report
+from halab.bench.handoff import ForwardCost, ForwardPair, Kept
 from halab.core import config, render, stackfile
 from halab.core.model import Credentials
 from halab.verify.drills import Drill, Outage
@@ -126,9 +127,29 @@ def test_report_tables_ratios_and_charts(tmp_path):
     report.cost_chart(cost, labs, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     state = {2: {"resources": 64, "state_bytes": 358_848, "bundle_bytes": 297_652, "copied_bytes": 164_056}}
+    kept = {
+        "seed": {"clean stop (maintenance)": Kept(50, 50, ""), "haproxy killed": Kept(0, 50, "answer: X x50")},
+        "fast": {"clean stop (maintenance)": Kept(49, 50, "answer: Y x1"), "haproxy killed": Kept(0, 50, "")},
+    }
+    # 4,000 requests forwarded in 5 s, 2 packets each; CPU per request 1.0 ms direct, 1.4 ms forwarded
+    direct, forwarded = w(1000, 1.0, 2.0, 0), w(800, 1.2, 2.5, 0)
+    direct.cpu_ms.update({"client": 0.5, "load balancers": 0.3, "backends": 0.2})
+    forwarded.cpu_ms.update({"client": 0.5, "load balancers": 0.7, "backends": 0.2})
+    slower = w(500, 2.0, 3.0, 0)
+    slower.cpu_ms.update({"client": 0.5, "load balancers": 0.9, "backends": 0.2})
+    forward = ForwardCost([ForwardPair(direct, forwarded, 8000, 5), ForwardPair(direct, slower, 5000, 5)])
     md = report.markdown(
-        failover, dataplane, reloads, cost, 2, 61.0, ["f.png"], {"lb1": 0, "lb2": 1}, soaks, labs, state
+        failover, dataplane, reloads, cost, 2, 61.0, ["f.png"], {"lb1": 0, "lb2": 1}, soaks, labs, state, kept, forward
     )
+    assert "| fault | `seed` | `fast` |" in md
+    assert "| clean stop (maintenance) | 50/50 | 49/50 (answer: Y x1) |" in md
+    assert "| haproxy killed | 0/50 (answer: X x50) | 0/50 |" in md
+    # pairs: +200 us and +1000 us p50; 0.80 and 0.50 of the throughput; 200 and 300 us of CPU a packet
+    assert "2 pairs of runs of 5 s" in md
+    assert "| packets forwarded per request (its request and the backend's reply) | 2.0 (2.0–2.0, n=2) |" in md
+    assert "| added time per request, p50 | 600 µs (200–1000, n=2) |" in md
+    assert "| throughput, forwarded / direct | 0.65 (0.50–0.80, n=2) |" in md
+    assert "| CPU per forwarded packet | 250.0 µs (200.0–300.0, n=2) |" in md
     assert "| 2 | 64 | 0.36 | 0.30 | 0.16 |" in md  # the state, and the step bundles' share, in MB
     assert (
         "| 2 | 14.2 | 20.5 | 0 | 30.0 | 12.0 | 60.0 |" in md and "| 10 | 60.0 | 31.0 | 1 | 31.0 | 12.5 | 70.0 |" in md

@@ -286,6 +286,14 @@ def test_vrrp_defaults_and_options():
     assert parse({"halab:vrrp": {"version": 3, "advertInterval": 0.2}}, secrets={"statsPassword": "long-enough-secret"})
 
 
+def test_the_handoff_drain_is_a_bounded_whole_number_of_seconds():
+    assert parse({}).vrrp.handoff_drain_seconds == 300
+    assert parse({"halab:vrrp": {"handoffDrainSeconds": 0}}).vrrp.second_chance_window == 30
+    for bad in (-1, 3601, 1.5, "5m", True):
+        found = problems({"halab:vrrp": {"handoffDrainSeconds": bad}})
+        assert len(found) == 1 and found[0].startswith(f"halab:vrrp.handoffDrainSeconds: {bad!r} "), found
+
+
 def test_ssh_key_pair_comes_whole():
     assert "needs its private key" in problems({"halab:ssh": {"publicKey": "ssh-ed25519 AAAA x"}})[0]
     assert "needs its public key" in problems({"halab:sshPrivateKey": Secure()})[0]

@@ -4,8 +4,9 @@ installs the copy on the dev lab's nodes through the very step that installs the
 fails. The original step then restores the nodes, and the row passes again where that is cheap.
 A row that cannot fail proves nothing; these show that the rows catch what they claim to.
 
-Costs about 5 minutes: the dev lab's `up` (15 s), three failover drills with the watcher gone,
-a persistence drill, a rogue's 5 s of adverts, and a hung backend waited out (about 30 s); then
+Costs about 6 minutes: the dev lab's `up` (15 s), three failover drills with the watcher gone,
+a persistence drill, two planned hand-offs (about 50 s), a rogue's 5 s of adverts, and a hung
+backend waited out (about 30 s); then
 the pools lab's `up` and a hung banner waited out twice (about 30 s each)."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from halab.core import config, plan, stackfile
 from halab.core.step import Step
 from halab.drivers.netns import lab, topology
 from halab.node.paths import PATHS
-from halab.verify import backends, drills, failover, lab_access, probes, vrrp
+from halab.verify import backends, drills, failover, handoff, lab_access, probes, vrrp
 from halab.verify.rows import Row
 
 
@@ -147,6 +148,33 @@ def test_without_peers_the_persistence_row_fails(dev):
     known, total = map(int, re.search(r"(\d+)/(\d+) known to the new master", row.figure).groups())
     assert not row.ok and known == 0 < total and "VIP moved lb1 -> lb2" in row.figure, row
     _master_settled(dev)
+
+
+def test_without_the_second_chance_rule_the_planned_handoff_row_fails(dev):
+    """keepalived without its virtual_rules: the new master delivers the old master's packets to
+    itself, which resets them. The row fails naming the resets; restored, it passes again.
+
+    Between the two, the client's sockets are destroyed on both load balancers (`ss -K`): the
+    reset sessions are still open there (a client reset by another node says nothing to the one
+    that held its connection), and one whose address and port a new session reuses would take
+    that session's packets (docs/handoff.md, "Limits"). Costs about 50 s."""
+    _master_settled(dev)
+    transport, ctx = lab_access.netns_context(dev)
+
+    def no_rule(conf: str) -> str:
+        return re.sub(r"    virtual_rules \{\n[^}]*\}\n", "", conf)
+
+    with mutated(dev, "lb", "keepalived", PATHS["KEEPALIVED_CONF"], no_rule):
+        (row,) = handoff.check_planned_handoff(transport, ctx)
+    print(row.figure)
+    resets = re.search(r"lb1 -> lb2: (\d+)/200 kept[^;]* lost: answer: ConnectionResetError x(\d+)", row.figure)
+    assert not row.ok and resets and int(resets[2]) == 200 - int(resets[1]) > 0, row.figure
+    client = ctx.client_sources[0]
+    for lb in ctx.lab.load_balancers:
+        transport.run(lb.name, ["ss", "-K", "-tan", f"( dst {client} or src {client} )"])
+    _master_settled(dev)
+    (row,) = handoff.check_planned_handoff(transport, ctx)
+    assert row.ok, row.figure
 
 
 def test_with_a_rogue_among_the_peers_the_vrrp_filter_row_fails(dev):

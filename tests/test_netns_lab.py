@@ -20,8 +20,10 @@ from halab.core.roles import load_balancer
 from halab.drivers.netns import lab, topology
 from halab.drivers.netns.node import NsNode
 from halab.node.paths import PATHS
-from halab.verify import checks, lab_access, probes, traffic
+from halab.verify import checks, drills, lab_access, probes, traffic
+from halab.verify.handoff import hand_off
 from halab.verify.rows import table
+from halab.verify.sessions import Sessions
 
 LABS = ("dev", "lab3", "pools")
 DAEMONS = ("haproxy", "keepalived", "apache2")
@@ -129,13 +131,12 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
 
 def test_the_roll_outs_gates_lose_no_request_but_in_flight_at_a_vip_move(labs):
     """The gates' deletes on real daemons (halab/core/rolling.py), under steady requests: the master's
-    hand-off (keepalived stopped there, a peer holds the VIP at once), then a backend drained on
-    every load balancer; their creates put both back, and the master returns as a replaced guest
-    does (a fresh haproxy, then keepalived, which waits until it serves). No request fails, but one
-    in flight through a load balancer at the moment the VIP moves off it: its connection lives on
-    that node, and the new holder has no socket for it (keeping those is issue #23). CI lost one
-    of 858 so, at the hand-off. Those may fail only at the two moves (the hand-off, the master's
-    return), at most two each; none while the backend is drained and put back."""
+    hand-off (keepalived stopped there, a peer holds the VIP at once; as `netns-lab handoff` runs
+    it), then a backend drained on every load balancer; their creates put both back, and the
+    master returns as a replaced guest does (a fresh haproxy, then keepalived, which waits until
+    it serves). No request fails, not even one in flight through a load balancer at the moment the
+    VIP moves off it: the new holder sends its packets to the node that holds its connection (the
+    second chance, docs/handoff.md). Before that, CI lost one of 858 so, at the hand-off."""
     topo = labs[0]["dev"]
     model = topo.lab
     transport, ctx = lab_access.netns_context(topo)
@@ -148,7 +149,7 @@ def test_the_roll_outs_gates_lose_no_request_but_in_flight_at_a_vip_move(labs):
     sampler = probes.sample(transport, ctx.client, url, list(ctx.client_sources[:2]), *rate)
     time.sleep(1)
     moves = [time.monotonic()]  # the VIP moves in [moves[0], moves[1]] and [moves[2], moves[3]]
-    handoff = on[master.name].run_bundle(load_balancer.handoff_step(model, master).bundle(), env=delete).stdout
+    handed = hand_off(transport, model, master.name).stdout
     moves.append(time.monotonic())
     holders_after = probes.holders(transport, model)
     drains = [
@@ -178,15 +179,43 @@ def test_the_roll_outs_gates_lose_no_request_but_in_flight_at_a_vip_move(labs):
     at_move = [[x for x in failed if x.end >= a and x.start <= b] for a, b in (moves[0:2], moves[2:4])]
     per_move = [len(m) for m in at_move]
     print(f"roll-out gates: {len(failed)} of {len(samples)} requests failed; at each VIP move {per_move}")
-    assert "keepalived stopped (it held the VIP: yes)" in handoff and "VIP answered by a peer" in handoff, handoff
+    assert "keepalived stopped (it held the VIP: yes)" in handed and "VIP answered by a peer" in handed, handed
     assert holders_after and master.name not in holders_after, holders_after
     assert all(f"{www1.name} drained" in d for d in drains), drains
     assert all(r.ok and not r.figure.startswith(f"{www1.name} ") for r in after_drain), table(after_drain)
-    assert len(samples) > 100 and len(failed) == sum(len(m) for m in at_move), (moves, failed)
-    assert all(len(m) <= 2 for m in at_move), (moves, failed)
+    assert len(samples) > 100 and not failed, (moves, failed)
     assert all(f"{www1.name} in service here" in b for b in back), back
     assert "joining once this haproxy serves" in joined, joined
     assert probes.holders(transport, model) == [master.name]
+
+
+def test_a_handoff_whose_connections_never_close_ends_at_the_drain(labs):
+    """vrrp.handoffDrainSeconds bounds a hand-off (the pools stack sets 10 s): sessions that do not
+    close keep it waiting until then, no longer; it names them, and the node is free to go. Left
+    up, the node goes on serving them through the new holder: each ends cleanly. About 25 s."""
+    topo = labs[0]["pools"]
+    model = topo.lab
+    transport, ctx = lab_access.netns_context(topo)
+    (master,) = probes.holders(transport, model)
+    url = model.url(next(s for s in model.services if model.url(s).startswith("http://")))
+    source = ctx.client_sources[0]
+    sessions = Sessions(transport, ctx.client, url, source, 5, "/tmp/halab-test-drain")
+    try:
+        assert sessions.all_open(30), sessions.failed
+        start = time.monotonic()
+        p = hand_off(transport, model, master)
+        took = time.monotonic() - start
+        moved = probes.holders(transport, model)
+    finally:
+        ended = sessions.end(20)
+        drills.action(transport, master, "start", "keepalived")
+        probes.wait_until(lambda: probes.holders(transport, model) == [master], 20, 0.2)
+    print(p.stdout, p.stderr, f"{took:.1f} s")
+    assert p.returncode == 0 and moved and master not in moved, (p.stderr, moved)
+    assert "5 connections through this node still open after 10s end when it goes: " in p.stderr, p.stderr
+    assert p.stderr.count(f"{source}:") == 5, p.stderr
+    assert model.vrrp.handoff_drain_seconds <= took < model.vrrp.handoff_drain_seconds + model.handoff_within, took
+    assert ended and not sessions.lost, sessions.why_lost()
 
 
 @pytest.mark.parametrize("name", LABS)

@@ -59,7 +59,7 @@ def test_haproxy_cfg_fixes_the_seed(stack):
         )
         for svc in lab.services:
             front = secs[f"frontend ft_{svc.name}"]
-            assert f"bind {lab.vip}:{svc.port} transparent" in front
+            assert f"bind {lab.haproxy.listen_ip}:{svc.port} transparent" in front
             back = secs[f"backend bk_{svc.name}"]
             servers = [line for line in back if line.startswith("server ")]
             names = [s.split()[1] for s in servers]
@@ -95,6 +95,23 @@ def test_haproxy_cfg_fixes_the_seed(stack):
             assert any(line.startswith("stick-table type ip") for line in back) == svc.sticky
             assert all(line.endswith(" peers halab") for line in back if line.startswith("stick-table"))
             assert not any(line.startswith("stick store-request") for line in back)
+
+
+@pytest.mark.parametrize("stack", ["dev", "lab3"])
+def test_each_load_balancer_has_its_own_ports_and_no_time_wait(stack):
+    """The second chance (docs/handoff.md) needs what the `socket` match finds on a load balancer
+    to be its own: no TIME_WAIT socket left to swallow a reused client address and port, and
+    haproxy's connections to the backends on ports no peer uses."""
+    lab = lab_of(stack)
+    ranges = []
+    for lb in lab.load_balancers:
+        conf = render.lb_sysctl(lab, lb)
+        assert "net.ipv4.tcp_max_tw_buckets = 0\n" in conf
+        low, high = map(int, re.search(r"ip_local_port_range = (\d+) (\d+)", conf).groups())
+        assert 32768 <= low < high <= 60999 and high - low >= 9000
+        ranges.append(range(low, high + 1))
+    for a, b in zip(ranges, ranges[1:], strict=False):
+        assert a.stop <= b.start, ranges
 
 
 @pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools", "fast"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,19 +21,30 @@ from halab.core.model import Credentials
 
 BEFORE = json.loads((ROOT / "tests/stacks/rendered-before-jinja2.json").read_text())
 
-# What the move changed on purpose, as (file, the new text, the old text it replaced).
+# What changed on purpose since, as (file, a pattern of the new text, the old text it replaced).
 INTENDED = [
     # the stats page's block was glued to the health frontend's: a blank line between them now
     ("haproxy.cfg", "    monitor-uri /halab-health\n\n# Who may read", "    monitor-uri /halab-health\n# Who may read"),
     # the safety-net script's timeout: 10 s at least (it was the master-down interval and a second)
     (
         "keepalived.conf",
-        "# failures in a row; the script bounds its own request (0.5 s), and its timeout is long (10 s, or\n"
-        "# the master-down interval and a second), so a CPU stall that VRRP rides out, and that a fork of\n"
-        "# bash and `ss` does not finish in, does not move the VIP through this script alone.",
+        re.escape(
+            "# failures in a row; the script bounds its own request (0.5 s), and its timeout is long (10 s, or\n"
+            "# the master-down interval and a second), so a CPU stall that VRRP rides out, and that a fork of\n"
+            "# bash and `ss` does not finish in, does not move the VIP through this script alone."
+        ),
         "# failures in a row; patient as VRRP itself (timeout: the master-down interval and a second), so\n"
         "# a CPU stall that VRRP rides out does not move the VIP through this script alone.",
     ),
+    # #23: the frontends listen on the loopback, TPROXY brings them the SYNs to the VIP
+    (
+        "haproxy.cfg",
+        r"    # Clients connect to (\S+):(\d+): TPROXY .*\n.*\n.*\n    bind 127\.0\.0\.23:\d+ transparent",
+        "    # The VIP may live on another load balancer: ip_nonlocal_bind lets this one listen anyway.\n"
+        r"    bind \1:\2 transparent",
+    ),
+    # #23: the second-chance rule, on the VIP holder only
+    ("keepalived.conf", r"    # The second chance \(docs/handoff\.md\)[^}]*no_track\n    }\n", ""),
 ]
 # ... and the same change's value, which depends on the stack's advert interval.
 INTENDED_BY_LAB = [
@@ -81,7 +93,7 @@ def as_before(name: str, text: str, lab) -> str:
     difference the file has no place for, the stats block without a stats page, is no-op)."""
     for file, new, old in INTENDED:
         if file == name:
-            text = text.replace(new, old)
+            text = re.sub(new, old, text)
     for file, change in INTENDED_BY_LAB:
         if file == name:
             text = text.replace(*change(lab.vrrp))

@@ -6,6 +6,7 @@ import platform
 import time
 from pathlib import Path
 
+from halab.bench.handoff import HANDOFF_AFTER, KEPT_SESSIONS, ForwardCost, Kept
 from halab.bench.measure import REQUEST_INTERVAL, FaultResult, LabCost, Soak, WrkResult
 from halab.bench.profiles import DESCRIPTIONS
 from halab.verify.reload import ReloadPhase
@@ -112,6 +113,8 @@ def markdown(
     soaks: dict[str, Soak] | None = None,
     labs: list[LabCost] | None = None,
     state: dict[int, dict[str, float]] | None = None,
+    kept: dict[str, dict[str, Kept]] | None = None,
+    forward: ForwardCost | None = None,
 ) -> str:
     """The report; `busy`: VRRP state changes per load balancer while wrk loaded the data plane;
     `soaks`: the fast stack left alone, idle and under load; `state`: the Pulumi state's size."""
@@ -165,6 +168,8 @@ def markdown(
     if errors:
         lines += ["", "Trials that did not recover within the 20 s bound (∞ in the figures above):", "", *errors]
     lines += ["", *[f"![{c}]({c})" for c in charts], ""]
+    if kept:
+        lines += handoff_section(kept, forward)
     if soaks:
         lines += [
             "## Stability: the fast stack left alone",
@@ -334,3 +339,51 @@ def state_section(state: dict[int, dict[str, float]]) -> list[str]:
         ],
         "",
     ]
+
+
+def handoff_section(kept: dict[str, dict[str, Kept]], forward: ForwardCost | None) -> list[str]:
+    """Connections kept through each fault, per profile; the second chance's cost."""
+    profiles = list(kept)
+    faults = list(next(iter(kept.values())))
+    lines = [
+        "## Connections kept",
+        "",
+        f"{KEPT_SESSIONS} long-lived sessions (HTTP keep-alive, a request a second each) opened through the "
+        "master, then each fault of the drills on it, once per profile: the sessions still answered, and "
+        "ended cleanly by their client, a few seconds after the VIP moved. *clean stop (maintenance)* is the "
+        "planned hand-off (keepalived stopped: the old master keeps its connections, the new one forwards "
+        "their packets to it; [docs/handoff.md](handoff.md)). A dead haproxy takes its connections with it; "
+        "a cut link leaves them unreachable.",
+        "",
+        "| fault | " + " | ".join(f"`{p}`" for p in profiles) + " |",
+        "| --- |" + " --- |" * len(profiles),
+    ]
+    for fault in faults:
+        cells = []
+        for p in profiles:
+            k = kept[p].get(fault)
+            cells.append("-" if k is None else f"{k.kept}/{k.total}" + (f" ({k.lost})" if k.lost else ""))
+        lines.append(f"| {fault} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if forward:
+        f = forward
+        lines += [
+            "### What the second chance costs",
+            "",
+            f"wrk (1 thread, 8 connections, keep-alive) through the VIP, `default` profile, alone on the host, "
+            f"{len(f.pairs)} pairs of runs of {f.pairs[0].seconds} s, one after the other: its connections held by "
+            f"the VIP's holder (*direct*), then held by the old holder after a planned hand-off {HANDOFF_AFTER:g} s "
+            "into the run (*forwarded*: each of their packets crosses the new holder first, counted by its "
+            "second-chance marks). CPU: every role's processes per request (a veth delivers in the sender's "
+            "context, so the forwarding is in there). Median (min–max, n) over the pairs.",
+            "",
+            "| figure | forwarded against direct |",
+            "| --- | --- |",
+            f"| packets forwarded per request (its request and the backend's reply) | "
+            f"{f.spread('packets_per_request').text('', 1)} |",
+            f"| added time per request, p50 | {f.spread('added_p50_us').text('µs', 0)} |",
+            f"| throughput, forwarded / direct | {f.spread('throughput').text('', 2)} |",
+            f"| CPU per forwarded packet | {f.spread('cpu_per_packet_us').text('µs', 1)} |",
+            "",
+        ]
+    return lines

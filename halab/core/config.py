@@ -95,6 +95,7 @@ DEFAULTS: dict[str, Any] = {
         "mode": "unicast",
         "preempt": True,
         "haproxyCheck": "watch",
+        "handoffDrainSeconds": 300,
     },
     "vm": {"vcpu": 1, "memoryMiB": 1024, "diskGiB": 10},
     "ssh": {"user": "halab"},
@@ -432,7 +433,8 @@ def _health(p: Problems, obj: Any) -> HealthCheck | None:
 
 
 def _vrrp(p: Problems, obj: Any) -> Vrrp | None:
-    o = keys(p, "vrrp", obj, {"routerId", "advertInterval", "version", "mode", "preempt", "haproxyCheck"})
+    allowed = {"routerId", "advertInterval", "version", "mode", "preempt", "haproxyCheck", "handoffDrainSeconds"}
+    o = keys(p, "vrrp", obj, allowed)
     rid = integer(p, "vrrp.routerId", o.get("routerId"), 1, 255)
     version = o.get("version")
     if version not in (2, 3):
@@ -441,6 +443,7 @@ def _vrrp(p: Problems, obj: Any) -> Vrrp | None:
     if mode not in ("unicast", "multicast"):
         p.add("vrrp.mode", mode, "must be unicast (adverts to the peers only) or multicast")
     preempt = boolean(p, "vrrp.preempt", o.get("preempt"))
+    drain = integer(p, "vrrp.handoffDrainSeconds", o.get("handoffDrainSeconds"), 0, 3600)
     check = o.get("haproxyCheck")
     if check not in ("watch", "process-name"):
         p.add("vrrp.haproxyCheck", check, "must be watch, or process-name (the seed's check, for comparison)")
@@ -457,8 +460,8 @@ def _vrrp(p: Problems, obj: Any) -> Vrrp | None:
         p.add("vrrp.advertInterval", adv, "must be whole seconds 1-255 with VRRPv2 (vrrp.version: 3 for sub-second)")
     else:
         ok_adv = float(adv)
-    if rid and ok_adv and version in (2, 3) and mode in ("unicast", "multicast"):
-        return Vrrp(rid, ok_adv, version, mode == "unicast", preempt, check)
+    if rid and ok_adv and drain is not None and version in (2, 3) and mode in ("unicast", "multicast"):
+        return Vrrp(rid, ok_adv, version, mode == "unicast", preempt, check, handoff_drain_seconds=drain)
     return None
 
 

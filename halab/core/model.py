@@ -131,6 +131,11 @@ class HaproxyOptions:
     # haproxy's own health frontend (monitor-uri), on the loopback of each load balancer: what
     # keepalived's checks ask (halab-haproxy-watch, halab-check-haproxy).
     health_port: int = 8405
+    # Where the frontends listen, on each load balancer's loopback: TPROXY brings them the SYNs to
+    # VIP:port. Not the VIP itself, whose listener the `socket` match would find for any packet to
+    # the VIP, leaving no way to tell a packet of a connection held here from one held by the
+    # previous holder (docs/handoff.md).
+    listen_ip: str = "127.0.0.23"
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,16 @@ class Vrrp:
     # 2 x (TIMEOUT + PERIOD) (1.2 s by default), and one slow answer (a reload on a starved CPU
     # took 0.5 s on an emulated guest) moves no VIP.
     watch_fall: int = 2
+    # A planned hand-off (keepalived stopped on the holder): how long the old holder keeps
+    # serving the connections it holds, reached through the new holder's second chance, before
+    # it is free to go (halab-second-chance, lb-handoff.sh).
+    handoff_drain_seconds: int = 300
+
+    @property
+    def second_chance_window(self) -> int:
+        """Seconds after the last advert of the previous holder during which the new holder still
+        forwards to it: the drain, and 30 s for the drain's own end to reach the clients."""
+        return self.handoff_drain_seconds + 30
 
     @property
     def check_interval(self) -> int:
@@ -289,6 +304,16 @@ class Lab:
         VIP: the peer takes it on the priority-0 advert at once, or at worst when its
         master-down timer (3 adverts) runs out; and 10 s more for a guest slowed by a neighbour."""
         return math.ceil(3 * self.vrrp.advert_interval) + 10
+
+    def local_port_share(self, host: Node) -> tuple[int, int]:
+        """A load balancer's slice of Linux's default ephemeral ports (32768-60999), by its place
+        among the load balancers: haproxy connects to the backends from the client's address
+        (usesrc clientip), and two load balancers must never pick the same port while both hold
+        connections (the second chance, docs/handoff.md)."""
+        low, high = 32768, 60999
+        share = (high - low + 1) // len(self.load_balancers)
+        i = [lb.name for lb in self.load_balancers].index(host.name)
+        return low + i * share, low + (i + 1) * share - 1
 
     def url(self, svc: Service) -> str:
         """Where a client reaches a service through the VIP (a stack output; what verify asks)."""

@@ -89,7 +89,7 @@ def handoff_conf(lab: Lab) -> str:
     return (
         "# Rendered by ha-lb-lab: the VIP's hand-off around this load balancer's replacement (lb-handoff.sh).\n"
         f"HANDOFF_VIP={lab.vip}\nHANDOFF_PORT={port}\nHANDOFF_WITHIN={lab.handoff_within}\n"
-        f"DRAIN_WITHIN={lab.drain_within}\nREADY_WITHIN={lab.serving_within}\n"
+        f"DRAIN_WITHIN={lab.vrrp.handoff_drain_seconds}\nREADY_WITHIN={lab.serving_within}\n"
         f"READY_SERVERS='{pool_servers(lab)}'\n"
     )
 
@@ -152,17 +152,53 @@ def vrrp_conf(lab: Lab, host: Node) -> str:
     )
 
 
-def lb_sysctl(lab: Lab) -> str:
+def lb_sysctl(lab: Lab, host: Node) -> str:
     iface = lab.network.interface
+    low, high = lab.local_port_share(host)
     return (
-        "# ha-lb-lab load balancer: forward for the backends, listen on the VIP while backup.\n"
+        "# ha-lb-lab load balancer: forward for the backends.\n"
         "net.ipv4.ip_forward = 1\n"
+        "# haproxy binds its peers and stats listeners to this node's address, which may come up\n"
+        "# after haproxy does (at boot).\n"
         "net.ipv4.ip_nonlocal_bind = 1\n"
         "# Backends route through the VIP on their own subnet: an ICMP redirect would teach them\n"
         "# to bypass the load balancer, and their replies would then leave without TPROXY.\n"
         "net.ipv4.conf.all.send_redirects = 0\n"
         "net.ipv4.conf.default.send_redirects = 0\n"
         f"net.ipv4.conf.{iface}.send_redirects = 0\n"
+        "# The second chance (docs/handoff.md): the `socket` match also finds TIME_WAIT sockets, and\n"
+        "# one left by a connection this node closed would swallow the packets of the same client\n"
+        "# address and port held by the previous holder. A proxy closes its side at once instead.\n"
+        "net.ipv4.tcp_max_tw_buckets = 0\n"
+        "# Its own share of the ports: haproxy's connections to the backends carry the client's\n"
+        "# address (usesrc clientip), and two load balancers must never pick the same address and\n"
+        "# port towards a backend while both hold connections.\n"
+        f"net.ipv4.ip_local_port_range = {low} {high}\n"
+    )
+
+
+def tproxy_conf(lab: Lab, host: Node) -> str:
+    """Read by halab-tproxy (the packet path) and halab-second-chance (the previous holder)."""
+    ports = sorted({s.port for s in lab.services})
+    # Only `usesrc clientip` connections are addressed to the client; the others' replies come to
+    # this node's own address, whichever holds the VIP. By port and subnet, not by backend: a
+    # backend added or removed changes nothing here.
+    ports_back = sorted({s.backend_port for s in lab.services if s.transparency == "tproxy"})
+    return (
+        f"# Read by {PATHS['TPROXY_BIN']} and {PATHS['SECOND_CHANCE_BIN']}.\n"
+        f"VIP={lab.vip}\n"
+        f"IFACE={lab.network.interface}\n"
+        "# haproxy's frontends listen here; TPROXY brings them the SYNs to VIP:port.\n"
+        f"LISTEN_IP={lab.haproxy.listen_ip}\n"
+        f'PORTS="{" ".join(str(p) for p in ports)}"\n'
+        "# replies from these backend ports on this subnet may belong to the previous holder's connections\n"
+        f"SUBNET={lab.network.cidr}\n"
+        f'BACKEND_PORTS="{" ".join(str(p) for p in ports_back)}"\n'
+        "# the peer load balancers, and where each shows it is alive (haproxy's peers port)\n"
+        f'PEERS="{" ".join(str(lb.address) for lb in vrrp_peers(lab, host))}"\n'
+        f"PEERS_PORT={lab.haproxy.peers_port}\n"
+        "# seconds after the previous holder's last advert during which it still gets a second chance\n"
+        f"WINDOW={lab.vrrp.second_chance_window}\n"
     )
 
 

@@ -17,6 +17,7 @@ from halab.verify.failover import (
     check_failovers,
     check_persistence_across_failover,
 )
+from halab.verify.handoff import check_planned_handoff
 from halab.verify.observe import check_metrics, check_stats_pages
 from halab.verify.reload import check_hitless_reload
 from halab.verify.rows import Row, table
@@ -41,6 +42,7 @@ CHECKS = (
     check_hitless_reload,
     check_backend_health,
     check_persistence_across_failover,
+    check_planned_handoff,
     check_failovers,
     check_transition_log,
 )
@@ -53,6 +55,7 @@ CHANGES_THE_LAB = {
     check_hitless_reload,
     check_backend_health,
     check_persistence_across_failover,
+    check_planned_handoff,
     check_failovers,
 }
 

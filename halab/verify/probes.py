@@ -35,6 +35,33 @@ def wait_until(pred: Callable[[], bool], timeout: float, step: float = 0.1) -> b
     return pred()
 
 
+def start_client(transport: Transport, host: str, script: str, args: list[str], read) -> tuple:
+    """A standard-library client script run on a lab host (its text on stdin, so nothing is
+    installed there), and a thread reading its output as lines come: `read(stdout)`."""
+    proc = transport.spawn(host, [transport.python, "-", *args])
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(script)
+    proc.stdin.close()
+    reader = threading.Thread(target=read, args=(proc.stdout,), daemon=True)
+    reader.start()
+    return proc, reader
+
+
+def end_group(proc: subprocess.Popen[str], reader: threading.Thread) -> None:
+    """Ends a client spawned in a session of its own: its whole process group (TERM, then KILL),
+    so that nothing is left holding the pipe its reader waits on; then the reader."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=5)
+            break
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    reader.join(timeout=5)
+
+
 @dataclass
 class Sample:
     start: float
@@ -57,19 +84,13 @@ class Sampler:
     timeout: float = 0.0  # each request's, as the sampler says in its first line
 
     def __post_init__(self) -> None:
-        self.proc = self.transport.spawn(self.host, [self.transport.python, "-", *self.args])
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(SAMPLER)
-        self.proc.stdin.close()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.proc, self.reader = start_client(self.transport, self.host, SAMPLER, self.args, self._read)
 
-    def _read(self) -> None:
+    def _read(self, out) -> None:
         """The first line is the client host's clock: the offset to this one's (a few ms off at
         most, the line's transit time) puts every sample on the verifier's clock."""
-        assert self.proc.stdout is not None
         offset = 0.0
-        for line in self.proc.stdout:
+        for line in out:
             item = json.loads(line)
             if item[0] == "clock":
                 offset, self.timeout = time.monotonic() - item[1], item[2]
@@ -105,16 +126,7 @@ class Sampler:
         a request still failing when the sampler is killed would be lost, not counted."""
         if settle:
             self.settle(time.monotonic())
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=5)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.reader.join(timeout=5)
+        end_group(self.proc, self.reader)
         return list(self.samples)
 
 

@@ -35,7 +35,7 @@ def boot_id(transport: SshTransport, host: str) -> str | None:
 
 def units(lab: Lab, node: Node) -> list[str]:
     if node.role == "lb":
-        return ["halab-tproxy", "haproxy", "halab-haproxy-watch", "keepalived"]
+        return ["halab-tproxy", "halab-second-chance", "haproxy", "halab-haproxy-watch", "keepalived"]
     out = ["halab-routes"]
     if lab.http_services(node):
         out.append("apache2")

@@ -18,7 +18,7 @@ def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
     return (
         Step(h, "ready", "wait-ready.sh"),
         Step(h, "packages", "packages.sh", PACKAGES),
-        Step(h, "sysctl", "sysctl.sh", (sysctl,), ((sysctl, render.lb_sysctl(lab)),)),
+        Step(h, "sysctl", "sysctl.sh", (sysctl,), ((sysctl, render.lb_sysctl(lab, host)),)),
         Step(
             h,
             "tproxy",
@@ -26,6 +26,9 @@ def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
             files=(
                 (P["TPROXY_BIN"], render.node_file("halab-tproxy")),
                 (P["TPROXY_UNIT"], render.node_file("halab-tproxy.service")),
+                (P["TPROXY_CONF"], render.tproxy_conf(lab, host)),
+                (P["SECOND_CHANCE_BIN"], render.node_file("halab-second-chance")),
+                (P["SECOND_CHANCE_UNIT"], render.node_file("halab-second-chance.service")),
                 (P["NETWORKD_CONF"], render.node_file("networkd-halab.conf")),
             ),
         ),

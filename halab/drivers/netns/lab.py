@@ -239,9 +239,11 @@ def logs(topo: Topology, lines: int = 40) -> str:
         node = NsNode.attach(h.netns)
         if node is None or h.role not in ("lb", "backend"):
             continue
-        files = PATHS["KEEPALIVED_LOG"] if h.role == "lb" else "/var/log/apache2/error.log"
-        p = node.run(f"tail -n {lines} {files} 2>&1", check=False)
-        out.append(f"--- {h.name}: {files}\n{p.stdout}")
+        lb_logs = [PATHS["KEEPALIVED_LOG"], PATHS["SECOND_CHANCE_LOG"]]
+        files = lb_logs if h.role == "lb" else ["/var/log/apache2/error.log"]
+        for f in files:
+            p = node.run(f"tail -n {lines} {f} 2>&1", check=False)
+            out.append(f"--- {h.name}: {f}\n{p.stdout}")
     return "\n".join(out)
 
 

@@ -4,7 +4,9 @@
 # pool), bounded; the next load balancer is replaced only then. Run with HALAB_ON_DELETE=1 (the
 # step's delete, before the guest is deleted): keepalived stops here, so a holder sends a
 # priority-0 advert and a peer takes the VIP at once; the step waits, bounded, for a peer to
-# answer on the VIP and for the connections in flight through this node to end.
+# answer on the VIP and for the connections in flight through this node to end: the new holder
+# sends their packets here meanwhile (the second chance, docs/handoff.md), for at most
+# vrrp.handoffDrainSeconds.
 # HALAB_GUEST_ID, where the driver knows the guest (its libvirt UUID): a delete on another guest
 # at this address (this one was replaced out of band) changes nothing.
 set -euo pipefail
@@ -50,7 +52,9 @@ if [ -n "${HALAB_ON_DELETE:-}" ]; then
   if wait_until "$DRAIN_WITHIN" quiet; then
     log "no connection in flight through this node"
   else
-    echo "[$HALAB_STEP] warning: $(in_flight) connections through this node still open after ${DRAIN_WITHIN}s are cut with its guest" >&2
+    # the clients, by address and port: the first 20 (vrrp.handoffDrainSeconds bounds the wait)
+    cut=$(ss -Htn state established src "$HANDOFF_VIP" | awk '{print $4}' | head -n 20 | tr '\n' ' ')
+    echo "[$HALAB_STEP] warning: $(in_flight) connections through this node still open after ${DRAIN_WITHIN}s end when it goes: ${cut% }" >&2
   fi
   exit 0
 fi

@@ -31,7 +31,7 @@ service_converge halab-haproxy-watch "$watch" no
 wait_until 5 test -s "$WATCH_HEALTH" || die "halab-haproxy-watch wrote no health file"
 stage_install "$KEEPALIVED_HOOKS_BIN" 0755 || true
 if stage_install "$VRRP_CONF" 0644; then
-  "$KEEPALIVED_HOOKS_BIN" pre # peers changed: the filter now, not at the next start
+  "$KEEPALIVED_HOOKS_BIN" filter # peers changed: the filter now, not at the next start
 fi
 if unit_install "$KEEPALIVED_DROPIN"; then restart=yes; fi
 if stage_install "$KEEPALIVED_CONF" 0600; then reload=yes; fi

@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# TPROXY rules and policy routing on a load balancer, applied now and at every boot
-# (halab-tproxy.service). The rules themselves live in one place: halab/node/files/halab-tproxy.
+# The packet path of a load balancer (TPROXY, the second chance's marks and rules), applied now
+# and at every boot (halab-tproxy.service), and halab-second-chance, which keeps table 200 on
+# the previous VIP holder. The rules themselves live in one place: halab/node/files/halab-tproxy.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 need_root
-need_cmd iptables ip
+need_cmd iptables ip python3
 bash -n "$(staged "$TPROXY_BIN")" || die "staged halab-tproxy does not parse"
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged "$SECOND_CHANCE_BIN")" \
+  || die "staged halab-second-chance does not parse"
 iptables -m socket --help >/dev/null 2>&1 || die "iptables has no socket match (xt_socket)"
+iptables -j TPROXY --help >/dev/null 2>&1 || die "iptables has no TPROXY target (xt_TPROXY)"
+iptables -m recent --help >/dev/null 2>&1 || die "iptables has no recent match (xt_recent)"
 
 stage_install "$TPROXY_BIN" 0755 || true
 unit_install "$TPROXY_UNIT" || true
+restart=no
+if stage_install "$TPROXY_CONF" 0644; then restart=yes; fi
+if stage_install "$SECOND_CHANCE_BIN" 0755; then restart=yes; fi
+if unit_install "$SECOND_CHANCE_UNIT"; then restart=yes; fi
 if has_systemd; then
   units_reload
   unit_enable halab-tproxy.service
 fi
 "$TPROXY_BIN" apply
 log "TPROXY rules and policy routing in place"
+service_converge halab-second-chance "$restart" no

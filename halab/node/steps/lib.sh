@@ -145,7 +145,13 @@ direct_service() {
       start_unprivileged "$WATCH_PIDFILE" /run/halab-haproxy-watch.log "" \
         "$WATCH_BIN" "$WATCH_CONF" "$WATCH_HEALTH"
       ;;
-    halab-banner:restart | halab-banner:reload | halab-haproxy-watch:restart | halab-haproxy-watch:reload)
+    halab-second-chance:running) pid_alive "$SECOND_CHANCE_PIDFILE" ;;
+    halab-second-chance:start)
+      setsid "$SECOND_CHANCE_BIN" "$TPROXY_CONF" </dev/null >>"$SECOND_CHANCE_LOG" 2>&1 &
+      echo $! >"$SECOND_CHANCE_PIDFILE"
+      ;;
+    halab-banner:restart | halab-banner:reload | halab-haproxy-watch:restart | halab-haproxy-watch:reload | \
+      halab-second-chance:restart | halab-second-chance:reload)
       service_stop "$name"
       direct_service "$name" start
       ;;
@@ -208,6 +214,7 @@ service_stop() {
     apache2) pidfile=$APACHE_PIDFILE ;;
     halab-banner) pidfile=$BANNER_PIDFILE ;;
     halab-haproxy-watch) pidfile=$WATCH_PIDFILE ;;
+    halab-second-chance) pidfile=$SECOND_CHANCE_PIDFILE ;;
     *) die "service_stop: unknown $name" ;;
   esac
   if pid_alive "$pidfile"; then

@@ -20,6 +20,11 @@ NETWORKD_CONF=/etc/systemd/networkd.conf.d/90-halab.conf
 LB_SYSCTL_CONF=/etc/sysctl.d/90-halab-lb.conf
 TPROXY_BIN=/usr/local/sbin/halab-tproxy
 TPROXY_UNIT=/etc/systemd/system/halab-tproxy.service
+TPROXY_CONF=/etc/halab/tproxy.conf
+SECOND_CHANCE_BIN=/usr/local/sbin/halab-second-chance
+SECOND_CHANCE_UNIT=/etc/systemd/system/halab-second-chance.service
+SECOND_CHANCE_PIDFILE=/run/halab-second-chance.pid
+SECOND_CHANCE_LOG=/run/halab-second-chance.log
 
 # A load balancer: haproxy
 HAPROXY_CFG=/etc/haproxy/haproxy.cfg

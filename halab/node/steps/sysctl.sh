@@ -21,7 +21,9 @@ done <"$src"
 stage_install "$file" 0644 || true
 sysctl -q -p "/${file#/}" >/dev/null
 for kv in "${settings[@]}"; do
-  actual=$(sysctl -n "${kv%%=*}")
-  [ "$actual" = "${kv#*=}" ] || die "${kv%%=*} is $actual, not ${kv#*=}"
+  # a value of several numbers reads back separated by tabs
+  actual=$(sysctl -n "${kv%%=*}" | tr -s '\t ' '  ')
+  want=$(tr -s '\t ' '  ' <<<"${kv#*=}")
+  [ "$actual" = "$want" ] || die "${kv%%=*} is $actual, not $want"
 done
 log "${#settings[@]} settings in force from /${file#/}"
