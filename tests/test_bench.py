@@ -36,7 +36,12 @@ Transfer/sec:      1.37MB
 def test_profiles_are_valid_labs_of_their_own():
     base = stackfile.load_stack_file(str(STACKS["dev"]))
     labs = {p: config.parse(profiles.stack_config(base, p)) for p in profiles.PROFILES}
-    assert {lab.network.name for lab in labs.values()} == {"bench-seed", "bench-default", "bench-fast"}
+    names = {"bench-seed", "bench-default", "bench-fast", "bench-fast-nosc"}
+    assert {lab.network.name for lab in labs.values()} == names
+    # the control is the fast stack itself: only its second chance, switched off after `up`, differs
+    nosc = labs["fast-nosc"]
+    assert nosc == replace(labs["fast"], network=replace(labs["fast"].network, name="bench-fast-nosc"))
+    assert profiles.WITHOUT_SECOND_CHANCE == ("fast-nosc",)
     seed, default, fast = labs["seed"].vrrp, labs["default"].vrrp, labs["fast"].vrrp
     assert (seed.unicast, seed.haproxy_check, seed.advert_interval) == (False, "process-name", 1.0)
     assert (default.unicast, default.haproxy_check) == (True, "watch")

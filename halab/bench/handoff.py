@@ -12,11 +12,29 @@ import time
 from dataclasses import dataclass
 
 from halab.bench.measure import Spread, WrkResult, measured_wrk
+from halab.core.model import Lab
+from halab.node.paths import PATHS
 from halab.verify import drills
+from halab.verify.backends import servers_not_up
 from halab.verify.handoff import settle
 from halab.verify.probes import holders, wait_until
 from halab.verify.sessions import Sessions
 from halab.verify.transport import Transport, VerifyContext
+
+
+def second_chance_off(transport: Transport, lab: Lab) -> None:
+    """The control profile's switch: on each load balancer, the daemon that routes table 200 to
+    the previous holder stopped, then the table emptied. keepalived's rule to table 200 stays:
+    a packet it sends there finds no route and goes on to the local table (docs/handoff.md)."""
+    pidfile, table = PATHS["SECOND_CHANCE_PIDFILE"], "200"
+    for lb in lab.load_balancers:
+        # an empty table does not exist for ip ("FIB table does not exist"): nothing to flush
+        script = f'kill "$(cat {pidfile})" && sleep 0.2 && {{ ip -4 route flush table {table} 2>/dev/null || true; }}'
+        script += f"; ip -4 route show table {table} 2>/dev/null || true"
+        left = transport.run(lb.name, ["bash", "-c", script]).stdout.strip()
+        if left:
+            raise RuntimeError(f"{lb.name}: table {table} not empty after the second chance was stopped: {left}")
+
 
 KEPT_SESSIONS = 50  # per fault: long-lived sessions opened through the master before it
 SETTLED = 3.0  # seconds the sessions go on after the move: each asks three times more
@@ -40,7 +58,7 @@ def connections_kept(transport: Transport, ctx: VerifyContext, log) -> dict[str,
     cannot."""
     lab, out = ctx.lab, {}
     url = lab.url(next(s for s in lab.services if lab.url(s).startswith("http://")))
-    for name, (fault, restore) in drills.catalogue(transport, lab).items():
+    for name, (fault, restore) in drills.catalogue(transport, lab, ctx.drill_bound).items():
         held = holders(transport, lab)
         if len(held) != 1:
             out[name] = Kept(0, 0, f"no single master ({held})")
@@ -49,10 +67,11 @@ def connections_kept(transport: Transport, ctx: VerifyContext, log) -> dict[str,
         s = Sessions(transport, ctx.client, url, ctx.client_sources[0], KEPT_SESSIONS, _file(ctx, "kept"))
         try:
             if not s.all_open(30):
-                out[name] = Kept(0, KEPT_SESSIONS, f"{len(s.opened)} opened before the fault")
+                whys = ", ".join(sorted({f"{why} (port {port})" for _, why, port in s.failed.values()}))
+                out[name] = Kept(0, KEPT_SESSIONS, f"{len(s.opened)} opened before the fault; failed: {whys or '-'}")
                 continue
             fault(master)
-            wait_until(lambda m=master: drills.single_other(holders(transport, lab), m), drills.BOUND, 0.2)
+            wait_until(lambda m=master: drills.single_other(holders(transport, lab), m), ctx.drill_bound, 0.2)
             time.sleep(SETTLED)
             s.end(s.timeout + 10)
             out[name] = Kept(s.count - len(s.lost), s.count, s.why_lost())
@@ -61,7 +80,10 @@ def connections_kept(transport: Transport, ctx: VerifyContext, log) -> dict[str,
             if not s.done:
                 s.kill()
             restore(master)
-            settle(transport, ctx.lab, master, drills.BOUND)
+            settle(transport, ctx.lab, master, ctx.drill_bound)
+            # the next fault's sessions open once the master serves again: a master back from a
+            # cut link takes the VIP before its checks have called its servers UP (fast profile)
+            wait_until(lambda m=master: not servers_not_up(transport, lab, m), ctx.drill_bound, 0.2)
     return out
 
 
@@ -136,7 +158,7 @@ def _pair(transport: Transport, ctx: VerifyContext, url: str, seconds: int) -> F
         mover.join()
         packets = sum(_marked(transport, name) - n for name, n in before.items())
         drills.action(transport, master, "start", "keepalived")
-        settle(transport, ctx.lab, master, drills.BOUND)
+        settle(transport, ctx.lab, master, ctx.drill_bound)
     return ForwardPair(direct, forwarded, packets, seconds)
 
 

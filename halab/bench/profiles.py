@@ -19,7 +19,11 @@ PROFILES: dict[str, dict[str, Any] | Path] = {
     "default": {},
     # Sub-second VRRPv3 that met the failover targets without a flap here (the soak).
     "fast": FAST_STACK,
+    # The control: `fast` with the second chance switched off after `up` (WITHOUT_SECOND_CHANCE),
+    # so what the planned hand-off's forwarding costs an unplanned failover is read in one run.
+    "fast-nosc": FAST_STACK,
 }
+WITHOUT_SECOND_CHANCE = ("fast-nosc",)
 DESCRIPTIONS = {
     "seed": "VRRPv2 multicast, 1 s adverts, any process named haproxy (`pgrep`, as the article's `killall -0`) "
     "every 1 s",
@@ -27,6 +31,9 @@ DESCRIPTIONS = {
     "fast": "`examples/Pulumi.fast.yaml`: VRRPv3 unicast, 0.05 s adverts, priorities 254 and 253 (skew time "
     "0.01 adverts), haproxy's exit seen as it happens and its answers watched every 0.025 s, backends checked "
     "every 0.5 s",
+    "fast-nosc": "`fast` without the second chance (halab-second-chance stopped and table 200 emptied on each "
+    "load balancer after `up`): a packet that finds no socket on the new master meets a reset there, as "
+    "before the planned hand-off (docs/handoff.md)",
 }
 
 

@@ -137,7 +137,7 @@ def markdown(
         f"A request every {REQUEST_INTERVAL * 1000:.0f} ms from the outside client through the VIP, sent "
         "whether or not the earlier ones have answered (a population of clients: one that waits for each "
         "answer sees an outage end up to its timeout late), each given 0.3 s; "
-        f"{trials} trials per fault and profile, the three profiles' labs side by side with the soak's two "
+        f"{trials} trials per fault and profile, the profiles' labs side by side with the soak's two "
         "(their timers, not the CPU, set these figures). *Seconds*: from the moment the fault took effect "
         "(the node's own timestamp, taken just before the signal or the link cut, not when the benchmark "
         "asked for it) to the end of the first successful request after the last failed one (0 when none "
@@ -353,7 +353,11 @@ def handoff_section(kept: dict[str, dict[str, Kept]], forward: ForwardCost | Non
         "ended cleanly by their client, a few seconds after the VIP moved. *clean stop (maintenance)* is the "
         "planned hand-off (keepalived stopped: the old master keeps its connections, the new one forwards "
         "their packets to it; [docs/handoff.md](handoff.md)). A dead haproxy takes its connections with it; "
-        "a cut link leaves them unreachable.",
+        "a cut link leaves them unreachable. A SIGKILLed keepalived is a hand-off too: its hook releases the VIP "
+        "and haproxy lives on. Each fault's sessions open once the master, restored from the one before, "
+        "calls its servers UP again (back from a cut link, the `fast` master takes the VIP before that, and "
+        "closes new connections unanswered meanwhile: see the restore rows above). `fast-nosc` is the "
+        "control: without the second chance, nothing is kept.",
         "",
         "| fault | " + " | ".join(f"`{p}`" for p in profiles) + " |",
         "| --- |" + " --- |" * len(profiles),
