@@ -168,7 +168,10 @@ def test_without_the_second_chance_rule_the_planned_handoff_row_fails(dev):
         (row,) = handoff.check_planned_handoff(transport, ctx)
     print(row.figure)
     resets = re.search(r"lb1 -> lb2: (\d+)/200 kept[^;]* lost: answer: ConnectionResetError x(\d+)", row.figure)
-    assert not row.ok and resets and int(resets[2]) == 200 - int(resets[1]) > 0, row.figure
+    # resets, nearly all: a request caught at the move may instead time out (1 of 200 seen once)
+    assert not row.ok and resets and 200 - int(resets[1]) >= int(resets[2]) >= 0.9 * (200 - int(resets[1])) > 0, (
+        row.figure
+    )
     # and it names where the first lost session's 4-tuple was: lb1's socket, before the move
     assert re.search(r"its sockets: before the hand-off lb1: ESTAB \S+ \S+ \S+:80 ", row.figure), row.figure
     client = ctx.client_sources[0]
