@@ -275,13 +275,13 @@ def test_health_check_interval_in_seconds():
 def test_vrrp_defaults_and_options():
     v = parse({}).vrrp
     assert (v.version, v.advert_interval, v.unicast, v.preempt) == (2, 1.0, True, True)
-    # the safety net: never quicker than 10 s to time out; the watcher forgives a reload as
-    # long as VRRP forgives a silent master (3 adverts and a second)
-    assert (v.check_interval, v.check_timeout, v.watch_reload_grace) == (2, 10, 4)
+    # the safety net: never quicker than 10 s to time out; both checks forgive a reload as long
+    assert (v.check_interval, v.check_timeout, v.reload_grace) == (2, 10, 10)
     v = parse({"halab:vrrp": {"version": 3, "advertInterval": 0.25, "mode": "multicast", "preempt": False}}).vrrp
     assert (v.version, v.advert_text, v.unicast, v.preempt) == (3, "0.25", False, False)
-    assert (v.check_interval, v.check_timeout, v.watch_reload_grace) == (2, 10, 2)
-    assert parse({"halab:vrrp": {"advertInterval": 5}}).vrrp.check_timeout == 16
+    assert (v.check_interval, v.check_timeout, v.reload_grace) == (2, 10, 10)
+    slow = parse({"halab:vrrp": {"advertInterval": 5}}).vrrp  # longer where VRRP is more patient
+    assert (slow.check_timeout, slow.reload_grace) == (16, 16)
     # VRRPv3 has no authentication: its password is not required
     assert parse({"halab:vrrp": {"version": 3, "advertInterval": 0.2}}, secrets={"statsPassword": "long-enough-secret"})
 

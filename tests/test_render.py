@@ -134,9 +134,9 @@ def test_keepalived_conf_fixes_the_seed(stack):
         assert re.search(r"track_file \{\s*haproxy_watch weight 0\s*\}", conf.split("vrrp_instance", 1)[1])
         watch = render.haproxy_watch_conf(lab)
         assert f"PERIOD={v.watch_period:g}\n" in watch and f"TIMEOUT={v.watch_timeout:g}\n" in watch
-        assert f"FALL={v.watch_fall}\n" in watch and f"RELOAD_GRACE={v.watch_reload_grace}\n" in watch
+        assert f"FALL={v.watch_fall}\n" in watch and f"RELOAD_GRACE={v.reload_grace}\n" in watch
         ports = " ".join(str(s.port) for s in lab.services)
-        assert f'script "{PATHS["KEEPALIVED_CHECK"]} {lab.haproxy.health_port} {ports}"' in conf
+        assert f'script "{PATHS["KEEPALIVED_CHECK"]} {lab.haproxy.health_port} {v.reload_grace} {ports}"' in conf
         assert re.search(r"track_script \{\s*chk_haproxy\s*\}", conf)
         assert f"virtual_router_id {lab.vrrp.router_id}" in conf and f"interface {lab.network.interface}" in conf
         assert f"{lab.vip}/32 dev {lab.network.interface}" in conf

@@ -554,17 +554,7 @@ def test_keepalived_script_sees_a_hung_haproxy_and_a_port_not_listening(stand_in
     answers and every given port listens; a hang fails it within its 0.5 s read, whatever the
     pidfile and the sockets say; a port nobody listens on fails it; so does a dead process."""
     server, port, pidfile = stand_in_haproxy
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HALAB_HAPROXY_PIDFILE": str(pidfile)}
-    script = shipped("halab-check-haproxy", tmp_path)
-
-    def check(*ports: int) -> tuple[int, float]:
-        t0 = time.monotonic()
-        p = subprocess.run(
-            [str(script), str(port), *map(str, ports)],
-            env=env, capture_output=True, timeout=10, check=False,
-        )  # fmt: skip
-        return p.returncode, time.monotonic() - t0
-
+    check = safety_net(tmp_path, port, pidfile)
     assert check(port)[0] == 0
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
@@ -580,6 +570,50 @@ def test_keepalived_script_sees_a_hung_haproxy_and_a_port_not_listening(stand_in
     server.kill()
     server.wait()
     assert check(port)[0] == 1
+
+
+def safety_net(tmp_path, port: int, pidfile, grace: int = 10):
+    """halab-check-haproxy as keepalived runs it, against the stand-in: check(*ports) gives its
+    exit status and how long it took; its server-state file is tmp_path/server-state."""
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HALAB_HAPROXY_PIDFILE": str(pidfile),
+        "HALAB_HAPROXY_SERVER_STATE": str(tmp_path / "server-state"),
+    }
+    script = shipped("halab-check-haproxy", tmp_path)
+
+    def check(*ports: int) -> tuple[int, float]:
+        t0 = time.monotonic()
+        p = subprocess.run(
+            [str(script), str(port), str(grace), *map(str, ports)],
+            env=env, capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+        return p.returncode, time.monotonic() - t0
+
+    return check
+
+
+def test_keepalived_script_forgives_a_reload_its_grace_long_not_a_dead_haproxy(stand_in_haproxy, tmp_path):
+    """The safety net forgives a reload as the watcher does: a haproxy that does not answer
+    within RELOAD_GRACE of the server-state file's write passes; the same silence past the grace
+    fails, and so does a dead master mid-reload. (Without the grace this script, two misses 2 s
+    apart, put the VM lab's master in FAULT during a reload on CI's slower host.)"""
+    server, port, pidfile = stand_in_haproxy
+    check = safety_net(tmp_path, port, pidfile, grace=5)
+    state = tmp_path / "server-state"
+    server.send_signal(signal.SIGSTOP)
+    try:
+        assert check(port)[0] == 1, "a hang with no reload fails"
+        state.write_text("1\n")  # a reload begins
+        assert check(port)[0] == 0, "a reload's miss failed the check"
+        os.utime(state, (time.time() - 6, time.time() - 6))  # began 6 s ago: past the grace
+        assert check(port)[0] == 1, "a hang past the grace passed"
+    finally:
+        server.send_signal(signal.SIGCONT)
+    state.write_text("1\n")
+    server.kill()
+    server.wait()
+    assert check(port)[0] == 1, "a dead haproxy mid-reload passed"
 
 
 def test_a_backend_moved_out_of_every_pool_stops_serving(nodes):

@@ -45,6 +45,9 @@ INTENDED = [
     ),
     # #23: the second-chance rule, on the VIP holder only
     ("keepalived.conf", r"    # The second chance \(docs/handoff\.md\)[^}]*no_track\n    }\n", ""),
+    # the safety-net script forgives a reload's misses, as the watcher does: its grace, an argument
+    ("keepalived.conf", r"# Misses within \d+ s of a reload's start pass, as in the watcher: [^\n]*\n", ""),
+    ("keepalived.conf", r"(halab-check-haproxy \d+) \d+ ", r"\1 "),
 ]
 # ... and the same change's value, which depends on the stack's advert interval.
 INTENDED_BY_LAB = [

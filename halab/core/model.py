@@ -199,14 +199,16 @@ class Vrrp:
         return max(0.1, min(0.5, self.advert_interval / 2))
 
     @property
-    def watch_reload_grace(self) -> int:
-        """How long after a reload begins the watcher forgives haproxy's misses: the master-down
-        interval and a second, VRRP's own patience with a silent master. A reload on a loaded
-        CPU can starve the old worker's answers past the watcher's misses (a load balancer went
-        FAULT for it on the VM lab's guests); a master that does moves the VIP and fails the
-        requests in flight. A hang begun within a reload is seen this much later; haproxy's
-        exit, at once still."""
-        return self.master_down_and_a_second
+    def reload_grace(self) -> int:
+        """How long after a reload begins both checks (the watcher and the safety-net script)
+        forgive haproxy's missed answers: 10 s, or the master-down interval and a second where
+        that is longer, as long as keepalived lets the script run. A reload on a loaded CPU can
+        starve the old worker's answers for seconds: on the VM lab's emulated guests a load
+        balancer went FAULT for reloads that kept every connection, with a grace of the
+        master-down interval and a second (4 s) on CI's slower host, and a master that does moves
+        the VIP and fails the requests in flight. A hang begun within a reload is seen this much
+        later; haproxy's exit, at once still."""
+        return max(10, self.master_down_and_a_second)
 
     @property
     def master_down_and_a_second(self) -> int:

@@ -135,7 +135,7 @@ def haproxy_watch_conf(lab: Lab) -> str:
         f"PERIOD={lab.vrrp.watch_period:g}\n"
         f"TIMEOUT={lab.vrrp.watch_timeout:g}\n"
         f"FALL={lab.vrrp.watch_fall}\n"
-        f"RELOAD_GRACE={lab.vrrp.watch_reload_grace}\n"
+        f"RELOAD_GRACE={lab.vrrp.reload_grace}\n"
         f"HEALTH_PORT={lab.haproxy.health_port}\n"
     )
 
