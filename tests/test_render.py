@@ -114,6 +114,37 @@ def test_each_load_balancer_has_its_own_ports_and_no_time_wait(stack):
         assert a.stop <= b.start, ranges
 
 
+def conf_values(text: str) -> dict[str, str]:
+    """A rendered KEY=VALUE file as the node reads it (halab-second-chance's read_conf)."""
+    return dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', text, re.M))
+
+
+def test_packet_path_comes_from_the_model():
+    """The marks, tables and rule priorities live in the model (PacketPath): halab-tproxy and
+    halab-second-chance read them from tproxy.conf, halab-keepalived-hooks from vrrp.conf, and
+    keepalived.conf's second-chance rule is rendered from them, so no two files can disagree."""
+    lab = lab_of("dev")
+    pp = lab.packet_path
+    # the second chance's rule before the local table, the blackhole after it; marks distinct
+    assert 0 < pp.second_chance_pref < pp.local_pref < pp.last_pref and pp.divert_mark != pp.second_chance_mark
+    second = {"SECOND_MARK": pp.second_chance_mark, "SECOND_TABLE": pp.second_chance_table,
+              "SECOND_PREF": pp.second_chance_pref}  # fmt: skip
+    for lb in lab.load_balancers:
+        tproxy = conf_values(render.tproxy_conf(lab, lb))
+        want = {"DIVERT_MARK": pp.divert_mark, "DIVERT_TABLE": pp.divert_table, **second,
+                "LOCAL_PREF": pp.local_pref, "LAST_PREF": pp.last_pref}  # fmt: skip
+        assert {k: tproxy[k] for k in want} == {k: str(v) for k, v in want.items()}
+        vrrp = conf_values(render.vrrp_conf(lab, lb))
+        assert {k: vrrp[k] for k in second} == {k: str(v) for k, v in second.items()}
+        rule = f"fwmark {pp.second_chance_mark} table {pp.second_chance_table} priority {pp.second_chance_pref}"
+        assert re.search(rf"virtual_rules \{{\s*from all {rule} no_track\s*\}}", render.keepalived_conf(lab, lb, CREDS))
+    # ... and the node files write none of them (pref 0 is the kernel's own, for the local table)
+    for name in ("halab-tproxy", "halab-second-chance", "halab-keepalived-hooks"):
+        text = render.node_file(name)
+        literal = re.search(r'(?:MARK|TABLE|PREF|SECOND) ?= ?"?\d|\b(?:fwmark|lookup|table|pref|priority) [1-9]', text)
+        assert not literal, f"{name}: {literal[0]}"
+
+
 @pytest.mark.parametrize("stack", ["dev", "large", "lab3", "pools", "fast"])
 def test_keepalived_conf_fixes_the_seed(stack):
     lab = lab_of(stack)

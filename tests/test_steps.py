@@ -104,7 +104,8 @@ def test_load_balancer_steps_are_idempotent(nodes):
     steps = plan.host_steps(LAB, LAB.load_balancers[0], CREDS)
     first, second, second_out = run_twice(lb, steps)
     assert first == second
-    assert first.count("-j DIVERT") == 1 and first.count("fwmark 0x1 lookup 100") == 1
+    pp = LAB.packet_path
+    assert first.count("-j DIVERT") == 1 and first.count(f"fwmark {pp.divert_mark:#x} lookup {pp.divert_table}") == 1
     assert PATHS["HAPROXY_PIDFILE"] in first and PATHS["KEEPALIVED_PIDFILE"] in first
     for st, out in zip(steps, second_out, strict=True):
         assert not any(w in out for w in ("installed /", "starting", "reloading", "restarting")), f"{st.name}: {out}"

@@ -23,10 +23,11 @@ from halab.verify.transport import Transport, VerifyContext
 
 
 def second_chance_off(transport: Transport, lab: Lab) -> None:
-    """The control profile's switch: on each load balancer, the daemon that routes table 200 to
-    the previous holder stopped, then the table emptied. keepalived's rule to table 200 stays:
-    a packet it sends there finds no route and goes on to the local table (docs/handoff.md)."""
-    pidfile, table = PATHS["SECOND_CHANCE_PIDFILE"], "200"
+    """The control profile's switch: on each load balancer, the daemon that routes the
+    second-chance table to the previous holder stopped, then the table emptied. keepalived's rule
+    to that table stays: a packet it sends there finds no route and goes on to the local table
+    (docs/handoff.md)."""
+    pidfile, table = PATHS["SECOND_CHANCE_PIDFILE"], lab.packet_path.second_chance_table
     for lb in lab.load_balancers:
         # an empty table does not exist for ip ("FIB table does not exist"): nothing to flush
         script = f'kill "$(cat {pidfile})" && sleep 0.2 && {{ ip -4 route flush table {table} 2>/dev/null || true; }}'
@@ -134,17 +135,18 @@ HANDOFF_AFTER = 0.3  # seconds into the forwarded run: wrk's connections are ope
 FORWARD_PAIRS = 3
 
 
-def _marked(transport: Transport, host: str) -> int:
+def _marked(transport: Transport, lab: Lab, host: str) -> int:
     """Packets this node marked for the second chance (halab-tproxy's chain)."""
     out = transport.run(host, ["iptables", "-w", "-t", "mangle", "-L", "HALAB-TPROXY", "-n", "-v", "-x"]).stdout
-    return sum(int(line.split()[0]) for line in out.splitlines() if "MARK set 0x2" in line)
+    mark = f"MARK set {lab.packet_path.second_chance_mark:#x}"
+    return sum(int(line.split()[0]) for line in out.splitlines() if mark in line)
 
 
 def _pair(transport: Transport, ctx: VerifyContext, url: str, seconds: int) -> ForwardPair:
     lab = ctx.lab
     master = holders(transport, lab)[0]
     direct = measured_wrk(transport, ctx, url, False, seconds)
-    before = {lb.name: _marked(transport, lb.name) for lb in lab.load_balancers}
+    before = {lb.name: _marked(transport, lab, lb.name) for lb in lab.load_balancers}
 
     def hand_off() -> None:
         time.sleep(HANDOFF_AFTER)
@@ -156,7 +158,7 @@ def _pair(transport: Transport, ctx: VerifyContext, url: str, seconds: int) -> F
         forwarded = measured_wrk(transport, ctx, url, False, seconds)
     finally:
         mover.join()
-        packets = sum(_marked(transport, name) - n for name, n in before.items())
+        packets = sum(_marked(transport, lab, name) - n for name, n in before.items())
         drills.action(transport, master, "start", "keepalived")
         settle(transport, ctx.lab, master, ctx.drill_bound)
     return ForwardPair(direct, forwarded, packets, seconds)

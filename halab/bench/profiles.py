@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from halab.core import stackfile
+from halab.core.model import PacketPath
 
 FAST_STACK = Path(__file__).resolve().parents[2] / "examples" / "Pulumi.fast.yaml"
 
@@ -31,7 +32,8 @@ DESCRIPTIONS = {
     "fast": "`examples/Pulumi.fast.yaml`: VRRPv3 unicast, 0.05 s adverts, priorities 254 and 253 (skew time "
     "0.01 adverts), haproxy's exit seen as it happens and its answers watched every 0.025 s, backends checked "
     "every 0.5 s",
-    "fast-nosc": "`fast` without the second chance (halab-second-chance stopped and table 200 emptied on each "
+    "fast-nosc": "`fast` without the second chance (halab-second-chance stopped and table "
+    f"{PacketPath().second_chance_table} emptied on each "
     "load balancer after `up`): a packet that finds no socket on the new master meets a reset there, as "
     "before the planned hand-off (docs/handoff.md)",
 }

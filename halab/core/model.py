@@ -222,6 +222,22 @@ class Vrrp:
 
 
 @dataclass(frozen=True)
+class PacketPath:
+    """A load balancer's packet marks, routing tables and rule priorities (docs/handoff.md):
+    fixed facts, not config. halab-tproxy, keepalived's virtual_rules, halab-second-chance,
+    halab-keepalived-hooks and the bench each name them, so they are rendered from here and
+    can never disagree."""
+
+    divert_mark: int = 1  # a packet of a local transparent socket (DIVERT; TPROXY's SYNs too)
+    divert_table: int = 100  # where divert_mark leads: every address local (local default dev lo)
+    second_chance_mark: int = 2  # a TCP packet to the VIP, or a backend's reply, with no socket here
+    second_chance_table: int = 200  # the route to the previous VIP holder (halab-second-chance)
+    second_chance_pref: int = 50  # keepalived's rule, second_chance_mark -> table, before the local table
+    local_pref: int = 100  # the local table's rule, moved from 0 to after the second chance's
+    last_pref: int = 150  # a second_chance_mark packet to the VIP still here: dropped, never forwarded twice
+
+
+@dataclass(frozen=True)
 class VmSize:
     vcpu: int
     memory_mib: int
@@ -280,6 +296,7 @@ class Lab:
     vm: VmSizes
     ssh: Ssh
     test_clients: tuple[IPv4Address, ...]
+    packet_path: PacketPath = PacketPath()  # fixed, not config: every Lab's the same
 
     @property
     def nodes(self) -> tuple[Node, ...]:

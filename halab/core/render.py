@@ -141,14 +141,20 @@ def haproxy_watch_conf(lab: Lab) -> str:
 
 
 def vrrp_conf(lab: Lab, host: Node) -> str:
-    """Read by halab-keepalived-hooks (VRRP filter before keepalived starts, VIP release after)."""
+    """Read by halab-keepalived-hooks: the VRRP filter before keepalived starts; after it, the
+    VIP and the second-chance rule released, that rule named as keepalived.conf names it (both
+    from the model's PacketPath)."""
     peers = " ".join(str(lb.address) for lb in vrrp_peers(lab, host))
+    pp = lab.packet_path
     return (
         f"# Read by {PATHS['KEEPALIVED_HOOKS_BIN']}.\n"
         f"VIP={lab.vip}\n"
         f"IFACE={lab.network.interface}\n"
         "# VRRP (IP protocol 112) is accepted from these addresses only.\n"
         f'PEERS="{peers}"\n'
+        "# keepalived's second-chance rule (virtual_rules), removed should keepalived die leaving it.\n"
+        f"SECOND_MARK={pp.second_chance_mark}\nSECOND_TABLE={pp.second_chance_table}\n"
+        f"SECOND_PREF={pp.second_chance_pref}\n"
     )
 
 
@@ -184,6 +190,7 @@ def tproxy_conf(lab: Lab, host: Node) -> str:
     # this node's own address, whichever holds the VIP. By port and subnet, not by backend: a
     # backend added or removed changes nothing here.
     ports_back = sorted({s.backend_port for s in lab.services if s.transparency == "tproxy"})
+    pp = lab.packet_path
     return (
         f"# Read by {PATHS['TPROXY_BIN']} and {PATHS['SECOND_CHANCE_BIN']}.\n"
         f"VIP={lab.vip}\n"
@@ -199,6 +206,10 @@ def tproxy_conf(lab: Lab, host: Node) -> str:
         f"PEERS_PORT={lab.haproxy.peers_port}\n"
         "# seconds after the previous holder's last advert during which it still gets a second chance\n"
         f"WINDOW={lab.vrrp.second_chance_window}\n"
+        "# the packet path's marks, routing tables and rule priorities (the model's PacketPath)\n"
+        f"DIVERT_MARK={pp.divert_mark}\nDIVERT_TABLE={pp.divert_table}\n"
+        f"SECOND_MARK={pp.second_chance_mark}\nSECOND_TABLE={pp.second_chance_table}\n"
+        f"SECOND_PREF={pp.second_chance_pref}\nLOCAL_PREF={pp.local_pref}\nLAST_PREF={pp.last_pref}\n"
     )
 
 

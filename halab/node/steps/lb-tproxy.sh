@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The packet path of a load balancer (TPROXY, the second chance's marks and rules), applied now
-# and at every boot (halab-tproxy.service), and halab-second-chance, which keeps table 200 on
-# the previous VIP holder. The rules themselves live in one place: halab/node/files/halab-tproxy.
+# and at every boot (halab-tproxy.service), and halab-second-chance, which keeps the second
+# chance's table on the previous VIP holder. The rules themselves live in one place:
+# halab/node/files/halab-tproxy; their marks, tables and priorities in the model (PacketPath).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
