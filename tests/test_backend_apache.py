@@ -18,12 +18,13 @@ from pathlib import Path
 from conftest import STACKS, need_root_and
 
 from halab.core import config, render, stackfile
+from halab.node.paths import PATHS
 
 MPM = {
     "ServerLimit", "StartServers", "ThreadLimit", "ThreadsPerChild", "MaxRequestWorkers", "MinSpareThreads",
     "MaxSpareThreads", "MaxConnectionsPerChild", "MaxKeepAliveRequests",
 }  # fmt: skip
-DEBIAN_MPM = Path("/etc/apache2/mods-available/mpm_event.conf")
+DEBIAN_MPM = Path(PATHS["APACHE_DIR"]) / "mods-available/mpm_event.conf"  # this host's, as installed
 MODULES = Path("/usr/lib/apache2/modules")
 CONNECTIONS, ROUNDS = 300, 5  # the hand-off row opens 200 sessions where the drills press hardest
 
@@ -91,7 +92,7 @@ def _burst(tmp_path: Path, mpm_lines: list[str]) -> int:
     conf.write_text(
         "\n".join(
             [
-                "ServerRoot /etc/apache2",
+                f"ServerRoot {PATHS['APACHE_DIR']}",
                 "ServerName burst",
                 f"LoadModule mpm_event_module {MODULES}/mod_mpm_event.so",
                 f"LoadModule authz_core_module {MODULES}/mod_authz_core.so",
