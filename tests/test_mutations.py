@@ -4,7 +4,8 @@ installs the copy on the dev lab's nodes through the very step that installs the
 fails. The original step then restores the nodes, and the row passes again where that is cheap.
 A row that cannot fail proves nothing; these show that the rows catch what they claim to.
 
-Costs about 6 minutes: the dev lab's `up` (15 s), three failover drills with the watcher gone,
+Costs about 7 minutes: the dev lab's `up` (15 s), three failover drills with the watcher gone,
+two link cuts held until the master's servers are DOWN (about 25 s each),
 a persistence drill, two planned hand-offs (about 50 s), a rogue's 5 s of adverts, and a hung
 backend waited out (about 30 s); then
 the pools lab's `up` and a hung banner waited out twice (about 30 s each)."""
@@ -109,6 +110,35 @@ def test_without_the_watcher_reference_the_haproxy_killed_row_fails(dev):
     _master_settled(dev)
     row = _haproxy_killed(dev)
     assert row.ok, row  # restored: the same drill passes
+
+
+def _link_cut(topo: topology.Topology) -> tuple[Row, Row]:
+    transport, ctx = lab_access.netns_context(topo)
+    fault, restore = drills.catalogue(transport, ctx.lab)["link cut"]
+    ceiling = failover.detection_ceilings(ctx).get("link cut")
+    failed, restored = failover.failover_rows(transport, ctx, "link cut", fault, restore, ceiling)
+    return failed, restored
+
+
+def test_without_the_serving_track_the_link_cut_restore_row_fails(dev):
+    """keepalived.conf without its haproxy_serving track: the master back from a link cut, its
+    servers DOWN until their checks rise (the cut outlasts them: drills.outage_hold), takes the
+    VIP back at once and fails the requests meanwhile; the restore row fails, naming them.
+    With the track, the same drill's restore fails none: the peer keeps the VIP until the
+    master serves again."""
+    _master_settled(dev)
+
+    def no_serving(conf: str) -> str:
+        return re.sub(r"\n        haproxy_serving weight -\d+", "", conf)
+
+    with mutated(dev, "lb", "keepalived", PATHS["KEEPALIVED_CONF"], no_serving):
+        _, restored = _link_cut(dev)
+    print(restored.figure)
+    assert not restored.ok and re.search(r"s to the first success, [1-9]\d* failed", restored.figure), restored
+    _master_settled(dev)
+    _, restored = _link_cut(dev)
+    print(restored.figure)
+    assert restored.ok and ", 0 failed" in restored.figure, restored
 
 
 def test_with_the_watcher_stopped_the_haproxy_hung_row_fails(dev):

@@ -162,7 +162,13 @@ def test_keepalived_conf_fixes_the_seed(stack):
         assert script[-8:] == ["interval", str(v.check_interval), "timeout", str(v.check_timeout),
                                "fall", "2", "rise", "2"], script  # fmt: skip
         assert f"advert_int {v.advert_text}" in conf
-        assert re.search(r"track_file \{\s*haproxy_watch weight 0\s*\}", conf.split("vrrp_instance", 1)[1])
+        penalty = lab.serving_penalty
+        tracked = conf.split("vrrp_instance", 1)[1]
+        assert re.search(rf"track_file \{{\s*haproxy_watch weight 0\s*haproxy_serving weight -{penalty}\s*\}}", tracked)
+        # a node that does not serve drops below every peer, never to FAULT (-254)
+        priorities = sorted(lb.priority for lb in lab.load_balancers)
+        assert priorities[-1] - penalty < priorities[0] and penalty < 254
+        assert f"SERVING_PERIOD={v.serving_period:g}\n" in render.haproxy_watch_conf(lab)
         watch = render.haproxy_watch_conf(lab)
         assert f"PERIOD={v.watch_period:g}\n" in watch and f"TIMEOUT={v.watch_timeout:g}\n" in watch
         assert f"FALL={v.watch_fall}\n" in watch and f"RELOAD_GRACE={v.reload_grace}\n" in watch

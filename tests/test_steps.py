@@ -421,7 +421,8 @@ def test_the_drills_crash_is_held_down_by_the_installed_dropins(tmp_path):
 @pytest.fixture
 def stand_in_haproxy(tmp_path):
     """A process in haproxy's place: its pidfile, and haproxy's health frontend (monitor-uri,
-    200 on /halab-health) on a loopback port; (process, port, pidfile)."""
+    200 on /halab-health; /halab-serving 503 while tmp_path/no-server exists, else 200) on a
+    loopback port; (process, port, pidfile)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -429,10 +430,14 @@ def stand_in_haproxy(tmp_path):
         [
             sys.executable,
             "-c",
-            "import http.server as h\n"
+            "import http.server as h, os\n"
             "class H(h.BaseHTTPRequestHandler):\n"
             "    def do_GET(self):\n"
-            "        self.send_response(200 if self.path == '/halab-health' else 404); self.end_headers()\n"
+            "        if self.path == '/halab-serving':\n"
+            f"            self.send_response(503 if os.path.exists({str(tmp_path / 'no-server')!r}) else 200)\n"
+            "        else:\n"
+            "            self.send_response(200 if self.path == '/halab-health' else 404)\n"
+            "        self.end_headers()\n"
             "    def log_message(self, *a): pass\n"
             f"h.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n",
         ]
@@ -466,14 +471,51 @@ def shipped(name: str, where: Path) -> Path:
 
 def start_watch(tmp_path: Path, port: int, pidfile: Path, period: float, fall: int, grace: float = 0):
     """halab-haproxy-watch on the stand-in (0.3 s timeout), its reloads marked by
-    tmp_path/server-state; (process, verdict(want) -> bool)."""
+    tmp_path/server-state, its serving verdict (asked every 0.1 s, 2 noes to fall) in
+    tmp_path/serving; (process, verdict(want) -> bool)."""
     conf, state = tmp_path / "watch.conf", tmp_path / "state"
     conf.write_text(
         f"PERIOD={period}\nTIMEOUT=0.3\nFALL={fall}\nHEALTH_PORT={port}\nPIDFILE={pidfile}\n"
-        f"RELOAD_GRACE={grace}\nSERVER_STATE={tmp_path / 'server-state'}\n"
+        f"RELOAD_GRACE={grace}\nSERVER_STATE={tmp_path / 'server-state'}\nSERVING_PERIOD=0.1\nSERVING_FALL=2\n"
     )
-    watch = subprocess.Popen([sys.executable, str(shipped("halab-haproxy-watch", tmp_path)), str(conf), str(state)])
+    watcher = str(shipped("halab-haproxy-watch", tmp_path))
+    watch = subprocess.Popen([sys.executable, watcher, str(conf), str(state), str(tmp_path / "serving")])
     return watch, lambda want: state.exists() and state.read_text().strip() == want
+
+
+def test_haproxy_watch_says_whether_every_service_has_a_server_up(tmp_path, stand_in_haproxy):
+    """The second verdict, serving (keepalived's haproxy_serving track, a negative weight):
+    1 once haproxy's /halab-serving says 503 twice in a row (a service with no server UP here),
+    0 at its first 200. No answer (a hang) leaves it as it is, the health verdict says the
+    rest; so does a 503 within a reload's grace (the old process counts no server as it stops)."""
+    server, port, pidfile = stand_in_haproxy
+    watch, healthy = start_watch(tmp_path, port, pidfile, period=0.1, fall=2, grace=2.0)
+    serving = tmp_path / "serving"
+
+    def says(want: str) -> bool:
+        return serving.exists() and serving.read_text().strip() == want
+
+    try:
+        assert wait_for(lambda: says("0"), 5) is not None, "every service served: 0"
+        (tmp_path / "no-server").touch()
+        took = wait_for(lambda: says("1"), 2)
+        assert took is not None and took >= 0.1, f"no server UP: 1 after two noes, seen after {took}"
+        assert healthy("0"), "alive all along: the health verdict stays"
+        (tmp_path / "no-server").unlink()
+        assert wait_for(lambda: says("0"), 1) is not None, "served again: 0 at the first yes"
+        server.send_signal(signal.SIGSTOP)  # a hang: no answer
+        (tmp_path / "no-server").touch()
+        assert wait_for(lambda: healthy("1"), 2) is not None
+        assert says("0"), "a hang changed the serving verdict: that is the health file's to say"
+        server.send_signal(signal.SIGCONT)
+        (tmp_path / "server-state").write_text("1\n")  # a reload begins: its noes are forgiven
+        assert wait_for(lambda: says("1"), 1) is None, "a reload's 503 lowered the priority"
+        os.utime(tmp_path / "server-state", (time.time() - 5, time.time() - 5))  # past the grace
+        assert wait_for(lambda: says("1"), 2) is not None, "no server UP past a reload: 1"
+    finally:
+        server.send_signal(signal.SIGCONT)
+        watch.kill()
+        watch.wait()
 
 
 def test_haproxy_watch_sees_a_hung_haproxy_not_only_a_dead_one(tmp_path, stand_in_haproxy):

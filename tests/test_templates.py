@@ -23,6 +23,14 @@ BEFORE = json.loads((ROOT / "tests/stacks/rendered-before-jinja2.json").read_tex
 
 # What changed on purpose since, as (file, a pattern of the new text, the old text it replaced).
 INTENDED = [
+    # serving, not only alive: /halab-serving on the health frontend, tracked with a negative weight
+    # (first: the blank line after monitor-uri below is undone once these lines are gone)
+    (
+        "haproxy.cfg",
+        r"#\n# /halab-serving says [^\n]*\n(# [^\n]*\n){3}"
+        r"(frontend halab-health\n(    [^\n]*\n){3})(    http-request return [^\n]*\n)+",
+        r"\2",
+    ),
     # the stats page's block was glued to the health frontend's: a blank line between them now
     ("haproxy.cfg", "    monitor-uri /halab-health\n\n# Who may read", "    monitor-uri /halab-health\n# Who may read"),
     # the safety-net script's timeout: 10 s at least (it was the master-down interval and a second)
@@ -48,6 +56,12 @@ INTENDED = [
     # the safety-net script forgives a reload's misses, as the watcher does: its grace, an argument
     ("keepalived.conf", r"# Misses within \d+ s of a reload's start pass, as in the watcher: [^\n]*\n", ""),
     ("keepalived.conf", r"(halab-check-haproxy \d+) \d+ ", r"\1 "),
+    (
+        "keepalived.conf",
+        r"\n# Serving, not only alive: [^\n]*\n(# [^\n]*\n){4}track_file haproxy_serving \{[^}]*\}\n",
+        "",
+    ),
+    ("keepalived.conf", r"\n        haproxy_serving weight -\d+", ""),
 ]
 # ... and the same change's value, which depends on the stack's advert interval.
 INTENDED_BY_LAB = [

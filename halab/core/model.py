@@ -157,6 +157,11 @@ class Vrrp:
     # serving the connections it holds, reached through the new holder's second chance, before
     # it is free to go (halab-second-chance, lb-handoff.sh).
     handoff_drain_seconds: int = 300
+    # How often the watcher asks haproxy whether every service has a server UP here, and how
+    # many noes in a row lower this node's priority (keepalived's haproxy_serving track): one no
+    # can be a reload's old process, which counts no server as it stops.
+    serving_period: float = 0.5
+    serving_fall: int = 2
 
     @property
     def second_chance_window(self) -> int:
@@ -297,6 +302,15 @@ class Lab:
     ssh: Ssh
     test_clients: tuple[IPv4Address, ...]
     packet_path: PacketPath = PacketPath()  # fixed, not config: every Lab's the same
+
+    @property
+    def serving_penalty(self) -> int:
+        """How far a load balancer's VRRP priority drops while one of its services has no server
+        UP there (keepalived's haproxy_serving track): below every other load balancer's, so a
+        peer that serves keeps the VIP or takes it; every node alike when none serves, so the
+        order stays. At most 253: keepalived puts an instance in FAULT at -254."""
+        priorities = [lb.priority or 0 for lb in self.load_balancers]
+        return min(253, max(priorities) - min(priorities) + 1)
 
     @property
     def nodes(self) -> tuple[Node, ...]:

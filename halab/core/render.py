@@ -131,12 +131,15 @@ def haproxy_watch_conf(lab: Lab) -> str:
     return (
         "# Read by halab-haproxy-watch: how often it asks haproxy, how long an answer may take,\n"
         "# how many misses in a row are a failure, how long after a reload begins misses are\n"
-        "# forgiven, and haproxy's health frontend.\n"
+        "# forgiven, and haproxy's health frontend; how often it asks whether every service has\n"
+        "# a server UP here, and how many noes in a row make this node step back.\n"
         f"PERIOD={lab.vrrp.watch_period:g}\n"
         f"TIMEOUT={lab.vrrp.watch_timeout:g}\n"
         f"FALL={lab.vrrp.watch_fall}\n"
         f"RELOAD_GRACE={lab.vrrp.reload_grace}\n"
         f"HEALTH_PORT={lab.haproxy.health_port}\n"
+        f"SERVING_PERIOD={lab.vrrp.serving_period:g}\n"
+        f"SERVING_FALL={lab.vrrp.serving_fall}\n"
     )
 
 

@@ -171,6 +171,18 @@ def run(transport: Transport, ctx: VerifyContext, faulting: Fault, restore: Faul
         s.stop(settle=False)  # its windows are read, settled
 
 
+def outage_hold(lab: Lab) -> float:
+    """How long a link cut lasts at least: long enough for the cut node's health checks to take
+    every server out (`fall` checks, `interval` apart, the last waiting out its timeout), and a
+    second. A restore then meets what any outage longer than a few seconds leaves: a node whose
+    haproxy has no server UP until its checks rise again, which must not take the VIP back
+    before it serves (the serving track, keepalived.conf). A cut shorter than the checks
+    proved nothing of it: on the namespace lab the VIP moved in 3 s, and came back to servers
+    still UP."""
+    hc = lab.health_check
+    return 0.0 if hc is None else hc.fall * hc.interval_seconds + hc.timeout_seconds + 1.0
+
+
 def catalogue(transport: Transport, lab: Lab, bound: float = 20.0) -> dict[str, tuple[Fault, Fault]]:
     """The drills' faults on a node, each with what restores it."""
     iface, gw = lab.network.interface, str(lab.network.gateway)
@@ -187,12 +199,19 @@ def catalogue(transport: Transport, lab: Lab, bound: float = 20.0) -> dict[str, 
 
         return take_effect
 
+    hold = outage_hold(lab)
+    cut_at: list[float] = []
+
     def cut(host: str) -> float:
         # The node may be reachable through this link only (a VM over SSH): the cut comes just
         # after the call returns, and the node restores the link itself after `bound` + 5 s.
-        return fault(transport, host, "link-down", iface, str(LINK_CUT_DELAY), str(bound + 5), gw) + LINK_CUT_DELAY
+        at = fault(transport, host, "link-down", iface, str(LINK_CUT_DELAY), str(bound + 5), gw) + LINK_CUT_DELAY
+        cut_at[:] = [at]
+        return at
 
     def uncut(host: str) -> None:
+        if cut_at:  # as long as a real outage: the node's checks have taken its servers out
+            time.sleep(max(0.0, min(cut_at[0] + hold - time.monotonic(), bound)))
         action(transport, host, "link-up", iface, gw, timeout=bound + 60)  # over SSH: once the link is back
 
     return {

@@ -81,8 +81,10 @@ def failover_rows(
             return [Row(f"failover, {name}", False, d)]
         runs.append(d)
     d = runs[-1]
-    # the restore row shows the first trial whose restore failed, if any (else the last)
-    bad = next((x for x in runs if not (x.back and _no_split(x.split_restore))), None)
+    # the restore row shows the first trial whose restore failed, if any (else the last): a
+    # restore fails no request (the node takes the VIP back only once it serves: the serving
+    # track, keepalived.conf), and never two holders
+    bad = next((x for x in runs if not (x.back and _no_split(x.split_restore) and x.back_out.failed == 0)), None)
     r = bad or d
     detect = _median(runs)
     rule = "takes the VIP back (preemption)" if ctx.lab.vrrp.preempt else "stays backup (nopreempt)"

@@ -143,7 +143,7 @@ direct_service() {
     halab-haproxy-watch:start)
       install -d -o nobody -g nogroup -m 0755 "$WATCH_DIR"
       start_unprivileged "$WATCH_PIDFILE" /run/halab-haproxy-watch.log "" \
-        "$WATCH_BIN" "$WATCH_CONF" "$WATCH_HEALTH"
+        "$WATCH_BIN" "$WATCH_CONF" "$WATCH_HEALTH" "$WATCH_SERVING"
       ;;
     halab-second-chance:running) pid_alive "$SECOND_CHANCE_PIDFILE" ;;
     halab-second-chance:start)

@@ -56,6 +56,7 @@ WATCH_CONF=/etc/halab/haproxy-watch.conf
 WATCH_UNIT=/etc/systemd/system/halab-haproxy-watch.service
 WATCH_DIR=/run/halab-watch
 WATCH_HEALTH=/run/halab-watch/haproxy
+WATCH_SERVING=/run/halab-watch/serving
 WATCH_PIDFILE=/run/halab-haproxy-watch.pid
 
 # A load balancer: the conf files of its waits and roll-out gates
