@@ -177,7 +177,7 @@ def outage_hold(lab: Lab) -> float:
     second. A restore then meets what any outage longer than a few seconds leaves: a node whose
     haproxy has no server UP until its checks rise again, which must not take the VIP back
     before it serves (the serving track, keepalived.conf). A cut shorter than the checks
-    proved nothing of it: on the namespace lab the VIP moved in 3 s, and came back to servers
+    proved nothing of it: on the namespace lab the VIP moved in 3 s and came back to servers
     still UP."""
     hc = lab.health_check
     return 0.0 if hc is None else hc.fall * hc.interval_seconds + hc.timeout_seconds + 1.0
