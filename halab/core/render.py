@@ -148,7 +148,6 @@ def vrrp_conf(lab: Lab, host: Node) -> str:
     VIP and the second-chance rule released, that rule named as keepalived.conf names it (both
     from the model's PacketPath)."""
     peers = " ".join(str(lb.address) for lb in vrrp_peers(lab, host))
-    pp = lab.packet_path
     return (
         f"# Read by {PATHS['KEEPALIVED_HOOKS_BIN']}.\n"
         f"VIP={lab.vip}\n"
@@ -156,6 +155,15 @@ def vrrp_conf(lab: Lab, host: Node) -> str:
         "# VRRP (IP protocol 112) is accepted from these addresses only.\n"
         f'PEERS="{peers}"\n'
         "# keepalived's second-chance rule (virtual_rules), removed should keepalived die leaving it.\n"
+        + _second_chance_rule(lab)
+    )
+
+
+def _second_chance_rule(lab: Lab) -> str:
+    """keepalived's second-chance rule (virtual_rules) as KEY=VALUE lines: halab-tproxy and
+    halab-second-chance read it from tproxy.conf, halab-keepalived-hooks from vrrp.conf."""
+    pp = lab.packet_path
+    return (
         f"SECOND_MARK={pp.second_chance_mark}\nSECOND_TABLE={pp.second_chance_table}\n"
         f"SECOND_PREF={pp.second_chance_pref}\n"
     )
@@ -211,8 +219,8 @@ def tproxy_conf(lab: Lab, host: Node) -> str:
         f"WINDOW={lab.vrrp.second_chance_window}\n"
         "# the packet path's marks, routing tables and rule priorities (the model's PacketPath)\n"
         f"DIVERT_MARK={pp.divert_mark}\nDIVERT_TABLE={pp.divert_table}\n"
-        f"SECOND_MARK={pp.second_chance_mark}\nSECOND_TABLE={pp.second_chance_table}\n"
-        f"SECOND_PREF={pp.second_chance_pref}\nLOCAL_PREF={pp.local_pref}\nLAST_PREF={pp.last_pref}\n"
+        + _second_chance_rule(lab)
+        + f"LOCAL_PREF={pp.local_pref}\nLAST_PREF={pp.last_pref}\n"
     )
 
 
