@@ -233,6 +233,11 @@ def _haproxy_stat(transport, lb: str) -> str:
         return "(no answer)"
 
 
+# How long a roll-out's request may wait for its answer on emulated guests: several times the
+# longest stall seen while a guest boots under TCG beside them (a 5 s wait timed out 1 in 1000).
+ROLL_OUT_PATIENCE = 20.0
+
+
 # Its own bound: the module's 1500 s counts the lab's `up` (about 500 s) in the first test it
 # runs; the `up` below is bounded at 1500 s.
 @pytest.mark.timeout(1800)
@@ -243,12 +248,13 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
     handing the VIP off first; www3 is drained on each load balancer, then deleted, at the end.
     The VIP is never held by two nodes for two samples in a row, nor by none for longer than a
     takeover. The service never goes down: no 60 s without a successful answer (less than a
-    guest's boot under TCG, so a rebuild with no VIP fails it; counting failed requests would
-    not, as each failure waits out the sampler's 5 s timeout), and at most 1 % of the requests
-    fail. Not zero: a guest booting under TCG takes one of this host's two cores, so the serving
-    guests stall and some requests pass the timeout (10 of 11582 in a CI run, 8 of 14584 here,
-    when every guest was replaced). A request in flight at a VIP move is kept since #23's second
-    chance (before it, 1 or 2 were lost at the moves; with it, 0 of 5437 here).
+    guest's boot under TCG, so a rebuild with no VIP fails it), and no request fails. Each
+    request may wait ROLL_OUT_PATIENCE for its answer: a guest booting under TCG takes one of
+    this host's two cores, and the serving guests then stall for seconds (with 5 s, 10 of 11582
+    timed out in a CI run, 8 of 14584 here, none refused or reset). Emulated guests are untimed
+    (`ctx.timed` False): the slowest answer is printed, and only a refused, reset or unanswered
+    request fails. A request in flight at a VIP move is kept since #23's second chance (before
+    it, 1 or 2 were lost at the moves).
 
     Only the load balancers: each guest replaced costs about 6 minutes under TCG, and CI's
     90 do not hold four. The backends' turn is the same engine ordering (each waits for the
@@ -262,7 +268,7 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
     rolled.write_text(yaml.safe_dump(raw, sort_keys=False))
     with lab_access.VmSession(str(CONFIG)) as s:
         model, url = s.model, s.model.url(s.model.services[0])
-        rate = ["--interval", str(s.ctx.request_interval), "--timeout", str(reload.reload_patience(s.ctx))]
+        rate = ["--interval", str(s.ctx.request_interval), "--timeout", str(ROLL_OUT_PATIENCE)]
         sampler = probes.sample(
             s.transport, s.ctx.client, url, list(s.ctx.client_sources[:4]), *rate, "--duration", "1560"
         )
@@ -287,6 +293,8 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
     # on the engine's clock (its log's `[ 816.1s]`), to read beside the log
     moves = [(round(ts - started, 1), holder) for ts, holder in watch.moves(started, ended)]
     print("VIP moved at:", moves)
+    slowest = sorted((x for x in samples if x.ok), key=lambda x: x.start - x.end)[:5]
+    print("slowest answers:", [(round(x.start - started, 1), round(x.end - x.start, 1), x.source) for x in slowest])
     print("failed at:", [(round(x.start - started, 1), round(x.end - x.start, 1), x.source, x.why) for x in failed])
     for name, text in counters.items():
         print(f"{name} haproxy stat:\n{text}")
@@ -312,7 +320,7 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
     # the requests span the whole `up` (the sampler's own bound is longer than it)
     assert samples[0].start <= started and max(x.start for x in samples) >= ended - 5, (len(samples), started, ended)
     assert down < 60, down
-    assert len(samples) > 100 and len(failed) <= len(samples) // 100, [str(x) for x in failed[:5]]
+    assert len(samples) > 100 and failed == [], [str(x) for x in failed[:5]]
     assert most is not None and most[1] <= 1, most
     assert longest <= 3 * model.vrrp.advert_interval + 1, longest
 
