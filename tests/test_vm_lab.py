@@ -247,14 +247,15 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
     The load balancers are replaced one at a time, the backup first, then the master, each
     handing the VIP off first; www3 is drained on each load balancer, then deleted, at the end.
     The VIP is never held by two nodes for two samples in a row, nor by none for longer than a
-    takeover. The service never goes down: no 60 s without a successful answer (less than a
-    guest's boot under TCG, so a rebuild with no VIP fails it), and no request fails. Each
-    request may wait ROLL_OUT_PATIENCE for its answer: a guest booting under TCG takes one of
-    this host's two cores, and the serving guests then stall for seconds (with 5 s, 10 of 11582
-    timed out in a CI run, 8 of 14584 here, none refused or reset). Emulated guests are untimed
-    (`ctx.timed` False): the slowest answer is printed, and only a refused, reset or unanswered
-    request fails. A request in flight at a VIP move is kept since #23's second chance (before
-    it, 1 or 2 were lost at the moves).
+    takeover, and it moves exactly twice: to lb2 at lb1's hand-off, and back. The service
+    never goes down: no 60 s without a successful answer (less than a guest's boot under TCG,
+    so a rebuild with no VIP fails it), and no request fails. Each request may wait
+    ROLL_OUT_PATIENCE for its answer: a guest booting under TCG takes one of this host's two
+    cores, and the serving guests then stall for seconds (with 5 s, 10 of 11582 timed out in a
+    CI run, 8 of 14584 here, none refused or reset; with 20 s, 0 of 7004 failed here, the
+    slowest answer 1.0 s). Emulated guests are untimed (`ctx.timed` False): the slowest answers
+    are printed, and only a refused, reset or unanswered request fails. A request in flight at a
+    VIP move is kept since #23's second chance (before it, 1 or 2 were lost at the moves).
 
     Only the load balancers: each guest replaced costs about 6 minutes under TCG, and CI's
     90 do not hold four. The backends' turn is the same engine ordering (each waits for the
@@ -323,6 +324,8 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
     assert len(samples) > 100 and failed == [], [str(x) for x in failed[:5]]
     assert most is not None and most[1] <= 1, most
     assert longest <= 3 * model.vrrp.advert_interval + 1, longest
+    # once each way: to lb2 at lb1's hand-off, back to lb1 (preempt) once it serves again
+    assert [holder for _, holder in moves] == ["lb2", "lb1"], moves
 
 
 def test_down_after_an_interrupted_up_leaves_nothing(vmlab):
