@@ -294,9 +294,13 @@ def test_a_change_that_replaces_the_load_balancers_rolls_them_out_one_at_a_time(
     # on the engine's clock (its log's `[ 816.1s]`), to read beside the log
     moves = [(round(ts - started, 1), holder) for ts, holder in watch.moves(started, ended)]
     print("VIP moved at:", moves)
+
+    def timing(x: probes.Sample) -> tuple:  # sent at, on the engine's clock; how long; from where
+        return round(x.start - started, 1), round(x.end - x.start, 1), x.source
+
     slowest = sorted((x for x in samples if x.ok), key=lambda x: x.end - x.start, reverse=True)[:5]
-    print("slowest answers:", [(round(x.start - started, 1), round(x.end - x.start, 1), x.source) for x in slowest])
-    print("failed at:", [(round(x.start - started, 1), round(x.end - x.start, 1), x.source, x.why) for x in failed])
+    print("slowest answers:", [timing(x) for x in slowest])
+    print("failed at:", [(*timing(x), x.why) for x in failed])
     for name, text in counters.items():
         print(f"{name} haproxy stat:\n{text}")
     assert p.returncode == 0, p.stderr
