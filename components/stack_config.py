@@ -53,7 +53,9 @@ def load() -> StackConfig:
     return StackConfig(
         lab=lab,
         credentials=Credentials(
-            vrrp_auth_pass=secrets.get("vrrpAuthPass", ""), stats_password=secrets.get("statsPassword", "")
+            vrrp_auth_pass=secrets.get("vrrpAuthPass", ""),
+            stats_password=secrets.get("statsPassword", ""),
+            bgp_password=secrets.get("bgpPassword", ""),
         ),
         ssh_private_key=pulumi.Output.secret(key) if key is not None else None,
     )

@@ -15,6 +15,14 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 from typing import Any
 from urllib.parse import urlparse
 
+from halab.core.config_bgp import (
+    BGP_DEFAULTS,
+    check_bgp_password,
+    check_mode_keys,
+    check_routed_vip,
+    parse_bgp,
+    parse_mode,
+)
 from halab.core.config_rules import (
     DURATION_RE,
     IFACE_RE,
@@ -100,6 +108,8 @@ DEFAULTS: dict[str, Any] = {
     "vm": {"vcpu": 1, "memoryMiB": 1024, "diskGiB": 10},
     "ssh": {"user": "halab"},
     "testClients": None,  # None: the hypervisor's own address on the lab network
+    "mode": "active-standby",  # or ecmp: every load balancer announces the VIP by BGP (config_bgp.py)
+    "bgp": BGP_DEFAULTS,  # ecmp mode only
 }
 
 # Derived VRRP priorities: the first load balancer is the preferred master.
@@ -130,22 +140,32 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
     for key in SECRET_KEYS:
         if key in given and not is_secure(given[key]):
             p.add(key, "<plain text>", f"must be stored encrypted: pulumi config set --secret {NS}:{key} ...")
+    mode = parse_mode(p, cfg["mode"])
     if secrets is not None:
         vrrp_cfg = cfg["vrrp"] if isinstance(cfg["vrrp"], Mapping) else {}
         haproxy_cfg = cfg["haproxy"] if isinstance(cfg["haproxy"], Mapping) else {}
         _check_secrets(
-            p, secrets, needs_auth=vrrp_cfg.get("version") != 3, needs_stats=haproxy_cfg.get("statsPort") != 0
+            p,
+            secrets,
+            needs_auth=mode == "active-standby" and vrrp_cfg.get("version") != 3,
+            needs_stats=haproxy_cfg.get("statsPort") != 0,
         )
+        check_bgp_password(p, secrets)
 
     libvirt = _libvirt(p, cfg, given)
     network = _network(p, cfg["network"])
     taken: dict[IPv4Address, str] = {}
     vip = address(p, "vip", cfg["vip"])
-    in_subnet(p, "vip", vip, network, taken)
+    if mode == "ecmp":
+        check_routed_vip(p, vip, network, taken)
+    else:
+        in_subnet(p, "vip", vip, network, taken)
     names: dict[str, str] = {}
     lbs = _nodes(p, "loadBalancers", cfg["loadBalancers"], "lb", 2, network, taken, names)
     backends = _nodes(p, "backends", cfg["backends"], "backend", 1, network, taken, names)
-    lbs = _priorities(p, lbs)
+    check_mode_keys(p, mode, given, lbs)
+    lbs = _priorities(p, lbs) if mode == "active-standby" else lbs
+    bgp = parse_bgp(p, cfg["bgp"], network, taken) if mode == "ecmp" else None
     services = parse_services(p, cfg["services"], cfg["service"], tuple(b.name for b in backends))
     health = _health(p, cfg["healthCheck"])
     haproxy = _haproxy(p, cfg["haproxy"], services)
@@ -170,6 +190,8 @@ def parse(raw: Mapping[str, Any], *, secrets: Mapping[str, str] | None = None) -
         vrrp=vrrp,
         vm=vm,
         ssh=ssh,
+        mode=mode,  # type: ignore[arg-type]
+        bgp=bgp,
         # default: the hypervisor, on its own libvirt network; a bridged LAN's router is no client
         test_clients=clients if clients is not None else (() if network.mode == "bridge" else (network.gateway,)),
     )

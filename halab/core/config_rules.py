@@ -13,7 +13,7 @@ from typing import Any
 from halab.core.model import Network
 
 NS = "halab"
-SECRET_KEYS = ("vrrpAuthPass", "sshPrivateKey", "statsPassword")
+SECRET_KEYS = ("vrrpAuthPass", "sshPrivateKey", "statsPassword", "bgpPassword")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 IFACE_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$")

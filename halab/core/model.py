@@ -23,6 +23,7 @@ class Credentials:
 
     vrrp_auth_pass: str = field(repr=False)
     stats_password: str = field(default="", repr=False)
+    bgp_password: str = field(default="", repr=False)  # ecmp mode: the TCP MD5 key of each BGP session; "" for none
 
     @classmethod
     def generate(cls) -> Credentials:
@@ -227,6 +228,34 @@ class Vrrp:
 
 
 @dataclass(frozen=True)
+class Bfd:
+    """BFD on each load balancer's BGP session (ecmp mode): a lost link or node is seen within
+    interval x multiplier, where BGP's own hold timer takes seconds."""
+
+    interval_ms: int  # both transmit and receive
+    multiplier: int
+
+    @property
+    def detect_seconds(self) -> float:
+        return self.interval_ms * self.multiplier / 1000
+
+
+@dataclass(frozen=True)
+class Bgp:
+    """ecmp mode: every load balancer announces the VIP/32 to one upstream router over eBGP while
+    its haproxy serves, and the router spreads flows over them. The load balancers share one AS,
+    so the router sees equal AS paths and needs no multipath relax (docs/ecmp.md)."""
+
+    asn: int  # the load balancers'
+    peer: IPv4Address  # the upstream router, on the lab network (single-hop BFD)
+    peer_asn: int
+    bfd: Bfd | None
+    # BGP's own timers, for a session without BFD (FRR's datacenter profile: 3 s and 9 s)
+    keepalive_seconds: int = 3
+    hold_seconds: int = 9
+
+
+@dataclass(frozen=True)
 class PacketPath:
     """A load balancer's packet marks, routing tables and rule priorities (docs/handoff.md):
     fixed facts, not config. halab-tproxy, keepalived's virtual_rules, halab-second-chance,
@@ -302,6 +331,10 @@ class Lab:
     ssh: Ssh
     test_clients: tuple[IPv4Address, ...]
     packet_path: PacketPath = PacketPath()  # fixed, not config: every Lab's the same
+    # active-standby: one VRRP holder of the VIP carries every connection; ecmp: every load
+    # balancer announces the VIP by BGP (`bgp`) and carries a share
+    mode: Literal["active-standby", "ecmp"] = "active-standby"
+    bgp: Bgp | None = None  # ecmp mode only
 
     @property
     def serving_penalty(self) -> int:
