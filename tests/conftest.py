@@ -124,6 +124,7 @@ STACKS = {
     "large": ROOT / "tests" / "stacks" / "Pulumi.large.yaml",
     "lab3": ROOT / "tests" / "stacks" / "Pulumi.lab3.yaml",
     "pools": ROOT / "tests" / "stacks" / "Pulumi.pools.yaml",
+    "ecmp": ROOT / "tests" / "stacks" / "Pulumi.ecmp.yaml",
     "fast": ROOT / "examples" / "Pulumi.fast.yaml",  # shipped: users take it as is
 }
 

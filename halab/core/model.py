@@ -269,6 +269,12 @@ class PacketPath:
     second_chance_pref: int = 50  # keepalived's rule, second_chance_mark -> table, before the local table
     local_pref: int = 100  # the local table's rule, moved from 0 to after the second chance's
     last_pref: int = 150  # a second_chance_mark packet to the VIP still here: dropped, never forwarded twice
+    # A backend in ecmp mode (halab-routes): the connections each load balancer opened are marked
+    # return_mark + its place in the list, and their replies go by table return_table + its place
+    # (whose default route is that load balancer), at rule priority return_pref + its place.
+    return_mark: int = 16
+    return_table: int = 110
+    return_pref: int = 90
 
 
 @dataclass(frozen=True)

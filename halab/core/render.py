@@ -43,6 +43,20 @@ def node_file(name: str) -> str:
     return fill((NODE_FILES / name).read_text(), f"halab/node/files/{name}")
 
 
+def frr_conf(lab: Lab, host: Node, creds: Credentials) -> str:
+    """A load balancer's FRR config in ecmp mode: its BGP session (and BFD) to the router,
+    announcing the VIP/32 while its haproxy serves (docs/ecmp.md)."""
+    assert lab.bgp is not None, "frr_conf is for ecmp mode"
+    return whole("frr-lb.conf.j2", lab=lab, host=host, bgp=lab.bgp, password=creds.bgp_password)
+
+
+def frr_router_conf(lab: Lab, creds: Credentials, name: str = "router") -> str:
+    """The upstream router's FRR config in ecmp mode: what the lab's router runs, and what a
+    real one needs (docs/ecmp.md shows it)."""
+    assert lab.bgp is not None, "frr_router_conf is for ecmp mode"
+    return whole("frr-router.conf.j2", lab=lab, name=name, bgp=lab.bgp, password=creds.bgp_password)
+
+
 def haproxy_cfg(lab: Lab, host: Node) -> str:
     return whole("haproxy.cfg.j2", lab=lab, host=host)
 
@@ -88,6 +102,7 @@ def handoff_conf(lab: Lab) -> str:
     port = lab.services[0].port
     return (
         "# Rendered by ha-lb-lab: the VIP's hand-off around this load balancer's replacement (lb-handoff.sh).\n"
+        f"HANDOFF_MODE={lab.mode}\n"
         f"HANDOFF_VIP={lab.vip}\nHANDOFF_PORT={port}\nHANDOFF_WITHIN={lab.handoff_within}\n"
         f"DRAIN_WITHIN={lab.vrrp.handoff_drain_seconds}\nREADY_WITHIN={lab.serving_within}\n"
         f"READY_SERVERS='{pool_servers(lab)}'\n"
@@ -140,6 +155,12 @@ def haproxy_watch_conf(lab: Lab) -> str:
         f"HEALTH_PORT={lab.haproxy.health_port}\n"
         f"SERVING_PERIOD={lab.vrrp.serving_period:g}\n"
         f"SERVING_FALL={lab.vrrp.serving_fall}\n"
+        + (
+            "# ecmp mode: while haproxy is healthy and serves, the VIP on lo, which bgpd announces\n"
+            f"ANNOUNCE={lab.vip}\n"
+            if lab.mode == "ecmp"
+            else ""
+        )
     )
 
 
@@ -190,7 +211,17 @@ def lb_sysctl(lab: Lab, host: Node) -> str:
         "# Its own share of the ports: haproxy's connections to the backends carry the client's\n"
         "# address (usesrc clientip), and two load balancers must never pick the same address and\n"
         "# port towards a backend while both hold connections.\n"
-        f"net.ipv4.ip_local_port_range = {low} {high}\n"
+        f"net.ipv4.ip_local_port_range = {low} {high}\n" + (_ecmp_lb_sysctl(iface) if lab.mode == "ecmp" else "")
+    )
+
+
+def _ecmp_lb_sysctl(iface: str) -> str:
+    """ecmp mode: the VIP is on every load balancer's loopback, and none may answer ARP for it
+    (the router reaches it by BGP's next hops, each load balancer's own address)."""
+    return (
+        "# ecmp mode: answer ARP only for the addresses of the interface asked on (not the VIP on\n"
+        "# lo), and never use the VIP as an ARP source.\n"
+        + "".join(f"net.ipv4.conf.{i}.arp_ignore = 1\nnet.ipv4.conf.{i}.arp_announce = 2\n" for i in ("all", iface))
     )
 
 
@@ -206,7 +237,7 @@ def tproxy_conf(lab: Lab, host: Node) -> str:
         f"# Read by {PATHS['TPROXY_BIN']} and {PATHS['SECOND_CHANCE_BIN']}.\n"
         f"VIP={lab.vip}\n"
         f"IFACE={lab.network.interface}\n"
-        "# haproxy's frontends listen here; TPROXY brings them the SYNs to VIP:port.\n"
+        + "# haproxy's frontends listen here; TPROXY brings them the SYNs to VIP:port.\n"
         f"LISTEN_IP={lab.haproxy.listen_ip}\n"
         f'PORTS="{" ".join(str(p) for p in ports)}"\n'
         "# replies from these backend ports on this subnet may belong to the previous holder's connections\n"
@@ -235,14 +266,28 @@ def backend_sysctl(lab: Lab) -> str:
 
 
 def backend_routes_conf(lab: Lab) -> str:
+    pp = lab.packet_path
+    if lab.mode == "ecmp":
+        # every load balancer carries connections: each one's replies go back through it
+        returns = " ".join(f"{lb.mac}={lb.address}" for lb in lab.load_balancers)
+        return (
+            f"# Read by {PATHS['ROUTES_BIN']} (ecmp mode).\n"
+            f"GATEWAY={lab.network.gateway}\n"
+            f"IFACE={lab.network.interface}\n"
+            "# Each load balancer's MAC and address: a connection it opened to this backend is marked\n"
+            "# by its MAC, and the replies go back by that mark's table to that load balancer.\n"
+            f'RETURN="{returns}"\n'
+            f"RETURN_MARK={pp.return_mark}\nRETURN_TABLE={pp.return_table}\nRETURN_PREF={pp.return_pref}\n"
+        )
     clients = " ".join(str(c) for c in lab.test_clients)
     return (
         f"# Read by {PATHS['ROUTES_BIN']}.\n"
-        f"VIP={lab.vip}\n"
+        f"GATEWAY={lab.vip}\n"
         f"IFACE={lab.network.interface}\n"
         "# On-subnet test clients: without a route via the VIP the reply would go straight to the\n"
         "# client, from the backend's address, and the client would reset the connection.\n"
         f'TEST_CLIENTS="{clients}"\n'
+        f"RETURN_PREF={pp.return_pref}\n"
     )
 
 

@@ -9,6 +9,8 @@ from halab.core.step import Step
 from halab.node.paths import PATHS as P
 
 PACKAGES = ("apache2", "ssl-cert", "iputils-ping", "iproute2", "python3")
+# ecmp mode's too: the return path marks each load balancer's connections (halab-routes)
+ECMP_PACKAGES = ("iptables",)
 
 
 def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
@@ -19,7 +21,7 @@ def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
     # The gateway step waits for every load balancer's last step (its `extra_after`).
     return (
         Step(h, "ready", "wait-ready.sh"),
-        Step(h, "packages", "packages.sh", PACKAGES),
+        Step(h, "packages", "packages.sh", PACKAGES + ECMP_PACKAGES if lab.mode == "ecmp" else PACKAGES),
         Step(h, "sysctl", "sysctl.sh", (sysctl,), ((sysctl, render.backend_sysctl(lab)),)),
         Step(
             h,

@@ -9,15 +9,18 @@ from halab.core.step import Step
 from halab.node.paths import PATHS as P
 
 PACKAGES = ("haproxy", "keepalived", "iptables", "iproute2", "python3")  # python3: the haproxy watcher
+# ecmp mode's too (frr-pythontools: frr-reload.py, which applies a changed frr.conf in place)
+ECMP_PACKAGES = ("frr", "frr-pythontools")
 
 
 def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
     """A load balancer's steps after its library, in order: haproxy before keepalived, which
     tracks it; the two that write a password are secret."""
     h, sysctl = host.name, P["LB_SYSCTL_CONF"]
+    packages = PACKAGES + ECMP_PACKAGES if lab.mode == "ecmp" else PACKAGES
     return (
         Step(h, "ready", "wait-ready.sh"),
-        Step(h, "packages", "packages.sh", PACKAGES),
+        Step(h, "packages", "packages.sh", packages),
         Step(h, "sysctl", "sysctl.sh", (sysctl,), ((sysctl, render.lb_sysctl(lab, host)),)),
         Step(
             h,
@@ -50,30 +53,47 @@ def steps(lab: Lab, host: Node, creds: Credentials) -> tuple[Step, ...]:
                 (P["HAPROXY_DROPIN"], render.node_file("haproxy-halab.conf")),
             ),
         ),
-        Step(
-            h,
-            "keepalived",
-            "lb-keepalived.sh",
-            files=(
-                (P["KEEPALIVED_CONF"], render.keepalived_conf(lab, host, creds)),
-                (P["KEEPALIVED_CHECK"], render.node_file("halab-check-haproxy")),
-                (P["KEEPALIVED_NOTIFY"], render.node_file("halab-notify")),
-                (P["VRRP_CONF"], render.vrrp_conf(lab, host)),
-                (P["KEEPALIVED_HOOKS_BIN"], render.node_file("halab-keepalived-hooks")),
-                (P["KEEPALIVED_DROPIN"], render.node_file("keepalived-halab.conf")),
-                (P["WATCH_BIN"], render.node_file("halab-haproxy-watch")),
-                (P["WATCH_CONF"], render.haproxy_watch_conf(lab)),
-                (
-                    P["WATCH_UNIT"],
-                    render.node_file("halab-haproxy-watch.service"),
-                ),
-                # a first start beside a peer that holds the VIP waits until haproxy serves
-                (P["JOIN_CONF"], render.join_conf(lab)),
-                _haproxy_ctl(),
-            ),
-            secret=True,
-        ),
+        _keepalived_step(lab, host, creds) if lab.mode == "active-standby" else _bgp_step(lab, host, creds),
     )
+
+
+def _watcher_files(lab: Lab) -> tuple[tuple[str, str], ...]:
+    """The haproxy watcher (halab-haproxy-watch): keepalived tracks its files; in ecmp mode it
+    sets the VIP's route that bgpd announces."""
+    return (
+        (P["WATCH_BIN"], render.node_file("halab-haproxy-watch")),
+        (P["WATCH_CONF"], render.haproxy_watch_conf(lab)),
+        (P["WATCH_UNIT"], render.node_file("halab-haproxy-watch.service")),
+    )
+
+
+def _keepalived_step(lab: Lab, host: Node, creds: Credentials) -> Step:
+    """active-standby: VRRP (it holds the VRRP password: secret)."""
+    files = (
+        (P["KEEPALIVED_CONF"], render.keepalived_conf(lab, host, creds)),
+        (P["KEEPALIVED_CHECK"], render.node_file("halab-check-haproxy")),
+        (P["KEEPALIVED_NOTIFY"], render.node_file("halab-notify")),
+        (P["VRRP_CONF"], render.vrrp_conf(lab, host)),
+        (P["KEEPALIVED_HOOKS_BIN"], render.node_file("halab-keepalived-hooks")),
+        (P["KEEPALIVED_DROPIN"], render.node_file("keepalived-halab.conf")),
+        *_watcher_files(lab),
+        # a first start beside a peer that holds the VIP waits until haproxy serves
+        (P["JOIN_CONF"], render.join_conf(lab)),
+        _haproxy_ctl(),
+    )
+    return Step(host.name, "keepalived", "lb-keepalived.sh", files=files, secret=True)
+
+
+def _bgp_step(lab: Lab, host: Node, creds: Credentials) -> Step:
+    """ecmp: FRR's session to the router, and the watcher that makes bgpd announce the VIP while
+    haproxy serves (secret when the session has a password)."""
+    files = (
+        (P["FRR_CONF"], render.frr_conf(lab, host, creds)),
+        (P["FRR_DAEMONS"], render.whole("frr-daemons.j2")),
+        *_watcher_files(lab),
+        (P["WATCH_ECMP_DROPIN"], render.node_file("halab-haproxy-watch-ecmp.conf")),
+    )
+    return Step(host.name, "bgp", "lb-bgp.sh", files=files, secret=bool(creds.bgp_password))
 
 
 def serving_steps(lab: Lab, host: Node) -> tuple[Step, ...]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from halab.core import plan, render
 from halab.core.model import Credentials
+from halab.core.roles import router
 from halab.drivers import host_packages, progress
 from halab.drivers.netns.node import SCRATCH_ROOT, NsNode, destroy_netns, make_tree, remove_tree, veth
 from halab.drivers.netns.topology import Topology
@@ -177,6 +178,8 @@ def _create(topo: Topology) -> dict[str, NsNode]:
         veth(running[h.name], lab.network.interface, sw, port)
         sw.run(["ip", "link", "set", port, "master", "br0"])
         node = running[h.name]
+        if h.node is not None:  # its MAC, as its VM's NIC has it (ecmp's return path names them)
+            node.run(["ip", "link", "set", "dev", lab.network.interface, "address", h.node.mac])
         node.run(["ip", "addr", "add", f"{h.address}/{prefix}", "dev", lab.network.interface])
         if h.role != "router":
             # what cloud-init's network-config gives a VM: its address, the hypervisor as gateway
@@ -200,8 +203,10 @@ def configure(topo: Topology, running: dict[str, NsNode], log: Log = print) -> N
     creds = credentials(topo)
     lbs = [topo.host(n.name) for n in plan.keepalived_order(topo.lab)]  # the preferred master first
     everyone = lbs + list(topo.by_role("backend"))
+    # ecmp mode: the router's FRR first, which every load balancer's session is to
+    work_router = [(topo.router, s) for s in router.steps(topo.lab, creds)] if topo.lab.mode == "ecmp" else []
     # every node's steps, then each load balancer's wait until it serves (plan.serving_steps)
-    work = [(h, step) for h in everyone if h.node for step in plan.host_steps(topo.lab, h.node, creds)]
+    work = work_router + [(h, step) for h in everyone if h.node for step in plan.host_steps(topo.lab, h.node, creds)]
     work += [(h, step) for h in lbs if h.node for step in plan.serving_steps(topo.lab, h.node)]
     # and the roll-out's gates, as the Pulumi path creates them (halab/core/rolling.py)
     work += [(h, step) for h in lbs if h.node for step in plan.gate_steps(topo.lab, h.node)]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A backend's default gateway becomes the VIP (and on-subnet test clients are routed via the
-# VIP), now and at every boot (halab-routes.service). Refuses to switch while the VIP does not
-# answer: a backend without a working gateway is worse than one on the old gateway.
+# A backend's routes, now and at every boot (halab-routes.service): in active-standby mode its
+# default gateway becomes the VIP (and on-subnet test clients are routed via the VIP); in ecmp
+# mode the router, and each load balancer's connections go back through it. Refuses to switch
+# while the gateway does not answer: a backend without a working gateway is worse than one on
+# the old gateway.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -9,10 +11,11 @@ need_root
 need_cmd ip ping
 conf=$(staged "$ROUTES_CONF")
 bash -n "$(staged "$ROUTES_BIN")" || die "staged halab-routes does not parse"
-vip=$(sed -n 's/^VIP=//p' "$conf")
-[ -n "$vip" ] || die "routes.conf names no VIP"
-wait_until "${HALAB_VIP_WAIT:-60}" ping -c 1 -W 1 -q "$vip" >/dev/null \
-  || die "the VIP $vip does not answer: are the load balancers up? (gateway left unchanged)"
+gw=$(sed -n "s/^GATEWAY=//p" "$conf")
+[ -n "$gw" ] || die "routes.conf names no GATEWAY"
+if grep -q '^RETURN="[^"]' "$conf"; then need_cmd iptables; fi
+wait_until "${HALAB_VIP_WAIT:-60}" ping -c 1 -W 1 -q "$gw" >/dev/null \
+  || die "the gateway $gw does not answer: are the load balancers (or the router) up? (gateway left unchanged)"
 
 stage_install "$ROUTES_CONF" 0644 || true
 stage_install "$ROUTES_BIN" 0755 || true
@@ -22,4 +25,4 @@ if has_systemd; then
   unit_enable halab-routes.service
 fi
 "$ROUTES_BIN" apply
-log "default route via $vip: $(ip -4 route show default)"
+log "default route via $gw: $(ip -4 route show default)"

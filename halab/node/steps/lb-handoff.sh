@@ -38,9 +38,17 @@ if [ -n "${HALAB_ON_DELETE:-}" ]; then
     exit 0
   fi
   held=no
-  if holds_vip; then held=yes; fi
-  direct_service keepalived running && service_stop keepalived
-  log "keepalived stopped (it held the VIP: $held)"
+  if [ "$HANDOFF_MODE" = ecmp ]; then
+    # the watcher first, or it would announce the VIP again; then the VIP on lo, which bgpd
+    # announces: the router sends new flows to the peers from its next update on
+    direct_service halab-haproxy-watch running && service_stop halab-haproxy-watch
+    ip -4 addr del "$HANDOFF_VIP/32" dev lo 2>/dev/null || true
+    log "the VIP withdrawn (the watcher stopped)"
+  else
+    if holds_vip; then held=yes; fi
+    direct_service keepalived running && service_stop keepalived
+    log "keepalived stopped (it held the VIP: $held)"
+  fi
   start=$SECONDS
   if [ "$held" = yes ]; then
     if wait_until "$HANDOFF_WITHIN" peer_holds_vip "$HANDOFF_VIP" "$HANDOFF_PORT"; then
@@ -59,9 +67,11 @@ if [ -n "${HALAB_ON_DELETE:-}" ]; then
   exit 0
 fi
 
-direct_service keepalived running || die "keepalived is not running here"
+daemon=keepalived
+if [ "$HANDOFF_MODE" = ecmp ]; then daemon=frr; fi
+direct_service "$daemon" running || die "$daemon is not running here"
 if wait_until "$READY_WITHIN" python3 "$ctl" serving "${servers[@]}" >/dev/null; then
-  log "ready to hold the VIP: keepalived runs, every service has a server UP here"
+  log "ready to carry the VIP's flows: $daemon runs, every service has a server UP here"
   exit 0
 fi
 die "not serving after ${READY_WITHIN}s: not UP here: $(python3 "$ctl" serving "${servers[@]}" 2>&1 || true)"

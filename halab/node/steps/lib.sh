@@ -142,8 +142,32 @@ direct_service() {
     halab-haproxy-watch:running) pid_alive "$WATCH_PIDFILE" ;;
     halab-haproxy-watch:start)
       install -d -o nobody -g nogroup -m 0755 "$WATCH_DIR"
-      start_unprivileged "$WATCH_PIDFILE" /run/halab-haproxy-watch.log "" \
+      # ecmp mode: it sets the VIP's route (its drop-in gives it net_admin under systemd)
+      local watch_caps=""
+      if grep -q '^ANNOUNCE=' "$WATCH_CONF"; then watch_caps=net_admin; fi
+      start_unprivileged "$WATCH_PIDFILE" /run/halab-haproxy-watch.log "$watch_caps" \
         "$WATCH_BIN" "$WATCH_CONF" "$WATCH_HEALTH" "$WATCH_SERVING"
+      ;;
+    frr:running) pid_alive "$FRR_RUN_DIR/bgpd.pid" ;;
+    frr:start)
+      # As Debian's frrinit.sh starts them, without watchfrr: zebra first (bfdd and bgpd are its
+      # clients), no TCP vty (-P 0); the daemons wait for their config from `vtysh -b`, which
+      # reads the integrated frr.conf.
+      install -d -o frr -g frr -m 0755 "$FRR_RUN_DIR"
+      /usr/lib/frr/zebra -d -P 0 -A 127.0.0.1 -s 90000000
+      wait_until 10 test -S "$FRR_RUN_DIR/zserv.api" || die "zebra did not start"
+      /usr/lib/frr/bfdd -d -P 0 -A 127.0.0.1
+      /usr/lib/frr/bgpd -d -P 0 -A 127.0.0.1
+      wait_until 10 test -S "$FRR_RUN_DIR/bgpd.vty" || die "bgpd did not start"
+      vtysh -b >/dev/null || die "vtysh -b could not apply $FRR_CONF"
+      ;;
+    frr:reload)
+      # Only what changed (frr-reload.py diffs the running config): no session drops for it.
+      /usr/lib/frr/frr-reload.py --reload "$FRR_CONF" >/dev/null || die "frr-reload.py failed on $FRR_CONF"
+      ;;
+    frr:restart)
+      service_stop frr
+      direct_service frr start
       ;;
     halab-second-chance:running) pid_alive "$SECOND_CHANCE_PIDFILE" ;;
     halab-second-chance:start)
@@ -215,8 +239,20 @@ service_stop() {
     halab-banner) pidfile=$BANNER_PIDFILE ;;
     halab-haproxy-watch) pidfile=$WATCH_PIDFILE ;;
     halab-second-chance) pidfile=$SECOND_CHANCE_PIDFILE ;;
+    frr)
+      # its daemons, clients before zebra; zebra removes the routes it installed as it stops
+      local d
+      for d in bgpd bfdd; do service_stop_pid "$FRR_RUN_DIR/$d.pid" "$d"; done
+      pidfile=$FRR_RUN_DIR/zebra.pid
+      ;;
     *) die "service_stop: unknown $name" ;;
   esac
+  service_stop_pid "$pidfile" "$name"
+}
+
+# service_stop_pid PIDFILE NAME: the process in PIDFILE stopped (SIGTERM, then a bounded wait).
+service_stop_pid() {
+  local pidfile=$1 name=$2
   if pid_alive "$pidfile"; then
     local pid
     pid=$(head -n 1 "$pidfile")

@@ -87,3 +87,9 @@ BANNER_BIN=/usr/local/sbin/halab-banner
 BANNER_CONF=/etc/halab/banner.conf
 BANNER_UNIT=/etc/systemd/system/halab-banner.service
 BANNER_PIDFILE=/run/halab-banner.pid
+
+# A load balancer in ecmp mode, and the lab's router: FRR (bgpd, bfdd, zebra)
+FRR_CONF=/etc/frr/frr.conf
+FRR_DAEMONS=/etc/frr/daemons
+FRR_RUN_DIR=/var/run/frr
+WATCH_ECMP_DROPIN=/etc/systemd/system/halab-haproxy-watch.service.d/50-halab-ecmp.conf

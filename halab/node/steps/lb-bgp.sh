@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# FRR on a load balancer in ecmp mode: its BGP session (and BFD) to the router, and the haproxy
+# watcher that sets the VIP's route bgpd announces while haproxy serves. Validates everything
+# staged first (`vtysh -C` on the new frr.conf, the watcher parses, haproxy runs), and only then
+# installs and starts or reloads: a broken config changes nothing on the node. A changed frr.conf
+# is applied by frr-reload.py (what changed only: the session stays up).
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_root
+need_cmd vtysh ip python3
+conf=$(staged "$FRR_CONF")
+checked=$(vtysh -C -f "$conf" 2>&1) || die "staged frr.conf is invalid (vtysh -C): $checked"
+python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged "$WATCH_BIN")" \
+  || die "staged halab-haproxy-watch does not parse"
+grep -q '^ANNOUNCE=' "$(staged "$WATCH_CONF")" || die "staged haproxy-watch.conf names no ANNOUNCE (the VIP)"
+direct_service haproxy running || die "haproxy is not running here: this node would announce a VIP it cannot serve"
+
+restart=no reload=no
+if stage_install "$FRR_DAEMONS" 0640; then restart=yes; fi
+if stage_install "$FRR_CONF" 0640; then reload=yes; fi
+chgrp frr "$FRR_DAEMONS" "$FRR_CONF" # the daemons and frr-reload.py read them as frr
+service_converge frr "$restart" "$reload"
+
+watch=no
+if stage_install "$WATCH_BIN" 0755; then watch=yes; fi
+if stage_install "$WATCH_CONF" 0644; then watch=yes; fi
+if unit_install "$WATCH_UNIT"; then watch=yes; fi
+if unit_install "$WATCH_ECMP_DROPIN"; then watch=yes; fi
+service_converge halab-haproxy-watch "$watch" no
+wait_until 5 test -s "$WATCH_HEALTH" || die "halab-haproxy-watch wrote no health file"
+log "bgpd running ($(head -n 1 "$FRR_RUN_DIR/bgpd.pid")); the VIP on lo: $(ip -4 -o addr show dev lo to "$(sed -n 's/^ANNOUNCE=//p' "$WATCH_CONF")/32" | awk '{print $4}')"

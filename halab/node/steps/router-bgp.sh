@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The lab's router in ecmp mode: forwards, hashes each flow by its addresses and ports over the
+# equal-cost routes to the VIP, and runs FRR with a session to every load balancer. Validates
+# the staged frr.conf (`vtysh -C`) before it changes anything; a changed one is applied by
+# frr-reload.py (what changed only).
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_root
+need_cmd vtysh sysctl
+conf=$(staged "$FRR_CONF")
+checked=$(vtysh -C -f "$conf" 2>&1) || die "staged frr.conf is invalid (vtysh -C): $checked"
+
+sysctl -qw net.ipv4.ip_forward=1
+# L4 hash: the flows of one client spread over the load balancers, each flow on one of them
+sysctl -qw net.ipv4.fib_multipath_hash_policy=1
+# the load balancers are on the same LAN as the clients it routes back to them: no redirects
+sysctl -qw net.ipv4.conf.all.send_redirects=0
+restart=no reload=no
+if stage_install "$FRR_DAEMONS" 0640; then restart=yes; fi
+if stage_install "$FRR_CONF" 0640; then reload=yes; fi
+chgrp frr "$FRR_DAEMONS" "$FRR_CONF"
+service_converge frr "$restart" "$reload"
+log "bgpd running ($(head -n 1 "$FRR_RUN_DIR/bgpd.pid"))"
