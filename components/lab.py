@@ -90,10 +90,12 @@ class LabComponent(pulumi.ComponentResource):
 
         # keepalived first starts on one load balancer after another, the preferred master first:
         # the first master is then the one the config prefers, nopreempt or not
-        # (plan.keepalived_order). Not once deployed: the roll-out's order is the reverse.
+        # (plan.keepalived_order). Not once deployed: the roll-out's order is the reverse. In ecmp
+        # mode there is no election: each load balancer's steps run on their own.
         made: dict[str, LoadBalancer] = {}
         for n in plan.keepalived_order(lab):
-            after = rollout.until_deployed(is_deployed, [made[prev].commands["keepalived"] for prev in list(made)[-1:]])
+            prev = [made[p].commands["keepalived"] for p in list(made)[-1:]] if lab.mode == "active-standby" else []
+            after = rollout.until_deployed(is_deployed, prev)
             made[n.name] = LoadBalancer(f"{name}-{n.name}", node_args(n), after, opts=on(n.hypervisor))
         self.load_balancers = [made[n.name] for n in lab.load_balancers]
         ready = [lb.done for lb in self.load_balancers]

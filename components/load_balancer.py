@@ -23,8 +23,10 @@ class LoadBalancer(ProvisionedNode):
         keepalived_after: pulumi.Input[Sequence[pulumi.Resource]] = (),
         opts: pulumi.ResourceOptions | None = None,
     ):
-        # keepalived_after: the keepalived steps of the load balancers preferred to this one
-        super().__init__("halab:index:LoadBalancer", name, args, opts, extra_after={"keepalived": keepalived_after})
+        # keepalived_after: the keepalived steps of the load balancers preferred to this one (none
+        # in ecmp mode, whose nodes have a `bgp` step instead)
+        first = "keepalived" if args.vm.lab.mode == "active-standby" else "bgp"
+        super().__init__("halab:index:LoadBalancer", name, args, opts, extra_after={first: keepalived_after})
 
     def serve_after(self, nodes: Sequence[ProvisionedNode]) -> list[remote.Command]:
         """The serving step, after every node's last step. Its trigger holds every step's

@@ -33,7 +33,7 @@ def _cache_home(tmp_path_factory):
 
 
 # verify's rows per stack, every one asserted by the lab tests (docs/verify.md, "What verify proves")
-VERIFY_ROWS = {"dev": 31, "lab3": 52, "pools": 48}
+VERIFY_ROWS = {"dev": 31, "lab3": 52, "pools": 48, "ecmp": 30}
 
 
 def expected_rows(lab) -> list[str]:
@@ -43,14 +43,26 @@ def expected_rows(lab) -> list[str]:
     lbs, last = [lb.name for lb in lab.load_balancers], lab.backends[-1].name
     web = next(s for s in lab.services if s.protocol == "http")  # the backend drills' service
     first = lab.pool(web)[0].name  # their victim
-    rows = [
-        "exactly one load balancer holds the VIP, the one expected",
-        "VRRP adverts flow from the master to every backup",
-    ]
+    ecmp = lab.mode == "ecmp"
+    if ecmp:  # docs/ecmp.md: the router's view instead of the VIP's holder
+        rows = []
+        for lb in lbs:
+            rows.append(f"BGP: {lb}'s session Established, announcing the VIP")
+            if lab.bgp.bfd:
+                rows.append(f"BFD: {lb}'s peer up ({lab.bgp.bfd.interval_ms} ms x {lab.bgp.bfd.multiplier})")
+        rows.append(f"the router spreads {lab.vip} over every load balancer")
+    else:
+        rows = [
+            "exactly one load balancer holds the VIP, the one expected",
+            "VRRP adverts flow from the master to every backup",
+        ]
     rows += [f"every backend server passes its health check on {lb}" for lb in lbs]
     for where in ("outside", "on-subnet"):
         rows += [f"{s.name} (:{s.port}) from the {where} client {{ADDR}}: backend sees it" for s in lab.services]
-    for s in lab.services:
+    if ecmp:  # each load balancer balances on its own: no claim on the backends' spread
+        n, svc = len(lbs), lab.services[0].name
+        rows.append(f"{svc}: 1200 new connections share the {n} load balancers within ±15% of even")
+    for s in lab.services if not ecmp else ():
         rows.append(
             {
                 "first": f"{s.name}: concurrent clients all go to the first backend, {lab.pool(s)[0].name} (first)",
@@ -60,10 +72,11 @@ def expected_rows(lab) -> list[str]:
     rows += [f"{s.name}: backends outside its pool refuse :{s.backend_port}" for s in lab.services
              if len(lab.pool(s)) < len(lab.backends)]  # fmt: skip
     rows += [f"{s.name}: each client address sticks to its backend" for s in lab.services if s.sticky]
+    rows += [] if ecmp else ["VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays"]
     rows += [
-        "VRRP from a non-peer (priority 254) is dropped before keepalived; the master stays",
         "stats page on every load balancer, behind its password",
-        "Prometheus metrics on every load balancer: each server's state, the node's VRRP state",
+        "Prometheus metrics on every load balancer: each server's state, "
+        + ("the VIP announced" if ecmp else "the node's VRRP state"),
         f"haproxy reloads under load ({last} removed, then back): no request fails",
         f"{first} stopped: out of rotation on every load balancer, no failure after detection",
         f"{first} started: back in rotation",
@@ -80,6 +93,18 @@ def expected_rows(lab) -> list[str]:
             f"{victim.name} banner hung: out of rotation for {names} on every load balancer",
             f"{victim.name} banner resumed: back in rotation",
         ]
+    if ecmp:
+        how = "BFD takes it out" if lab.bgp.bfd else "its hold timer takes it out"
+        ceiling = (lab.bgp.bfd.detect_seconds if lab.bgp.bfd else lab.bgp.hold_seconds) + 0.2
+        for lb, fault, what, limit in (
+            (lbs[0], "haproxy killed", "its route withdrawn", 0.3),
+            (lbs[1], "link cut", how, ceiling),
+        ):
+            rows += [
+                f"{fault} on {lb}: {what} at the router (≤ {limit:.2f} s)",
+                f"restore, {fault} on {lb}: back in the router's paths",
+            ]
+        return rows
     rows += [
         "persistence survives failover: each client keeps its backend on the new master",
         "planned hand-off keeps connections (keepalived stopped on the master)",
@@ -146,7 +171,7 @@ SLOW_MODULES = {
     "test_netns_lab", "test_vm_lab", "test_fresh_machine", "test_mutations", "test_verify_ssh",
     "test_libvirt_integration",
 }  # fmt: skip
-SLOW_FIXTURES = {"nodes", "lb_node", "labs", "vmlab", "sshlab"}
+SLOW_FIXTURES = {"nodes", "lb_node", "labs", "lab_ecmp", "vmlab", "sshlab"}
 SLOW_CALLS = re.compile(r"\b(need_root_and|need_commands|require_lab)\(")
 
 
@@ -161,6 +186,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 pass
         if (
             item.module.__name__ in SLOW_MODULES
+            or item.module.__name__.startswith("test_mutations")
             or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
             or SLOW_CALLS.search(source)
         ):

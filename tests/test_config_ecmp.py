@@ -100,3 +100,15 @@ def test_secrets_belong_to_their_mode():
     assert parse({**ECMP, "halab:bgpPassword": Secure()}, secrets={**ok, "bgpPassword": "k3y"}).mode == "ecmp"
     bad = problems({**ECMP, "halab:bgpPassword": Secure()}, secrets={**ok, "bgpPassword": "two words"})
     assert bad == ["halab:bgpPassword: '<secret>' must be 1-80 printable characters without spaces (it has 9)"]
+
+
+def test_the_vm_lab_refuses_ecmp_mode_before_anything_exists():
+    """Its router is not built yet: the VM lab says so, and where ecmp mode runs, first."""
+    from conftest import STACKS
+
+    from halab.drivers.vmlab import lab as vmlab
+
+    with pytest.raises(ConfigError) as err:
+        vmlab.stack_config(str(STACKS["ecmp"]), "/nonexistent.qcow2", "qemu", {"statsPassword": "x" * 12})
+    (problem,) = err.value.problems
+    assert problem.startswith("halab:mode 'ecmp': the VM lab does not run it yet") and "netns-lab up" in problem

@@ -126,7 +126,8 @@ def rendered(lab, creds: Credentials) -> dict[str, str]:
 
 
 def cases() -> list[tuple[str, object, Credentials]]:
-    stacks = [(Path(STACKS[s]).stem, s) for s in sorted(STACKS)]
+    # the stacks the old renderer rendered (ecmp mode came after it: nothing to compare)
+    stacks = [(Path(STACKS[s]).stem, s) for s in sorted(STACKS) if s != "ecmp"]
     out: list[tuple[str, object, Credentials]] = [
         (stem, config.parse(stackfile.load_stack_file(str(STACKS[s]))), Credentials.placeholder()) for stem, s in stacks
     ]

@@ -87,6 +87,12 @@ def serving_conf(lab: Lab) -> str:
     return (
         "# Rendered by ha-lb-lab: the servers `up` waits for, UP on this haproxy (lb-serving.sh).\n"
         f"SERVING_WITHIN={lab.serving_within}\nSERVING_SERVERS='{pool_servers(lab)}'\n"
+        + (
+            "# ecmp mode: and the VIP announced to the router (the session up, BFD up where it runs)\n"
+            f"SERVING_BGP_PEER={lab.bgp.peer}\nSERVING_VIP={lab.vip}\nSERVING_BFD={1 if lab.bgp.bfd else 0}\n"
+            if lab.bgp is not None
+            else ""
+        )
     )
 
 

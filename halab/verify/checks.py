@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from halab.verify.backends import check_backend_health, check_backends_up
 from halab.verify.drills import Unanswered
+from halab.verify.ecmp import check_bgp, check_ecmp_failovers, check_ecmp_shares
 from halab.verify.failover import (
     check_failovers,
     check_persistence_across_failover,
@@ -47,6 +48,21 @@ CHECKS = (
     check_transition_log,
 )
 
+# ecmp mode (docs/ecmp.md): no VRRP, every load balancer carries a share
+ECMP_CHECKS = (
+    check_bgp,
+    check_backends_up,
+    check_services,
+    check_ecmp_shares,
+    check_pools,
+    check_stickiness,
+    check_stats_pages,
+    check_metrics,
+    check_hitless_reload,
+    check_backend_health,
+    check_ecmp_failovers,
+)
+
 
 # The checks that change the lab (faults, reloads, rogue adverts): `--read-only` leaves them
 # out, and check_spread then leaves sticky services' tables alone.
@@ -57,12 +73,13 @@ CHANGES_THE_LAB = {
     check_persistence_across_failover,
     check_planned_handoff,
     check_failovers,
+    check_ecmp_failovers,
 }
 
 
 def verify(transport: Transport, ctx: VerifyContext, log: Callable[[Row], None] = lambda r: None) -> list[Row]:
     rows: list[Row] = []
-    for check in CHECKS:
+    for check in ECMP_CHECKS if ctx.lab.mode == "ecmp" else CHECKS:
         if ctx.read_only and check in CHANGES_THE_LAB:
             continue
         try:

@@ -33,6 +33,7 @@ def netns_context(topo: Topology, read_only: bool = False) -> tuple[NetnsTranspo
         rogue=topo.lab.backends[-1].name,
         stats_password=netns.credentials(topo).stats_password,
         read_only=read_only,
+        router="_router" if topo.lab.mode == "ecmp" else None,
     )
     return NetnsTransport(netns.nodes(topo), python_path()), s
 

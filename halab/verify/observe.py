@@ -42,19 +42,23 @@ def check_stats_pages(transport: Transport, ctx: VerifyContext) -> list[Row]:
 
 
 SERVER_STATE = re.compile(r'^haproxy_server_status\{proxy="([^"]+)",server="([^"]+)",state="([A-Z_]+)"\} 1$', re.M)
+BGP_TEXTFILE = PATHS["BGP_TEXTFILE"]
+ANNOUNCED = re.compile(r'^halab_vip_announced\{vip="([^"]+)"\} ([01])$', re.M)
 VRRP_STATE = re.compile(r'^halab_vrrp_state\{instance="[^"]+",state="([A-Z]+)"\} 1$', re.M)
 
 
 def check_metrics(transport: Transport, ctx: VerifyContext) -> list[Row]:
     """HAProxy's Prometheus exporter on every load balancer (/metrics on the stats port, behind
     the same password): every server of every pool is there, UP; and the node's VRRP state as
-    the notify hook exported it: MASTER on the VIP's holder, BACKUP elsewhere."""
+    the notify hook exported it: MASTER on the VIP's holder, BACKUP elsewhere. In ecmp mode,
+    instead of VRRP's: the watcher's announcement of the VIP, 1 on every load balancer."""
     lab = ctx.lab
-    name = "Prometheus metrics on every load balancer: each server's state, the node's VRRP state"
+    what = "the VIP announced" if lab.mode == "ecmp" else "the node's VRRP state"
+    name = f"Prometheus metrics on every load balancer: each server's state, {what}"
     port = lab.haproxy.stats_port
     if not port:
         return [skip(name, "disabled with the stats page (halab:haproxy.statsPort: 0)")]
-    held = holders(transport, lab)
+    held = holders(transport, lab) if lab.mode == "active-standby" else []
     want = {(s.haproxy_backend, b.name) for s in lab.services for b in lab.pool(s)}
     figs, ok = [], True
     for lb in lab.load_balancers:
@@ -63,9 +67,17 @@ def check_metrics(transport: Transport, ctx: VerifyContext) -> list[Row]:
         code, body = _get(transport, ctx, u, ctx.stats_password)
         servers = {(px, srv): state for px, srv, state in SERVER_STATE.findall(body) if (px, srv) in want}
         up = sum(1 for v in servers.values() if v == "UP")
-        states = VRRP_STATE.findall(transport.run(lb.name, ["cat", VRRP_TEXTFILE], check=False).stdout)
-        vrrp = states[0] if len(states) == 1 else "none"
-        expected = "MASTER" if held == [lb.name] else "BACKUP"
-        ok = ok and anon == "401" and code == "200" and up == len(want) and vrrp == expected
-        figs.append(f"{lb.name}: {anon} without the password; {up}/{len(want)} servers UP; VRRP {vrrp}")
-    return [Row(name, ok, "; ".join(figs) + f" ({VRRP_TEXTFILE})")]
+        textfile, pattern = (BGP_TEXTFILE, ANNOUNCED) if lab.mode == "ecmp" else (VRRP_TEXTFILE, VRRP_STATE)
+        states = pattern.findall(transport.run(lb.name, ["cat", textfile], check=False).stdout)
+        state = states[0] if len(states) == 1 else "none"
+        if lab.mode == "ecmp":  # this VIP, announced
+            expected = (str(lab.vip), "1")
+            if state == "none":
+                shown = "announced none"
+            else:  # and the address, when it is not the VIP
+                shown = f"announced {state[1]}" + ("" if state[0] == expected[0] else f" for {state[0]}")
+        else:
+            expected, shown = "MASTER" if held == [lb.name] else "BACKUP", f"VRRP {state}"
+        ok = ok and anon == "401" and code == "200" and up == len(want) and state == expected
+        figs.append(f"{lb.name}: {anon} without the password; {up}/{len(want)} servers UP; {shown}")
+    return [Row(name, ok, "; ".join(figs) + f" ({textfile})")]

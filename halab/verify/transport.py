@@ -49,6 +49,8 @@ class VerifyContext:
     # emulated guests: a restore starts haproxy or keepalived over SSH and the check script must
     # pass twice on a vCPU a booting neighbour can starve (a VM lab restore once took 32.8 s).
     drill_bound: float = 20.0
+    # ecmp mode: the host where the lab's router runs FRR (its sessions, its paths to the VIP)
+    router: str | None = None
 
 
 class NetnsTransport:

@@ -92,6 +92,14 @@ def stack_config(config_file: str, image_path: str, domain_type: str, secret_val
     """(the engine's config map, its secret keys, the validated model): bad config fails here,
     before anything exists."""
     raw = stackfile.load_stack_file(config_file)
+    if raw.get(f"{config.NS}:mode") == "ecmp":  # before the secrets, which are active-standby's
+        raise config.ConfigError(
+            [
+                f"{config.NS}:mode 'ecmp': the VM lab does not run it yet (issue #24: its router, FRR in "
+                "the lab's namespace on the host, is not built); the namespace lab does: "
+                f"scripts/netns-lab up --config {config_file}"
+            ]
+        )
     raw[f"{config.NS}:image"] = image_path
     if (checksum := image.checksum()) is not None:  # None: not built yet (the check before `up`)
         raw[f"{config.NS}:imageChecksum"] = checksum

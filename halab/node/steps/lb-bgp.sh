@@ -21,7 +21,15 @@ if stage_install "$FRR_DAEMONS" 0640; then restart=yes; fi
 if stage_install "$FRR_CONF" 0640; then reload=yes; fi
 chgrp frr "$FRR_DAEMONS" "$FRR_CONF" # the daemons and frr-reload.py read them as frr
 service_converge frr "$restart" "$reload"
+frr_bfd_converge "$FRR_CONF"
 
+# A new VIP: the old one leaves lo (the watcher only ever sets the one it is given), or bgpd
+# would go on announcing it
+old_vip=$(sed -n 's/^ANNOUNCE=//p' "$WATCH_CONF" 2>/dev/null || true)
+new_vip=$(sed -n 's/^ANNOUNCE=//p' "$(staged "$WATCH_CONF")")
+if [ -n "$old_vip" ] && [ "$old_vip" != "$new_vip" ] && ip -4 addr del "$old_vip/32" dev lo 2>/dev/null; then
+  log "the old VIP $old_vip left lo: no longer announced"
+fi
 watch=no
 if stage_install "$WATCH_BIN" 0755; then watch=yes; fi
 if stage_install "$WATCH_CONF" 0644; then watch=yes; fi
@@ -29,4 +37,7 @@ if unit_install "$WATCH_UNIT"; then watch=yes; fi
 if unit_install "$WATCH_ECMP_DROPIN"; then watch=yes; fi
 service_converge halab-haproxy-watch "$watch" no
 wait_until 5 test -s "$WATCH_HEALTH" || die "halab-haproxy-watch wrote no health file"
+# its announcement as a metric, where node-exporter's textfile collector reads
+mkdir -p "$(dirname "$BGP_TEXTFILE")"
+[ "$(readlink "$BGP_TEXTFILE" 2>/dev/null)" = "$WATCH_ANNOUNCED" ] || ln -sfn "$WATCH_ANNOUNCED" "$BGP_TEXTFILE"
 log "bgpd running ($(head -n 1 "$FRR_RUN_DIR/bgpd.pid")); the VIP on lo: $(ip -4 -o addr show dev lo to "$(sed -n 's/^ANNOUNCE=//p' "$WATCH_CONF")/32" | awk '{print $4}')"

@@ -19,11 +19,29 @@ if ! [[ "${SERVING_WITHIN:-}" =~ ^[0-9]+$ ]] || [ -z "${SERVING_SERVERS:-}" ]; t
 fi
 [ -S "$HAPROXY_ADMIN_SOCK" ] || die "haproxy is not running (no $HAPROXY_ADMIN_SOCK)"
 
+# ecmp mode: the router sends this node flows once bgpd has announced the VIP to it (the first
+# announcement after a session comes up waits out bgpd's 1 s coalesce time), with BFD up
+# shellcheck disable=SC2317 # called through wait_until
+announced() {
+  vtysh -c "show bgp ipv4 unicast neighbors $SERVING_BGP_PEER advertised-routes json" 2>/dev/null \
+    | grep -q "\"$SERVING_VIP/32\"" || return 1
+  [ "$SERVING_BFD" = 0 ] || vtysh -c "show bfd peers json" 2>/dev/null \
+    | python3 -c 'import json, sys; sys.exit(not any(p.get("peer") == sys.argv[1] and p.get("status") == "up" for p in json.load(sys.stdin)))' "$SERVING_BGP_PEER"
+}
+bgp_wait() {
+  [ -n "${SERVING_BGP_PEER:-}" ] || return 0
+  local start=$SECONDS
+  wait_until "$SERVING_WITHIN" announced \
+    || die "the VIP $SERVING_VIP is not announced to $SERVING_BGP_PEER after ${SERVING_WITHIN}s (session, BFD, or the watcher's verdict: $(cat "$WATCH_HEALTH" "$WATCH_SERVING" 2>/dev/null | tr '\n' ' '))"
+  log "announcing $SERVING_VIP to $SERVING_BGP_PEER ($((SECONDS - start)) s)"
+}
+
 ctl=$(staged "$HAPROXY_CTL_BIN")
 read -r -a servers <<<"$SERVING_SERVERS"
 # halab-haproxy-ctl: a server UP before its first check is not UP; unreadable stats never pass
 if wait_until "$SERVING_WITHIN" python3 "$ctl" up "${servers[@]}" >/dev/null; then
   log "serving: every server UP (${#servers[@]} in the pools)"
+  bgp_wait
   exit 0
 fi
 status=0
@@ -32,3 +50,4 @@ not_up=$(head -n 1 <<<"$out") none=$(sed -n 2p <<<"$out")
 [ -z "$none" ] || die "not serving after ${SERVING_WITHIN}s: no server UP in $none; not UP: $not_up"
 [ "$status" -eq 0 ] || die "not serving after ${SERVING_WITHIN}s: $out"
 echo "[$HALAB_STEP] warning: serving, but after ${SERVING_WITHIN}s not UP: $not_up" >&2
+bgp_wait

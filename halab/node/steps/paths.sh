@@ -93,3 +93,7 @@ FRR_CONF=/etc/frr/frr.conf
 FRR_DAEMONS=/etc/frr/daemons
 FRR_RUN_DIR=/var/run/frr
 WATCH_ECMP_DROPIN=/etc/systemd/system/halab-haproxy-watch.service.d/50-halab-ecmp.conf
+# ecmp mode: whether this node announces the VIP, for node-exporter's textfile collector (a link
+# to the file the watcher writes in its own directory)
+BGP_TEXTFILE=/var/lib/prometheus/node-exporter/halab_bgp.prom
+WATCH_ANNOUNCED=/run/halab-watch/halab_bgp.prom

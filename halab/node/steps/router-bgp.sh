@@ -21,4 +21,5 @@ if stage_install "$FRR_DAEMONS" 0640; then restart=yes; fi
 if stage_install "$FRR_CONF" 0640; then reload=yes; fi
 chgrp frr "$FRR_DAEMONS" "$FRR_CONF"
 service_converge frr "$restart" "$reload"
+frr_bfd_converge "$FRR_CONF"
 log "bgpd running ($(head -n 1 "$FRR_RUN_DIR/bgpd.pid"))"
