@@ -33,7 +33,7 @@ def _cache_home(tmp_path_factory):
 
 
 # verify's rows per stack, every one asserted by the lab tests (docs/verify.md, "What verify proves")
-VERIFY_ROWS = {"dev": 31, "lab3": 52, "pools": 48, "ecmp": 30}
+VERIFY_ROWS = {"dev": 31, "lab3": 52, "pools": 48, "ecmp": 32}
 
 
 def expected_rows(lab) -> list[str]:
@@ -104,6 +104,10 @@ def expected_rows(lab) -> list[str]:
                 f"{fault} on {lb}: {what} at the router (≤ {limit:.2f} s)",
                 f"restore, {fault} on {lb}: back in the router's paths",
             ]
+        rows += [
+            f"haproxy killed on {lbs[0]}, then back: the others' sessions kept (second chance)",
+            f"planned hand-off on {lbs[1]}, then back: every session kept, its own too",
+        ]
         return rows
     rows += [
         "persistence survives failover: each client keeps its backend on the new master",

@@ -224,3 +224,16 @@ def test_the_ceilings_in_docs_verify_are_the_codes() -> None:
     for fault, quoted_dev, quoted_lab3 in rows:
         assert float(quoted_dev) == round(dev[fault], 2), (fault, quoted_dev, dev[fault])
         assert float(quoted_lab3) == round(lab3[fault], 2), (fault, quoted_lab3, lab3[fault])
+
+
+def test_the_router_config_in_docs_ecmp_is_the_templates() -> None:
+    """docs/ecmp.md shows the upstream router's FRR config for the ecmp test stack; a copy that
+    drifted from frr-router.conf.j2 would mislead whoever types it into their router."""
+    from halab.core import config, render, stackfile
+    from halab.core.model import Credentials
+
+    text = (DOCS / "ecmp.md").read_text()
+    m = re.search(r"<!-- frr-router: (\S+) -->\n```\n(.*?)\n```", text, re.S)
+    assert m, "docs/ecmp.md lost its router config block"
+    lab = config.parse(stackfile.load_stack_file(str(ROOT / m.group(1))))
+    assert m.group(2) + "\n" == render.frr_router_conf(lab, Credentials.placeholder())

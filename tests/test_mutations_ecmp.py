@@ -25,7 +25,7 @@ from test_mutations import _lab, _run, mutated
 from halab.core.roles import router
 from halab.drivers.netns import lab, topology
 from halab.node.paths import PATHS
-from halab.verify import backends, ecmp, lab_access, observe, probes, traffic
+from halab.verify import backends, ecmp, ecmp_sessions, lab_access, observe, probes, traffic
 from halab.verify.rows import Row
 
 
@@ -179,3 +179,23 @@ def test_with_the_watcher_on_another_address_the_metrics_and_restore_rows_fail(l
     _settled(lab_ecmp)
     (metrics,) = observe.check_metrics(transport, ctx)
     assert metrics.ok, metrics  # restored
+
+
+def test_without_the_copies_to_the_peers_the_sessions_rows_fail(lab_ecmp):
+    """Each load balancer's packet path with no peer to copy to (PEERS empty in tproxy.conf): a
+    packet that a rehash brings to a node that does not hold its connection is dropped there.
+    At the return of the killed node the router moves a third of the flows or more (hash-
+    threshold), and their sessions time out; at a planned hand-off, the node's own sessions go
+    to the others, and time out there."""
+    transport, ctx = lab_access.netns_context(lab_ecmp)
+    no_peers = lambda conf: re.sub(r'\nPEERS="[^"]*"', '\nPEERS=""', conf)  # noqa: E731
+    with mutated(lab_ecmp, "lb", "tproxy", PATHS["TPROXY_CONF"], no_peers):
+        killed = ecmp_sessions.killed_row(transport, ctx, without=False)
+        handed = ecmp_sessions.handoff_row(transport, ctx)
+    print(killed.figure, "|", handed.figure)
+    assert not killed.ok and "moved by the router" in killed.figure, killed
+    assert not handed.ok and "moved by the router" in handed.figure, handed
+    _settled(lab_ecmp)
+    killed = ecmp_sessions.killed_row(transport, ctx, without=False)
+    print(killed.figure)
+    assert killed.ok, killed  # restored

@@ -95,3 +95,19 @@ def test_the_longest_stretch_without_an_answer_spans_failures_and_silence():
     assert round(probes.no_answer_stretch(samples, 0.0, 14.0), 1) == 11.0  # 1.1 to 12.1
     assert round(probes.no_answer_stretch(samples, 0.0, 30.0), 1) == 16.9  # silence after the last
     assert probes.no_answer_stretch([at(1.0, False)], 0.0, 5.0) == 5.0  # never answered
+
+
+def test_an_ecmp_drill_keeps_its_sessions_only_if_it_found_some_and_lost_none():
+    """A drill whose `ss` found no session on the nodes that stayed proves nothing: not kept."""
+    from halab.verify.ecmp_sessions import Drill, Event
+
+    found = Drill(leave=Event(58, 14, 0), back=Event(146, 49, 0), own=32)
+    assert found.kept
+    assert (
+        found.text()
+        == "at the leave 58/58 kept (14 moved by the router), at the return 146/146 kept (49 moved by the router)"
+    )
+    assert not Drill(leave=Event(58, 14, 0), back=Event(146, 49, 3)).kept
+    assert not Drill(leave=Event(0, 0, 0), back=Event(0, 0, 0)).kept
+    failed = Drill(failed="lb-x's route never withdrawn")
+    assert not failed.kept and failed.text() == "lb-x's route never withdrawn"

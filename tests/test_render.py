@@ -317,15 +317,20 @@ def test_non_secret_bundles_do_not_depend_on_credentials():
             assert (sa.bundle() == sb.bundle()) != sa.secret, f"{node.name}/{sa.name}"
 
 
-def test_render_cli_writes_every_host(tmp_path):
-    out = tmp_path / "out"
+def _render_cli(stack: str, out: Path) -> subprocess.CompletedProcess[str]:
     p = subprocess.run(
-        [str(ROOT / "scripts/render"), "--config", str(STACKS["large"]), "--out", str(out)],
+        [str(ROOT / "scripts/render"), "--config", str(STACKS[stack]), "--out", str(out)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_render_cli_writes_every_host(tmp_path):
+    out = tmp_path / "out"
+    _render_cli("large", out)
     lab = lab_of("large")
     assert sorted(d.name for d in out.iterdir()) == sorted(n.name for n in lab.nodes)
     for lb in lab.load_balancers:
@@ -340,6 +345,17 @@ def test_render_cli_writes_every_host(tmp_path):
     for be in lab.backends:
         assert f"backend={be.name} " in (out / be.name / "var/www/halab/index.shtml").read_text()
         assert (out / be.name / "cloud-init/network-config").exists()
+
+
+def test_render_cli_writes_the_upstream_routers_side_in_ecmp_mode(tmp_path):
+    """An ecmp stack's review holds what the user's router needs (docs/ecmp.md), beside the nodes."""
+    out = tmp_path / "out"
+    p = _render_cli("ecmp", out)
+    lab = lab_of("ecmp")
+    assert sorted(d.name for d in out.iterdir()) == sorted(["_router", *(n.name for n in lab.nodes)])
+    conf = (out / "_router" / PATHS["FRR_CONF"].lstrip("/")).read_text()
+    assert conf == render.frr_router_conf(lab, Credentials.placeholder())
+    assert f"maximum-paths {len(lab.load_balancers)}" in conf and "_router/" in p.stdout
 
 
 def test_render_cli_reports_bad_config(tmp_path):

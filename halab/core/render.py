@@ -258,6 +258,18 @@ def tproxy_conf(lab: Lab, host: Node) -> str:
         f"DIVERT_MARK={pp.divert_mark}\nDIVERT_TABLE={pp.divert_table}\n"
         + _second_chance_rule(lab)
         + f"LOCAL_PREF={pp.local_pref}\nLAST_PREF={pp.last_pref}\n"
+        + (_ecmp_tproxy_conf(lab, host) if lab.mode == "ecmp" else "")
+    )
+
+
+def _ecmp_tproxy_conf(lab: Lab, host: Node) -> str:
+    """ecmp mode's second chance (halab-tproxy): a packet of a connection held by a peer is
+    copied to the peers (PEERS); a copy is known by the MAC of the peer that sent it."""
+    macs = " ".join(lb.mac for lb in vrrp_peers(lab, host))
+    return (
+        "# ecmp mode: every load balancer serves the VIP; a packet of a connection that a rehash\n"
+        "# brought here is copied to each peer, and a peer's copy (its MAC) is never copied again\n"
+        f'MODE=ecmp\nPEER_MACS="{macs}"\n'
     )
 
 

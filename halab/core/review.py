@@ -6,11 +6,13 @@ from pathlib import Path
 
 from halab.core import plan, render
 from halab.core.model import Credentials, Lab
+from halab.core.roles import router
 
 
 def write_tree(lab: Lab, out: Path, creds: Credentials) -> list[Path]:
     """DIR/<host>/<absolute node path> for every installed file, DIR/<host>/cloud-init/*, and
-    DIR/<host>/STEPS (the order the steps run in). Returns the files written."""
+    DIR/<host>/STEPS (the order the steps run in); in ecmp mode, DIR/_router/ as well: what the
+    upstream router needs (docs/ecmp.md), the user's router, not a node. Returns the files written."""
     written = []
 
     def put(path: Path, content: str) -> None:
@@ -29,4 +31,8 @@ def write_tree(lab: Lab, out: Path, creds: Credentials) -> list[Path]:
         put(root / "STEPS", "\n".join(listing) + "\n")
         for name, content in render.cloud_init(lab, host, lab.ssh.public_key or render.PLACEHOLDER_SSH_KEY).items():
             put(root / "cloud-init" / name, content)
+    if lab.mode == "ecmp":
+        for step in router.steps(lab, creds):
+            for path, content in step.files:
+                put(out / "_router" / path.lstrip("/"), content)
     return written

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from halab.verify.backends import check_backend_health, check_backends_up
 from halab.verify.drills import Unanswered
 from halab.verify.ecmp import check_bgp, check_ecmp_failovers, check_ecmp_shares
+from halab.verify.ecmp_sessions import check_ecmp_sessions
 from halab.verify.failover import (
     check_failovers,
     check_persistence_across_failover,
@@ -61,6 +62,7 @@ ECMP_CHECKS = (
     check_hitless_reload,
     check_backend_health,
     check_ecmp_failovers,
+    check_ecmp_sessions,
 )
 
 
@@ -74,6 +76,7 @@ CHANGES_THE_LAB = {
     check_planned_handoff,
     check_failovers,
     check_ecmp_failovers,
+    check_ecmp_sessions,
 }
 
 

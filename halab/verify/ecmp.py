@@ -12,7 +12,9 @@ import json
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 
+from halab.core.model import Lab, Node
 from halab.verify import drills
 from halab.verify.probes import sample
 from halab.verify.rows import Row, skip
@@ -84,15 +86,16 @@ def check_bgp(transport: Transport, ctx: VerifyContext) -> list[Row]:
                     "up" if str(lb.address) in bfd_up else "not up",
                 )
             )
-    hops = _hops(transport, router, str(lab.vip))
+    got = hops(transport, router, str(lab.vip))
     want = sorted(str(lb.address) for lb in lab.load_balancers)
     rows.append(
-        Row(f"the router spreads {lab.vip} over every load balancer", hops == want, ", ".join(hops) or "no route")
+        Row(f"the router spreads {lab.vip} over every load balancer", got == want, ", ".join(got) or "no route")
     )
     return rows
 
 
-def _hops(transport: Transport, router: str, vip: str) -> list[str]:
+def hops(transport: Transport, router: str, vip: str) -> list[str]:
+    """The router's next hops for the VIP now, sorted."""
     out = transport.run(router, ["ip", "-j", "route", "show", f"{vip}/32"], check=False).stdout
     routes = json.loads(out or "[]")
     return sorted(h["gateway"] for r in routes for h in (r.get("nexthops") or [r]) if "gateway" in h)
@@ -176,18 +179,50 @@ class RouteWatch:
         self.reader.join(timeout=5)
 
 
-def check_ecmp_failovers(transport: Transport, ctx: VerifyContext, only: tuple[str, ...] = ()) -> list[Row]:
-    """haproxy killed on the first load balancer, then the link of the second cut: each leaves
-    the router's paths within its ceiling, and comes back once restored. `only`: those drills
-    (a mutation test runs the one it breaks)."""
-    lab, router = ctx.lab, ctx.router
-    if router is None or lab.bgp is None:
-        return [skip("ecmp failovers", "no router host to watch")]
-    bound = ctx.drill_bound
-    faults = drills.catalogue(transport, lab, bound)
+@dataclass
+class Withdrawal:
+    """One drill at the router: how long after the fault its path was gone, and after the
+    restore back (None: never, within the bound)."""
+
+    took: float | None
+    back: float | None
+
+
+def withdrawal(transport: Transport, ctx: VerifyContext, lb: Node, drill: str) -> Withdrawal:
+    """One fault of drills.catalogue on `lb`, timed at the router from the fault's own timestamp
+    to the first change of the VIP's next hops without it; then its restore, to its path back."""
+    lab, router, bound = ctx.lab, ctx.router, ctx.drill_bound
+    assert router is not None
+    addr = str(lb.address)
+    fault, restore = drills.catalogue(transport, lab, bound)[drill]
+    watch = RouteWatch(transport, router, str(lab.vip), 2 * bound + 60)
+    try:
+        time.sleep(0.5)  # its first line: the paths before the fault
+        at = fault(lb.name)
+        gone = None
+        deadline = time.monotonic() + bound
+        while gone is None and time.monotonic() < deadline:
+            gone = watch.first(at, lambda h: addr not in h)
+            time.sleep(0.05)
+        restore(lb.name)
+        back_from = time.monotonic()
+        back = None
+        deadline = time.monotonic() + bound + 30  # a session comes back within its connect timer and BFD's
+        while back is None and time.monotonic() < deadline:
+            back = watch.first(back_from, lambda h: addr in h)
+            time.sleep(0.1)
+    finally:
+        watch.stop()
+    return Withdrawal(None if gone is None else gone - at, None if back is None else back - back_from)
+
+
+def plan(lab: Lab) -> list[tuple[Node, str, float, str]]:
+    """ecmp mode's drills: haproxy killed on the first load balancer, the link of the second
+    cut; each with its ceiling and what takes the node out."""
+    assert lab.bgp is not None
     bfd = lab.bgp.bfd
     cut_ceiling = (bfd.detect_seconds if bfd else lab.bgp.hold_seconds) + BFD_SLACK
-    plan = [
+    return [
         (lab.load_balancers[0], "haproxy killed", KILLED_CEILING, "its route withdrawn"),
         (
             lab.load_balancers[1 % len(lab.load_balancers)],
@@ -196,45 +231,34 @@ def check_ecmp_failovers(transport: Transport, ctx: VerifyContext, only: tuple[s
             "BFD takes it out" if bfd else "its hold timer takes it out",
         ),
     ]
+
+
+def check_ecmp_failovers(transport: Transport, ctx: VerifyContext, only: tuple[str, ...] = ()) -> list[Row]:
+    """haproxy killed on the first load balancer, then the link of the second cut: each leaves
+    the router's paths within its ceiling, and comes back once restored. `only`: those drills
+    (a mutation test runs the one it breaks)."""
+    lab, router = ctx.lab, ctx.router
+    if router is None or lab.bgp is None:
+        return [skip("ecmp failovers", "no router host to watch")]
     rows = []
-    for lb, drill, ceiling, how in plan:
+    for lb, drill, ceiling, how in plan(lab):
         if only and drill not in only:
             continue
-        addr = str(lb.address)
-        fault, restore = faults[drill]
-        watch = RouteWatch(transport, router, str(lab.vip), 2 * bound + 60)
-        try:
-            time.sleep(0.5)  # its first line: the paths before the fault
-            at = fault(lb.name)
-            gone = None
-            deadline = time.monotonic() + bound
-            while gone is None and time.monotonic() < deadline:
-                gone = watch.first(at, lambda h, a=addr: a not in h)
-                time.sleep(0.05)
-            restore(lb.name)
-            back_from = time.monotonic()
-            back = None
-            deadline = time.monotonic() + bound + 30  # a session comes back within its connect timer and BFD's
-            while back is None and time.monotonic() < deadline:
-                back = watch.first(back_from, lambda h, a=addr: a in h)
-                time.sleep(0.1)
-        finally:
-            watch.stop()
-        took = None if gone is None else gone - at
-        in_time = took is not None and (not ctx.timed or took <= ceiling)
+        w = withdrawal(transport, ctx, lb, drill)
+        in_time = w.took is not None and (not ctx.timed or w.took <= ceiling)
         limit = f"≤ {ceiling:.2f} s" if ctx.timed else "untimed here"
         rows.append(
             Row(
                 f"{drill} on {lb.name}: {how} at the router ({limit})",
                 in_time,
-                "not withdrawn" if took is None else f"{took:.2f} s",
+                "not withdrawn" if w.took is None else f"{w.took:.2f} s",
             )
         )
         rows.append(
             Row(
                 f"restore, {drill} on {lb.name}: back in the router's paths",
-                back is not None,
-                "not back" if back is None else f"{back - back_from:.1f} s after the restore",
+                w.back is not None,
+                "not back" if w.back is None else f"{w.back:.1f} s after the restore",
             )
         )
     return rows

@@ -4,7 +4,8 @@ connection, until the file --stop exists (or --duration runs out); then each is 
 client. Prints JSON lines as things happen, times on this host's CLOCK_MONOTONIC:
 
     ["clock", now]                           first: the verifier puts the times on its own clock
-    ["opened", i, t]                         session i connected and had its first answer
+    ["opened", i, t, port]                   session i connected (from client port `port`) and had
+                                             its first answer
     ["failed", i, t, why, port]              session i lost (why: the phase and error), at t;
                                              its client port, to find it in a capture or a log
     ["closed", i, t, answers, longest, foreign]
@@ -63,7 +64,7 @@ def session(i, args, stop, deadline):
             answers += 1
             longest = max(longest, took)
             if answers == 1:
-                say("opened", i, time.monotonic())
+                say("opened", i, time.monotonic(), port)
             due += args.interval
             while time.monotonic() < due:
                 if stop.is_set() or time.monotonic() > deadline:

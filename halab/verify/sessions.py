@@ -37,6 +37,7 @@ class Sessions:
     interval: float = 1.0
     timeout: float = 5.0
     opened: dict[int, float] = field(default_factory=dict)
+    ports: dict[int, int] = field(default_factory=dict)  # each opened session's client port
     failed: dict[int, tuple[float, str, int | None]] = field(default_factory=dict)  # when, why, client port
     closed: dict[int, Closed] = field(default_factory=dict)
     done: bool = False
@@ -55,6 +56,7 @@ class Sessions:
                 offset = time.monotonic() - rest[0]
             elif kind == "opened":
                 self.opened[rest[0]] = rest[1] + offset
+                self.ports[rest[0]] = rest[2]
             elif kind == "failed":
                 self.failed[rest[0]] = (rest[1] + offset, rest[2], rest[3])
             elif kind == "closed":

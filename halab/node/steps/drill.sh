@@ -19,6 +19,8 @@
 # link-down when its DELAY starts: the verifier's clock starts when the fault takes effect, not
 # when it asked for it.
 #   drill.sh haproxy-api CMD...    a command to this node's haproxy runtime API (show stat, ...)
+#   drill.sh second-chance off|on  ecmp mode: this load balancer's copies to its peers left out
+#                                  of its packet path, or put back (halab-tproxy)
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -122,6 +124,13 @@ s.sendall((" ".join(sys.argv[2:]) + "\n").encode())
 while chunk := s.recv(65536):
     sys.stdout.write(chunk.decode(errors="replace"))
 PY
+    ;;
+  second-chance)
+    case "${2:?off or on}" in
+      off) HALAB_SECOND_CHANCE=off "$TPROXY_BIN" apply ;;
+      on) "$TPROXY_BIN" apply ;;
+      *) die "second-chance: off or on, not $2" ;;
+    esac
     ;;
   *) die "unknown drill action: $action" ;;
 esac

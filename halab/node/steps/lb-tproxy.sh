@@ -14,6 +14,10 @@ python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged "$SE
 iptables -m socket --help >/dev/null 2>&1 || die "iptables has no socket match (xt_socket)"
 iptables -j TPROXY --help >/dev/null 2>&1 || die "iptables has no TPROXY target (xt_TPROXY)"
 iptables -m recent --help >/dev/null 2>&1 || die "iptables has no recent match (xt_recent)"
+if grep -qx 'MODE=ecmp' "$(staged "$TPROXY_CONF")"; then  # the second chance's copies to the peers
+  iptables -j TEE --help >/dev/null 2>&1 || die "iptables has no TEE target (xt_TEE)"
+  iptables -m mac --help >/dev/null 2>&1 || die "iptables has no mac match (xt_mac)"
+fi
 
 stage_install "$TPROXY_BIN" 0755 || true
 unit_install "$TPROXY_UNIT" || true

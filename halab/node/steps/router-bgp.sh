@@ -12,8 +12,13 @@ conf=$(staged "$FRR_CONF")
 checked=$(vtysh -C -f "$conf" 2>&1) || die "staged frr.conf is invalid (vtysh -C): $checked"
 
 sysctl -qw net.ipv4.ip_forward=1
-# L4 hash: the flows of one client spread over the load balancers, each flow on one of them
-sysctl -qw net.ipv4.fib_multipath_hash_policy=1
+# Each flow hashed by its own addresses, protocol and ports (policy 3, fields 0x37), so that the
+# flows of one client spread over the load balancers, each flow on one of them. Not policy 1:
+# it takes a packet's L4 hash as it came (skb->l4_hash), and a packet from a local namespace's
+# socket (a veth) carries that socket's random txhash, which TCP draws again at each
+# retransmission timeout: a flow would change load balancer when it retransmits.
+sysctl -qw net.ipv4.fib_multipath_hash_fields=0x0037
+sysctl -qw net.ipv4.fib_multipath_hash_policy=3
 # the load balancers are on the same LAN as the clients it routes back to them: no redirects
 sysctl -qw net.ipv4.conf.all.send_redirects=0
 restart=no reload=no
