@@ -162,6 +162,27 @@ def test_without_an_outbound_policy_the_announcement_rows_fail(lab_ecmp):
     _settled(lab_ecmp)
 
 
+def test_with_another_password_at_the_router_no_session_comes_up(lab_ecmp):
+    """The lab's sessions carry a TCP MD5 key (the lab's own bgpPassword): with another at the
+    router, bgpd resets each session at the reload, and the kernel drops every segment of the
+    next one (a bad MD5 signature). No session is Established, and nothing is announced."""
+    transport, ctx = lab_access.netns_context(lab_ecmp)
+    password = lab.credentials(lab_ecmp).bgp_password
+    assert password, "the lab has no BGP password"
+
+    def other(conf: str) -> str:
+        return conf.replace(f" password {password}\n", " password not-the-lab-one\n")
+
+    with router_mutated(lab_ecmp, other):
+        probes.wait_until(
+            lambda: not any(r.ok for r in ecmp.check_bgp(transport, ctx) if r.check.startswith("BGP")), 15, 0.5
+        )
+        rows = [r for r in ecmp.check_bgp(transport, ctx) if not r.check.startswith("BFD")]
+    print([(r.check, r.figure) for r in rows])
+    assert rows and not any(r.ok for r in rows), rows
+    _settled(lab_ecmp)
+
+
 def test_with_the_watcher_on_another_address_the_metrics_and_restore_rows_fail(lab_ecmp):
     """The watcher puts another address than the VIP on lo (ANNOUNCE): the VIP is never announced
     (haproxy's restart brings it back to no path), and the metric names that other address."""

@@ -28,8 +28,14 @@ class Credentials:
     @classmethod
     def generate(cls) -> Credentials:
         """Fresh random passwords, for a lab driver that keeps its own (what `scripts/setup`
-        sets as the stack's secrets): 8 characters for keepalived's PASS, 24 for the stats page."""
-        return cls(vrrp_auth_pass=secrets.token_hex(4), stats_password=secrets.token_urlsafe(18))
+        sets as the stack's secrets): 8 characters for keepalived's PASS, 24 for the stats page,
+        16 for BGP's TCP MD5 key (ecmp mode: the lab's sessions are authenticated, as a
+        production router's would be)."""
+        return cls(
+            vrrp_auth_pass=secrets.token_hex(4),
+            stats_password=secrets.token_urlsafe(18),
+            bgp_password=secrets.token_hex(8),
+        )
 
     @classmethod
     def placeholder(cls) -> Credentials:
