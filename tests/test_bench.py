@@ -9,7 +9,7 @@ import pytest
 from conftest import STACKS
 
 from components.cache import user_cache
-from halab.bench import measure, profiles, report
+from halab.bench import measure, profiles, report, scaleout
 from halab.bench.handoff import ForwardCost, ForwardPair, Kept
 from halab.core import config, render, stackfile
 from halab.core.model import Credentials
@@ -478,3 +478,17 @@ def test_each_faults_kept_sessions_open_once_the_restored_master_serves(monkeypa
         "settled lb1",
         "servers not up on lb1: []",
     ], events
+
+
+def test_the_scale_out_table_gives_each_count_its_ratio_to_one_and_the_busiest_other_host():
+    names = ["lb-x", "lb-y", "lb-z"]
+    counts = [
+        scaleout.Count(1, 1000.0, 0, {"lb-x": 0.10, "lb-y": 0.0, "lb-z": 0.0, "be1": 0.05, "_client": 0.08}),
+        scaleout.Count(2, 1950.0, 0, {"lb-x": 0.10, "lb-y": 0.10, "lb-z": 0.0, "be1": 0.09, "_client": 0.15}),
+        scaleout.Count(3, 2700.0, 2, {"lb-x": 0.10, "lb-y": 0.10, "lb-z": 0.10, "be1": 0.31, "_client": 0.22}),
+    ]
+    md = "\n".join(scaleout.section(counts, names, cap=0.1))
+    assert "capped at 10% of one core" in md
+    assert "| 1 | 1000 | 1.00× | 10000 | 0 | 0.10 | 0.00 | 0.00 | _client (0.08) |" in md
+    assert "| 3 | 2700 | 2.70× | 9000 | 2 | 0.10 | 0.10 | 0.10 | be1 (0.31) |" in md
+    assert scaleout.section([], names) == []

@@ -150,8 +150,16 @@ def _ms(text: str) -> float:
 WRK_CPU = "; echo \"wrk cpu ticks $(sed 's/.*) //' /proc/$$/stat | awk '{print $14 + $15}')\""
 
 
-def wrk(transport: Transport, ctx: VerifyContext, target: str, close: bool, seconds: int) -> WrkResult:
-    cmd = ["wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", "--timeout", "2s"]
+def wrk(
+    transport: Transport,
+    ctx: VerifyContext,
+    target: str,
+    close: bool,
+    seconds: int,
+    threads: int = 1,
+    connections: int = 8,
+) -> WrkResult:
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "2s"]
     if close:
         cmd += ["-H", "Connection: close"]
     out = transport.run(ctx.client, ["bash", "-c", shlex.join([*cmd, target]) + WRK_CPU], timeout=seconds + 30).stdout

@@ -115,9 +115,13 @@ def markdown(
     state: dict[int, dict[str, float]] | None = None,
     kept: dict[str, dict[str, Kept]] | None = None,
     forward: ForwardCost | None = None,
+    scale: list[str] | None = None,
+    ecmp_failover: list[str] | None = None,
 ) -> str:
     """The report; `busy`: VRRP state changes per load balancer while wrk loaded the data plane;
-    `soaks`: the fast stack left alone, idle and under load; `state`: the Pulumi state's size."""
+    `soaks`: the fast stack left alone, idle and under load; `state`: the Pulumi state's size;
+    `scale`: ecmp mode's scale-out section (scaleout.section), after the data plane's;
+    `ecmp_failover`: ecmp mode's faults (ecmp_failover.section), after active-standby's."""
     lines = [
         "# Benchmarks",
         "",
@@ -167,7 +171,7 @@ def markdown(
     errors = [f"- `{p}`, {f}: {'; '.join(r.errors)}" for p, res in failover.items() for f, r in res.items() if r.errors]
     if errors:
         lines += ["", "Trials that did not recover within the 20 s bound (∞ in the figures above):", "", *errors]
-    lines += ["", *[f"![{c}]({c})" for c in charts], ""]
+    lines += ["", *(ecmp_failover or []), *[f"![{c}]({c})" for c in charts], ""]
     if kept:
         lines += handoff_section(kept, forward)
     if soaks:
@@ -246,6 +250,7 @@ def markdown(
             + ". The watcher asks haproxy's health frontend every 0.1 s all along; a loaded haproxy answers it.",
             "",
         ]
+    lines += scale or []
     if reloads:
         lines += [
             "## Reloads",
