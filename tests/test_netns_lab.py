@@ -107,7 +107,7 @@ def script(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("name", LABS)
 def test_no_secret_in_any_output(labs, name, tmp_path):
-    """Neither password shows anywhere an operator or a CI log sees: every line of every step
+    """No password (nor ecmp mode's BGP key) shows anywhere an operator or a CI log sees: every line of every step
     (both streams) at the first `up`, the full verify table, what `netns-lab up` (again),
     `netns-lab verify --read-only` and `render` print, and the files render writes."""
     topos, _, logs = labs
@@ -124,13 +124,17 @@ def test_no_secret_in_any_output(labs, name, tmp_path):
     assert any(" haproxy " in line for line in logs[name]) and "stats page" in TABLES[name]
     seen = "\n".join(logs[name] + [TABLES[name]] + [p.stdout + p.stderr for p in runs])
     seen += "\n".join(f.read_text() for f in tmp_path.rglob("*") if f.is_file())
-    for secret in (creds.vrrp_auth_pass, creds.stats_password):
+    ecmp = topo.lab.mode == "ecmp"  # its BGP sessions' TCP MD5 key too
+    for secret in (creds.vrrp_auth_pass, creds.stats_password) + ((creds.bgp_password,) if ecmp else ()):
         assert len(secret) >= 8 and secret not in seen
     assert oct(os.stat(lab.state_dir(topo) / "credentials.json").st_mode & 0o777) == "0o600"
     lb = lab.nodes(topo)[topo.lab.load_balancers[0].name]
     secret_files = [PATHS["HAPROXY_SECRETS"]] + ([] if topo.lab.mode == "ecmp" else [PATHS["KEEPALIVED_CONF"]])
     modes = lb.run(f"stat -c '%a %U' {' '.join(secret_files)}").stdout
     assert modes.split("\n")[: len(secret_files)] == ["600 root"] * len(secret_files), modes
+    if ecmp:  # FRR's config holds the key: readable by root and FRR's group alone
+        frr = lb.run(f"stat -c '%a %U %G' {PATHS['FRR_CONF']}").stdout.strip()
+        assert frr == "640 root frr", frr
 
 
 def test_the_roll_outs_gates_lose_no_request_but_in_flight_at_a_vip_move(labs):
