@@ -112,6 +112,12 @@ def handoff_conf(lab: Lab) -> str:
         f"HANDOFF_VIP={lab.vip}\nHANDOFF_PORT={port}\nHANDOFF_WITHIN={lab.handoff_within}\n"
         f"DRAIN_WITHIN={lab.vrrp.handoff_drain_seconds}\nREADY_WITHIN={lab.serving_within}\n"
         f"READY_SERVERS='{pool_servers(lab)}'\n"
+        + (
+            "# ecmp mode: ready once the VIP is announced to the router (BFD up where it runs)\n"
+            f"HANDOFF_BGP_PEER={lab.bgp.peer}\nHANDOFF_BFD={1 if lab.bgp.bfd else 0}\n"
+            if lab.bgp is not None
+            else ""
+        )
     )
 
 

@@ -1,7 +1,8 @@
 """The lab's router in ecmp mode: FRR with a BGP session (and BFD) to every load balancer,
-spreading the VIP's flows over those that announce it. The namespace lab's router node and the
-VM lab's hypervisor namespace run it; a real deployment's router is the user's, configured
-after the same file (docs/ecmp.md shows it). Not a node of the model: no Pulumi resource."""
+spreading the VIP's flows over those that announce it. The namespace lab's router node runs it
+(the VM lab's hypervisor namespace is to, issue #24); a real deployment's router is the user's,
+configured after the same file (`scripts/render` writes it; docs/ecmp.md shows it). Not a node
+of the model: no Pulumi resource, and not one of plan.ROLES (its steps need no node library)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from halab.core import render
 from halab.core.model import Credentials, Lab
 from halab.core.step import Step
 from halab.node.paths import PATHS as P
-
-PACKAGES = ("frr", "frr-pythontools")
 
 
 def steps(lab: Lab, creds: Credentials, host: str = "router") -> tuple[Step, ...]:

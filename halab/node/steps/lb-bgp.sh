@@ -9,22 +9,16 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 need_cmd vtysh ip python3
-conf=$(staged "$FRR_CONF")
-checked=$(vtysh -C -f "$conf" 2>&1) || die "staged frr.conf is invalid (vtysh -C): $checked"
+frr_check
 python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$(staged "$WATCH_BIN")" \
   || die "staged halab-haproxy-watch does not parse"
 grep -q '^ANNOUNCE=' "$(staged "$WATCH_CONF")" || die "staged haproxy-watch.conf names no ANNOUNCE (the VIP)"
 direct_service haproxy running || die "haproxy is not running here: this node would announce a VIP it cannot serve"
 
-restart=no reload=no
-if stage_install "$FRR_DAEMONS" 0640; then restart=yes; fi
-if stage_install "$FRR_CONF" 0640; then reload=yes; fi
-chgrp frr "$FRR_DAEMONS" "$FRR_CONF" # the daemons and frr-reload.py read them as frr
-service_converge frr "$restart" "$reload"
-frr_bfd_converge "$FRR_CONF"
+frr_converge
 
-# A new VIP: the old one leaves lo (the watcher only ever sets the one it is given), or bgpd
-# would go on announcing it
+# A new VIP: the old one leaves lo (the watcher only ever sets the one it is given), or this
+# node would go on taking traffic for it
 old_vip=$(sed -n 's/^ANNOUNCE=//p' "$WATCH_CONF" 2>/dev/null || true)
 new_vip=$(sed -n 's/^ANNOUNCE=//p' "$(staged "$WATCH_CONF")")
 if [ -n "$old_vip" ] && [ "$old_vip" != "$new_vip" ] && ip -4 addr del "$old_vip/32" dev lo 2>/dev/null; then

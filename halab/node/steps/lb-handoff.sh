@@ -41,7 +41,7 @@ if [ -n "${HALAB_ON_DELETE:-}" ]; then
   if [ "$HANDOFF_MODE" = ecmp ]; then
     # the watcher first, or it would announce the VIP again; then the VIP on lo, which bgpd
     # announces: the router sends new flows to the peers from its next update on
-    direct_service halab-haproxy-watch running && service_stop halab-haproxy-watch
+    service_stop halab-haproxy-watch # under systemd too (the unit writes no pidfile)
     ip -4 addr del "$HANDOFF_VIP/32" dev lo 2>/dev/null || true
     log "the VIP withdrawn (the watcher stopped)"
   else
@@ -70,8 +70,11 @@ fi
 daemon=keepalived
 if [ "$HANDOFF_MODE" = ecmp ]; then daemon=frr; fi
 direct_service "$daemon" running || die "$daemon is not running here"
-if wait_until "$READY_WITHIN" python3 "$ctl" serving "${servers[@]}" >/dev/null; then
-  log "ready to carry the VIP's flows: $daemon runs, every service has a server UP here"
-  exit 0
+wait_until "$READY_WITHIN" python3 "$ctl" serving "${servers[@]}" >/dev/null \
+  || die "not serving after ${READY_WITHIN}s: not UP here: $(python3 "$ctl" serving "${servers[@]}" 2>&1 || true)"
+# ecmp mode: the router must send this node flows again before the next node withdraws
+if [ "$HANDOFF_MODE" = ecmp ]; then
+  wait_until "$READY_WITHIN" bgp_announced "$HANDOFF_BGP_PEER" "$HANDOFF_VIP" "$HANDOFF_BFD" \
+    || die "the VIP $HANDOFF_VIP is not announced to $HANDOFF_BGP_PEER after ${READY_WITHIN}s"
 fi
-die "not serving after ${READY_WITHIN}s: not UP here: $(python3 "$ctl" serving "${servers[@]}" 2>&1 || true)"
+log "ready to carry the VIP's flows: $daemon runs, every service has a server UP here"

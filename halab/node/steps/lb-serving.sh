@@ -19,19 +19,11 @@ if ! [[ "${SERVING_WITHIN:-}" =~ ^[0-9]+$ ]] || [ -z "${SERVING_SERVERS:-}" ]; t
 fi
 [ -S "$HAPROXY_ADMIN_SOCK" ] || die "haproxy is not running (no $HAPROXY_ADMIN_SOCK)"
 
-# ecmp mode: the router sends this node flows once bgpd has announced the VIP to it (the first
-# announcement after a session comes up waits out bgpd's 1 s coalesce time), with BFD up
-# shellcheck disable=SC2317 # called through wait_until
-announced() {
-  vtysh -c "show bgp ipv4 unicast neighbors $SERVING_BGP_PEER advertised-routes json" 2>/dev/null \
-    | grep -q "\"$SERVING_VIP/32\"" || return 1
-  [ "$SERVING_BFD" = 0 ] || vtysh -c "show bfd peers json" 2>/dev/null \
-    | python3 -c 'import json, sys; sys.exit(not any(p.get("peer") == sys.argv[1] and p.get("status") == "up" for p in json.load(sys.stdin)))' "$SERVING_BGP_PEER"
-}
+# ecmp mode: the router sends this node flows once bgpd has announced the VIP to it, with BFD up
 bgp_wait() {
   [ -n "${SERVING_BGP_PEER:-}" ] || return 0
   local start=$SECONDS
-  wait_until "$SERVING_WITHIN" announced \
+  wait_until "$SERVING_WITHIN" bgp_announced "$SERVING_BGP_PEER" "$SERVING_VIP" "$SERVING_BFD" \
     || die "the VIP $SERVING_VIP is not announced to $SERVING_BGP_PEER after ${SERVING_WITHIN}s (session, BFD, or the watcher's verdict: $(cat "$WATCH_HEALTH" "$WATCH_SERVING" 2>/dev/null | tr '\n' ' '))"
   log "announcing $SERVING_VIP to $SERVING_BGP_PEER ($((SECONDS - start)) s)"
 }

@@ -239,6 +239,36 @@ frr_bfd_converge() {
   done
 }
 
+# frr_check: the staged frr.conf is valid (`vtysh -C`), or the step dies naming why.
+frr_check() {
+  local checked
+  checked=$(vtysh -C -f "$(staged "$FRR_CONF")" 2>&1) || die "staged frr.conf is invalid (vtysh -C): $checked"
+}
+
+# frr_converge (after frr_check): FRR's daemons file and frr.conf installed (readable by root
+# and FRR's group: frr.conf may hold the BGP password), FRR started, restarted (a new daemons
+# file) or reloaded (a new frr.conf: frr-reload.py applies what changed, the sessions stay up),
+# and BFD turned off where the file turned it off.
+frr_converge() {
+  local restart=no reload=no
+  if stage_install "$FRR_DAEMONS" 0640; then restart=yes; fi
+  if stage_install "$FRR_CONF" 0640; then reload=yes; fi
+  chgrp frr "$FRR_DAEMONS" "$FRR_CONF" # the daemons and frr-reload.py read them as frr
+  service_converge frr "$restart" "$reload"
+  frr_bfd_converge "$FRR_CONF"
+}
+
+# bgp_announced PEER VIP BFD: bgpd has announced VIP/32 to PEER (the router sends this node flows
+# from then on; the first announcement after a session comes up waits out bgpd's 1 s coalesce
+# time), and, with BFD (1), its BFD peer is up.
+bgp_announced() {
+  local peer=$1 vip=$2 bfd=$3
+  vtysh -c "show bgp ipv4 unicast neighbors $peer advertised-routes json" 2>/dev/null \
+    | grep -q "\"$vip/32\"" || return 1
+  [ "$bfd" = 0 ] || vtysh -c "show bfd peers json" 2>/dev/null \
+    | python3 -c 'import json, sys; sys.exit(not any(p.get("peer") == sys.argv[1] and p.get("status") == "up" for p in json.load(sys.stdin)))' "$peer"
+}
+
 # service_stop NAME: stopped (a clean stop: keepalived gives the VIP up, apache finishes requests).
 service_stop() {
   local name=$1 pidfile

@@ -8,8 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 need_root
 need_cmd vtysh sysctl
-conf=$(staged "$FRR_CONF")
-checked=$(vtysh -C -f "$conf" 2>&1) || die "staged frr.conf is invalid (vtysh -C): $checked"
+frr_check
 
 sysctl -qw net.ipv4.ip_forward=1
 # Each flow hashed by its own addresses, protocol and ports (policy 3, fields 0x37), so that the
@@ -21,10 +20,5 @@ sysctl -qw net.ipv4.fib_multipath_hash_fields=0x0037
 sysctl -qw net.ipv4.fib_multipath_hash_policy=3
 # the load balancers are on the same LAN as the clients it routes back to them: no redirects
 sysctl -qw net.ipv4.conf.all.send_redirects=0
-restart=no reload=no
-if stage_install "$FRR_DAEMONS" 0640; then restart=yes; fi
-if stage_install "$FRR_CONF" 0640; then reload=yes; fi
-chgrp frr "$FRR_DAEMONS" "$FRR_CONF"
-service_converge frr "$restart" "$reload"
-frr_bfd_converge "$FRR_CONF"
+frr_converge
 log "bgpd running ($(head -n 1 "$FRR_RUN_DIR/bgpd.pid"))"
