@@ -172,7 +172,7 @@ def setup_tree(tree: Path) -> None:
 # module of whole labs, a fixture that starts nodes or a lab, or a body that asks for root and
 # the nodes' tools. Read from the tests themselves, so a new test is sorted without a decorator.
 SLOW_MODULES = {
-    "test_netns_lab", "test_vm_lab", "test_fresh_machine", "test_mutations", "test_verify_ssh",
+    "test_netns_lab", "test_vm_lab", "test_fresh_machine", "test_verify_ssh",
     "test_libvirt_integration",
 }  # fmt: skip
 SLOW_FIXTURES = {"nodes", "lb_node", "labs", "lab_ecmp", "vmlab", "sshlab"}
@@ -190,7 +190,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 pass
         if (
             item.module.__name__ in SLOW_MODULES
-            or item.module.__name__.startswith("test_mutations")
+            or item.module.__name__.startswith("test_mutations")  # test_mutations.py, _ecmp.py, ...
             or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
             or SLOW_CALLS.search(source)
         ):

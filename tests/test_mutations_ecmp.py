@@ -3,9 +3,9 @@ for active-standby: each breaks one thing in a copy of a rendered file, installs
 step that installs the original, runs the row that guards it, and asserts the row fails; the
 original step then restores the nodes, and the row passes again.
 
-Costs about 4 minutes: the ecmp lab's `up` (about 20 s), the withdrawal drill three times, the
-link cut (held until the node's servers are DOWN) twice, each restored, and 2400 requests for
-the shares.
+Costs about 5 minutes: the ecmp lab's `up` (about 20 s), the withdrawal drill three times, the
+link cut (held until the node's servers are DOWN) twice, each restored, 2400 requests for the
+shares, and the sessions' drills three times (about 20 s each).
 
 Not here: a mutation of `timers connect 2` (FRR 8.4's connect-retry is 120 s). It cannot fail
 the link-cut restore row: bgpd tracks its peer's address, and a directly connected peer
@@ -124,8 +124,7 @@ def test_without_the_backends_return_path_every_request_through_the_vip_fails(la
     with mutated(lab_ecmp, "backend", "gateway", PATHS["ROUTES_CONF"], no_return):
         rows = traffic.check_services(transport, ctx)
     print([(r.check, r.figure) for r in rows])
-    outside = [r for r in rows if "outside client" in r.check]
-    assert outside and not any(r.ok for r in outside), rows
+    assert len(rows) == 2 * len(lab_ecmp.lab.services) and not any(r.ok for r in rows), rows
     _settled(lab_ecmp)
     rows = traffic.check_services(transport, ctx)
     assert all(r.ok for r in rows), rows  # restored
@@ -140,7 +139,8 @@ def test_with_one_path_at_the_router_the_spread_and_share_rows_fail(lab_ecmp):
         spread = next(r for r in ecmp.check_bgp(transport, ctx) if r.check.startswith("the router spreads"))
         (shares,) = ecmp.check_ecmp_shares(transport, ctx)
     print(spread.figure, "|", shares.figure)
-    assert not spread.ok and not shares.ok and ", 0 failed" not in f"{shares.figure}, ", (spread, shares)
+    counts = [int(n) for n in re.findall(r"\S+ (\d+)(?:,| \(even)", shares.figure)]
+    assert not spread.ok and not shares.ok and max(counts) >= 0.9 * sum(counts), (spread, shares)
     _settled(lab_ecmp)
     (shares,) = ecmp.check_ecmp_shares(transport, ctx)
     assert shares.ok, shares  # restored

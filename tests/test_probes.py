@@ -97,8 +97,9 @@ def test_the_longest_stretch_without_an_answer_spans_failures_and_silence():
     assert probes.no_answer_stretch([at(1.0, False)], 0.0, 5.0) == 5.0  # never answered
 
 
-def test_an_ecmp_drill_keeps_its_sessions_only_if_it_found_some_and_lost_none():
-    """A drill whose `ss` found no session on the nodes that stayed proves nothing: not kept."""
+def test_an_ecmp_drill_keeps_its_sessions_only_if_some_moved_and_none_was_lost():
+    """A drill whose `ss` found no session on the nodes that stayed, or whose rehashes moved none
+    of them, proves nothing of the second chance: not kept."""
     from halab.verify.ecmp_sessions import Drill, Event
 
     found = Drill(leave=Event(58, 14, 0), back=Event(146, 49, 0), own=32)
@@ -109,5 +110,6 @@ def test_an_ecmp_drill_keeps_its_sessions_only_if_it_found_some_and_lost_none():
     )
     assert not Drill(leave=Event(58, 14, 0), back=Event(146, 49, 3)).kept
     assert not Drill(leave=Event(0, 0, 0), back=Event(0, 0, 0)).kept
+    assert not Drill(leave=Event(58, 0, 0), back=Event(146, 0, 0)).kept  # nothing moved: nothing proven
     failed = Drill(failed="lb-x's route never withdrawn")
     assert not failed.kept and failed.text() == "lb-x's route never withdrawn"

@@ -1,6 +1,7 @@
 """ecmp mode's failover figures, beside active-standby's (issue #24): the verifier's two ecmp
 drills (ecmp.plan: haproxy killed, a link cut), each `trials` times under the same client as
-the active-standby drills (a request every 10 ms from every client address, each given 0.3 s).
+the active-standby drills (a request every 10 ms, from each client address in turn, each given
+0.3 s).
 In ecmp mode a fault costs only the requests the router still hashes to the node that failed,
 until its path is gone; so the figures are the time to that at the router, and the requests
 failed meanwhile."""
@@ -11,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from halab.bench.measure import REQUEST_INTERVAL, Spread
-from halab.verify import ecmp
+from halab.verify import drills, ecmp
 from halab.verify.probes import sample
 from halab.verify.transport import Transport, VerifyContext
 
@@ -37,21 +38,20 @@ def failovers(transport: Transport, ctx: VerifyContext, trials: int, log) -> dic
             s = sample(transport, ctx.client, url, list(ctx.client_sources), *args)
             try:
                 time.sleep(1.0)
-                t0 = time.monotonic()
                 w = ecmp.withdrawal(transport, ctx, lb, drill)
-                t1 = time.monotonic()
-                s.settle(t1)
-                window = s.since(t0)
+                if w.took is None or w.back is None:
+                    errors.append(f"trial {i + 1}: " + ("not withdrawn" if w.took is None else "not back"))
+                    continue
+                end = w.restored_at + w.back  # the path back at the router
+                s.settle(end)
+                window = [x for x in s.since(w.at) if x.start <= end]
             finally:
                 s.stop(settle=False)
-            if w.took is None or w.back is None:
-                errors.append(f"trial {i + 1}: " + ("not withdrawn" if w.took is None else "not back"))
-                continue
             gone.append(w.took)
             back.append(w.back)
-            n_failed = sum(not x.ok for x in window if x.start <= t1)
+            n_failed = drills.outage(window, w.at, end).failed
             failed.append(float(n_failed))
-            sent.append(float(sum(x.start <= t1 for x in window)))
+            sent.append(float(len(window)))
             log(f"    ecmp {drill} #{i + 1}: path gone in {w.took:.2f} s, {n_failed} failed, back {w.back:.1f} s")
         out[drill] = EcmpFault(lb.name, Spread.of(gone), Spread.of(failed), Spread.of(sent), Spread.of(back), errors)
     return out

@@ -50,7 +50,7 @@ class Caps:
     node (its network namespace's). A process started into the node later (a step, a drill's
     restart) starts outside it: `apply` moves them in again before each run."""
 
-    def __init__(self, topo: Topology, cap: float = CAP):
+    def __init__(self, topo: Topology):
         self.v2 = (CGROUP_V2 / "cgroup.controllers").exists()
         root = CGROUP_V2 if self.v2 else CGROUP_V1_CPU
         if not (root / "cgroup.procs").exists():
@@ -58,10 +58,11 @@ class Caps:
         self.nodes = {h.name: h.netns for h in topo.hosts if h.role == "lb"}
         self.dirs = {name: root / f"halab-bench-{netns}" for name, netns in self.nodes.items()}
         self.root = root
-        self.quota = int(cap * PERIOD_US)
+        self.quota = int(CAP * PERIOD_US)
 
     def create(self) -> None:
-        """The cgroups, capped (remove() undoes it, even after a failure half-way)."""
+        """The cgroups, capped (remove() undoes it, even after a failure half-way; on cgroup v2
+        the CPU controller it enables at the root stays enabled, as systemd itself leaves it)."""
         root, quota = self.root, self.quota
         if self.v2:
             enabled = (root / "cgroup.subtree_control").read_text().split()
@@ -98,8 +99,8 @@ def _pids(netns: str) -> list[str]:
 def _move(cgroup: Path, pid: str) -> None:
     try:
         (cgroup / "cgroup.procs").write_text(pid)
-    except (ProcessLookupError, FileNotFoundError, OSError):
-        pass  # gone meanwhile: nothing to cap
+    except ProcessLookupError:
+        pass  # gone meanwhile: nothing to cap (any other error: the figures would be uncapped)
 
 
 # Each process's CPU time (user + system, clock ticks) in a node's own PID namespace, by PID.

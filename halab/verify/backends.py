@@ -17,11 +17,16 @@ from halab.verify.rows import Row, skip
 from halab.verify.transport import Transport, VerifyContext
 
 
+def haproxy_stat(transport: Transport, lb: str) -> list[list[str]]:
+    """lb's `show stat` (runtime API), one CSV row per proxy or server: pxname, svname, ...,
+    stot at 7, status at 17."""
+    stat = drills.action(transport, lb, "haproxy-api", "show", "stat", check=False).stdout
+    return [r for r in csv.reader(io.StringIO(stat.lstrip("# "))) if len(r) > 17 and r[1] != "svname"]
+
+
 def _server_status(transport: Transport, lb: str) -> dict[tuple[str, str], str]:
     """(haproxy backend, server) -> health status (UP, DOWN, ...), from lb's runtime API."""
-    stat = drills.action(transport, lb, "haproxy-api", "show", "stat", check=False).stdout
-    rows = csv.reader(io.StringIO(stat.lstrip("# ")))
-    return {(r[0], r[1]): r[17] for r in rows if len(r) > 17 and r[1] not in ("FRONTEND", "BACKEND", "svname")}
+    return {(r[0], r[1]): r[17] for r in haproxy_stat(transport, lb) if r[1] not in ("FRONTEND", "BACKEND")}
 
 
 def servers_not_up(transport: Transport, lab: Lab, lb: str) -> list[str]:

@@ -9,14 +9,13 @@ the timings, on the same clock as the verifier's host (docs/ecmp.md)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 import time
 from dataclasses import dataclass
 
 from halab.core.model import Lab, Node
 from halab.verify import drills
-from halab.verify.probes import sample
+from halab.verify.backends import haproxy_stat
+from halab.verify.probes import end_group, sample, start_client, wait_until
 from halab.verify.rows import Row, skip
 from halab.verify.transport import Transport, VerifyContext
 
@@ -103,12 +102,8 @@ def hops(transport: Transport, router: str, vip: str) -> list[str]:
 
 def _frontend_sessions(transport: Transport, lb: str, frontend: str) -> int:
     """haproxy's session total (stot) of one frontend on one load balancer."""
-    text = drills.action(transport, lb, "haproxy-api", "show", "stat", check=False).stdout
-    for line in text.splitlines():
-        f = line.split(",")
-        if len(f) > 7 and f[0] == frontend and f[1] == "FRONTEND":
-            return int(f[7] or 0)
-    return 0
+    rows = haproxy_stat(transport, lb)
+    return next((int(r[7] or 0) for r in rows if r[0] == frontend and r[1] == "FRONTEND"), 0)
 
 
 def check_ecmp_shares(transport: Transport, ctx: VerifyContext) -> list[Row]:
@@ -153,14 +148,11 @@ class RouteWatch:
 
     def __init__(self, transport: Transport, router: str, vip: str, seconds: float):
         self.offset = time.monotonic() - time.time()
-        self.proc = transport.spawn(router, [transport.python, "-c", ROUTE_WATCH, vip, str(seconds)])
         self.changes: list[tuple[float, list[str]]] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.proc, self.reader = start_client(transport, router, ROUTE_WATCH, [vip, str(seconds)], self._read)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+    def _read(self, out) -> None:
+        for line in out:
             try:
                 wall, hops = json.loads(line)
             except ValueError:
@@ -171,20 +163,19 @@ class RouteWatch:
         return next((t for t, hops in list(self.changes) if t >= since and pred(hops)), None)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.reader.join(timeout=5)
+        """The poller's whole process group ended (a SIGTERM to nsenter alone leaves it polling)."""
+        end_group(self.proc, self.reader)
 
 
 @dataclass
 class Withdrawal:
-    """One drill at the router: how long after the fault its path was gone, and after the
-    restore back (None: never, within the bound)."""
+    """One drill at the router: when the fault took effect, and how long after it the node's
+    path was gone; when the restore's call ended, and how long after it the path was back (0:
+    during the call; None: never, within the bound). Times on this process's monotonic clock."""
 
+    at: float
     took: float | None
+    restored_at: float
     back: float | None
 
 
@@ -199,21 +190,24 @@ def withdrawal(transport: Transport, ctx: VerifyContext, lb: Node, drill: str) -
     try:
         time.sleep(0.5)  # its first line: the paths before the fault
         at = fault(lb.name)
-        gone = None
-        deadline = time.monotonic() + bound
-        while gone is None and time.monotonic() < deadline:
-            gone = watch.first(at, lambda h: addr not in h)
-            time.sleep(0.05)
+        wait_until(lambda: watch.first(at, lambda h: addr not in h) is not None, bound, 0.05)
+        gone = watch.first(at, lambda h: addr not in h)
         restore(lb.name)
-        back_from = time.monotonic()
-        back = None
-        deadline = time.monotonic() + bound + 30  # a session comes back within its connect timer and BFD's
-        while back is None and time.monotonic() < deadline:
-            back = watch.first(back_from, lambda h: addr in h)
-            time.sleep(0.1)
+        restored_at = time.monotonic()
+        # its path back: the first change with it since it went (it may come back while the
+        # restore's call runs: then 0 s after it); a session comes back within its connect
+        # timer and BFD's
+        since = at if gone is None else gone
+
+        def returned() -> float | None:
+            return watch.first(since, lambda h: addr in h)
+
+        wait_until(lambda: returned() is not None, bound + 30, 0.1)
+        back = returned()
     finally:
         watch.stop()
-    return Withdrawal(None if gone is None else gone - at, None if back is None else back - back_from)
+    took = None if gone is None else gone - at
+    return Withdrawal(at, took, restored_at, None if back is None else max(0.0, back - restored_at))
 
 
 def plan(lab: Lab) -> list[tuple[Node, str, float, str]]:

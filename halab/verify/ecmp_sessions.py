@@ -33,8 +33,8 @@ from halab.verify.sessions import Sessions
 from halab.verify.transport import Transport, VerifyContext
 
 SESSIONS = 90  # 30 a node on three: enough that every rehash moves some of the others'
-INTERVAL = 1.0  # each session asks once a second
-TIMEOUT = 5.0  # an answer slower than this fails its session
+# each session asks once a second, an answer slower than 5 s failing it: the hand-off row's pace
+INTERVAL, TIMEOUT = handoff.SESSION_INTERVAL, handoff.TIMEOUT
 # After a rehash, before the sessions are counted: each has asked twice since, and one whose
 # packets were lost has timed out (its failure is counted at that rehash, not the next one).
 SETTLE = TIMEOUT + 2 * INTERVAL
@@ -63,9 +63,12 @@ class Drill:
 
     @property
     def kept(self) -> bool:
-        # no session found on a node (ss saw none) proves nothing: not kept
+        # no session found (ss saw none), or none that a rehash moved (nothing for the second
+        # chance to do), proves nothing: not kept
         events = (self.leave, self.back)
-        return all(e is not None and e.held > 0 and e.lost == 0 for e in events)
+        if not all(e is not None and e.held > 0 and e.lost == 0 for e in events):
+            return False
+        return sum(e.moved for e in events if e is not None) > 0
 
     def text(self) -> str:
         if self.leave is None or self.back is None:
@@ -107,9 +110,12 @@ def _routed(transport: Transport, ctx: VerifyContext, port: int, client: str, po
     args = [transport.python, "-c", ROUTES, str(ctx.lab.vip), client, str(port), *map(str, ports)]
     out = transport.run(ctx.router, args, check=False, timeout=60).stdout
     try:
-        return {int(p): by_address.get(v or "", "none") for p, v in json.loads(out or "{}").items()}
+        routed = {int(p): by_address.get(v or "", "none") for p, v in json.loads(out).items()}
     except ValueError:
-        return {}
+        routed = {}
+    if len(routed) != len(set(ports)):  # no figure rather than a count of 0 moved
+        raise DrillFailed(f"the router did not say where it sends the sessions: {out.strip()[-200:] or 'nothing'}")
+    return routed
 
 
 class DrillFailed(Exception):
@@ -150,8 +156,9 @@ def _drill(
     def routed(ports: dict[int, int]) -> dict[int, str]:
         return _routed(transport, ctx, port, client, list(ports.values()))
 
-    def lost(s: Sessions, ids, since: float = 0.0) -> int:
-        return sum(i not in s.closed and (i not in s.failed or s.failed[i][0] >= since) for i in ids)
+    def lost(s: Sessions, ids) -> int:
+        """Those not ended cleanly by their client (failed, or never closed)."""
+        return sum(i not in s.closed for i in ids)
 
     try:
         a = _open(transport, ctx, url, f"{tag}-a")
@@ -193,7 +200,7 @@ def _drill(
         back=Event(
             len(b_kept) + len(a_on),
             _moved(during, after_b, b_kept) + _moved(left, after_a, a_on),
-            lost(b, b_kept) + lost(a, a_on, t_back),
+            lost(b, b_kept) + lost(a, a_on),
         ),
         own=own,
     )
@@ -238,9 +245,9 @@ def killed_row(transport: Transport, ctx: VerifyContext, without: bool = True) -
     with_it = _drill(transport, ctx, killed, port, url, f"{tag}-on", kill, restore, False)
     figure = f"with it: {with_it.text()}"
     if without:
-        for lb in lab.load_balancers:
-            drills.action(transport, lb.name, "second-chance", "off")
         try:
+            for lb in lab.load_balancers:
+                drills.action(transport, lb.name, "second-chance", "off")
             no = _drill(transport, ctx, killed, port, url, f"{tag}-off", kill, restore, False)
         finally:
             for lb in lab.load_balancers:
